@@ -1,0 +1,222 @@
+//! The only code that reads the model file after load: positioned reads straight into
+//! hypura's memory, the file's page cache dropped behind them, a pool of reader threads so
+//! several large requests are in flight at once, and a byte counter for the statistics.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+/// The model file, opened read-only.
+#[derive(Debug)]
+pub struct ModelFile {
+    file: File,
+    path: PathBuf,
+    bytes_read: AtomicU64,
+}
+
+impl ModelFile {
+    /// Opens `path` read-only. hypura never writes to model files.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let file = File::open(path)?;
+        // Random access: no kernel read-ahead beyond what each request asks for.
+        // SAFETY: a valid fd; advice only.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            bytes_read: AtomicU64::new(0),
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`, then drops those pages from the page
+    /// cache so that streaming never grows it.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, offset)?;
+        self.bytes_read
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        // SAFETY: a valid fd; advice only.
+        unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                offset as libc::off_t,
+                buf.len() as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `offset` into raw memory.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `len` bytes and not accessed by anyone else until
+    /// this returns.
+    pub unsafe fn read_into(&self, dst: *mut u8, len: usize, offset: u64) -> std::io::Result<()> {
+        // SAFETY: guaranteed by the caller.
+        let buf = unsafe { std::slice::from_raw_parts_mut(dst, len) };
+        self.read_exact_at(buf, offset)
+    }
+
+    /// Total bytes read through this handle.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+}
+
+/// Completion state of a set of reads (one stream group).
+#[derive(Debug, Default)]
+pub struct Completion {
+    state: Mutex<(usize, Option<String>)>,
+    done: Condvar,
+}
+
+impl Completion {
+    fn new(pending: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new((pending, None)),
+            done: Condvar::new(),
+        })
+    }
+
+    fn finish_one(&self, error: Option<String>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 = state.0.saturating_sub(1);
+        if state.1.is_none() {
+            state.1 = error;
+        }
+        if state.0 == 0 {
+            self.done.notify_all();
+        }
+    }
+
+    /// Blocks until every read finished; returns the first error.
+    pub fn wait(&self) -> Result<(), String> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while state.0 > 0 {
+            state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        match &state.1 {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// True when every read finished.
+    pub fn is_done(&self) -> bool {
+        self.state.lock().map(|s| s.0 == 0).unwrap_or(true)
+    }
+}
+
+/// One read: `len` bytes at `offset` into `dst`.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadRequest {
+    /// Destination address (inside a hypura buffer).
+    pub dst: usize,
+    /// Byte count.
+    pub len: usize,
+    /// File offset.
+    pub offset: u64,
+}
+
+struct Job {
+    request: ReadRequest,
+    completion: Arc<Completion>,
+}
+
+/// A pool of reader threads working through requests in submission order.
+pub struct ReadPool {
+    sender: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    request_bytes: usize,
+}
+
+impl ReadPool {
+    /// Starts `threads` readers of `file`; requests are split into pieces of at most
+    /// `request_bytes`.
+    pub fn new(file: Arc<ModelFile>, threads: usize, request_bytes: usize) -> Self {
+        let (sender, receiver) = channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let workers = (0..threads.max(1))
+            .map(|i| {
+                let receiver = Arc::clone(&receiver);
+                let file = Arc::clone(&file);
+                std::thread::Builder::new()
+                    .name(format!("hypura-io-{i}"))
+                    .spawn(move || loop {
+                        let job = match receiver.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        let r = job.request;
+                        // SAFETY: the scheduler hands out each destination range to exactly
+                        // one request and does not touch it until the completion is done.
+                        let result = unsafe { file.read_into(r.dst as *mut u8, r.len, r.offset) };
+                        job.completion.finish_one(
+                            result
+                                .err()
+                                .map(|e| format!("{} bytes at offset {}: {e}", r.len, r.offset)),
+                        );
+                    })
+                    .expect("spawn reader thread")
+            })
+            .collect();
+        Self {
+            sender: Some(sender),
+            workers,
+            request_bytes: request_bytes.max(4096),
+        }
+    }
+
+    /// Queues `requests` (split into pieces of at most the request size) and returns their
+    /// completion.
+    pub fn submit(&self, requests: &[ReadRequest]) -> Arc<Completion> {
+        let mut pieces = Vec::new();
+        for r in requests {
+            let mut done = 0usize;
+            while done < r.len {
+                let len = (r.len - done).min(self.request_bytes);
+                pieces.push(ReadRequest {
+                    dst: r.dst + done,
+                    len,
+                    offset: r.offset + done as u64,
+                });
+                done += len;
+            }
+        }
+        let completion = Completion::new(pieces.len());
+        if pieces.is_empty() {
+            return completion;
+        }
+        for request in pieces {
+            let job = Job {
+                request,
+                completion: Arc::clone(&completion),
+            };
+            let sent = self.sender.as_ref().map(|s| s.send(job));
+            if !matches!(sent, Some(Ok(()))) {
+                completion.finish_one(Some("reader threads are gone".to_string()));
+            }
+        }
+        completion
+    }
+}
+
+impl Drop for ReadPool {
+    fn drop(&mut self) {
+        self.sender.take();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! hypura's own ggml buffer type, which holds both weight tiers.
+//!
+//! Every tensor hypura manages lives in one buffer of this type: an anonymous mapping reserved
+//! with `MAP_NORESERVE`, so address space costs nothing until a page is written. RAM-tier
+//! tensors are written once after load (by [`crate::io`]) and stay; NVMe-tier tensors are
+//! written just before they are used and their pages are handed back with `MADV_DONTNEED`
+//! after (by [`crate::schedule`]). During load the buffer records each tensor and skips the
+//! copy llama.cpp offers, so llama.cpp itself never reads a weight byte.
+//!
+//! The structs below mirror `ggml/src/ggml-backend-impl.h` of the pinned llama-cpp-sys-2
+//! (it is not part of the generated bindings). The layout is version-specific: the
+//! end-to-end identity tests exercise it inside real llama.cpp graphs.
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crate::sys;
+
+/// Pages are the unit of residency: every tensor starts on a page boundary.
+pub const PAGE_BYTES: usize = 4096;
+
+#[repr(C)]
+struct BufferTypeIface {
+    get_name: Option<unsafe extern "C" fn(*mut BufferType) -> *const c_char>,
+    alloc_buffer: Option<unsafe extern "C" fn(*mut BufferType, usize) -> *mut Buffer>,
+    alloc_buffer_n: Option<
+        unsafe extern "C" fn(*mut BufferType, *mut *mut sys::ggml_tensor, i32) -> *mut Buffer,
+    >,
+    get_alignment: Option<unsafe extern "C" fn(*mut BufferType) -> usize>,
+    get_max_size: Option<unsafe extern "C" fn(*mut BufferType) -> usize>,
+    get_alloc_size: Option<unsafe extern "C" fn(*mut BufferType, *const sys::ggml_tensor) -> usize>,
+    get_alloc_size_n:
+        Option<unsafe extern "C" fn(*mut BufferType, *mut *mut sys::ggml_tensor, i32) -> usize>,
+    is_host: Option<unsafe extern "C" fn(*mut BufferType) -> bool>,
+}
+
+#[repr(C)]
+struct BufferType {
+    iface: BufferTypeIface,
+    device: sys::ggml_backend_dev_t,
+    context: *mut c_void,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BufferIface {
+    free_buffer: Option<unsafe extern "C" fn(*mut Buffer)>,
+    get_base: Option<unsafe extern "C" fn(*mut Buffer) -> *mut c_void>,
+    init_tensor: Option<unsafe extern "C" fn(*mut Buffer, *mut sys::ggml_tensor) -> i32>,
+    memset_tensor:
+        Option<unsafe extern "C" fn(*mut Buffer, *mut sys::ggml_tensor, u8, usize, usize)>,
+    set_tensor: Option<
+        unsafe extern "C" fn(*mut Buffer, *mut sys::ggml_tensor, *const c_void, usize, usize),
+    >,
+    get_tensor: Option<
+        unsafe extern "C" fn(*mut Buffer, *const sys::ggml_tensor, *mut c_void, usize, usize),
+    >,
+    set_tensor_2d: Option<
+        unsafe extern "C" fn(
+            *mut Buffer,
+            *mut sys::ggml_tensor,
+            *const c_void,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+        ),
+    >,
+    get_tensor_2d: Option<
+        unsafe extern "C" fn(
+            *mut Buffer,
+            *const sys::ggml_tensor,
+            *mut c_void,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+        ),
+    >,
+    cpy_tensor: Option<
+        unsafe extern "C" fn(*mut Buffer, *const sys::ggml_tensor, *mut sys::ggml_tensor) -> bool,
+    >,
+    clear: Option<unsafe extern "C" fn(*mut Buffer, u8)>,
+    reset: Option<unsafe extern "C" fn(*mut Buffer)>,
+}
+
+#[repr(C)]
+struct Buffer {
+    iface: BufferIface,
+    buft: *mut BufferType,
+    context: *mut c_void,
+    size: usize,
+    usage: i32,
+}
+
+extern "C" {
+    fn ggml_backend_buffer_init(
+        buft: *mut BufferType,
+        iface: BufferIface,
+        context: *mut c_void,
+        size: usize,
+    ) -> *mut Buffer;
+}
+
+/// A tensor llama.cpp created in a hypura buffer.
+#[derive(Debug, Clone)]
+pub struct RegisteredTensor {
+    /// The ggml tensor (owned by llama.cpp's model).
+    pub tensor: NonNull<sys::ggml_tensor>,
+    /// Its name.
+    pub name: String,
+    /// 0 for the first tensor of this name, 1 for llama.cpp's duplicate (tied output head).
+    pub occurrence: usize,
+}
+
+// SAFETY: the pointers are only dereferenced while the owning model is alive, and hypura
+// serializes access to tensor memory through the scheduler.
+unsafe impl Send for RegisteredTensor {}
+
+struct Mapping {
+    base: *mut c_void,
+    size: usize,
+}
+
+/// State shared by the buffer type and the buffers it allocates.
+struct TierState {
+    name: CString,
+    /// True while llama.cpp loads the model: the buffer reports "not host" so that the loader
+    /// hands bytes to `set_tensor` (which skips them) instead of reading into the memory.
+    loading: AtomicBool,
+    tensors: Mutex<Vec<RegisteredTensor>>,
+}
+
+/// hypura's buffer type. Keep it alive for as long as any model loaded with it.
+pub struct HypuraBufferType {
+    buft: Box<BufferType>,
+    state: Box<TierState>,
+}
+
+// SAFETY: the raw pointers inside point to heap memory owned by this value; the state is
+// behind a Mutex and atomics.
+unsafe impl Send for HypuraBufferType {}
+// SAFETY: as above: all shared mutation goes through the Mutex / atomics.
+unsafe impl Sync for HypuraBufferType {}
+
+impl HypuraBufferType {
+    /// Creates the buffer type, reporting the CPU device as its device.
+    pub fn new(name: &str) -> Self {
+        let mut state = Box::new(TierState {
+            name: CString::new(name).unwrap_or_else(|_| CString::from(c"HYPURA")),
+            loading: AtomicBool::new(true),
+            tensors: Mutex::new(Vec::new()),
+        });
+        // SAFETY: plain lookup of the CPU device in ggml's registry.
+        let device = unsafe { sys::ggml_backend_dev_by_type(sys::GGML_BACKEND_DEVICE_TYPE_CPU) };
+        let buft = Box::new(BufferType {
+            iface: BufferTypeIface {
+                get_name: Some(buft_get_name),
+                alloc_buffer: Some(buft_alloc_buffer),
+                alloc_buffer_n: None,
+                get_alignment: Some(buft_get_alignment),
+                get_max_size: None,
+                get_alloc_size: None,
+                get_alloc_size_n: None,
+                is_host: Some(buft_is_host),
+            },
+            device,
+            context: (&mut *state as *mut TierState).cast(),
+        });
+        Self { buft, state }
+    }
+
+    /// The pointer to pass to llama.cpp (`tensor_buft_overrides`).
+    pub fn as_raw(&self) -> sys::ggml_backend_buffer_type_t {
+        (&*self.buft as *const BufferType).cast_mut().cast()
+    }
+
+    /// Ends the load phase: from now on the buffer is host memory the CPU backend computes on.
+    pub fn finish_loading(&self) {
+        self.state.loading.store(false, Ordering::SeqCst);
+    }
+
+    /// The tensors llama.cpp created in buffers of this type, in creation order.
+    pub fn tensors(&self) -> Vec<RegisteredTensor> {
+        self.state
+            .tensors
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
+    }
+}
+
+unsafe fn state_of<'a>(buft: *mut BufferType) -> &'a TierState {
+    // SAFETY: `context` was set to the boxed TierState, which outlives every buffer.
+    unsafe { &*((*buft).context as *const TierState) }
+}
+
+unsafe extern "C" fn buft_get_name(buft: *mut BufferType) -> *const c_char {
+    // SAFETY: called by ggml with the pointer we created.
+    unsafe { state_of(buft) }.name.as_ptr()
+}
+
+unsafe extern "C" fn buft_get_alignment(_buft: *mut BufferType) -> usize {
+    PAGE_BYTES
+}
+
+unsafe extern "C" fn buft_is_host(buft: *mut BufferType) -> bool {
+    // SAFETY: called by ggml with the pointer we created.
+    !unsafe { state_of(buft) }.loading.load(Ordering::SeqCst)
+}
+
+unsafe extern "C" fn buft_alloc_buffer(buft: *mut BufferType, size: usize) -> *mut Buffer {
+    let size = size.max(1).div_ceil(PAGE_BYTES) * PAGE_BYTES;
+    // SAFETY: an anonymous private mapping; MAP_NORESERVE so untouched pages cost nothing.
+    let base = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        log::error!("hypura: cannot reserve {size} bytes of address space");
+        return ptr::null_mut();
+    }
+    let mapping = Box::into_raw(Box::new(Mapping { base, size }));
+    let iface = BufferIface {
+        free_buffer: Some(buf_free),
+        get_base: Some(buf_get_base),
+        init_tensor: Some(buf_init_tensor),
+        memset_tensor: Some(buf_memset_tensor),
+        set_tensor: Some(buf_set_tensor),
+        get_tensor: Some(buf_get_tensor),
+        set_tensor_2d: None,
+        get_tensor_2d: None,
+        cpy_tensor: Some(buf_cpy_tensor),
+        clear: Some(buf_clear),
+        reset: None,
+    };
+    // SAFETY: buft is ours; ggml copies the iface and takes the context pointer.
+    let buffer = unsafe { ggml_backend_buffer_init(buft, iface, mapping.cast(), size) };
+    if buffer.is_null() {
+        // SAFETY: we just created both and nobody else holds them.
+        unsafe {
+            libc::munmap(base, size);
+            drop(Box::from_raw(mapping));
+        }
+    }
+    buffer
+}
+
+unsafe fn mapping_of<'a>(buffer: *mut Buffer) -> &'a Mapping {
+    // SAFETY: the context of our buffers is always a boxed Mapping.
+    unsafe { &*((*buffer).context as *const Mapping) }
+}
+
+unsafe extern "C" fn buf_free(buffer: *mut Buffer) {
+    // SAFETY: ggml calls this once per buffer; the Mapping was boxed in alloc_buffer.
+    unsafe {
+        let mapping = Box::from_raw((*buffer).context as *mut Mapping);
+        libc::munmap(mapping.base, mapping.size);
+    }
+}
+
+unsafe extern "C" fn buf_get_base(buffer: *mut Buffer) -> *mut c_void {
+    // SAFETY: our buffer.
+    unsafe { mapping_of(buffer) }.base
+}
+
+unsafe extern "C" fn buf_init_tensor(buffer: *mut Buffer, tensor: *mut sys::ggml_tensor) -> i32 {
+    // SAFETY: ggml passes a live tensor and our buffer.
+    unsafe {
+        if !(*tensor).view_src.is_null() {
+            return 0;
+        }
+        let state = state_of((*buffer).buft);
+        let name = CStr::from_ptr((*tensor).name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        if let (Ok(mut tensors), Some(ptr)) = (state.tensors.lock(), NonNull::new(tensor)) {
+            let occurrence = tensors.iter().filter(|t| t.name == name).count();
+            tensors.push(RegisteredTensor {
+                tensor: ptr,
+                name,
+                occurrence,
+            });
+        }
+    }
+    0 // GGML_STATUS_SUCCESS
+}
+
+unsafe extern "C" fn buf_set_tensor(
+    buffer: *mut Buffer,
+    tensor: *mut sys::ggml_tensor,
+    data: *const c_void,
+    offset: usize,
+    size: usize,
+) {
+    // SAFETY: ggml passes a tensor of our buffer and a source of `size` bytes.
+    unsafe {
+        if state_of((*buffer).buft).loading.load(Ordering::SeqCst) {
+            return; // hypura fills weights itself, from the real file
+        }
+        ptr::copy_nonoverlapping(
+            data.cast::<u8>(),
+            (*tensor).data.cast::<u8>().add(offset),
+            size,
+        );
+    }
+}
+
+unsafe extern "C" fn buf_get_tensor(
+    _buffer: *mut Buffer,
+    tensor: *const sys::ggml_tensor,
+    data: *mut c_void,
+    offset: usize,
+    size: usize,
+) {
+    // SAFETY: ggml passes a tensor of our buffer and a destination of `size` bytes.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            (*tensor).data.cast::<u8>().add(offset),
+            data.cast::<u8>(),
+            size,
+        )
+    }
+}
+
+unsafe extern "C" fn buf_memset_tensor(
+    _buffer: *mut Buffer,
+    tensor: *mut sys::ggml_tensor,
+    value: u8,
+    offset: usize,
+    size: usize,
+) {
+    // SAFETY: ggml passes a tensor of our buffer; the range lies inside it.
+    unsafe { ptr::write_bytes((*tensor).data.cast::<u8>().add(offset), value, size) }
+}
+
+unsafe extern "C" fn buf_cpy_tensor(
+    _buffer: *mut Buffer,
+    src: *const sys::ggml_tensor,
+    dst: *mut sys::ggml_tensor,
+) -> bool {
+    // SAFETY: ggml passes live tensors; a host source can be copied directly.
+    unsafe {
+        if (*src).buffer.is_null() || !sys::ggml_backend_buffer_is_host((*src).buffer) {
+            return false;
+        }
+        ptr::copy_nonoverlapping(
+            (*src).data.cast::<u8>(),
+            (*dst).data.cast::<u8>(),
+            sys::ggml_nbytes(src),
+        );
+    }
+    true
+}
+
+unsafe extern "C" fn buf_clear(buffer: *mut Buffer, value: u8) {
+    // SAFETY: our buffer; zeroing is done by dropping the pages so nothing is faulted in.
+    unsafe {
+        let mapping = mapping_of(buffer);
+        if value == 0 {
+            libc::madvise(mapping.base, mapping.size, libc::MADV_DONTNEED);
+        } else {
+            ptr::write_bytes(mapping.base.cast::<u8>(), value, mapping.size);
+        }
+    }
+}
+
+/// Hands the pages covering `[addr, addr+len)` back to the OS (they read as zeros after).
+/// The range is widened to whole pages, so the caller must own those pages entirely: true for
+/// a whole tensor (tensors start on page boundaries and never share a page) and for head
+/// chunks (planned to start on page boundaries).
+pub fn release_pages(addr: *mut u8, len: usize) {
+    if len == 0 {
+        return;
+    }
+    let start = addr as usize / PAGE_BYTES * PAGE_BYTES;
+    let end = (addr as usize + len).div_ceil(PAGE_BYTES) * PAGE_BYTES;
+    // SAFETY: the range lies inside one of our private anonymous mappings (all of whose
+    // sizes are page multiples) and the caller owns every page in it.
+    unsafe { libc::madvise(start as *mut c_void, end - start, libc::MADV_DONTNEED) };
+}
+
+/// Bytes of whole pages covering `[addr, addr+len)`.
+pub fn pages_bytes(addr: *const u8, len: usize) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    let start = addr as usize / PAGE_BYTES * PAGE_BYTES;
+    let end = (addr as usize + len).div_ceil(PAGE_BYTES) * PAGE_BYTES;
+    (end - start) as u64
+}
+
+/// Address space reserved with `MAP_NORESERVE` that hypura fills and releases itself (the
+/// streamed LM head's chunks). Unmapped on drop.
+#[derive(Debug)]
+pub struct ReservedMemory {
+    base: NonNull<u8>,
+    size: usize,
+}
+
+// SAFETY: plain memory; access is coordinated by the scheduler.
+unsafe impl Send for ReservedMemory {}
+
+impl ReservedMemory {
+    /// Reserves `size` bytes (rounded up to whole pages).
+    pub fn new(size: usize) -> std::io::Result<Self> {
+        let size = size.max(1).div_ceil(PAGE_BYTES) * PAGE_BYTES;
+        // SAFETY: an anonymous private mapping; untouched pages cost nothing.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self {
+            base: NonNull::new(base.cast()).ok_or_else(std::io::Error::last_os_error)?,
+            size,
+        })
+    }
+
+    /// The first byte (page-aligned).
+    pub fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+}
+
+impl Drop for ReservedMemory {
+    fn drop(&mut self) {
+        // SAFETY: we mapped exactly this range in `new`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.size) };
+    }
+}

@@ -60,12 +60,23 @@ pub struct RunStats {
     pub decode_tok_s: f64,
     /// Load seconds.
     pub load_s: f64,
-    /// Peak resident set size of the process (VmHWM).
+    /// Peak resident set size of the process (VmHWM) after the model was loaded: context
+    /// creation, prompt and generation.
     pub peak_rss_bytes: u64,
+    /// Peak RSS while loading (the loader passes over each tensor once; see README).
+    pub peak_rss_load_bytes: u64,
     /// RSS before the model was loaded.
     pub rss_before_load_bytes: u64,
-    /// KV cache bytes.
+    /// RSS after llama.cpp loaded the model, before any weight was read.
+    pub rss_after_llama_load_bytes: u64,
+    /// Largest tensor of the model.
+    pub largest_tensor_bytes: u64,
+    /// KV cache bytes (llama.cpp's report).
     pub kv_cache_bytes: u64,
+    /// Activation buffers (llama.cpp's report).
+    pub compute_buffer_bytes: u64,
+    /// Logits buffers (llama.cpp's report).
+    pub output_buffer_bytes: u64,
     /// Most bytes of streamed weights held at once (window + embedding rows).
     pub peak_window_bytes: u64,
     /// Resident + the largest window held: never above the budget.
@@ -93,6 +104,7 @@ pub fn generate(
     let prompt_started = Instant::now();
     session.decode(&prompt)?;
     let prompt_s = prompt_started.elapsed().as_secs_f64();
+    log::info!("after the prompt: RSS {} MiB, peak {} MiB", proc_stats::rss_bytes() >> 20, proc_stats::peak_rss_bytes() >> 20);
 
     session.reset_counters();
     let file_before = session.file_bytes_read();
@@ -140,8 +152,13 @@ pub fn generate(
         decode_tok_s: decoded as f64 / decode_s.max(1e-9),
         load_s: load.load_s,
         peak_rss_bytes: proc_stats::peak_rss_bytes(),
+        peak_rss_load_bytes: load.peak_rss_load_bytes,
         rss_before_load_bytes: load.rss_before_load_bytes,
-        kv_cache_bytes: load.kv_cache_bytes,
+        rss_after_llama_load_bytes: load.rss_after_llama_load_bytes,
+        largest_tensor_bytes: load.largest_tensor_bytes,
+        kv_cache_bytes: load.context_buffers.kv_bytes,
+        compute_buffer_bytes: load.context_buffers.compute_bytes,
+        output_buffer_bytes: load.context_buffers.output_bytes,
         peak_window_bytes: counters.peak_window_bytes,
         peak_held_weight_bytes: plan.ram_resident_bytes + counters.peak_window_bytes,
         bound_tok_s: plan.bound_tok_s,

@@ -35,3 +35,9 @@ pub fn storage_read_bytes() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Resets the peak RSS (VmHWM) to the current RSS, so a later reading covers only what
+/// follows. Returns false where the kernel does not support it.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}

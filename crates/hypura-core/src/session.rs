@@ -80,8 +80,15 @@ pub struct LoadStats {
     pub load_bytes_read: u64,
     /// RSS before anything was loaded.
     pub rss_before_load_bytes: u64,
-    /// KV cache bytes (f16 K and V for every layer and context position).
-    pub kv_cache_bytes: u64,
+    /// RSS right after llama.cpp loaded the model, before hypura read any weight: the
+    /// process, its libraries, the vocabulary and llama.cpp's model metadata.
+    pub rss_after_llama_load_bytes: u64,
+    /// Peak RSS during loading (includes the loader's pass over the largest tensor).
+    pub peak_rss_load_bytes: u64,
+    /// The largest tensor: the loader's transient during load.
+    pub largest_tensor_bytes: u64,
+    /// Buffers llama.cpp allocated for the context (KV cache, activations, logits).
+    pub context_buffers: backend::BufferSizes,
 }
 
 struct RawModel(NonNull<sys::llama_model>);
@@ -166,6 +173,10 @@ impl Session {
         if let Some(o) = &overrides {
             model_params.tensor_buft_overrides = o.as_ptr();
         }
+        if let Some(b) = &buffer_type {
+            model_params.progress_callback = Some(load_progress);
+            model_params.progress_callback_user_data = (b as *const HypuraBufferType).cast_mut().cast();
+        }
         let shadow = if tiered {
             Some(ShadowFile::create(&header)?)
         } else {
@@ -187,6 +198,15 @@ impl Session {
             HypuraError::LoadFailed(options.model_path.clone())
         })?);
         let bytes_before = file.bytes_read();
+        let rss_after_llama_load_bytes = proc_stats::rss_bytes();
+        let peak_rss_load_bytes = proc_stats::peak_rss_bytes();
+        log::info!(
+            "after llama.cpp load: RSS {} MiB, peak {} MiB",
+            rss_after_llama_load_bytes >> 20,
+            peak_rss_load_bytes >> 20
+        );
+        // From here on the peak covers what hypura holds while decoding.
+        proc_stats::reset_peak_rss();
 
         let n_threads = if options.n_threads > 0 {
             options.n_threads
@@ -198,7 +218,7 @@ impl Session {
         let mut head_window = None;
         let streamer = match &buffer_type {
             Some(b) => {
-                b.finish_loading();
+                b.finish_loading()?;
                 let (streamer, window) = build_streamer(&file, b, &plan, &inventory, n_threads)?;
                 head_window = window;
                 Some(Box::new(Mutex::new(streamer)))
@@ -206,6 +226,7 @@ impl Session {
             None => None,
         };
 
+        log::info!("after the RAM tier was read: RSS {} MiB", proc_stats::rss_bytes() >> 20);
         // SAFETY: returns a plain struct of defaults.
         let mut ctx_params = unsafe { sys::llama_context_default_params() };
         ctx_params.n_ctx = options.n_ctx;
@@ -218,6 +239,7 @@ impl Session {
             ctx_params.cb_eval = Some(eval_callback);
             ctx_params.cb_eval_user_data = (&**s as *const Mutex<Streamer>).cast_mut().cast();
         }
+        backend::reset_buffer_sizes();
         // SAFETY: the model is live; the callback's user data outlives the context (field order).
         let raw_ctx = unsafe { sys::llama_init_from_model(model.0.as_ptr(), ctx_params) };
         let context = RawContext(NonNull::new(raw_ctx).ok_or_else(|| {
@@ -225,6 +247,7 @@ impl Session {
                 backend::take_last_error().unwrap_or_else(|| "unknown error".into()),
             )
         })?);
+        log::info!("after context creation: RSS {} MiB, peak {} MiB", proc_stats::rss_bytes() >> 20, proc_stats::peak_rss_bytes() >> 20);
         // SAFETY: the model is live.
         let vocab = unsafe { sys::llama_model_get_vocab(model.0.as_ptr()) };
         // SAFETY: the vocab belongs to the live model.
@@ -233,7 +256,10 @@ impl Session {
             load_s: started.elapsed().as_secs_f64(),
             load_bytes_read: file.bytes_read() - bytes_before,
             rss_before_load_bytes,
-            kv_cache_bytes: kv_cache_bytes(&header, &inventory, options.n_ctx),
+            rss_after_llama_load_bytes,
+            peak_rss_load_bytes,
+            largest_tensor_bytes: header.tensors.iter().map(|t| t.nbytes).max().unwrap_or(0),
+            context_buffers: backend::buffer_sizes(),
         };
         let _ = overrides; // kept alive until here
         Ok(Self {
@@ -468,23 +494,14 @@ impl Session {
     }
 }
 
-fn kv_cache_bytes(header: &GgufHeader, inventory: &ModelInventory, n_ctx: u32) -> u64 {
-    let arch = &inventory.arch;
-    let n_head = header
-        .get_u64(&format!("{arch}.attention.head_count"))
-        .unwrap_or(1)
-        .max(1);
-    let n_head_kv = header
-        .get_u64(&format!("{arch}.attention.head_count_kv"))
-        .unwrap_or(n_head);
-    let head_dim = inventory.n_embd / n_head;
-    let k = header
-        .get_u64(&format!("{arch}.attention.key_length"))
-        .unwrap_or(head_dim);
-    let v = header
-        .get_u64(&format!("{arch}.attention.value_length"))
-        .unwrap_or(head_dim);
-    n_ctx as u64 * inventory.n_layers as u64 * n_head_kv * (k + v) * 2
+/// Called by llama.cpp's loader before each tensor.
+unsafe extern "C" fn load_progress(_progress: f32, user_data: *mut std::ffi::c_void) -> bool {
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: the user data is the HypuraBufferType, alive for the whole load.
+        let buffer_type = unsafe { &*(user_data as *const HypuraBufferType) };
+        buffer_type.release_scratch_mappings();
+    });
+    true
 }
 
 /// Wires the registered tensors to the plan: fills the RAM tier and builds the scheduler.

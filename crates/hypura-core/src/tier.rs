@@ -7,6 +7,12 @@
 //! after (by [`crate::schedule`]). During load the buffer records each tensor and skips the
 //! copy llama.cpp offers, so llama.cpp itself never reads a weight byte.
 //!
+//! llama.cpp's loader (load mode NONE) reads each tensor of a host buffer straight into its
+//! memory. hypura hands it a header-only stand-in file ([`crate::shadow`]) whose data reads as
+//! zeros, and while loading, backs the whole buffer with one small shared scratch region
+//! mapped over and over, so those zeros land in a few MiB of memory whatever the model's size.
+//! When loading ends, the buffer gets fresh reserved pages at the same addresses.
+//!
 //! The structs below mirror `ggml/src/ggml-backend-impl.h` of the pinned llama-cpp-sys-2
 //! (it is not part of the generated bindings). The layout is version-specific: the
 //! end-to-end identity tests exercise it inside real llama.cpp graphs.
@@ -129,10 +135,11 @@ struct Mapping {
 /// State shared by the buffer type and the buffers it allocates.
 struct TierState {
     name: CString,
-    /// True while llama.cpp loads the model: the buffer reports "not host" so that the loader
-    /// hands bytes to `set_tensor` (which skips them) instead of reading into the memory.
+    /// True while llama.cpp loads the model: writes into the buffers are thrown away.
     loading: AtomicBool,
     tensors: Mutex<Vec<RegisteredTensor>>,
+    /// (base, size) of every buffer allocated, to swap the load scratch for real pages.
+    mappings: Mutex<Vec<(usize, usize)>>,
 }
 
 /// hypura's buffer type. Keep it alive for as long as any model loaded with it.
@@ -154,6 +161,7 @@ impl HypuraBufferType {
             name: CString::new(name).unwrap_or_else(|_| CString::from(c"HYPURA")),
             loading: AtomicBool::new(true),
             tensors: Mutex::new(Vec::new()),
+            mappings: Mutex::new(Vec::new()),
         });
         // SAFETY: plain lookup of the CPU device in ggml's registry.
         let device = unsafe { sys::ggml_backend_dev_by_type(sys::GGML_BACKEND_DEVICE_TYPE_CPU) };
@@ -179,9 +187,28 @@ impl HypuraBufferType {
         (&*self.buft as *const BufferType).cast_mut().cast()
     }
 
-    /// Ends the load phase: from now on the buffer is host memory the CPU backend computes on.
-    pub fn finish_loading(&self) {
+    /// Ends the load phase: the scratch behind every buffer is replaced by fresh reserved
+    /// pages at the same addresses, ready for hypura to fill.
+    pub fn finish_loading(&self) -> std::io::Result<()> {
         self.state.loading.store(false, Ordering::SeqCst);
+        let mappings = self.state.mappings.lock().map(|m| m.clone()).unwrap_or_default();
+        for (base, size) in mappings {
+            map_reserved(base as *mut c_void, size)?;
+        }
+        Ok(())
+    }
+
+    /// Unmaps the scratch pages the loader wrote so far (the scratch itself stays). Called
+    /// between tensors, it keeps the process's mapped pages to about one tensor's worth.
+    pub fn release_scratch_mappings(&self) {
+        if !self.state.loading.load(Ordering::SeqCst) {
+            return;
+        }
+        let mappings = self.state.mappings.lock().map(|m| m.clone()).unwrap_or_default();
+        for (base, size) in mappings {
+            // SAFETY: a range we mapped; dropping shared scratch pages loses only zeros.
+            unsafe { libc::madvise(base as *mut c_void, size, libc::MADV_DONTNEED) };
+        }
     }
 
     /// The tensors llama.cpp created in buffers of this type, in creation order.
@@ -208,27 +235,118 @@ unsafe extern "C" fn buft_get_alignment(_buft: *mut BufferType) -> usize {
     PAGE_BYTES
 }
 
-unsafe extern "C" fn buft_is_host(buft: *mut BufferType) -> bool {
-    // SAFETY: called by ggml with the pointer we created.
-    !unsafe { state_of(buft) }.loading.load(Ordering::SeqCst)
+unsafe extern "C" fn buft_is_host(_buft: *mut BufferType) -> bool {
+    true
 }
 
-unsafe extern "C" fn buft_alloc_buffer(buft: *mut BufferType, size: usize) -> *mut Buffer {
-    let size = size.max(1).div_ceil(PAGE_BYTES) * PAGE_BYTES;
-    // SAFETY: an anonymous private mapping; MAP_NORESERVE so untouched pages cost nothing.
+/// Maps fresh private anonymous pages (reserved, not committed) at `addr` (fixed when not
+/// null) and returns the address.
+fn map_reserved(addr: *mut c_void, size: usize) -> std::io::Result<*mut c_void> {
+    let fixed = if addr.is_null() { 0 } else { libc::MAP_FIXED };
+    // SAFETY: anonymous private mapping; with MAP_FIXED only over a range we own.
     let base = unsafe {
         libc::mmap(
-            ptr::null_mut(),
+            addr,
             size,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | fixed,
             -1,
             0,
         )
     };
     if base == libc::MAP_FAILED {
-        log::error!("hypura: cannot reserve {size} bytes of address space");
-        return ptr::null_mut();
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(base)
+}
+
+const SCRATCH_BYTES: usize = 16 << 20;
+
+/// A file descriptor of `SCRATCH_BYTES` of shared memory.
+fn scratch_fd() -> std::io::Result<libc::c_int> {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscall with a static name.
+    let fd = unsafe { libc::memfd_create(c"hypura-load-scratch".as_ptr(), libc::MFD_CLOEXEC) };
+    #[cfg(not(target_os = "linux"))]
+    let fd = {
+        let mut template = std::env::temp_dir()
+            .join("hypura-scratch-XXXXXX")
+            .into_os_string()
+            .into_encoded_bytes();
+        template.push(0);
+        // SAFETY: a NUL-terminated mutable template; the file is unlinked at once.
+        unsafe {
+            let fd = libc::mkstemp(template.as_mut_ptr().cast());
+            if fd >= 0 {
+                libc::unlink(template.as_ptr().cast());
+            }
+            fd
+        }
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a valid fd we own.
+    if unsafe { libc::ftruncate(fd, SCRATCH_BYTES as libc::off_t) } != 0 {
+        let e = std::io::Error::last_os_error();
+        // SAFETY: closing our own fd.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+/// Backs `[base, base+size)` with one scratch region mapped repeatedly: whatever the loader
+/// writes there costs at most `SCRATCH_BYTES` of memory.
+fn map_scratch(base: *mut c_void, size: usize) -> std::io::Result<()> {
+    let fd = scratch_fd()?;
+    let mut result = Ok(());
+    let mut offset = 0;
+    while offset < size {
+        let len = SCRATCH_BYTES.min(size - offset);
+        // SAFETY: MAP_FIXED over part of a reservation we own, from a valid fd.
+        let p = unsafe {
+            libc::mmap(
+                base.cast::<u8>().add(offset).cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            result = Err(std::io::Error::last_os_error());
+            break;
+        }
+        offset += len;
+    }
+    // SAFETY: the mappings keep the memory alive; the fd is ours.
+    unsafe { libc::close(fd) };
+    result
+}
+
+unsafe extern "C" fn buft_alloc_buffer(buft: *mut BufferType, size: usize) -> *mut Buffer {
+    let size = size.max(1).div_ceil(PAGE_BYTES) * PAGE_BYTES;
+    let base = match map_reserved(ptr::null_mut(), size) {
+        Ok(base) => base,
+        Err(e) => {
+            log::error!("hypura: cannot reserve {size} bytes of address space: {e}");
+            return ptr::null_mut();
+        }
+    };
+    // SAFETY: called by ggml with the pointer we created.
+    let state = unsafe { state_of(buft) };
+    if state.loading.load(Ordering::SeqCst) {
+        if let Err(e) = map_scratch(base, size) {
+            log::error!("hypura: cannot map the load scratch: {e}");
+            // SAFETY: we own the reservation.
+            unsafe { libc::munmap(base, size) };
+            return ptr::null_mut();
+        }
+    }
+    if let Ok(mut m) = state.mappings.lock() {
+        m.push((base as usize, size));
     }
     let mapping = Box::into_raw(Box::new(Mapping { base, size }));
     let iface = BufferIface {
@@ -265,6 +383,9 @@ unsafe extern "C" fn buf_free(buffer: *mut Buffer) {
     // SAFETY: ggml calls this once per buffer; the Mapping was boxed in alloc_buffer.
     unsafe {
         let mapping = Box::from_raw((*buffer).context as *mut Mapping);
+        if let Ok(mut m) = state_of((*buffer).buft).mappings.lock() {
+            m.retain(|(b, _)| *b != mapping.base as usize);
+        }
         libc::munmap(mapping.base, mapping.size);
     }
 }

@@ -27,8 +27,14 @@ pub struct BufferSizes {
 }
 
 fn note_buffer_size(line: &str) {
-    let Some((left, right)) = line.split_once("buffer size =") else { return };
-    let Some(mib) = right.trim().strip_suffix("MiB").and_then(|v| v.trim().parse::<f64>().ok()) else {
+    let Some((left, right)) = line.split_once("buffer size =") else {
+        return;
+    };
+    let Some(mib) = right
+        .trim()
+        .strip_suffix("MiB")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    else {
         return;
     };
     let bytes = (mib * 1024.0 * 1024.0) as u64;

@@ -104,7 +104,11 @@ pub fn generate(
     let prompt_started = Instant::now();
     session.decode(&prompt)?;
     let prompt_s = prompt_started.elapsed().as_secs_f64();
-    log::info!("after the prompt: RSS {} MiB, peak {} MiB", proc_stats::rss_bytes() >> 20, proc_stats::peak_rss_bytes() >> 20);
+    log::info!(
+        "after the prompt: RSS {} MiB, peak {} MiB",
+        proc_stats::rss_bytes() >> 20,
+        proc_stats::peak_rss_bytes() >> 20
+    );
 
     session.reset_counters();
     let file_before = session.file_bytes_read();

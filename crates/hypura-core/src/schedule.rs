@@ -255,8 +255,14 @@ impl Streamer {
 
     fn submit(&mut self, g: usize) {
         let group = &self.groups[g];
+        // A head pass is one read of the head, however many chunks it takes.
+        let continues_a_pass = matches!(group.head_rows, Some((first_row, _)) if first_row > 0);
         for (read, slot) in group.reads.iter().zip(&self.group_slots[g]) {
-            self.tracker.read_from_disk(*slot, read.len as u64);
+            if continues_a_pass {
+                self.tracker.read_more_bytes(*slot, read.len as u64);
+            } else {
+                self.tracker.read_from_disk(*slot, read.len as u64);
+            }
         }
         let completion = self.pool.submit(&group.reads);
         self.window_held += self.group_bytes[g];

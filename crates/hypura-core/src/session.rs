@@ -175,7 +175,8 @@ impl Session {
         }
         if let Some(b) = &buffer_type {
             model_params.progress_callback = Some(load_progress);
-            model_params.progress_callback_user_data = (b as *const HypuraBufferType).cast_mut().cast();
+            model_params.progress_callback_user_data =
+                (b as *const HypuraBufferType).cast_mut().cast();
         }
         let shadow = if tiered {
             Some(ShadowFile::create(&header)?)
@@ -226,7 +227,10 @@ impl Session {
             None => None,
         };
 
-        log::info!("after the RAM tier was read: RSS {} MiB", proc_stats::rss_bytes() >> 20);
+        log::info!(
+            "after the RAM tier was read: RSS {} MiB",
+            proc_stats::rss_bytes() >> 20
+        );
         // SAFETY: returns a plain struct of defaults.
         let mut ctx_params = unsafe { sys::llama_context_default_params() };
         ctx_params.n_ctx = options.n_ctx;
@@ -247,7 +251,11 @@ impl Session {
                 backend::take_last_error().unwrap_or_else(|| "unknown error".into()),
             )
         })?);
-        log::info!("after context creation: RSS {} MiB, peak {} MiB", proc_stats::rss_bytes() >> 20, proc_stats::peak_rss_bytes() >> 20);
+        log::info!(
+            "after context creation: RSS {} MiB, peak {} MiB",
+            proc_stats::rss_bytes() >> 20,
+            proc_stats::peak_rss_bytes() >> 20
+        );
         // SAFETY: the model is live.
         let vocab = unsafe { sys::llama_model_get_vocab(model.0.as_ptr()) };
         // SAFETY: the vocab belongs to the live model.

@@ -191,7 +191,12 @@ impl HypuraBufferType {
     /// pages at the same addresses, ready for hypura to fill.
     pub fn finish_loading(&self) -> std::io::Result<()> {
         self.state.loading.store(false, Ordering::SeqCst);
-        let mappings = self.state.mappings.lock().map(|m| m.clone()).unwrap_or_default();
+        let mappings = self
+            .state
+            .mappings
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
         for (base, size) in mappings {
             map_reserved(base as *mut c_void, size)?;
         }
@@ -204,7 +209,12 @@ impl HypuraBufferType {
         if !self.state.loading.load(Ordering::SeqCst) {
             return;
         }
-        let mappings = self.state.mappings.lock().map(|m| m.clone()).unwrap_or_default();
+        let mappings = self
+            .state
+            .mappings
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
         for (base, size) in mappings {
             // SAFETY: a range we mapped; dropping shared scratch pages loses only zeros.
             unsafe { libc::madvise(base as *mut c_void, size, libc::MADV_DONTNEED) };

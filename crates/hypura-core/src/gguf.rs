@@ -367,7 +367,7 @@ impl Parser<'_> {
             let file_offset = data_offset
                 .checked_add(offset)
                 .ok_or_else(|| self.bad(format!("tensor '{name}' offset overflows")))?;
-            let end = file_offset.checked_add(nbytes).unwrap_or(u64::MAX);
+            let end = file_offset.saturating_add(nbytes);
             if end > self.file_size {
                 return Err(HypuraError::Truncated {
                     path: self.path.to_path_buf(),

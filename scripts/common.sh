@@ -16,7 +16,9 @@ need_tools() {
     command -v cmake >/dev/null || missing+=(cmake)
     command -v python3 >/dev/null || missing+=(python3)
     if ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
-    if [ "$(uname -s)" = Linux ] && ! ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* /usr/lib/aarch64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+    if [ "$(uname -s)" = Linux ] && [ -z "${LIBCLANG_PATH:-}" ] \
+        && ! compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null \
+        && ! compgen -G '/usr/lib/*-linux-gnu/libclang*.so*' >/dev/null; then
         missing+=(libclang-dev)
     fi
     [ ${#missing[@]} -eq 0 ] && return 0

@@ -11,7 +11,13 @@ const Q4_0: u32 = 2;
 
 fn q4_0(name: String, cols: u64, rows: u64, offset: &mut u64) -> TensorInfo {
     let nbytes = cols / 32 * 18 * rows;
-    let info = TensorInfo { name, ggml_type: Q4_0, dims: vec![cols, rows], file_offset: *offset, nbytes };
+    let info = TensorInfo {
+        name,
+        ggml_type: Q4_0,
+        dims: vec![cols, rows],
+        file_offset: *offset,
+        nbytes,
+    };
     *offset += nbytes.div_ceil(32) * 32;
     info
 }
@@ -21,7 +27,11 @@ fn llama_70b() -> ModelInventory {
     let mut offset = 0;
     let mut tensors = Vec::new();
     let mut push = |info: TensorInfo, role, layer| tensors.push(ModelTensor { info, role, layer });
-    push(q4_0("token_embd.weight".into(), n_embd, n_vocab, &mut offset), Role::Embedding, None);
+    push(
+        q4_0("token_embd.weight".into(), n_embd, n_vocab, &mut offset),
+        Role::Embedding,
+        None,
+    );
     for l in 0..n_layers {
         for (kind, cols, rows, role) in [
             ("attn_q", n_embd, n_embd, Role::Attention),
@@ -32,7 +42,11 @@ fn llama_70b() -> ModelInventory {
             ("ffn_up", n_embd, n_ff, Role::Ffn),
             ("ffn_down", n_ff, n_embd, Role::Ffn),
         ] {
-            push(q4_0(format!("blk.{l}.{kind}.weight"), cols, rows, &mut offset), role, Some(l));
+            push(
+                q4_0(format!("blk.{l}.{kind}.weight"), cols, rows, &mut offset),
+                role,
+                Some(l),
+            );
         }
         for norm in ["attn_norm", "ffn_norm"] {
             let info = TensorInfo {
@@ -46,7 +60,11 @@ fn llama_70b() -> ModelInventory {
             push(info, Role::Small, Some(l));
         }
     }
-    push(q4_0("output.weight".into(), n_embd, n_vocab, &mut offset), Role::Output, None);
+    push(
+        q4_0("output.weight".into(), n_embd, n_vocab, &mut offset),
+        Role::Output,
+        None,
+    );
     ModelInventory {
         arch: "llama".into(),
         n_layers,
@@ -67,7 +85,9 @@ fn main() {
         let started = Instant::now();
         let mut streamed = 0;
         for _ in 0..rounds {
-            streamed = plan(&inventory, &params).expect("plan").streamed_bytes_per_token;
+            streamed = plan(&inventory, &params)
+                .expect("plan")
+                .streamed_bytes_per_token;
         }
         let per_plan = started.elapsed().as_secs_f64() / rounds as f64;
         println!(

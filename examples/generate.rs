@@ -11,7 +11,9 @@ use hypura_core::{LoadOptions, Session};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let model = args.next().ok_or("usage: generate MODEL.gguf [BUDGET, e.g. 25% or 2G]")?;
+    let model = args
+        .next()
+        .ok_or("usage: generate MODEL.gguf [BUDGET, e.g. 25% or 2G]")?;
     let budget = args.next().unwrap_or_else(|| "25%".to_string());
 
     // The budget may be a percentage of the model's weights: read the header to know them.
@@ -34,8 +36,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed: 0,
         stop_at_eog: true,
     };
-    let stats = generate(&mut session, &request, |bytes| print!("{}", String::from_utf8_lossy(bytes)))?;
+    let stats = generate(&mut session, &request, |bytes| {
+        print!("{}", String::from_utf8_lossy(bytes))
+    })?;
     println!();
-    eprintln!("{:.2} tok/s, {} read per token", stats.decode_tok_s, format_bytes(stats.disk_bytes_per_token as u64));
+    eprintln!(
+        "{:.2} tok/s, {} read per token",
+        stats.decode_tok_s,
+        format_bytes(stats.disk_bytes_per_token as u64)
+    );
     Ok(())
 }

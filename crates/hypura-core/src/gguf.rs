@@ -394,3 +394,94 @@ impl Parser<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_bytes(n_tensors: u64, dims: &[u64], ggml_type: u32, data: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        let s = |b: &mut Vec<u8>, t: &str| {
+            b.extend_from_slice(&(t.len() as u64).to_le_bytes());
+            b.extend_from_slice(t.as_bytes());
+        };
+        b.extend_from_slice(b"GGUF");
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&n_tensors.to_le_bytes());
+        b.extend_from_slice(&2u64.to_le_bytes());
+        s(&mut b, "general.architecture");
+        b.extend_from_slice(&8u32.to_le_bytes());
+        s(&mut b, "llama");
+        s(&mut b, "llama.block_count");
+        b.extend_from_slice(&4u32.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        for i in 0..n_tensors {
+            s(&mut b, &format!("t{i}"));
+            b.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            for d in dims {
+                b.extend_from_slice(&d.to_le_bytes());
+            }
+            b.extend_from_slice(&ggml_type.to_le_bytes());
+            b.extend_from_slice(&(i * 128).to_le_bytes());
+        }
+        while b.len() % 32 != 0 {
+            b.push(0);
+        }
+        b.resize(b.len() + data, 0);
+        b
+    }
+
+    fn parse(bytes: &[u8]) -> Result<GgufHeader> {
+        let path = std::env::temp_dir().join(format!(
+            "hypura-gguf-unit-{}-{}",
+            std::process::id(),
+            bytes.len()
+        ));
+        std::fs::write(&path, bytes).unwrap();
+        let r = GgufHeader::open(&path);
+        std::fs::remove_file(&path).unwrap();
+        r
+    }
+
+    #[test]
+    fn reads_tensors_and_metadata() {
+        let h = parse(&header_bytes(2, &[32, 1], 0, 256)).unwrap();
+        assert_eq!(h.architecture(), Some("llama"));
+        assert_eq!(h.get_u64("llama.block_count"), Some(1));
+        assert_eq!(h.tensors.len(), 2);
+        assert_eq!(h.tensors[0].nbytes, 128);
+        assert_eq!(h.tensors[1].file_offset, h.data_offset + 128);
+        assert_eq!(h.data_offset % 32, 0);
+    }
+
+    #[test]
+    fn rejects_corruption_with_an_error() {
+        let good = header_bytes(2, &[32, 1], 0, 256);
+        assert!(matches!(
+            parse(&good[..good.len() - 200]),
+            Err(HypuraError::Truncated { .. })
+        ));
+        let mut bad_magic = good.clone();
+        bad_magic[0] = b'X';
+        assert!(matches!(
+            parse(&bad_magic),
+            Err(HypuraError::NotGguf { .. })
+        ));
+        assert!(matches!(
+            parse(&header_bytes(1, &[32, 1], 999, 256)),
+            Err(HypuraError::NotGguf { .. })
+        ));
+        assert!(matches!(
+            parse(&header_bytes(1, &[31, 1], 2, 256)),
+            Err(HypuraError::NotGguf { .. })
+        ));
+        // a huge claimed tensor count must not allocate
+        let mut huge = good.clone();
+        huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(parse(&huge), Err(HypuraError::NotGguf { .. })));
+        // every prefix fails cleanly
+        for cut in (0..good.len() - 256).step_by(7) {
+            assert!(parse(&good[..cut]).is_err(), "prefix {cut} parsed");
+        }
+    }
+}

@@ -20,25 +20,26 @@ pub struct HeadCompute {
 }
 
 impl HeadCompute {
-    /// Computes rows `[first_row, first_row + n_rows)` of the logits of `n_out` hidden
+    /// Computes rows `rows` of the logits of `n_out` hidden
     /// states `hidden` (`n_embd` floats each) and stores them into `logits`
     /// (`n_out * n_vocab` floats, one vocabulary-long row per output).
     ///
     /// # Safety
-    /// `weights` must point to `n_rows` rows of the head in ggml layout.
+    /// `weights` must point to the rows `rows` of the head in ggml layout.
     pub unsafe fn compute(
         &self,
         weights: *const u8,
-        first_row: i64,
-        n_rows: i64,
+        rows: std::ops::Range<i64>,
         hidden: &[f32],
         n_out: i64,
         logits: &mut [f32],
+        pool: Option<&crate::threads::ThreadPool>,
     ) -> Result<(), String> {
         if hidden.len() as i64 != self.n_embd * n_out || logits.len() as i64 != self.n_vocab * n_out
         {
             return Err("head: buffer sizes do not match".into());
         }
+        let (first_row, n_rows) = (rows.start, rows.end - rows.start);
         let result_bytes = (n_rows * n_out * 4) as usize;
         // SAFETY: plain ggml context/graph construction on memory this function owns; the
         // weight and hidden tensors point at caller memory that outlives the computation.
@@ -77,7 +78,8 @@ impl HeadCompute {
             }
             let graph = sys::ggml_new_graph(ctx);
             sys::ggml_build_forward_expand(graph, out);
-            let mut plan = sys::ggml_graph_plan(graph, self.n_threads, std::ptr::null_mut());
+            let pool = pool.map_or(std::ptr::null_mut(), |p| p.as_ptr());
+            let mut plan = sys::ggml_graph_plan(graph, self.n_threads, pool);
             let mut work = vec![0u8; plan.work_size];
             plan.work_data = work.as_mut_ptr();
             let status = sys::ggml_graph_compute(graph, &mut plan);

@@ -548,3 +548,152 @@ impl Plan {
         layers.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::TensorInfo;
+    use crate::inspect::ModelTensor;
+
+    /// A small llama-shaped Q4_0 model (about 100 MB): 16 layers.
+    fn inventory(tied: bool) -> ModelInventory {
+        let (n_embd, n_ff, n_vocab, n_layers) = (1024u64, 4096u64, 32000u64, 16u32);
+        let q4 = |name: String, cols: u64, rows: u64| TensorInfo {
+            name,
+            ggml_type: 2,
+            dims: vec![cols, rows],
+            file_offset: 0,
+            nbytes: cols / 32 * 18 * rows,
+        };
+        let mut tensors = vec![ModelTensor {
+            info: q4("token_embd.weight".into(), n_embd, n_vocab),
+            role: Role::Embedding,
+            layer: None,
+        }];
+        for l in 0..n_layers {
+            for (kind, cols, rows, role) in [
+                ("attn_q", n_embd, n_embd, Role::Attention),
+                ("ffn_up", n_embd, n_ff, Role::Ffn),
+                ("ffn_down", n_ff, n_embd, Role::Ffn),
+            ] {
+                tensors.push(ModelTensor {
+                    info: q4(format!("blk.{l}.{kind}.weight"), cols, rows),
+                    role,
+                    layer: Some(l),
+                });
+            }
+            tensors.push(ModelTensor {
+                info: TensorInfo {
+                    name: format!("blk.{l}.attn_norm.weight"),
+                    ggml_type: 0,
+                    dims: vec![n_embd],
+                    file_offset: 0,
+                    nbytes: n_embd * 4,
+                },
+                role: Role::Small,
+                layer: Some(l),
+            });
+        }
+        if !tied {
+            tensors.push(ModelTensor {
+                info: q4("output.weight".into(), n_embd, n_vocab),
+                role: Role::Output,
+                layer: None,
+            });
+        }
+        ModelInventory {
+            arch: "llama".into(),
+            n_layers,
+            n_embd,
+            n_vocab,
+            tied_head: tied,
+            final_logit_softcap: 0.0,
+            tensors,
+        }
+    }
+
+    fn total(inv: &ModelInventory) -> u64 {
+        inv.tensors.iter().map(|t| t.info.nbytes).sum()
+    }
+
+    #[test]
+    fn whole_model_budget_is_full_residency() {
+        let inv = inventory(true);
+        let p = plan(&inv, &PlanParams::new(total(&inv))).unwrap();
+        assert!(p.full_resident);
+        assert_eq!(p.streamed_bytes_per_token, 0);
+        assert!(p.tensors.iter().all(|t| t.tier == Tier::Ram));
+    }
+
+    #[test]
+    fn held_bytes_stay_within_budget_and_reads_shrink_as_it_grows() {
+        for tied in [true, false] {
+            let inv = inventory(tied);
+            let model = total(&inv);
+            let mut last_streamed = u64::MAX;
+            for pct in [10u64, 20, 35, 50, 70, 90] {
+                let budget = model * pct / 100;
+                let p = plan(&inv, &PlanParams::new(budget)).unwrap();
+                assert!(
+                    p.held_limit_bytes() <= budget,
+                    "tied={tied} {pct}%: {} > {budget}",
+                    p.held_limit_bytes()
+                );
+                assert!(
+                    p.streamed_bytes_per_token <= last_streamed,
+                    "tied={tied} {pct}%: reads grew"
+                );
+                last_streamed = p.streamed_bytes_per_token;
+                // Every byte that is not resident streams.
+                let nvme: u64 = p
+                    .tensors
+                    .iter()
+                    .filter(|t| t.tier == Tier::Nvme && t.stream != Some(StreamMode::Rows))
+                    .map(|t| t.bytes)
+                    .sum();
+                let head = if p.head_streamed && tied {
+                    inv.head().nbytes
+                } else {
+                    0
+                };
+                let embd_row = inv.embedding().row_bytes();
+                assert_eq!(
+                    p.streamed_bytes_per_token,
+                    nvme + head + embd_row,
+                    "tied={tied} {pct}%"
+                );
+                // Groups cover exactly the streamed layers and the head.
+                let group_bytes: u64 = p.groups.iter().map(|g| g.bytes).sum();
+                assert_eq!(group_bytes + embd_row, p.streamed_bytes_per_token);
+            }
+        }
+    }
+
+    #[test]
+    fn head_chunks_start_on_page_boundaries() {
+        let inv = inventory(true);
+        let p = plan(&inv, &PlanParams::new(total(&inv) / 10)).unwrap();
+        assert!(p.head_streamed);
+        let row = inv.head().row_bytes();
+        for g in &p.groups {
+            if let GroupKind::HeadChunk { first_row, .. } = g.kind {
+                assert_eq!(first_row * row % PAGE_BYTES as u64, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn too_small_a_budget_names_the_minimum() {
+        let inv = inventory(true);
+        let err = plan(&inv, &PlanParams::new(100_000))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least"), "{err}");
+        // and the minimum it names is enough
+        let minimum = (1..200u64)
+            .map(|k| k * 64 * 1024)
+            .find(|b| plan(&inv, &PlanParams::new(*b)).is_ok())
+            .unwrap();
+        assert!(minimum <= total(&inv) / 2);
+    }
+}

@@ -99,6 +99,7 @@ pub struct Streamer {
     rows_held_bytes: u64,
     release_before: Option<usize>,
     head: Option<StreamedHead>,
+    head_pool: Option<crate::threads::ThreadPool>,
     logits: Vec<f32>,
     logits_ready: bool,
     error: Option<String>,
@@ -162,6 +163,9 @@ impl Streamer {
             rows_held: Vec::new(),
             rows_held_bytes: 0,
             release_before: None,
+            head_pool: head
+                .as_ref()
+                .and_then(|h| crate::threads::ThreadPool::sleeping(h.compute.n_threads)),
             head,
             logits: Vec::new(),
             logits_ready: false,
@@ -446,11 +450,11 @@ impl Streamer {
             let result = unsafe {
                 head.compute.compute(
                     dst,
-                    first_row as i64,
-                    n_rows as i64,
+                    first_row as i64..(first_row + n_rows) as i64,
                     &hidden,
                     n_out,
                     &mut logits,
+                    self.head_pool.as_ref(),
                 )
             };
             self.logits = logits;

@@ -111,6 +111,7 @@ impl Drop for RawContext {
 pub struct Session {
     // Field order is drop order: context, then model, then what they point into.
     context: RawContext,
+    _threads: Option<crate::threads::ThreadPool>,
     #[allow(dead_code)] // held so that the model outlives the context and is freed after it
     model: RawModel,
     streamer: Option<Box<Mutex<Streamer>>>,
@@ -256,6 +257,16 @@ impl Session {
             proc_stats::rss_bytes() >> 20,
             proc_stats::peak_rss_bytes() >> 20
         );
+        // While streaming, the graph runs in pieces: give it a pool that sleeps between them.
+        let threads = streamer
+            .as_ref()
+            .and_then(|_| crate::threads::ThreadPool::sleeping(n_threads));
+        if let Some(pool) = &threads {
+            // SAFETY: the pool outlives the context (dropped after it, by field order).
+            unsafe {
+                sys::llama_attach_threadpool(context.0.as_ptr(), pool.as_ptr(), pool.as_ptr())
+            };
+        }
         // SAFETY: the model is live.
         let vocab = unsafe { sys::llama_model_get_vocab(model.0.as_ptr()) };
         // SAFETY: the vocab belongs to the live model.
@@ -272,6 +283,7 @@ impl Session {
         let _ = overrides; // kept alive until here
         Ok(Self {
             context,
+            _threads: threads,
             model,
             streamer,
             _head_window: head_window,

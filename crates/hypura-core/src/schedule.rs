@@ -488,8 +488,19 @@ impl Streamer {
                     (*src).view_src
                 }
             };
-            let Some(tracked) = self.tensors.get(&(weight as usize)).copied() else {
-                continue;
+            let tracked = match self.tensors.get(&(weight as usize)).copied() {
+                Some(t) => t,
+                // A weight in one of llama.cpp's own buffers (the whole-model plan): count it.
+                None if is_weight(weight) => {
+                    let slot = self.tracker.slot(node_name(unsafe { &*weight }));
+                    let t = TrackedTensor {
+                        usage: Usage::Resident,
+                        slot,
+                    };
+                    self.tensors.insert(weight as usize, t);
+                    t
+                }
+                None => continue,
             };
             self.tracker.accessed(tracked.slot);
             match tracked.usage {
@@ -532,6 +543,16 @@ impl Drop for Streamer {
         for (_, completion) in &self.queue {
             let _ = completion.wait();
         }
+    }
+}
+
+/// True for a tensor in a buffer llama.cpp marked as holding weights.
+fn is_weight(t: *mut sys::ggml_tensor) -> bool {
+    // SAFETY: a live tensor; its buffer, if any, is live.
+    unsafe {
+        !(*t).buffer.is_null()
+            && sys::ggml_backend_buffer_get_usage((*t).buffer)
+                == sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS
     }
 }
 

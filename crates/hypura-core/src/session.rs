@@ -225,6 +225,16 @@ impl Session {
                 head_window = window;
                 Some(Box::new(Mutex::new(streamer)))
             }
+            // Everything resident in llama.cpp's own buffers: the scheduler only counts uses.
+            None if options.mode == LoadMode::Tiered => Some(Box::new(Mutex::new(Streamer::new(
+                Arc::clone(&file),
+                1,
+                plan.request_bytes as usize,
+                Vec::new(),
+                0,
+                0,
+                None,
+            )))),
             None => None,
         };
 
@@ -258,7 +268,7 @@ impl Session {
             proc_stats::peak_rss_bytes() >> 20
         );
         // While streaming, the graph runs in pieces: give it a pool that sleeps between them.
-        let threads = streamer
+        let threads = buffer_type
             .as_ref()
             .and_then(|_| crate::threads::ThreadPool::sleeping(n_threads));
         if let Some(pool) = &threads {
@@ -317,7 +327,7 @@ impl Session {
 
     /// True when weights stream (hypura mode with a budget below the model size).
     pub fn is_streaming(&self) -> bool {
-        self.streamer.is_some()
+        self._buffer_type.is_some()
     }
 
     /// Figures from loading.

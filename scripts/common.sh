@@ -10,10 +10,12 @@ GEMMA3_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 
 say() { printf 'hypura-setup: %s\n' "$*" >&2; }
 
+# need_tools [extra command:package ...]: installs what is missing (apt, as root) or says what.
 need_tools() {
     local missing=()
     command -v cargo >/dev/null || { say "Rust is not installed: see https://rustup.rs (then re-run)"; exit 1; }
     command -v cmake >/dev/null || missing+=(cmake)
+    command -v cc >/dev/null || missing+=(gcc)
     command -v python3 >/dev/null || missing+=(python3)
     if ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
     if [ "$(uname -s)" = Linux ] && [ -z "${LIBCLANG_PATH:-}" ] \
@@ -21,6 +23,10 @@ need_tools() {
         && ! compgen -G '/usr/lib/*-linux-gnu/libclang*.so*' >/dev/null; then
         missing+=(libclang-dev)
     fi
+    local pair
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+    done
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(uname -s)" = Darwin ]; then
         say "missing: ${missing[*]}; install them with: brew install cmake llvm python (untested on macOS)"

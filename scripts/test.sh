@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: installs what is missing, fetches the test models, then
-# `cargo test` of every crate (unit tests, and end-to-end tests on the real models).
+# Runs the whole test suite: installs what is missing, fetches the test models, builds the
+# workspace, then `cargo test` of every crate (unit tests, end-to-end tests on the real models,
+# the C API's error paths, and the C and Python examples, the C one under valgrind).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-need_tools
+# The C API tests compile the C example (pkg-config) and run it under valgrind.
+need_tools pkg-config:pkg-config valgrind:valgrind
 fetch_models
 cd "$HYPURA_ROOT"
 export HYPURA_MODELS_DIR="$MODELS_DIR"
+# libhypura.so/.a and the hypura binary must exist before the C and Python example tests.
+cargo build --release --workspace --locked
 log=$(mktemp)
 status=0
 cargo test --release --workspace --locked "$@" 2>&1 | tee "$log" || status=$?

@@ -72,6 +72,20 @@ pub enum HypuraError {
     /// Tokenization failed.
     #[error("tokenization failed: {0}")]
     Tokenize(String),
+    /// A sequence would grow past the context length.
+    #[error(
+        "context is full: sequence {seq} holds {held} tokens, {new} more would exceed {n_ctx}"
+    )]
+    ContextFull {
+        /// The sequence.
+        seq: i32,
+        /// Tokens it holds.
+        held: usize,
+        /// Tokens offered.
+        new: usize,
+        /// Tokens per sequence.
+        n_ctx: usize,
+    },
     /// Decoding a batch failed.
     #[error("decode failed: {0}")]
     Decode(String),

@@ -5,6 +5,7 @@
 #[derive(Debug, Clone)]
 pub struct Sampler {
     temperature: f32,
+    top_p: f32,
     state: u64,
 }
 
@@ -13,8 +14,20 @@ impl Sampler {
     pub fn new(temperature: f32, seed: u64) -> Self {
         Self {
             temperature,
+            top_p: 1.0,
             state: seed ^ 0x9E37_79B9_7F4A_7C15,
         }
+    }
+
+    /// Keeps only the most likely tokens whose probabilities add up to `top_p` (nucleus
+    /// sampling); 1 keeps all.
+    pub fn with_top_p(mut self, top_p: f32) -> Self {
+        self.top_p = if top_p.is_finite() {
+            top_p.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        self
     }
 
     fn next_f64(&mut self) -> f64 {
@@ -27,8 +40,27 @@ impl Sampler {
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// Picks a token id from `logits`.
+    /// Picks a token id from `logits` with this sampler's temperature and top-p.
     pub fn sample(&mut self, logits: &[f32]) -> i32 {
+        self.sample_with(logits, self.temperature, self.top_p)
+    }
+
+    /// Picks a token id from `logits` with the given temperature and top-p, advancing this
+    /// sampler's random state.
+    pub fn sample_with(&mut self, logits: &[f32], temperature: f32, top_p: f32) -> i32 {
+        let saved = (self.temperature, self.top_p);
+        self.temperature = temperature;
+        self.top_p = if top_p.is_finite() {
+            top_p.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        let token = self.sample_inner(logits);
+        (self.temperature, self.top_p) = saved;
+        token
+    }
+
+    fn sample_inner(&mut self, logits: &[f32]) -> i32 {
         let argmax = logits
             .iter()
             .enumerate()
@@ -82,5 +114,17 @@ mod tests {
         let ones = draw(7).iter().filter(|&&t| t == 1).count();
         // p(1) = e^2 / (e^2 + 2) = 0.787
         assert!((1400..1750).contains(&ones), "{ones}");
+    }
+
+    #[test]
+    fn top_p_cuts_the_tail() {
+        // p = 0.66, 0.24, 0.09, 0.01: top-p 0.8 keeps the first two only
+        let logits = [3.0f32, 2.0, 1.0, -1.0];
+        let mut s = Sampler::new(1.0, 3).with_top_p(0.8);
+        let draws: Vec<i32> = (0..3000).map(|_| s.sample(&logits)).collect();
+        assert!(draws.iter().all(|&t| t == 0 || t == 1));
+        assert!(draws.contains(&1));
+        let mut tiny = Sampler::new(1.0, 3).with_top_p(0.0);
+        assert!((0..100).all(|_| tiny.sample(&logits) == 0));
     }
 }

@@ -23,6 +23,17 @@ use crate::sys;
 use crate::tier::{HypuraBufferType, ReservedMemory};
 use crate::track::TensorAccess;
 
+/// One token of a batch for [`Session::decode_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchToken {
+    /// Token id.
+    pub token: i32,
+    /// Sequence it is appended to (`0..n_seq_max`).
+    pub seq: i32,
+    /// Whether to return logits after this token.
+    pub logits: bool,
+}
+
 /// How to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -50,13 +61,15 @@ pub struct LoadOptions {
     pub n_ctx: u32,
     /// Tokens per batch and micro-batch.
     pub n_batch: u32,
+    /// Sequences decoded side by side (each gets `n_ctx / n_seq_max` positions).
+    pub n_seq_max: u32,
     /// Disk bandwidth for the planner's bound, bytes/s.
     pub disk_bytes_per_s: f64,
 }
 
 impl LoadOptions {
     /// Defaults: hypura mode, whole model resident, repacking on, all cores, 2048-token
-    /// context, 128-token batches, 1.6 GB/s disk.
+    /// context, 128-token batches, one sequence, 1.6 GB/s disk.
     pub fn new(model_path: impl Into<PathBuf>) -> Self {
         Self {
             model_path: model_path.into(),
@@ -66,6 +79,7 @@ impl LoadOptions {
             n_threads: 0,
             n_ctx: 2048,
             n_batch: 128,
+            n_seq_max: 1,
             disk_bytes_per_s: 1.6e9,
         }
     }
@@ -120,8 +134,10 @@ pub struct Session {
     file: Arc<ModelFile>,
     vocab: *const sys::llama_vocab,
     n_vocab: usize,
-    n_past: i32,
+    n_past: Vec<i32>,
     last_logits: Vec<f32>,
+    tokens_decoded: u64,
+    decode_seconds: f64,
     options: LoadOptions,
     plan: Plan,
     inventory: ModelInventory,
@@ -247,6 +263,7 @@ impl Session {
         ctx_params.n_ctx = options.n_ctx;
         ctx_params.n_batch = options.n_batch;
         ctx_params.n_ubatch = options.n_batch;
+        ctx_params.n_seq_max = options.n_seq_max.max(1);
         ctx_params.n_threads = n_threads;
         ctx_params.n_threads_batch = n_threads;
         ctx_params.no_perf = true;
@@ -301,8 +318,10 @@ impl Session {
             file,
             vocab,
             n_vocab,
-            n_past: 0,
+            n_past: vec![0; options.n_seq_max.max(1) as usize],
             last_logits: Vec::new(),
+            tokens_decoded: 0,
+            decode_seconds: 0.0,
             options,
             plan,
             inventory,
@@ -338,6 +357,12 @@ impl Session {
     /// Bytes hypura has read from the model file so far (load included).
     pub fn file_bytes_read(&self) -> u64 {
         self.file.bytes_read()
+    }
+
+    /// Positions each sequence can hold (llama.cpp may round the context length up).
+    pub fn context_per_sequence(&self) -> usize {
+        // SAFETY: the context is live.
+        unsafe { sys::llama_n_ctx_seq(self.context.0.as_ptr()) as usize }
     }
 
     /// Vocabulary size.
@@ -405,89 +430,183 @@ impl Session {
         unsafe { sys::llama_vocab_is_eog(self.vocab, token) }
     }
 
-    /// Forgets the context (KV cache) so a new sequence can start.
+    /// Forgets every sequence (the KV cache) so new ones can start.
     pub fn reset(&mut self) {
         // SAFETY: the context is live.
         unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.context.0.as_ptr()), true) };
-        self.n_past = 0;
+        self.n_past.iter_mut().for_each(|p| *p = 0);
         self.last_logits.clear();
     }
 
-    /// Appends `tokens` to the sequence and computes; afterwards [`Self::logits`] holds the
+    /// Forgets one sequence.
+    pub fn reset_sequence(&mut self, seq: i32) -> Result<()> {
+        let slot = self.seq_slot(seq)?;
+        // SAFETY: the context is live; removing a whole sequence always succeeds.
+        unsafe {
+            sys::llama_memory_seq_rm(sys::llama_get_memory(self.context.0.as_ptr()), seq, -1, -1)
+        };
+        self.n_past[slot] = 0;
+        Ok(())
+    }
+
+    fn seq_slot(&self, seq: i32) -> Result<usize> {
+        usize::try_from(seq)
+            .ok()
+            .filter(|s| *s < self.n_past.len())
+            .ok_or_else(|| {
+                HypuraError::InvalidArgument(format!(
+                    "sequence {seq} is outside 0..{} (raise n_seq_max)",
+                    self.n_past.len()
+                ))
+            })
+    }
+
+    /// Appends `tokens` to sequence 0 and computes; afterwards [`Self::logits`] holds the
     /// logits after the last of them.
     pub fn decode(&mut self, tokens: &[i32]) -> Result<()> {
-        if tokens.is_empty() {
+        let batch: Vec<BatchToken> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, &token)| BatchToken {
+                token,
+                seq: 0,
+                logits: i + 1 == tokens.len(),
+            })
+            .collect();
+        self.last_logits = self.decode_batch(&batch)?;
+        Ok(())
+    }
+
+    /// Decodes a batch of tokens, each appended to its own sequence at that sequence's next
+    /// position. Returns the logits of the tokens that asked for them, in batch order
+    /// (`n_vocab` floats each).
+    pub fn decode_batch(&mut self, batch: &[BatchToken]) -> Result<Vec<f32>> {
+        if batch.is_empty() {
             return Err(HypuraError::Decode("no tokens to decode".into()));
         }
+        let n_ctx_seq = self.context_per_sequence();
+        let mut adding = vec![0usize; self.n_past.len()];
+        for t in batch {
+            if t.token < 0 || t.token as usize >= self.n_vocab {
+                return Err(HypuraError::Decode(format!(
+                    "token id {} is outside the vocabulary",
+                    t.token
+                )));
+            }
+            adding[self.seq_slot(t.seq)?] += 1;
+        }
+        for (slot, &new) in adding.iter().enumerate() {
+            let held = self.n_past[slot] as usize;
+            if new > 0 && held + new > n_ctx_seq {
+                return Err(HypuraError::ContextFull {
+                    seq: slot as i32,
+                    held,
+                    new,
+                    n_ctx: n_ctx_seq,
+                });
+            }
+        }
+        let started = Instant::now();
+        let mut logits = Vec::new();
+        // llama.cpp may have lowered the batch size (to the context length): ask it.
         // SAFETY: the context is live.
-        let n_ctx = unsafe { sys::llama_n_ctx(self.context.0.as_ptr()) } as usize;
-        if self.n_past as usize + tokens.len() > n_ctx {
-            return Err(HypuraError::Decode(format!(
-                "context is full: {} tokens held + {} new > {n_ctx}",
-                self.n_past,
-                tokens.len()
-            )));
+        let n_batch = unsafe { sys::llama_n_batch(self.context.0.as_ptr()) }.max(1) as usize;
+        for chunk in batch.chunks(n_batch) {
+            let before = self.n_past.clone();
+            if let Err(e) = self.decode_chunk(chunk, &mut logits) {
+                // Drop what the failed chunk may have added to the KV cache.
+                for (slot, &pos) in before.iter().enumerate() {
+                    if self.n_past[slot] != pos {
+                        // SAFETY: the context is live.
+                        unsafe {
+                            sys::llama_memory_seq_rm(
+                                sys::llama_get_memory(self.context.0.as_ptr()),
+                                slot as i32,
+                                pos,
+                                -1,
+                            )
+                        };
+                    }
+                }
+                self.n_past = before;
+                return Err(e);
+            }
         }
-        if let Some(bad) = tokens
-            .iter()
-            .find(|&&t| t < 0 || t as usize >= self.n_vocab)
-        {
-            return Err(HypuraError::Decode(format!(
-                "token id {bad} is outside the vocabulary"
-            )));
-        }
-        for chunk in tokens.chunks(self.options.n_batch.max(1) as usize) {
-            let mut chunk = chunk.to_vec();
+        self.tokens_decoded += batch.len() as u64;
+        self.decode_seconds += started.elapsed().as_secs_f64();
+        Ok(logits)
+    }
+
+    fn decode_chunk(&mut self, chunk: &[BatchToken], logits: &mut Vec<f32>) -> Result<()> {
+        // SAFETY: llama_batch_init allocates room for `chunk.len()` tokens with one sequence
+        // id each; every field written below stays in bounds; freed before returning.
+        let status = unsafe {
+            let batch = sys::llama_batch_init(chunk.len() as i32, 0, 1);
+            for (i, t) in chunk.iter().enumerate() {
+                let slot = t.seq as usize;
+                *batch.token.add(i) = t.token;
+                *batch.pos.add(i) = self.n_past[slot];
+                *batch.n_seq_id.add(i) = 1;
+                **batch.seq_id.add(i) = t.seq;
+                *batch.logits.add(i) = i8::from(t.logits);
+                self.n_past[slot] += 1;
+            }
+            let mut batch = batch;
+            batch.n_tokens = chunk.len() as i32;
             if let Some(s) = &self.streamer {
                 s.lock().unwrap_or_else(|e| e.into_inner()).begin_decode();
             }
-            // SAFETY: the batch points at `chunk`, which lives across the call.
-            let status = unsafe {
-                let batch = sys::llama_batch_get_one(chunk.as_mut_ptr(), chunk.len() as i32);
-                sys::llama_decode(self.context.0.as_ptr(), batch)
-            };
-            if let Some(s) = &self.streamer {
-                if let Some(e) = s.lock().unwrap_or_else(|e| e.into_inner()).take_error() {
-                    return Err(HypuraError::StreamIo {
-                        path: self.options.model_path.clone(),
-                        source: std::io::Error::other(e),
-                    });
-                }
+            let status = sys::llama_decode(self.context.0.as_ptr(), batch);
+            sys::llama_batch_free(batch);
+            status
+        };
+        if let Some(s) = &self.streamer {
+            if let Some(e) = s.lock().unwrap_or_else(|e| e.into_inner()).take_error() {
+                return Err(HypuraError::StreamIo {
+                    path: self.options.model_path.clone(),
+                    source: std::io::Error::other(e),
+                });
             }
-            if status != 0 {
-                return Err(HypuraError::Decode(format!(
-                    "llama_decode returned {status}"
-                )));
-            }
-            self.n_past += chunk.len() as i32;
         }
-        self.capture_logits()
-    }
-
-    fn capture_logits(&mut self) -> Result<()> {
+        if status != 0 {
+            return Err(HypuraError::Decode(format!(
+                "llama_decode returned {status}"
+            )));
+        }
+        let n_out = chunk.iter().filter(|t| t.logits).count();
+        if n_out == 0 {
+            return Ok(());
+        }
         if let Some(s) = &self.streamer {
             let s = s.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(logits) = s.logits() {
-                let n = self.n_vocab;
-                if logits.len() < n {
-                    return Err(HypuraError::Decode("no logits were computed".into()));
+            if let Some(streamed) = s.logits() {
+                if streamed.len() != n_out * self.n_vocab {
+                    return Err(HypuraError::Decode(
+                        "hypura's head computed the wrong number of logits".into(),
+                    ));
                 }
-                self.last_logits.clear();
-                self.last_logits
-                    .extend_from_slice(&logits[logits.len() - n..]);
+                logits.extend_from_slice(streamed);
                 return Ok(());
             }
         }
-        // SAFETY: the context is live; -1 is the last output of the last batch.
-        let ptr = unsafe { sys::llama_get_logits_ith(self.context.0.as_ptr(), -1) };
-        if ptr.is_null() {
-            return Err(HypuraError::Decode("llama.cpp returned no logits".into()));
+        for (i, t) in chunk.iter().enumerate() {
+            if !t.logits {
+                continue;
+            }
+            // SAFETY: the context is live; `i` is a batch index that requested logits.
+            let ptr = unsafe { sys::llama_get_logits_ith(self.context.0.as_ptr(), i as i32) };
+            if ptr.is_null() {
+                return Err(HypuraError::Decode("llama.cpp returned no logits".into()));
+            }
+            // SAFETY: llama.cpp returns n_vocab floats.
+            logits.extend_from_slice(unsafe { std::slice::from_raw_parts(ptr, self.n_vocab) });
         }
-        // SAFETY: llama.cpp returns n_vocab floats.
-        let logits = unsafe { std::slice::from_raw_parts(ptr, self.n_vocab) };
-        self.last_logits.clear();
-        self.last_logits.extend_from_slice(logits);
         Ok(())
+    }
+
+    /// Tokens decoded so far (prompts included) and the seconds spent decoding them.
+    pub fn decode_totals(&self) -> (u64, f64) {
+        (self.tokens_decoded, self.decode_seconds)
     }
 
     /// Logits after the last decoded token.
@@ -495,9 +614,9 @@ impl Session {
         &self.last_logits
     }
 
-    /// Tokens in the context.
+    /// Tokens held by sequence 0.
     pub fn n_past(&self) -> i32 {
-        self.n_past
+        self.n_past[0]
     }
 
     /// Per-tensor access counts since the last [`Self::reset_counters`].

@@ -1,5 +1,28 @@
-//! C ABI for hypura. This crate is still minimal: the version only. The full API
-//! (`hypura_load`, `hypura_decode`, …) is tracked as its own issue.
+//! # libhypura: the C ABI of hypura
+//!
+//! A small C API over `hypura-core`: load a GGUF model with a RAM budget (the rest of the
+//! weights stream from the file), tokenize, decode batches for one or more sequences, sample,
+//! and read per-tier statistics. The header `include/hypura.h` is generated from this crate
+//! by cbindgen (`HYPURA_BLESS=1 cargo test -p hypura-ffi --test header` rewrites it).
+//!
+//! Rules that hold for every function:
+//! - Every function that can fail returns a [`hypura_status`]; `HYPURA_STATUS_OK` is 0. The
+//!   numbers never change.
+//! - On failure, [`hypura_last_error`] gives a message (per thread).
+//! - No panic crosses the boundary: it becomes `HYPURA_STATUS_PANIC`.
+//! - A NULL pointer where a value is required gives `HYPURA_STATUS_NULL_ARGUMENT`. A buffer
+//!   pointer may be NULL only when its capacity is 0.
+//! - A `hypura_model` may be used from any thread, but by one thread at a time.
+#![allow(non_camel_case_types)]
+
+mod boundary;
+mod error;
+mod model;
+mod status;
+
+pub use error::hypura_last_error;
+pub use model::*;
+pub use status::hypura_status;
 
 /// Major version of libhypura.
 #[no_mangle]
@@ -19,6 +42,12 @@ pub extern "C" fn hypura_version_patch() -> u32 {
     env!("CARGO_PKG_VERSION_PATCH").parse().unwrap_or(0)
 }
 
+/// The version as a static NUL-terminated string, e.g. "0.1.0". Never NULL; do not free.
+#[no_mangle]
+pub extern "C" fn hypura_version() -> *const std::ffi::c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -30,5 +59,8 @@ mod tests {
             super::hypura_version_patch()
         );
         assert_eq!(v, env!("CARGO_PKG_VERSION"));
+        // SAFETY: a static NUL-terminated string.
+        let s = unsafe { std::ffi::CStr::from_ptr(super::hypura_version()) };
+        assert_eq!(s.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
     }
 }

@@ -1,0 +1,560 @@
+//! Every error path of the C API, called as C would call it.
+
+use std::ffi::{c_char, CString};
+use std::path::PathBuf;
+use std::ptr::{null, null_mut};
+
+use hypura::*;
+use hypura_status::*;
+
+fn model_path(name: &str) -> PathBuf {
+    let dir = std::env::var_os("HYPURA_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "test model {} is missing: run scripts/test.sh",
+        path.display()
+    );
+    path
+}
+
+fn last_error() -> String {
+    let mut buf = vec![0 as c_char; 4096];
+    let mut len = 0usize;
+    // SAFETY: a buffer of the stated capacity.
+    let status = unsafe { hypura_last_error(buf.as_mut_ptr(), buf.len(), &mut len) };
+    assert_eq!(status, HYPURA_STATUS_OK);
+    String::from_utf8(buf[..len].iter().map(|&c| c as u8).collect()).unwrap()
+}
+
+fn params(path: &str) -> (hypura_params, CString) {
+    let c_path = CString::new(path).unwrap();
+    let mut p = std::mem::MaybeUninit::<hypura_params>::uninit();
+    // SAFETY: a writable struct.
+    assert_eq!(
+        unsafe { hypura_params_default(p.as_mut_ptr()) },
+        HYPURA_STATUS_OK
+    );
+    // SAFETY: initialised by hypura_params_default.
+    let mut p = unsafe { p.assume_init() };
+    p.model_path = c_path.as_ptr();
+    p.n_threads = 2;
+    p.n_ctx = 64;
+    (p, c_path)
+}
+
+fn load(p: &hypura_params) -> (hypura_status, *mut hypura_model) {
+    let mut model = std::ptr::dangling_mut::<hypura_model>(); // must be reset to NULL on failure
+                                                              // SAFETY: valid pointers.
+    let status = unsafe { hypura_load(p, &mut model) };
+    (status, model)
+}
+
+#[test]
+fn load_errors_leave_null_and_a_message() {
+    let cases: Vec<(String, hypura_status, &str)> = vec![
+        (
+            "/nonexistent/x.gguf".into(),
+            HYPURA_STATUS_NOT_FOUND,
+            "not found",
+        ),
+        (
+            std::env::temp_dir().to_string_lossy().into_owned(),
+            HYPURA_STATUS_UNREADABLE,
+            "cannot read",
+        ),
+    ];
+    for (path, want, needle) in cases {
+        let (p, _keep) = params(&path);
+        let (status, model) = load(&p);
+        assert_eq!(status, want, "{path}");
+        assert!(model.is_null());
+        assert!(last_error().contains(needle), "{}", last_error());
+    }
+    // a corrupt file
+    let corrupt =
+        std::env::temp_dir().join(format!("hypura-capi-corrupt-{}.gguf", std::process::id()));
+    let mut bytes = std::fs::read(model_path("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    bytes.truncate(bytes.len() / 3);
+    std::fs::write(&corrupt, &bytes).unwrap();
+    let (p, _keep) = params(corrupt.to_str().unwrap());
+    assert_eq!(load(&p).0, HYPURA_STATUS_TRUNCATED);
+    bytes[0] = b'X';
+    std::fs::write(&corrupt, &bytes).unwrap();
+    assert_eq!(load(&p).0, HYPURA_STATUS_NOT_GGUF);
+    std::fs::remove_file(corrupt).unwrap();
+    // a budget below one layer, a GPU budget, bad numbers
+    let smol = model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let (mut p, _keep) = params(smol.to_str().unwrap());
+    p.ram_budget_bytes = 1 << 20;
+    assert_eq!(load(&p).0, HYPURA_STATUS_BUDGET_TOO_SMALL);
+    assert!(last_error().contains("at least"));
+    p.ram_budget_bytes = 0;
+    p.gpu_budget_bytes = 1 << 30;
+    assert_eq!(load(&p).0, HYPURA_STATUS_UNSUPPORTED);
+    p.gpu_budget_bytes = 0;
+    p.ram_budget_percent = f32::NAN;
+    assert_eq!(load(&p).0, HYPURA_STATUS_INVALID_ARGUMENT);
+    p.ram_budget_percent = 0.0;
+    p.n_ctx = 0;
+    assert_eq!(load(&p).0, HYPURA_STATUS_INVALID_ARGUMENT);
+}
+
+#[test]
+fn null_arguments_are_reported_not_crashed() {
+    // SAFETY: every call passes NULL where the API must detect it.
+    unsafe {
+        assert_eq!(
+            hypura_params_default(null_mut()),
+            HYPURA_STATUS_NULL_ARGUMENT
+        );
+        assert_eq!(hypura_load(null(), null_mut()), HYPURA_STATUS_NULL_ARGUMENT);
+        let mut model = null_mut();
+        assert_eq!(hypura_load(null(), &mut model), HYPURA_STATUS_NULL_ARGUMENT);
+        let (mut p, _keep) = params("x");
+        p.model_path = null();
+        assert_eq!(hypura_load(&p, &mut model), HYPURA_STATUS_NULL_ARGUMENT);
+        assert!(model.is_null());
+        let mut n = 0usize;
+        assert_eq!(hypura_n_vocab(null(), &mut n), HYPURA_STATUS_NULL_ARGUMENT);
+        assert_eq!(
+            hypura_tokenize(null(), c"a".as_ptr(), 1, true, null_mut(), 0, &mut n),
+            HYPURA_STATUS_NULL_ARGUMENT
+        );
+        assert_eq!(
+            hypura_detokenize(null(), null(), 0, null_mut(), 0, &mut n),
+            HYPURA_STATUS_NULL_ARGUMENT
+        );
+        assert_eq!(
+            hypura_decode(null_mut(), null(), 0, null_mut(), 0, &mut n),
+            HYPURA_STATUS_NULL_ARGUMENT
+        );
+        assert_eq!(hypura_reset(null_mut(), -1), HYPURA_STATUS_NULL_ARGUMENT);
+        let mut t = 0;
+        assert_eq!(
+            hypura_sample(null_mut(), null(), 0, 0.0, 1.0, &mut t),
+            HYPURA_STATUS_NULL_ARGUMENT
+        );
+        let mut b = false;
+        assert_eq!(
+            hypura_is_eog(null(), 0, &mut b),
+            HYPURA_STATUS_NULL_ARGUMENT
+        );
+        assert_eq!(
+            hypura_get_stats(null(), null_mut()),
+            HYPURA_STATUS_NULL_ARGUMENT
+        );
+        assert_eq!(
+            hypura_context_length(null(), &mut n),
+            HYPURA_STATUS_NULL_ARGUMENT
+        );
+        assert!(last_error().contains("NULL"));
+        // freeing NULL, twice, is fine
+        hypura_model_free(null_mut());
+        hypura_model_free(null_mut());
+    }
+}
+
+#[test]
+fn misuse_of_a_loaded_model() {
+    let smol = model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let (mut p, _keep) = params(smol.to_str().unwrap());
+    p.ram_budget_percent = 25.0;
+    p.n_ctx = 16;
+    let (status, model) = load(&p);
+    assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
+    // SAFETY: `model` is live until freed at the end; buffers have the stated sizes.
+    unsafe {
+        let mut n_vocab = 0usize;
+        assert_eq!(hypura_n_vocab(model, &mut n_vocab), HYPURA_STATUS_OK);
+        assert_eq!(n_vocab, 49152);
+
+        // tokenize: too small, then right; NULL text with length; invalid UTF-8
+        let text = "The capital of France is";
+        let mut n = 0usize;
+        let mut tokens = vec![0i32; 64];
+        assert_eq!(
+            hypura_tokenize(
+                model,
+                text.as_ptr().cast(),
+                text.len(),
+                true,
+                tokens.as_mut_ptr(),
+                1,
+                &mut n
+            ),
+            HYPURA_STATUS_BUFFER_TOO_SMALL
+        );
+        assert!(n > 1);
+        assert_eq!(
+            hypura_tokenize(
+                model,
+                text.as_ptr().cast(),
+                text.len(),
+                true,
+                tokens.as_mut_ptr(),
+                tokens.len(),
+                &mut n
+            ),
+            HYPURA_STATUS_OK
+        );
+        assert_eq!(
+            hypura_tokenize(
+                model,
+                null(),
+                3,
+                true,
+                tokens.as_mut_ptr(),
+                tokens.len(),
+                &mut n
+            ),
+            HYPURA_STATUS_NULL_ARGUMENT
+        );
+        let bad = [0xffu8, 0xfe];
+        assert_eq!(
+            hypura_tokenize(
+                model,
+                bad.as_ptr().cast(),
+                2,
+                true,
+                tokens.as_mut_ptr(),
+                tokens.len(),
+                &mut n
+            ),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            hypura_tokenize(
+                model,
+                text.as_ptr().cast(),
+                text.len(),
+                true,
+                tokens.as_mut_ptr(),
+                tokens.len(),
+                &mut n
+            ),
+            HYPURA_STATUS_OK
+        );
+        let prompt = &tokens[..n];
+
+        // detokenize round trip; buffer too small reports the length needed
+        let mut buf = vec![0 as c_char; 256];
+        let mut len = 0usize;
+        assert_eq!(
+            hypura_detokenize(
+                model,
+                prompt.as_ptr(),
+                prompt.len(),
+                buf.as_mut_ptr(),
+                3,
+                &mut len
+            ),
+            HYPURA_STATUS_BUFFER_TOO_SMALL
+        );
+        assert!(len >= text.len());
+        assert_eq!(
+            hypura_detokenize(
+                model,
+                prompt.as_ptr(),
+                prompt.len(),
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut len
+            ),
+            HYPURA_STATUS_OK
+        );
+        let round: String = buf[..len].iter().map(|&c| c as u8 as char).collect();
+        assert!(round.ends_with(text), "{round}");
+        let out_of_vocab = [1_000_000i32];
+        assert_eq!(
+            hypura_detokenize(
+                model,
+                out_of_vocab.as_ptr(),
+                1,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut len
+            ),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+
+        // decode: logits buffer too small (nothing decoded), bad token, bad sequence, then OK
+        let batch: Vec<hypura_batch_token> = prompt
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| hypura_batch_token {
+                token: t,
+                seq_id: 0,
+                logits: i + 1 == prompt.len(),
+            })
+            .collect();
+        let mut logits = vec![0f32; n_vocab];
+        let mut n_out = 0usize;
+        assert_eq!(
+            hypura_decode(
+                model,
+                batch.as_ptr(),
+                batch.len(),
+                logits.as_mut_ptr(),
+                10,
+                &mut n_out
+            ),
+            HYPURA_STATUS_BUFFER_TOO_SMALL
+        );
+        assert_eq!(n_out, 1);
+        assert_eq!(
+            hypura_decode(
+                model,
+                batch.as_ptr(),
+                0,
+                logits.as_mut_ptr(),
+                logits.len(),
+                &mut n_out
+            ),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        let bad_token = [hypura_batch_token {
+            token: -5,
+            seq_id: 0,
+            logits: true,
+        }];
+        assert_eq!(
+            hypura_decode(
+                model,
+                bad_token.as_ptr(),
+                1,
+                logits.as_mut_ptr(),
+                logits.len(),
+                &mut n_out
+            ),
+            HYPURA_STATUS_DECODE_FAILED
+        );
+        let bad_seq = [hypura_batch_token {
+            token: prompt[0],
+            seq_id: 3,
+            logits: true,
+        }];
+        assert_eq!(
+            hypura_decode(
+                model,
+                bad_seq.as_ptr(),
+                1,
+                logits.as_mut_ptr(),
+                logits.len(),
+                &mut n_out
+            ),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("sequence 3"));
+        assert_eq!(
+            hypura_decode(
+                model,
+                batch.as_ptr(),
+                batch.len(),
+                logits.as_mut_ptr(),
+                logits.len(),
+                &mut n_out
+            ),
+            HYPURA_STATUS_OK
+        );
+        assert!(logits.iter().all(|v| v.is_finite()) && logits.iter().any(|&v| v != 0.0));
+
+        // sample: greedy is the argmax; invalid arguments
+        let mut token = 0;
+        assert_eq!(
+            hypura_sample(model, logits.as_ptr(), logits.len(), 0.0, 1.0, &mut token),
+            HYPURA_STATUS_OK
+        );
+        let argmax = logits
+            .iter()
+            .enumerate()
+            .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+            .0;
+        assert_eq!(token as usize, argmax);
+        assert_eq!(
+            hypura_sample(model, logits.as_ptr(), 0, 0.0, 1.0, &mut token),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            hypura_sample(
+                model,
+                logits.as_ptr(),
+                logits.len(),
+                f32::NAN,
+                1.0,
+                &mut token
+            ),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            hypura_sample(model, logits.as_ptr(), logits.len(), 0.8, 0.9, &mut token),
+            HYPURA_STATUS_OK
+        );
+
+        // decode past the context: refused, and the sequence is left as it was
+        let mut positions = 0usize;
+        assert_eq!(
+            hypura_context_length(model, &mut positions),
+            HYPURA_STATUS_OK
+        );
+        assert!(positions >= 16);
+        let held = prompt.len();
+        let filler = vec![
+            hypura_batch_token {
+                token: prompt[1],
+                seq_id: 0,
+                logits: false
+            };
+            positions + 1
+        ];
+        assert_eq!(
+            hypura_decode(
+                model,
+                filler.as_ptr(),
+                positions - held + 1,
+                null_mut(),
+                0,
+                &mut n_out
+            ),
+            HYPURA_STATUS_CONTEXT_FULL
+        );
+        assert!(last_error().contains("context is full"));
+        let one = [hypura_batch_token {
+            token,
+            seq_id: 0,
+            logits: true,
+        }];
+        assert_eq!(
+            hypura_decode(
+                model,
+                one.as_ptr(),
+                1,
+                logits.as_mut_ptr(),
+                logits.len(),
+                &mut n_out
+            ),
+            HYPURA_STATUS_OK
+        );
+        assert_eq!(hypura_reset(model, 7), HYPURA_STATUS_INVALID_ARGUMENT);
+        assert_eq!(hypura_reset(model, 0), HYPURA_STATUS_OK);
+        assert_eq!(
+            hypura_decode(model, filler.as_ptr(), positions, null_mut(), 0, &mut n_out),
+            HYPURA_STATUS_OK
+        );
+        assert_eq!(
+            hypura_decode(model, filler.as_ptr(), 1, null_mut(), 0, &mut n_out),
+            HYPURA_STATUS_CONTEXT_FULL
+        );
+
+        // statistics
+        let mut stats = hypura_stats::default();
+        assert_eq!(hypura_get_stats(model, &mut stats), HYPURA_STATUS_OK);
+        assert!(stats.ram_resident_bytes > 0 && stats.ram_resident_bytes < stats.model_bytes);
+        assert!(stats.nvme_streamed_bytes_per_token > 0);
+        assert!(stats.bytes_read > 0 && stats.tokens_decoded > 0 && stats.tokens_per_second > 0.0);
+        assert_eq!(stats.gpu_resident_bytes, 0);
+
+        // the message buffer: too small reports the length needed
+        let mut len = 0usize;
+        let mut tiny = [0 as c_char; 4];
+        assert_eq!(
+            hypura_last_error(tiny.as_mut_ptr(), tiny.len(), &mut len),
+            HYPURA_STATUS_BUFFER_TOO_SMALL
+        );
+        assert!(len > 4);
+        assert_eq!(
+            hypura_last_error(null_mut(), 0, &mut len),
+            HYPURA_STATUS_BUFFER_TOO_SMALL
+        );
+        hypura_model_free(model);
+    }
+}
+
+#[test]
+fn two_sequences_decode_side_by_side() {
+    let smol = model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let (mut p, _keep) = params(smol.to_str().unwrap());
+    p.ram_budget_percent = 50.0;
+    p.n_seq_max = 2;
+    p.n_ctx = 128;
+    let (status, model) = load(&p);
+    assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
+    // SAFETY: a live model and buffers of the stated sizes.
+    unsafe {
+        let mut n_vocab = 0usize;
+        hypura_n_vocab(model, &mut n_vocab);
+        let mut tokens = vec![0i32; 32];
+        let mut n = 0usize;
+        let text = "Once upon a time";
+        assert_eq!(
+            hypura_tokenize(
+                model,
+                text.as_ptr().cast(),
+                text.len(),
+                true,
+                tokens.as_mut_ptr(),
+                32,
+                &mut n
+            ),
+            HYPURA_STATUS_OK
+        );
+        let prompt = &tokens[..n];
+        // one sequence alone
+        let alone: Vec<_> = prompt
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| hypura_batch_token {
+                token: t,
+                seq_id: 0,
+                logits: i + 1 == n,
+            })
+            .collect();
+        let mut single = vec![0f32; n_vocab];
+        let mut n_out = 0;
+        assert_eq!(
+            hypura_decode(
+                model,
+                alone.as_ptr(),
+                n,
+                single.as_mut_ptr(),
+                n_vocab,
+                &mut n_out
+            ),
+            HYPURA_STATUS_OK
+        );
+        assert_eq!(hypura_reset(model, -1), HYPURA_STATUS_OK);
+        // the same prompt in sequences 0 and 1 of one batch: both get the same logits
+        let mut both: Vec<hypura_batch_token> = Vec::new();
+        for seq in 0..2 {
+            both.extend(prompt.iter().enumerate().map(|(i, &t)| hypura_batch_token {
+                token: t,
+                seq_id: seq,
+                logits: i + 1 == n,
+            }));
+        }
+        let mut pair = vec![0f32; 2 * n_vocab];
+        assert_eq!(
+            hypura_decode(
+                model,
+                both.as_ptr(),
+                both.len(),
+                pair.as_mut_ptr(),
+                pair.len(),
+                &mut n_out
+            ),
+            HYPURA_STATUS_OK
+        );
+        assert_eq!(n_out, 2);
+        let argmax = |v: &[f32]| {
+            v.iter()
+                .enumerate()
+                .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+                .0
+        };
+        assert_eq!(argmax(&pair[..n_vocab]), argmax(&single));
+        assert_eq!(argmax(&pair[n_vocab..]), argmax(&single));
+        hypura_model_free(model);
+    }
+}

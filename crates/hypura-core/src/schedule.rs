@@ -196,16 +196,13 @@ impl Streamer {
     }
 
     /// Called before every `llama_decode`: drops the previous batch's embedding rows and
-    /// logits, clears a previous error, and makes sure the first groups are on their way.
+    /// logits, and makes sure the first groups are on their way.
     pub fn begin_decode(&mut self) {
         for (addr, len) in self.rows_held.drain(..) {
             release_pages(addr as *mut u8, len);
         }
         self.rows_held_bytes = 0;
         self.logits_ready = false;
-        if self.error.take().is_some() {
-            self.reset_pipeline();
-        }
         self.top_up();
     }
 
@@ -219,9 +216,14 @@ impl Streamer {
         self.release_before = None;
     }
 
-    /// The first error seen since `begin_decode`, if any.
+    /// The first error seen since `begin_decode`, if any. After an error every group in
+    /// flight is dropped, so the next decode reads afresh.
     pub fn take_error(&mut self) -> Option<String> {
-        self.error.take()
+        let error = self.error.take();
+        if error.is_some() {
+            self.reset_pipeline();
+        }
+        error
     }
 
     /// Logits hypura computed for the last batch (`n_out * n_vocab`), if the head streams.

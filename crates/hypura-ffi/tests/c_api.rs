@@ -558,3 +558,79 @@ fn two_sequences_decode_side_by_side() {
         hypura_model_free(model);
     }
 }
+
+#[test]
+fn io_error_mid_stream_is_reported_and_recoverable() {
+    // A private copy of the model, cut short after loading, then restored.
+    let original = std::fs::read(model_path("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    let copy = std::env::temp_dir().join(format!("hypura-capi-io-{}.gguf", std::process::id()));
+    std::fs::write(&copy, &original).unwrap();
+    let (mut p, _keep) = params(copy.to_str().unwrap());
+    p.ram_budget_percent = 10.0;
+    let (status, model) = load(&p);
+    assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
+    // SAFETY: a live model and buffers of the stated sizes.
+    unsafe {
+        let mut n_vocab = 0usize;
+        hypura_n_vocab(model, &mut n_vocab);
+        let mut logits = vec![0f32; n_vocab];
+        let mut n_out = 0usize;
+        let step = [hypura_batch_token {
+            token: 1,
+            seq_id: 0,
+            logits: true,
+        }];
+        assert_eq!(
+            hypura_decode(
+                model,
+                step.as_ptr(),
+                1,
+                logits.as_mut_ptr(),
+                n_vocab,
+                &mut n_out
+            ),
+            HYPURA_STATUS_OK
+        );
+        let expected = logits.clone();
+
+        std::fs::File::options()
+            .write(true)
+            .open(&copy)
+            .unwrap()
+            .set_len(2 << 20)
+            .unwrap();
+        assert_eq!(hypura_reset(model, -1), HYPURA_STATUS_OK);
+        assert_eq!(
+            hypura_decode(
+                model,
+                step.as_ptr(),
+                1,
+                logits.as_mut_ptr(),
+                n_vocab,
+                &mut n_out
+            ),
+            HYPURA_STATUS_IO_ERROR
+        );
+        assert!(last_error().contains("I/O error"), "{}", last_error());
+
+        std::fs::write(&copy, &original).unwrap();
+        assert_eq!(hypura_reset(model, -1), HYPURA_STATUS_OK);
+        assert_eq!(
+            hypura_decode(
+                model,
+                step.as_ptr(),
+                1,
+                logits.as_mut_ptr(),
+                n_vocab,
+                &mut n_out
+            ),
+            HYPURA_STATUS_OK
+        );
+        assert_eq!(
+            logits, expected,
+            "the model works again once the file is back"
+        );
+        hypura_model_free(model);
+    }
+    std::fs::remove_file(copy).unwrap();
+}

@@ -1,5 +1,7 @@
 //! The `hypura` command-line tool: `plan` a placement, `run` a model (tiered or stock).
 
+mod bench;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +33,85 @@ enum Command {
     Plan(PlanArgs),
     /// Generate text. stdout carries only the generated text.
     Run(RunArgs),
+    /// Write a synthetic GGUF of a real model's shape (random weights, working tokenizer).
+    Synth(SynthArgs),
+    /// Stock llama.cpp vs hypura, alternately, several rounds, in one table.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// A named shape: llama-7b, llama-13b, llama-70b, mixtral-8x7b (the flags below override it).
+    #[arg(long)]
+    shape: Option<String>,
+    /// Weight type: q4_0 or q4_k.
+    #[arg(long = "type", default_value = "q4_0")]
+    weight_type: String,
+    /// Copy the tokenizer of this GGUF (default: a generated 32000-token vocabulary).
+    #[arg(long)]
+    tokenizer_from: Option<PathBuf>,
+    /// Output file.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    n_embd: Option<u64>,
+    #[arg(long)]
+    n_ff: Option<u64>,
+    #[arg(long)]
+    n_layer: Option<u32>,
+    #[arg(long)]
+    n_head: Option<u64>,
+    #[arg(long)]
+    n_head_kv: Option<u64>,
+    #[arg(long)]
+    n_vocab: Option<u64>,
+    #[arg(long)]
+    n_expert: Option<u32>,
+    #[arg(long)]
+    n_expert_used: Option<u32>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The GGUF model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// The memory cap for both modes (512M, 2G, 40%); hypura plans its weights below it.
+    #[arg(long)]
+    ram_budget: String,
+    /// hypura's weight budget (default: the cap minus the KV cache and 384 MiB).
+    #[arg(long)]
+    weights_budget: Option<String>,
+    /// GPU budget: this build has no GPU tier, so only 0 is accepted.
+    #[arg(long)]
+    gpu_budget: Option<String>,
+    /// Tokens generated per run.
+    #[arg(long, default_value_t = 8)]
+    tokens: usize,
+    /// Rounds (each runs stock, then hypura).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// CPU threads (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: i32,
+    /// Context length.
+    #[arg(long, default_value_t = 256)]
+    ctx: u32,
+    /// Run each process in its own cgroup (v2) with memory.max = the cap, after dropping the page cache (root).
+    #[arg(long)]
+    cgroup: bool,
+    /// Write the summary and every run's statistics as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Disk bandwidth in GB/s for the bound (default: measured once and cached).
+    #[arg(long)]
+    disk_gbps: Option<f64>,
+    /// The prompt.
+    #[arg(long, default_value = "The history of the city begins")]
+    prompt: String,
+    /// Turn off repacked CPU layouts in both modes.
+    #[arg(long)]
+    no_repack: bool,
 }
 
 #[derive(Args)]
@@ -113,6 +194,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => cmd_plan(args),
         Command::Run(args) => cmd_run(args),
+        Command::Synth(args) => cmd_synth(args),
+        Command::Bench(args) => cmd_bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -239,6 +322,137 @@ fn cmd_run(args: RunArgs) -> Result<(), HypuraError> {
     if let Some(path) = &args.stats_json {
         let json = serde_json::to_string_pretty(&stats).unwrap_or_default();
         std::fs::write(path, json)?;
+    }
+    Ok(())
+}
+
+fn cmd_synth(args: SynthArgs) -> Result<(), HypuraError> {
+    use hypura_core::synth::{write_model, Shape, SynthType};
+    let base = match &args.shape {
+        Some(name) => Shape::named(name).ok_or_else(|| {
+            HypuraError::InvalidArgument(format!(
+                "unknown shape '{name}' (known: {})",
+                Shape::NAMES.join(", ")
+            ))
+        })?,
+        None => Shape::named("llama-7b").expect("known"),
+    };
+    let shape = Shape {
+        n_embd: args.n_embd.unwrap_or(base.n_embd),
+        n_ff: args.n_ff.unwrap_or(base.n_ff),
+        n_layer: args.n_layer.unwrap_or(base.n_layer),
+        n_head: args.n_head.unwrap_or(base.n_head),
+        n_head_kv: args.n_head_kv.unwrap_or(base.n_head_kv),
+        n_vocab: args.n_vocab.unwrap_or(base.n_vocab),
+        n_expert: args.n_expert.unwrap_or(base.n_expert),
+        n_expert_used: args.n_expert_used.unwrap_or(base.n_expert_used),
+    };
+    let kind = match args.weight_type.to_ascii_lowercase().as_str() {
+        "q4_0" => SynthType::Q4_0,
+        "q4_k" => SynthType::Q4K,
+        other => {
+            return Err(HypuraError::InvalidArgument(format!(
+                "--type {other}: use q4_0 or q4_k"
+            )))
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut last_report = std::time::Instant::now();
+    let total = write_model(
+        &args.out,
+        shape,
+        kind,
+        args.tokenizer_from.as_deref(),
+        |done, total| {
+            if last_report.elapsed().as_secs_f64() > 2.0 {
+                eprintln!(
+                    "hypura synth: {} of {}",
+                    format_bytes(done),
+                    format_bytes(total)
+                );
+                last_report = std::time::Instant::now();
+            }
+        },
+    )?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "hypura synth: wrote {} ({}) in {:.1} s ({:.2} GB/s)",
+        args.out.display(),
+        format_bytes(total),
+        secs,
+        total as f64 / secs.max(1e-9) / 1e9
+    );
+    Ok(())
+}
+
+fn cmd_bench(args: BenchArgs) -> Result<(), HypuraError> {
+    if let Some(gpu) = &args.gpu_budget {
+        if parse_size(gpu, 1).map(|b| b > 0).unwrap_or(true) && gpu.trim() != "0" {
+            return Err(HypuraError::InvalidArgument(
+                "--gpu-budget: this build has no GPU tier yet".into(),
+            ));
+        }
+    }
+    let header = GgufHeader::open(&args.model)?;
+    let inventory = ModelInventory::from_header(&header)?;
+    let model_bytes = header.weight_bytes();
+    let cap = parse_size(&args.ram_budget, model_bytes)?;
+    let arch = &inventory.arch;
+    let n_head = header
+        .get_u64(&format!("{arch}.attention.head_count"))
+        .unwrap_or(1)
+        .max(1);
+    let n_head_kv = header
+        .get_u64(&format!("{arch}.attention.head_count_kv"))
+        .unwrap_or(n_head);
+    let kv_bytes = args.ctx as u64
+        * inventory.n_layers as u64
+        * 2
+        * (inventory.n_embd / n_head * n_head_kv)
+        * 2;
+    let weights_budget = match &args.weights_budget {
+        Some(text) => parse_size(text, model_bytes)?,
+        None => cap
+            .checked_sub(kv_bytes + (384 << 20))
+            .filter(|b| *b > 0)
+            .ok_or_else(|| {
+                HypuraError::InvalidArgument(format!(
+                    "cap {} leaves no room for weights",
+                    format_bytes(cap)
+                ))
+            })?,
+    };
+    let budget_args = BudgetArgs {
+        model: args.model.clone(),
+        ram_budget: None,
+        disk_gbps: args.disk_gbps,
+    };
+    let threads = if args.threads > 0 {
+        args.threads
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as i32)
+            .unwrap_or(4)
+    };
+    let cfg = bench::BenchConfig {
+        model: args.model.clone(),
+        cap_bytes: cap,
+        weights_budget_bytes: weights_budget.min(model_bytes),
+        tokens: args.tokens.max(1),
+        rounds: args.rounds.max(1),
+        threads,
+        ctx: args.ctx,
+        cgroup: args.cgroup,
+        disk_bytes_per_s: disk_bytes_per_s(&budget_args)?,
+        prompt: args.prompt.clone(),
+        no_repack: args.no_repack,
+    };
+    let summary = bench::bench(&cfg)?;
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&summary).unwrap_or_default(),
+        )?;
     }
     Ok(())
 }

@@ -25,6 +25,7 @@ pub mod schedule;
 pub mod session;
 pub mod shadow;
 pub mod size;
+pub mod synth;
 pub mod threads;
 pub mod tier;
 pub mod track;

@@ -164,8 +164,11 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// Raw GGUF key/value records: (key, value type + value bytes).
+type Records = Vec<(String, Vec<u8>)>;
+
 /// Copies the raw key/value records named `tokenizer.*` from a GGUF, and its vocabulary size.
-fn tokenizer_records(path: &Path) -> Result<(Vec<(String, Vec<u8>)>, u64)> {
+fn tokenizer_records(path: &Path) -> Result<(Records, u64)> {
     let header = GgufHeader::open(path)?;
     let mut file = File::open(path)?;
     let mut records = Vec::new();
@@ -223,7 +226,7 @@ fn tokenizer_records(path: &Path) -> Result<(Vec<(String, Vec<u8>)>, u64)> {
 
 /// A generated SentencePiece-style vocabulary of `n_vocab` tokens (control, 256 byte tokens,
 /// then unique pieces).
-fn generated_tokenizer(n_vocab: u64) -> Vec<(String, Vec<u8>)> {
+fn generated_tokenizer(n_vocab: u64) -> Records {
     let mut tokens = Vec::new();
     let mut types = Vec::new();
     for (t, ty) in [("<unk>", 2i32), ("<s>", 3), ("</s>", 3)] {

@@ -77,19 +77,35 @@ impl Sampler {
         }
         let max = logits[argmax];
         let inv_t = 1.0 / self.temperature as f64;
-        let weights: Vec<f64> = logits
+        let mut candidates: Vec<(usize, f64)> = logits
             .iter()
-            .map(|&l| ((l - max) as f64 * inv_t).exp())
+            .enumerate()
+            .map(|(i, &l)| (i, ((l - max) as f64 * inv_t).exp()))
             .collect();
-        let total: f64 = weights.iter().sum();
+        if self.top_p < 1.0 {
+            // Keep the most likely tokens until their mass reaches top_p.
+            let total: f64 = candidates.iter().map(|c| c.1).sum();
+            candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut kept_mass = 0.0;
+            let mut kept = 0;
+            for c in &candidates {
+                kept_mass += c.1;
+                kept += 1;
+                if kept_mass >= self.top_p as f64 * total {
+                    break;
+                }
+            }
+            candidates.truncate(kept.max(1));
+        }
+        let total: f64 = candidates.iter().map(|c| c.1).sum();
         let mut target = self.next_f64() * total;
-        for (i, w) in weights.iter().enumerate() {
+        for (i, w) in &candidates {
             target -= w;
             if target <= 0.0 {
-                return i as i32;
+                return *i as i32;
             }
         }
-        argmax as i32
+        candidates.last().map_or(argmax, |c| c.0) as i32
     }
 }
 

@@ -259,13 +259,14 @@ pub fn bench(cfg: &BenchConfig) -> Result<Value, HypuraError> {
         0.0
     };
     println!(
-        "model {}  cap {}  hypura weights budget {}  {} tokens x {} rounds  {} threads  {}",
+        "model {}  cap {}  hypura weights budget {}  {} tokens x {} rounds  {} threads  repacking {}  {}",
         cfg.model.display(),
         format_bytes(cfg.cap_bytes),
         format_bytes(cfg.weights_budget_bytes),
         cfg.tokens,
         cfg.rounds,
         cfg.threads,
+        if cfg.no_repack { "off (both)" } else { "on (both)" },
         if cfg.cgroup {
             "each run in a cgroup with memory.max = cap, page cache dropped before"
         } else {
@@ -304,6 +305,7 @@ pub fn bench(cfg: &BenchConfig) -> Result<Value, HypuraError> {
         "tokens": cfg.tokens,
         "rounds": cfg.rounds,
         "threads": cfg.threads,
+        "no_repack": cfg.no_repack,
         "rows": rows,
         "hypura_over_stock": speedup,
         "runs": runs.iter().map(|(b, v)| json!({"baseline": b, "stats": v})).collect::<Vec<_>>(),

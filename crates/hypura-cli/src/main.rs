@@ -445,7 +445,9 @@ fn cmd_bench(args: BenchArgs) -> Result<(), HypuraError> {
         cgroup: args.cgroup,
         disk_bytes_per_s: disk_bytes_per_s(&budget_args)?,
         prompt: args.prompt.clone(),
-        no_repack: args.no_repack,
+        // Repacking copies the weights into anonymous memory: under a cap smaller than the
+        // model, stock llama.cpp is then killed for memory. Its best setting is without it.
+        no_repack: args.no_repack || model_bytes > cap,
     };
     let summary = bench::bench(&cfg)?;
     if let Some(path) = &args.json {

@@ -53,6 +53,7 @@ fn check_streaming(name: &str, budget: &str, stats: &serde_json::Value, full_pea
         + u(stats, "kv_cache_bytes")
         + u(stats, "compute_buffer_bytes")
         + u(stats, "output_buffer_bytes")
+        + u(stats, "io_buffer_bytes")
         + (32 << 20);
     let peak = u(stats, "peak_rss_bytes");
     assert!(

@@ -77,6 +77,10 @@ pub struct RunStats {
     pub compute_buffer_bytes: u64,
     /// Logits buffers (llama.cpp's report).
     pub output_buffer_bytes: u64,
+    /// hypura's reader buffers (one aligned bounce buffer per reader thread for direct I/O).
+    pub io_buffer_bytes: u64,
+    /// True when weights are read with `O_DIRECT` (bypassing the page cache).
+    pub direct_io: bool,
     /// Most bytes of streamed weights held at once (window + embedding rows).
     pub peak_window_bytes: u64,
     /// Resident + the largest window held: never above the budget.
@@ -163,6 +167,12 @@ pub fn generate(
         kv_cache_bytes: load.context_buffers.kv_bytes,
         compute_buffer_bytes: load.context_buffers.compute_bytes,
         output_buffer_bytes: load.context_buffers.output_bytes,
+        io_buffer_bytes: if session.is_streaming() && session.direct_io() {
+            plan.io_threads as u64 * (plan.request_bytes + 4 * 4096)
+        } else {
+            0
+        },
+        direct_io: session.direct_io(),
         peak_window_bytes: counters.peak_window_bytes,
         peak_held_weight_bytes: plan.ram_resident_bytes + counters.peak_window_bytes,
         bound_tok_s: plan.bound_tok_s,

@@ -11,12 +11,25 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-/// The model file, opened read-only.
+/// The model file, opened read-only: once buffered, and once with `O_DIRECT` where the
+/// file system allows it (reads then bypass the page cache entirely: nothing is charged to a
+/// memory cgroup and nothing needs dropping).
 #[derive(Debug)]
 pub struct ModelFile {
     file: File,
+    direct: Option<File>,
     path: PathBuf,
     bytes_read: AtomicU64,
+}
+
+/// Alignment `O_DIRECT` needs for offsets, lengths and memory (covers 512 B and 4 KiB sectors).
+const DIRECT_ALIGN: usize = 4096;
+/// Largest direct read; longer requests are read in pieces.
+const DIRECT_CHUNK: usize = 4 << 20;
+
+thread_local! {
+    /// Per-thread aligned bounce buffer for direct reads.
+    static BOUNCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl ModelFile {
@@ -26,10 +39,64 @@ impl ModelFile {
         // Random access: no kernel read-ahead beyond what each request asks for.
         // SAFETY: a valid fd; advice only.
         unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+        let direct = match std::env::var("HYPURA_DIRECT_IO").as_deref() {
+            Ok("0") => None,
+            _ => open_direct(path),
+        };
         Ok(Self {
             file,
+            direct,
             path: path.to_path_buf(),
             bytes_read: AtomicU64::new(0),
+        })
+    }
+
+    /// True when reads bypass the page cache (`O_DIRECT`).
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Reads through the direct descriptor into an aligned bounce buffer, then copies.
+    fn read_direct(&self, direct: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        BOUNCE.with(|bounce| {
+            let mut bounce = bounce.borrow_mut();
+            // Sized to the largest read seen on this thread (a request, or one embedding row).
+            // Room for the read rounded up to whole blocks, a block of lead-in, and the
+            // alignment shift.
+            let needed = buf.len().min(DIRECT_CHUNK).div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN
+                + 3 * DIRECT_ALIGN;
+            if bounce.len() < needed {
+                *bounce = vec![0u8; needed];
+            }
+            let shift = bounce.as_ptr().align_offset(DIRECT_ALIGN);
+            let usable = (bounce.len() - shift) / DIRECT_ALIGN * DIRECT_ALIGN;
+            let aligned = &mut bounce[shift..shift + usable];
+            let mut done = 0usize;
+            while done < buf.len() {
+                // `usable` is at least the rounded read + 2 blocks, so `want` is never 0.
+                let want = (buf.len() - done).min(usable - DIRECT_ALIGN);
+                let start = offset + done as u64;
+                let aligned_start = start / DIRECT_ALIGN as u64 * DIRECT_ALIGN as u64;
+                let lead = (start - aligned_start) as usize;
+                let span = (lead + want).div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+                let mut got = 0usize;
+                while got < lead + want {
+                    match direct.read_at(&mut aligned[got..span], aligned_start + got as u64) {
+                        Ok(0) => {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "failed to fill whole buffer",
+                            ))
+                        }
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                buf[done..done + want].copy_from_slice(&aligned[lead..lead + want]);
+                done += want;
+            }
+            Ok(())
         })
     }
 
@@ -38,9 +105,15 @@ impl ModelFile {
         &self.path
     }
 
-    /// Reads exactly `buf.len()` bytes at `offset`, then drops those pages from the page
-    /// cache so that streaming never grows it.
+    /// Reads exactly `buf.len()` bytes at `offset`: directly when possible, else buffered and
+    /// then dropping those pages from the page cache so that streaming never grows it.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        if let Some(direct) = &self.direct {
+            self.read_direct(direct, buf, offset)?;
+            self.bytes_read
+                .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            return Ok(());
+        }
         self.file.read_exact_at(buf, offset)?;
         self.bytes_read
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
@@ -219,4 +292,27 @@ impl Drop for ReadPool {
             let _ = worker.join();
         }
     }
+}
+
+/// Opens `path` with `O_DIRECT`, if the file system supports it (tmpfs does not).
+#[cfg(target_os = "linux")]
+fn open_direct(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()?;
+    // Probe one aligned read: some file systems accept the flag and fail the reads.
+    let mut probe = vec![0u8; 2 * DIRECT_ALIGN];
+    let shift = probe.as_ptr().align_offset(DIRECT_ALIGN);
+    file.read_at(&mut probe[shift..shift + DIRECT_ALIGN], 0)
+        .ok()?;
+    Some(file)
+}
+
+/// No direct reads outside Linux yet (macOS would use `F_NOCACHE`; untested here).
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_path: &Path) -> Option<File> {
+    None
 }

@@ -167,17 +167,6 @@ fn gcd(a: u64, b: u64) -> u64 {
     }
 }
 
-/// Predicted seconds per token: reads overlap compute once at least one group is read ahead.
-fn token_seconds(streamed: u64, depth: u32, model_bytes: u64, params: &PlanParams) -> f64 {
-    let disk = streamed as f64 / params.disk_bytes_per_s.max(1.0);
-    let compute = model_bytes as f64 / params.ram_bytes_per_s.max(1.0);
-    if depth == 0 {
-        disk + compute
-    } else {
-        disk.max(compute)
-    }
-}
-
 struct Candidate {
     streamed_layers: u32,
     head_streamed: bool,
@@ -276,16 +265,12 @@ pub fn plan(inventory: &ModelInventory, params: &PlanParams) -> Result<Plan> {
                     continue;
                 }
                 let streamed = streamed_layer_bytes + if head_streamed { head_bytes } else { 0 };
-                let seconds = token_seconds(streamed, depth, model_bytes, params);
                 let better = match &best {
                     None => true,
-                    // fastest predicted token; then more read-ahead; then fewer bytes read
-                    Some(b) => {
-                        let best_seconds = token_seconds(b.streamed, b.depth, model_bytes, params);
-                        seconds < best_seconds
-                            || (seconds == best_seconds
-                                && (depth > b.depth || (depth == b.depth && streamed < b.streamed)))
-                    }
+                    // Read-ahead first: measured on the GPU machine, depth 2 reached the bound
+                    // where depth 1 with a few more resident layers did not (BENCHMARKS.md).
+                    // Then the fewest bytes read.
+                    Some(b) => depth > b.depth || (depth == b.depth && streamed < b.streamed),
                 };
                 if better {
                     best = Some(Candidate {

@@ -123,13 +123,16 @@ impl Drop for RawContext {
 
 /// A model and a context, ready to decode.
 pub struct Session {
-    // Field order is drop order: context, then model, then what they point into.
+    // Field order is drop order. The context goes first (it calls into the scheduler and the
+    // thread pool); then the scheduler, whose drop waits for reads still in flight into the
+    // model's buffers and the head window; only then those buffers (model, head window) and
+    // the buffer type they were allocated from.
     context: RawContext,
     _threads: Option<crate::threads::ThreadPool>,
-    #[allow(dead_code)] // held so that the model outlives the context and is freed after it
-    model: RawModel,
     streamer: Option<Box<Mutex<Streamer>>>,
     _head_window: Option<ReservedMemory>,
+    #[allow(dead_code)] // held so that the model outlives the context and the scheduler
+    model: RawModel,
     _buffer_type: Option<HypuraBufferType>,
     file: Arc<ModelFile>,
     vocab: *const sys::llama_vocab,
@@ -352,6 +355,11 @@ impl Session {
     /// Figures from loading.
     pub fn load_stats(&self) -> &LoadStats {
         &self.load_stats
+    }
+
+    /// True when hypura reads the model file with `O_DIRECT`.
+    pub fn direct_io(&self) -> bool {
+        self.file.is_direct()
     }
 
     /// Bytes hypura has read from the model file so far (load included).

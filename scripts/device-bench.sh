@@ -45,6 +45,8 @@ run_bench() { # model cap name [weights budget]
 
 # Weights budgets: the cap minus ~230 MiB measured for everything else (process, vocabulary,
 # KV cache and activations actually touched, page cache in transit) at --ctx 256.
+echo "== reader: $("$H" read-rate --file "$M7" --limit 2G)"
+
 case "$WHAT" in
     7b) run_bench "$M7" 2G 7b-2g "${W7:-1.78G}" ;;
     13b) run_bench "$(synth llama-13b q4_0)" 4G 13b-4g 3.75G ;;

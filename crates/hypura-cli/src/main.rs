@@ -37,6 +37,24 @@ enum Command {
     Synth(SynthArgs),
     /// Stock llama.cpp vs hypura, alternately, several rounds, in one table.
     Bench(BenchArgs),
+    /// hypura's reader against a sequential read of the same file (bytes/s and ratio).
+    ReadRate(ReadRateArgs),
+}
+
+#[derive(Args)]
+struct ReadRateArgs {
+    /// The file to read.
+    #[arg(long)]
+    file: PathBuf,
+    /// Read at most this much (e.g. 2G).
+    #[arg(long, default_value = "2G")]
+    limit: String,
+    /// Reader threads.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// Request size.
+    #[arg(long, default_value = "4M")]
+    request: String,
 }
 
 #[derive(Args)]
@@ -196,6 +214,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd_run(args),
         Command::Synth(args) => cmd_synth(args),
         Command::Bench(args) => cmd_bench(args),
+        Command::ReadRate(args) => cmd_read_rate(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -456,5 +475,34 @@ fn cmd_bench(args: BenchArgs) -> Result<(), HypuraError> {
             serde_json::to_string_pretty(&summary).unwrap_or_default(),
         )?;
     }
+    Ok(())
+}
+
+fn cmd_read_rate(args: ReadRateArgs) -> Result<(), HypuraError> {
+    let limit = parse_size(&args.limit, 0)?;
+    let request = parse_size(&args.request, 0)? as usize;
+    if !args.file.exists() {
+        return Err(HypuraError::NotFound(args.file.clone()));
+    }
+    let rate = hypura_core::io::compare_read_rate(
+        &args.file,
+        args.threads.max(1),
+        request.max(4096),
+        limit,
+    )
+    .map_err(|source| HypuraError::Unreadable {
+        path: args.file.clone(),
+        source,
+    })?;
+    println!(
+        "read {} of {}: hypura reader ({} threads, {} requests) {:.2} GB/s, one sequential reader {:.2} GB/s, ratio {:.2}",
+        format_bytes(rate.bytes),
+        args.file.display(),
+        args.threads,
+        format_bytes(request as u64),
+        rate.pool_bytes_per_s / 1e9,
+        rate.sequential_bytes_per_s / 1e9,
+        rate.pool_bytes_per_s / rate.sequential_bytes_per_s
+    );
     Ok(())
 }

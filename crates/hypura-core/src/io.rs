@@ -316,3 +316,71 @@ fn open_direct(path: &Path) -> Option<File> {
 fn open_direct(_path: &Path) -> Option<File> {
     None
 }
+
+/// Read-rate comparison of hypura's reader against a plain sequential read of the same file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReadRate {
+    /// Bytes read by each method.
+    pub bytes: u64,
+    /// hypura's pool (the threads and request size given), bytes/s.
+    pub pool_bytes_per_s: f64,
+    /// One thread reading sequentially in `request_bytes` pieces (like `dd`), bytes/s, with
+    /// the same direct or buffered mode as the pool.
+    pub sequential_bytes_per_s: f64,
+}
+
+/// Reads up to `limit` bytes of `path` twice — once sequentially, once through a [`ReadPool`]
+/// — into a scratch buffer, dropping the file's cache before each.
+pub fn compare_read_rate(
+    path: &Path,
+    threads: usize,
+    request_bytes: usize,
+    limit: u64,
+) -> std::io::Result<ReadRate> {
+    let file = Arc::new(ModelFile::open(path)?);
+    let size = std::fs::metadata(path)?.len().min(limit);
+    let drop_cache = || {
+        if let Ok(f) = File::open(path) {
+            // SAFETY: a valid fd; advice only.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        }
+    };
+    // A scratch window of 64 requests, reused round-robin (memory stays small).
+    let slots = 64usize;
+    let mut scratch = vec![0u8; slots * request_bytes];
+    let base = scratch.as_mut_ptr() as usize;
+    let requests: Vec<ReadRequest> = (0..size.div_ceil(request_bytes as u64))
+        .map(|i| {
+            let offset = i * request_bytes as u64;
+            ReadRequest {
+                dst: base + (i as usize % slots) * request_bytes,
+                len: (size - offset).min(request_bytes as u64) as usize,
+                offset,
+            }
+        })
+        .collect();
+
+    drop_cache();
+    let started = std::time::Instant::now();
+    for r in &requests {
+        // SAFETY: each request targets a slot of `scratch`; one thread, one request at a time.
+        unsafe { file.read_into(r.dst as *mut u8, r.len, r.offset)? };
+    }
+    let sequential = size as f64 / started.elapsed().as_secs_f64().max(1e-9);
+
+    drop_cache();
+    let pool = ReadPool::new(Arc::clone(&file), threads, request_bytes);
+    let started = std::time::Instant::now();
+    // Batches of `slots` requests: no two requests in flight share a slot.
+    for batch in requests.chunks(slots) {
+        pool.submit(batch).wait().map_err(std::io::Error::other)?;
+    }
+    let pooled = size as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    drop(pool);
+    drop(scratch);
+    Ok(ReadRate {
+        bytes: size,
+        pool_bytes_per_s: pooled,
+        sequential_bytes_per_s: sequential,
+    })
+}

@@ -446,13 +446,7 @@ fn cmd_bench(args: BenchArgs) -> Result<(), HypuraError> {
         ram_budget: None,
         disk_gbps: args.disk_gbps,
     };
-    let threads = if args.threads > 0 {
-        args.threads
-    } else {
-        std::thread::available_parallelism()
-            .map(|n| n.get() as i32)
-            .unwrap_or(4)
-    };
+    let threads = hypura_core::threads::thread_count(args.threads);
     let cfg = bench::BenchConfig {
         model: args.model.clone(),
         cap_bytes: cap,

@@ -18,24 +18,9 @@ use crate::sys;
 use crate::tier::{pages_bytes, release_pages};
 use crate::track::{AccessTracker, TensorAccess};
 
-/// How a tensor is used at run time.
-#[derive(Debug, Clone, Copy)]
-enum Usage {
-    /// Resident: counted only.
-    Resident,
-    /// Member of a stream group.
-    Group(usize),
-    /// Rows looked up on demand.
-    Rows {
-        file_offset: u64,
-        row_bytes: u64,
-        n_rows: u64,
-    },
-}
-
 #[derive(Debug, Clone, Copy)]
 struct TrackedTensor {
-    usage: Usage,
+    usage: TensorRegistration,
     slot: usize,
 }
 
@@ -111,7 +96,8 @@ pub struct Streamer {
 // runs the graph, while the model is alive.
 unsafe impl Send for Streamer {}
 
-/// What the session tells the scheduler about each tensor.
+/// What the session tells the scheduler about each tensor: how it is used at run time.
+#[derive(Debug, Clone, Copy)]
 pub enum TensorRegistration {
     /// Resident.
     Resident,
@@ -178,21 +164,8 @@ impl Streamer {
     /// Tells the scheduler how `tensor` (named `name` in the statistics) is used.
     pub fn register(&mut self, tensor: *mut sys::ggml_tensor, name: &str, how: TensorRegistration) {
         let slot = self.tracker.slot(name);
-        let usage = match how {
-            TensorRegistration::Resident | TensorRegistration::Head => Usage::Resident,
-            TensorRegistration::Group(g) => Usage::Group(g),
-            TensorRegistration::Rows {
-                file_offset,
-                row_bytes,
-                n_rows,
-            } => Usage::Rows {
-                file_offset,
-                row_bytes,
-                n_rows,
-            },
-        };
         self.tensors
-            .insert(tensor as usize, TrackedTensor { usage, slot });
+            .insert(tensor as usize, TrackedTensor { usage: how, slot });
     }
 
     /// Called before every `llama_decode`: drops the previous batch's embedding rows and
@@ -366,10 +339,10 @@ impl Streamer {
         &mut self,
         weight: *mut sys::ggml_tensor,
         ids: *const sys::ggml_tensor,
-        usage: Usage,
+        usage: TensorRegistration,
         slot: usize,
     ) {
-        let Usage::Rows {
+        let TensorRegistration::Rows {
             file_offset,
             row_bytes,
             n_rows,
@@ -496,7 +469,7 @@ impl Streamer {
                 None if is_weight(weight) => {
                     let slot = self.tracker.slot(node_name(unsafe { &*weight }));
                     let t = TrackedTensor {
-                        usage: Usage::Resident,
+                        usage: TensorRegistration::Resident,
                         slot,
                     };
                     self.tensors.insert(weight as usize, t);
@@ -506,9 +479,10 @@ impl Streamer {
             };
             self.tracker.accessed(tracked.slot);
             match tracked.usage {
-                Usage::Resident => {}
-                Usage::Group(g) => claim |= self.ensure_group(g),
-                Usage::Rows { .. } => {
+                // The streamed head is never read by the graph (it stops at result_norm).
+                TensorRegistration::Resident | TensorRegistration::Head => {}
+                TensorRegistration::Group(g) => claim |= self.ensure_group(g),
+                TensorRegistration::Rows { .. } => {
                     if node.op == sys::GGML_OP_GET_ROWS {
                         self.load_rows(weight, node.src[1], tracked.usage, tracked.slot);
                     } else {

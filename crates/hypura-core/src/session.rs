@@ -229,13 +229,7 @@ impl Session {
         // From here on the peak covers what hypura holds while decoding.
         proc_stats::reset_peak_rss();
 
-        let n_threads = if options.n_threads > 0 {
-            options.n_threads
-        } else {
-            std::thread::available_parallelism()
-                .map(|n| n.get() as i32)
-                .unwrap_or(4)
-        };
+        let n_threads = crate::threads::thread_count(options.n_threads);
         let mut head_window = None;
         let streamer = match &buffer_type {
             Some(b) => {

@@ -39,3 +39,14 @@ impl Drop for ThreadPool {
         unsafe { sys::ggml_threadpool_free(self.0.as_ptr()) }
     }
 }
+
+/// `requested` when positive, else every core the process may use.
+pub fn thread_count(requested: i32) -> i32 {
+    if requested > 0 {
+        requested
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as i32)
+            .unwrap_or(4)
+    }
+}

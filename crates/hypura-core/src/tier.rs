@@ -4,11 +4,11 @@
 //! with `MAP_NORESERVE`, so address space costs nothing until a page is written. RAM-tier
 //! tensors are written once after load (by [`crate::io`]) and stay; NVMe-tier tensors are
 //! written just before they are used and their pages are handed back with `MADV_DONTNEED`
-//! after (by [`crate::schedule`]). During load the buffer records each tensor and skips the
-//! copy llama.cpp offers, so llama.cpp itself never reads a weight byte.
+//! after (by [`crate::schedule`]). The buffer records each tensor llama.cpp creates in it
+//! (`init_tensor`), so hypura knows every tensor's address.
 //!
 //! llama.cpp's loader (load mode NONE) reads each tensor of a host buffer straight into its
-//! memory. hypura hands it a header-only stand-in file ([`crate::shadow`]) whose data reads as
+//! memory, so it never reads a real weight byte: hypura hands it a header-only stand-in file ([`crate::shadow`]) whose data reads as
 //! zeros, and while loading, backs the whole buffer with one small shared scratch region
 //! mapped over and over, so those zeros land in a few MiB of memory whatever the model's size.
 //! When loading ends, the buffer gets fresh reserved pages at the same addresses.

@@ -12,6 +12,6 @@ echo "== plan (header only) ==" >&2
 ./target/release/hypura plan --model "$MODEL" --ram-budget "$BUDGET" --disk-gbps 1.6 >&2
 echo "== run ==" >&2
 ./target/release/hypura run --model "$MODEL" --ram-budget "$BUDGET" --disk-gbps 1.6 \
-    --prompt "${HYPURA_DEMO_PROMPT:-Write one sentence about the sea.}" --max-tokens 48 --temp 0 \
+    --prompt "${HYPURA_DEMO_PROMPT:-Once upon a time, a little fox}" --max-tokens 48 --temp 0 \
     --stats-json "${HYPURA_DEMO_STATS:-/tmp/hypura-demo-stats.json}"
 echo "statistics: ${HYPURA_DEMO_STATS:-/tmp/hypura-demo-stats.json}" >&2

@@ -3,7 +3,7 @@
 # (default .device/hypura; build with `cargo build --release -p hypura-cli` and strip it).
 # Generates synthetic models, measures the disk, and benchmarks stock llama.cpp vs hypura in
 # memory-capped cgroups, CPU compute. Prints tables; writes JSON under $OUT (or /tmp).
-#   scripts/device-bench.sh [7b|13b|fits|all]
+#   scripts/device-bench.sh [7b|13b|fits|moe|all]
 set -euo pipefail
 H=${HYPURA_BIN:-.device/hypura}
 W=${HYPURA_WORK:-/tmp/hypura-bench}
@@ -51,6 +51,7 @@ case "$WHAT" in
     7b) run_bench "$M7" 2G 7b-2g "${W7:-1.78G}" ;;
     13b) run_bench "$(synth llama-13b q4_0)" 4G 13b-4g 3.75G ;;
     fits) run_bench "$M7" 12G 7b-12g ;;
+    moe) run_bench "$(synth mixtral-8x7b q4_0)" 16G moe-16g 15.5G ;;
     all)
         run_bench "$M7" 2G 7b-2g 1.78G
         run_bench "$(synth llama-13b q4_0)" 4G 13b-4g 3.75G

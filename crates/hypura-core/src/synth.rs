@@ -454,8 +454,15 @@ pub fn write_model(
     let ones: Vec<u8> = std::iter::repeat_n(1.0f32.to_le_bytes(), 1 << 16)
         .flatten()
         .collect();
+    // Router weights must differ between experts, or every token picks the same ones.
+    let mut rng = Rng(99);
+    let router: Vec<u8> = (0..1 << 16)
+        .flat_map(|_| ((rng.next() % 2001) as f32 / 1000.0 - 1.0).to_le_bytes())
+        .collect();
     for (i, t) in tensors.iter().enumerate() {
-        let source: &[u8] = if t.ggml_type == 0 {
+        let source: &[u8] = if t.name.ends_with("ffn_gate_inp.weight") {
+            &router
+        } else if t.ggml_type == 0 {
             &ones
         } else {
             patterns.entry(t.n_in).or_insert_with(|| {

@@ -72,13 +72,8 @@ impl Drop for Cgroup {
 
 fn drop_page_cache() {
     // SAFETY: plain syscall.
-    unsafe { libc_sync() };
+    unsafe { libc::sync() };
     let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
-}
-
-extern "C" {
-    #[link_name = "sync"]
-    fn libc_sync();
 }
 
 fn run_once(cfg: &BenchConfig, baseline: bool, round: usize) -> Result<Value, HypuraError> {
@@ -129,12 +124,12 @@ fn run_once(cfg: &BenchConfig, baseline: bool, round: usize) -> Result<Value, Hy
         // SAFETY: between fork and exec only async-signal-safe calls: open/write/close.
         unsafe {
             cmd.pre_exec(move || {
-                let fd = libc_open(procs.as_ptr(), 1 /* O_WRONLY */);
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
                 if fd < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                let written = libc_write(fd, b"0".as_ptr().cast(), 1);
-                libc_close(fd);
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
                 if written != 1 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -168,15 +163,6 @@ fn run_once(cfg: &BenchConfig, baseline: bool, round: usize) -> Result<Value, Hy
         obj.insert("cgroup_peak_bytes".into(), json!(cgroup_peak));
     }
     Ok(value)
-}
-
-extern "C" {
-    #[link_name = "open"]
-    fn libc_open(path: *const std::ffi::c_char, flags: i32, ...) -> i32;
-    #[link_name = "write"]
-    fn libc_write(fd: i32, buf: *const std::ffi::c_void, n: usize) -> isize;
-    #[link_name = "close"]
-    fn libc_close(fd: i32) -> i32;
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

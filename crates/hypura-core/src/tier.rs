@@ -191,12 +191,7 @@ impl HypuraBufferType {
     /// pages at the same addresses, ready for hypura to fill.
     pub fn finish_loading(&self) -> std::io::Result<()> {
         self.state.loading.store(false, Ordering::SeqCst);
-        let mappings = self
-            .state
-            .mappings
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default();
+        let mappings = self.mappings();
         for (base, size) in mappings {
             map_reserved(base as *mut c_void, size)?;
         }
@@ -209,16 +204,20 @@ impl HypuraBufferType {
         if !self.state.loading.load(Ordering::SeqCst) {
             return;
         }
-        let mappings = self
-            .state
-            .mappings
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default();
+        let mappings = self.mappings();
         for (base, size) in mappings {
             // SAFETY: a range we mapped; dropping shared scratch pages loses only zeros.
             unsafe { libc::madvise(base as *mut c_void, size, libc::MADV_DONTNEED) };
         }
+    }
+
+    /// (base, size) of every buffer allocated so far.
+    fn mappings(&self) -> Vec<(usize, usize)> {
+        self.state
+            .mappings
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     /// The tensors llama.cpp created in buffers of this type, in creation order.
@@ -546,20 +545,7 @@ impl ReservedMemory {
     /// Reserves `size` bytes (rounded up to whole pages).
     pub fn new(size: usize) -> std::io::Result<Self> {
         let size = size.max(1).div_ceil(PAGE_BYTES) * PAGE_BYTES;
-        // SAFETY: an anonymous private mapping; untouched pages cost nothing.
-        let base = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
+        let base = map_reserved(ptr::null_mut(), size)?;
         Ok(Self {
             base: NonNull::new(base.cast()).ok_or_else(std::io::Error::last_os_error)?,
             size,

@@ -19,8 +19,10 @@ need_tools() {
     command -v python3 >/dev/null || missing+=(python3)
     if ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
     if [ "$(uname -s)" = Linux ] && [ -z "${LIBCLANG_PATH:-}" ] \
-        && ! compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null \
-        && ! compgen -G '/usr/lib/*-linux-gnu/libclang*.so*' >/dev/null; then
+        && ! compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null \
+        && ! compgen -G '/usr/lib/llvm-*/lib/libclang-[0-9]*.so*' >/dev/null \
+        && ! compgen -G '/usr/lib/*-linux-gnu/libclang.so*' >/dev/null \
+        && ! compgen -G '/usr/lib/*-linux-gnu/libclang-[0-9]*.so*' >/dev/null; then
         missing+=(libclang-dev)
     fi
     local pair

@@ -1,14 +1,15 @@
-//! How long the planner takes for a 70B-shaped model (80 layers, 723 tensors).
+//! The planner on a 70B-shaped tensor table (80 layers, 723 tensors) at several budgets.
 //! `cargo bench -p hypura-benches --bench plan`
 
-use std::time::Instant;
-
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use hypura_core::gguf::TensorInfo;
 use hypura_core::inspect::{ModelInventory, ModelTensor, Role};
 use hypura_core::plan::{plan, PlanParams};
 
 const Q4_0: u32 = 2;
+const F32: u32 = 0;
 
+/// A Q4_0 matrix of `cols` x `rows` at `offset` (advanced past it, 32-byte aligned).
 fn q4_0(name: String, cols: u64, rows: u64, offset: &mut u64) -> TensorInfo {
     let nbytes = cols / 32 * 18 * rows;
     let info = TensorInfo {
@@ -22,6 +23,7 @@ fn q4_0(name: String, cols: u64, rows: u64, offset: &mut u64) -> TensorInfo {
     info
 }
 
+/// Llama-3-70B's tensor table (GQA with 8 KV heads, 128256-token vocabulary), Q4_0.
 fn llama_70b() -> ModelInventory {
     let (n_embd, n_ff, n_kv, n_vocab, n_layers) = (8192u64, 28672u64, 1024u64, 128256u64, 80u32);
     let mut offset = 0;
@@ -51,7 +53,7 @@ fn llama_70b() -> ModelInventory {
         for norm in ["attn_norm", "ffn_norm"] {
             let info = TensorInfo {
                 name: format!("blk.{l}.{norm}.weight"),
-                ggml_type: 0,
+                ggml_type: F32,
                 dims: vec![n_embd],
                 file_offset: offset,
                 nbytes: n_embd * 4,
@@ -76,26 +78,22 @@ fn llama_70b() -> ModelInventory {
     }
 }
 
-fn main() {
+fn plan_70b(c: &mut Criterion) {
     let inventory = llama_70b();
     let model_bytes: u64 = inventory.tensors.iter().map(|t| t.info.nbytes).sum();
-    for fraction in [0.1, 0.3, 0.6, 0.9] {
-        let params = PlanParams::new((model_bytes as f64 * fraction) as u64);
-        let rounds = 20;
-        let started = Instant::now();
-        let mut streamed = 0;
-        for _ in 0..rounds {
-            streamed = plan(&inventory, &params)
-                .expect("plan")
-                .streamed_bytes_per_token;
-        }
-        let per_plan = started.elapsed().as_secs_f64() / rounds as f64;
-        println!(
-            "plan 70B ({} tensors) at {:>3.0}% budget: {:>8.3} ms per plan, {:.1} GB streamed per token",
-            inventory.tensors.len(),
-            fraction * 100.0,
-            per_plan * 1e3,
-            streamed as f64 / 1e9
+    let mut group = c.benchmark_group(format!("plan_llama70b_{}_tensors", inventory.tensors.len()));
+    for percent in [10u64, 30, 60, 90] {
+        let params = PlanParams::new(model_bytes * percent / 100);
+        // Fail loudly (not in the timed loop) if the planner rejects this budget.
+        plan(&inventory, &params).expect("plan");
+        group.bench_with_input(
+            BenchmarkId::new("budget_percent", percent),
+            &params,
+            |b, params| b.iter(|| plan(&inventory, params).expect("plan")),
         );
     }
+    group.finish();
 }
+
+criterion_group!(benches, plan_70b);
+criterion_main!(benches);

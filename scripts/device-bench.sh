@@ -3,7 +3,12 @@
 # (default .device/hypura; build with `cargo build --release -p hypura-cli` and strip it).
 # Generates synthetic models, measures the disk, and benchmarks stock llama.cpp vs hypura in
 # memory-capped cgroups, CPU compute. Prints tables; writes JSON under $OUT (or /tmp).
-#   scripts/device-bench.sh [7b|13b|fits|moe|all]
+#   scripts/device-bench.sh [io|7b|13b|fits|70b|moe|all] ...   (several may be given)
+# io: hypura's reader against one sequential reader (`hypura read-rate`, 4 and 8 threads, into
+#     fresh pages and reused ones), and the criterion `io` benchmark when .device/io-bench
+#     exists (built with `cargo bench -p hypura-benches --no-run`, copied and stripped).
+# ab: hypura alone under the 7B/2 GiB cap, once with each binary given in $AB_BINS (to compare
+#     builds on one machine), same cgroup set-up as `hypura bench`.
 set -euo pipefail
 H=${HYPURA_BIN:-.device/hypura}
 W=${HYPURA_WORK:-/tmp/hypura-bench}
@@ -11,7 +16,7 @@ OUT=${OUT:-/tmp}
 THREADS=${THREADS:-16}
 TOKENS=${TOKENS:-8}
 ROUNDS=${ROUNDS:-2}
-WHAT=${1:-all}
+WHAT=("${@:-all}")
 mkdir -p "$W"
 echo "== machine: $(date -u +%F) $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(ldd --version | head -1)"
 lscpu | grep -m1 'Model name' || true
@@ -33,7 +38,7 @@ disk() { # file
     awk -v b="$bytes" -v a="$t0" -v z="$t1" 'BEGIN { printf "%.2f", b / (z - a) / 1e9 }'
 }
 
-M7=$(synth llama-7b q4_0)
+M7=${M7:-$(synth llama-7b q4_0)}
 GBPS=$(disk "$M7")
 echo "== disk: sequential O_DIRECT read of $(basename "$M7") with dd bs=4M: $GBPS GB/s"
 
@@ -43,18 +48,53 @@ run_bench() { # model cap name [weights budget]
         --tokens "$TOKENS" --rounds "$ROUNDS" --disk-gbps "$GBPS" --json "$OUT/bench-$3.json"
 }
 
+capped_run() { # binary cap weights-budget: one hypura run in a fresh capped cgroup
+    local root=${CGROUP_ROOT:-/sys/fs/cgroup}
+    local cg=$root/hypura-ab-$$ stats=$W/ab-stats.json
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    echo +memory > "$root/cgroup.subtree_control" 2>/dev/null || true
+    rmdir "$cg" 2>/dev/null || true
+    mkdir "$cg"; echo "$2" > "$cg/memory.max"; echo 0 > "$cg/memory.swap.max"
+    (echo $BASHPID > "$cg/cgroup.procs"; exec "$1" run --model "$M7" --prompt "The history of the city begins" \
+        --max-tokens "$TOKENS" --temp 0 --ignore-eos --threads "$THREADS" --ctx 256 --no-repack \
+        --ram-budget "$3" --disk-gbps "$GBPS" --stats-json "$stats" ${IO_THREADS:+--io-threads $IO_THREADS} >/dev/null 2>"$W/ab-stderr") \
+        || { echo "run failed: $(tail -1 "$W/ab-stderr")"; rmdir "$cg"; return; }
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('%-22s decode %.3f tok/s  read/token %.2f GiB  stream wait %.1f s  peak RSS %.2f GiB  cgroup peak %.2f GiB' % (sys.argv[2], d['decode_tok_s'], d['disk_bytes_per_token']/2**30, d['stream_wait_s'], d['peak_rss_bytes']/2**30, int(open(sys.argv[3]).read())/2**30))" \
+        "$stats" "$(basename "$1")${IO_THREADS:+ io=$IO_THREADS}" "$cg/memory.peak"
+    rmdir "$cg"
+}
+
 # Weights budgets: the cap minus ~230 MiB measured for everything else (process, vocabulary,
 # KV cache and activations actually touched, page cache in transit) at --ctx 256.
-echo "== reader: $("$H" read-rate --file "$M7" --limit 2G)"
-
-case "$WHAT" in
+for what in "${WHAT[@]}"; do
+case "$what" in
+    io)
+        for threads in 4 8; do
+            for fresh in "" --fresh-pages; do
+                echo "== reader: $("$H" read-rate --file "$M7" --limit 2G --threads "$threads" $fresh)"
+            done
+        done
+        if [ -x .device/io-bench ]; then
+            HYPURA_BENCH_FILE="$M7" HYPURA_BENCH_LIMIT_MB=${IO_LIMIT_MB:-1024} .device/io-bench --bench 2>&1 \
+                | grep -v '^Benchmarking\|^Warning\|^$'
+        fi
+        ;;
+    ab)
+        echo "== hypura alone, 7B under a 2 GiB cap, weights budget ${W7:-1.78G}, $TOKENS tokens"
+        for round in 1 2; do
+            for bin in ${AB_BINS:-$H}; do capped_run "$bin" 2G "${W7:-1.78G}"; done
+        done
+        ;;
     7b) run_bench "$M7" 2G 7b-2g "${W7:-1.78G}" ;;
     13b) run_bench "$(synth llama-13b q4_0)" 4G 13b-4g 3.75G ;;
     fits) run_bench "$M7" 12G 7b-12g ;;
+    70b) run_bench "$(synth llama-70b q4_0)" 16G 70b-16g 15.5G ;;
     moe) run_bench "$(synth mixtral-8x7b q4_0)" 16G moe-16g 15.5G ;;
     all)
         run_bench "$M7" 2G 7b-2g 1.78G
         run_bench "$(synth llama-13b q4_0)" 4G 13b-4g 3.75G
         run_bench "$M7" 12G 7b-12g
         ;;
+    *) echo "unknown: $what (io|ab|7b|13b|fits|70b|moe|all)" >&2; exit 2 ;;
 esac
+done

@@ -26,6 +26,8 @@ pub struct BenchConfig {
     pub disk_bytes_per_s: f64,
     pub prompt: String,
     pub no_repack: bool,
+    /// hypura's reader threads.
+    pub io_threads: u32,
 }
 
 struct Cgroup {
@@ -109,7 +111,8 @@ fn run_once(cfg: &BenchConfig, baseline: bool, round: usize) -> Result<Value, Hy
     if baseline {
         cmd.arg("--baseline");
     } else {
-        cmd.args(["--ram-budget", &cfg.weights_budget_bytes.to_string()]);
+        cmd.args(["--ram-budget", &cfg.weights_budget_bytes.to_string()])
+            .args(["--io-threads", &cfg.io_threads.to_string()]);
     }
     cmd.stdout(std::process::Stdio::null());
     let cgroup = if cfg.cgroup {

@@ -55,6 +55,10 @@ struct ReadRateArgs {
     /// Request size.
     #[arg(long, default_value = "4M")]
     request: String,
+    /// Hand the destination pages back to the OS before each reuse, so that every read
+    /// faults in fresh pages (as streaming does).
+    #[arg(long)]
+    fresh_pages: bool,
 }
 
 #[derive(Args)]
@@ -130,6 +134,9 @@ struct BenchArgs {
     /// Turn off repacked CPU layouts in both modes.
     #[arg(long)]
     no_repack: bool,
+    /// hypura's reader threads (read requests in flight).
+    #[arg(long, default_value_t = hypura_core::plan::DEFAULT_IO_THREADS)]
+    io_threads: u32,
 }
 
 #[derive(Args)]
@@ -143,6 +150,9 @@ struct BudgetArgs {
     /// Disk read bandwidth in GB/s for the bound (default: measured once and cached).
     #[arg(long)]
     disk_gbps: Option<f64>,
+    /// Reader threads (read requests in flight) when streaming.
+    #[arg(long, default_value_t = hypura_core::plan::DEFAULT_IO_THREADS)]
+    io_threads: u32,
 }
 
 #[derive(Args)]
@@ -255,6 +265,7 @@ fn cmd_plan(args: PlanArgs) -> Result<(), HypuraError> {
     let inventory = ModelInventory::from_header(&header)?;
     let mut params = PlanParams::new(budget_bytes(&args.budget, header.weight_bytes())?);
     params.disk_bytes_per_s = disk_bytes_per_s(&args.budget)?;
+    params.io_threads = args.budget.io_threads;
     let plan = plan::plan(&inventory, &params)?;
     if args.json {
         println!(
@@ -291,6 +302,7 @@ fn cmd_run(args: RunArgs) -> Result<(), HypuraError> {
     options.n_threads = args.threads;
     options.n_ctx = args.ctx;
     options.disk_bytes_per_s = disk_bytes_per_s(&args.budget)?;
+    options.io_threads = args.budget.io_threads;
     eprintln!(
         "hypura: loading {} ({}) {}",
         args.budget.model.display(),
@@ -445,6 +457,7 @@ fn cmd_bench(args: BenchArgs) -> Result<(), HypuraError> {
         model: args.model.clone(),
         ram_budget: None,
         disk_gbps: args.disk_gbps,
+        io_threads: args.io_threads,
     };
     let threads = hypura_core::threads::thread_count(args.threads);
     let cfg = bench::BenchConfig {
@@ -458,6 +471,7 @@ fn cmd_bench(args: BenchArgs) -> Result<(), HypuraError> {
         cgroup: args.cgroup,
         disk_bytes_per_s: disk_bytes_per_s(&budget_args)?,
         prompt: args.prompt.clone(),
+        io_threads: args.io_threads,
         // Repacking copies the weights into anonymous memory: under a cap smaller than the
         // model, stock llama.cpp is then killed for memory. Its best setting is without it.
         no_repack: args.no_repack || model_bytes > cap,
@@ -483,15 +497,17 @@ fn cmd_read_rate(args: ReadRateArgs) -> Result<(), HypuraError> {
         args.threads.max(1),
         request.max(4096),
         limit,
+        args.fresh_pages,
     )
     .map_err(|source| HypuraError::Unreadable {
         path: args.file.clone(),
         source,
     })?;
     println!(
-        "read {} of {}: hypura reader ({} threads, {} requests) {:.2} GB/s, one sequential reader {:.2} GB/s, ratio {:.2}",
+        "read {} of {}{}: hypura reader ({} threads, {} requests) {:.2} GB/s, one sequential reader {:.2} GB/s, ratio {:.2}",
         format_bytes(rate.bytes),
         args.file.display(),
+        if args.fresh_pages { " into fresh pages" } else { "" },
         args.threads,
         format_bytes(request as u64),
         rate.pool_bytes_per_s / 1e9,

@@ -432,10 +432,12 @@ mod tests {
     }
 
     fn parse(bytes: &[u8]) -> Result<GgufHeader> {
+        // Tests run in parallel threads: each file gets its own name.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
             "hypura-gguf-unit-{}-{}",
             std::process::id(),
-            bytes.len()
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::write(&path, bytes).unwrap();
         let r = GgufHeader::open(&path);

@@ -105,11 +105,64 @@ impl ModelFile {
         &self.path
     }
 
-    /// Reads exactly `buf.len()` bytes at `offset`: directly when possible, else buffered and
-    /// then dropping those pages from the page cache so that streaming never grows it.
+    /// Direct read of `buf` when it sits at the same offset within a 4 KiB page as `offset`
+    /// does within the file: the whole blocks in the middle go straight into `buf` (no
+    /// copy), the partial first and last blocks through the bounce buffer. Returns false
+    /// (nothing read) when `buf` is not placed that way or too short to gain anything.
+    fn read_direct_in_place(
+        &self,
+        direct: &File,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> std::io::Result<bool> {
+        let align = DIRECT_ALIGN as u64;
+        if buf.as_ptr() as u64 % align != offset % align {
+            return Ok(false);
+        }
+        let end = offset + buf.len() as u64;
+        let middle_start = offset.div_ceil(align) * align;
+        let middle_end = end / align * align;
+        if middle_end <= middle_start {
+            return Ok(false);
+        }
+        let lead = (middle_start - offset) as usize;
+        let middle_len = (middle_end - middle_start) as usize;
+        let (head, rest) = buf.split_at_mut(lead);
+        let (middle, tail) = rest.split_at_mut(middle_len);
+        if !head.is_empty() {
+            self.read_direct(direct, head, offset)?;
+        }
+        let mut got = 0usize;
+        while got < middle_len {
+            // Offsets, lengths and memory stay multiples of the block size: the file is
+            // only short at its end, which lies beyond `middle_end`.
+            match direct.read_at(&mut middle[got..], middle_start + got as u64) {
+                Ok(0) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "failed to fill whole buffer",
+                    ))
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !tail.is_empty() {
+            self.read_direct(direct, tail, middle_end)?;
+        }
+        Ok(true)
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`: directly when possible (into `buf` itself
+    /// when it is placed at the file offset's position within a page, else through a bounce
+    /// buffer), else buffered and then dropping those pages from the page cache so that
+    /// streaming never grows it.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         if let Some(direct) = &self.direct {
-            self.read_direct(direct, buf, offset)?;
+            if !self.read_direct_in_place(direct, buf, offset)? {
+                self.read_direct(direct, buf, offset)?;
+            }
             self.bytes_read
                 .fetch_add(buf.len() as u64, Ordering::Relaxed);
             return Ok(());
@@ -258,7 +311,14 @@ impl ReadPool {
         for r in requests {
             let mut done = 0usize;
             while done < r.len {
-                let len = (r.len - done).min(self.request_bytes);
+                let mut len = (r.len - done).min(self.request_bytes);
+                // End pieces on block boundaries of the file, so that a read placed for
+                // direct I/O in place splits into pieces that are each placed that way too.
+                let end = r.offset + (done + len) as u64;
+                let aligned_end = end / DIRECT_ALIGN as u64 * DIRECT_ALIGN as u64;
+                if done + len < r.len && aligned_end > r.offset + done as u64 {
+                    len = (aligned_end - r.offset) as usize - done;
+                }
                 pieces.push(ReadRequest {
                     dst: r.dst + done,
                     len,
@@ -329,57 +389,128 @@ pub struct ReadRate {
     pub sequential_bytes_per_s: f64,
 }
 
+/// How many request-sized slots the probe's scratch memory has (reused round-robin).
+const PROBE_SLOTS: usize = 64;
+
+/// Reads the first `limit` bytes of a file in request-sized pieces into a small scratch
+/// window, either on one thread (what `dd` does) or through a [`ReadPool`]; each pass starts
+/// with the file's page cache dropped. The building block of `hypura read-rate` and of the
+/// `io` benchmark.
+pub struct ReadProbe {
+    file: Arc<ModelFile>,
+    path: PathBuf,
+    scratch: crate::tier::ReservedMemory,
+    requests: Vec<ReadRequest>,
+    request_bytes: usize,
+    bytes: u64,
+    fresh_pages: bool,
+}
+
+impl ReadProbe {
+    /// A probe of the first `limit` bytes of `path` (the whole file when smaller), read in
+    /// pieces of `request_bytes`. With `fresh_pages`, the scratch pages are handed back to the
+    /// OS before each reuse, so every read lands in newly faulted pages as it does when
+    /// hypura streams weights.
+    pub fn new(
+        path: &Path,
+        request_bytes: usize,
+        limit: u64,
+        fresh_pages: bool,
+    ) -> std::io::Result<Self> {
+        let request_bytes = request_bytes.max(DIRECT_ALIGN);
+        let file = Arc::new(ModelFile::open(path)?);
+        let bytes = std::fs::metadata(path)?.len().min(limit);
+        let scratch = crate::tier::ReservedMemory::new(PROBE_SLOTS * request_bytes)?;
+        let base = scratch.base() as usize;
+        let requests = (0..bytes.div_ceil(request_bytes as u64))
+            .map(|i| {
+                let offset = i * request_bytes as u64;
+                ReadRequest {
+                    dst: base + (i as usize % PROBE_SLOTS) * request_bytes,
+                    len: (bytes - offset).min(request_bytes as u64) as usize,
+                    offset,
+                }
+            })
+            .collect();
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            scratch,
+            requests,
+            request_bytes,
+            bytes,
+            fresh_pages,
+        })
+    }
+
+    /// Bytes one pass reads.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// True when the reads bypass the page cache.
+    pub fn is_direct(&self) -> bool {
+        self.file.is_direct()
+    }
+
+    fn drop_cache(&self) {
+        if let Ok(f) = File::open(&self.path) {
+            // SAFETY: a valid fd; advice only.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        }
+    }
+
+    fn start_batch(&self) {
+        if self.fresh_pages {
+            crate::tier::release_pages(self.scratch.base(), PROBE_SLOTS * self.request_bytes);
+        }
+    }
+
+    /// One pass on the calling thread; returns its duration.
+    pub fn sequential(&self) -> std::io::Result<std::time::Duration> {
+        self.drop_cache();
+        let started = std::time::Instant::now();
+        for batch in self.requests.chunks(PROBE_SLOTS) {
+            self.start_batch();
+            for r in batch {
+                // SAFETY: each request targets its own slot of the scratch memory; one
+                // thread, one request at a time.
+                unsafe { self.file.read_into(r.dst as *mut u8, r.len, r.offset)? };
+            }
+        }
+        Ok(started.elapsed())
+    }
+
+    /// One pass through a pool of `threads` readers (started before the clock starts);
+    /// returns its duration.
+    pub fn pooled(&self, threads: usize) -> std::io::Result<std::time::Duration> {
+        let pool = ReadPool::new(Arc::clone(&self.file), threads, self.request_bytes);
+        self.drop_cache();
+        let started = std::time::Instant::now();
+        // Batches of `PROBE_SLOTS` requests: no two requests in flight share a slot.
+        for batch in self.requests.chunks(PROBE_SLOTS) {
+            self.start_batch();
+            pool.submit(batch).wait().map_err(std::io::Error::other)?;
+        }
+        Ok(started.elapsed())
+    }
+}
+
 /// Reads up to `limit` bytes of `path` twice — once sequentially, once through a [`ReadPool`]
-/// — into a scratch buffer, dropping the file's cache before each.
+/// of `threads` — dropping the file's cache before each (see [`ReadProbe`]).
 pub fn compare_read_rate(
     path: &Path,
     threads: usize,
     request_bytes: usize,
     limit: u64,
+    fresh_pages: bool,
 ) -> std::io::Result<ReadRate> {
-    let file = Arc::new(ModelFile::open(path)?);
-    let size = std::fs::metadata(path)?.len().min(limit);
-    let drop_cache = || {
-        if let Ok(f) = File::open(path) {
-            // SAFETY: a valid fd; advice only.
-            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        }
-    };
-    // A scratch window of 64 requests, reused round-robin (memory stays small).
-    let slots = 64usize;
-    let mut scratch = vec![0u8; slots * request_bytes];
-    let base = scratch.as_mut_ptr() as usize;
-    let requests: Vec<ReadRequest> = (0..size.div_ceil(request_bytes as u64))
-        .map(|i| {
-            let offset = i * request_bytes as u64;
-            ReadRequest {
-                dst: base + (i as usize % slots) * request_bytes,
-                len: (size - offset).min(request_bytes as u64) as usize,
-                offset,
-            }
-        })
-        .collect();
-
-    drop_cache();
-    let started = std::time::Instant::now();
-    for r in &requests {
-        // SAFETY: each request targets a slot of `scratch`; one thread, one request at a time.
-        unsafe { file.read_into(r.dst as *mut u8, r.len, r.offset)? };
-    }
-    let sequential = size as f64 / started.elapsed().as_secs_f64().max(1e-9);
-
-    drop_cache();
-    let pool = ReadPool::new(Arc::clone(&file), threads, request_bytes);
-    let started = std::time::Instant::now();
-    // Batches of `slots` requests: no two requests in flight share a slot.
-    for batch in requests.chunks(slots) {
-        pool.submit(batch).wait().map_err(std::io::Error::other)?;
-    }
-    let pooled = size as f64 / started.elapsed().as_secs_f64().max(1e-9);
-    drop(pool);
-    drop(scratch);
+    let probe = ReadProbe::new(path, request_bytes, limit, fresh_pages)?;
+    let rate = |d: std::time::Duration| probe.bytes() as f64 / d.as_secs_f64().max(1e-9);
+    let sequential = rate(probe.sequential()?);
+    let pooled = rate(probe.pooled(threads)?);
     Ok(ReadRate {
-        bytes: size,
+        bytes: probe.bytes(),
         pool_bytes_per_s: pooled,
         sequential_bytes_per_s: sequential,
     })

@@ -91,11 +91,13 @@ pub struct PlanParams {
     pub max_prefetch_depth: u32,
     /// Tokens per micro-batch (bounds the embedding rows held at once).
     pub n_ubatch: u32,
+    /// Reader threads, i.e. read requests in flight.
+    pub io_threads: u32,
 }
 
 impl PlanParams {
     /// Defaults for a budget: 1.6 GB/s disk, 20 GB/s memory, prefetch depth 2, 128-token
-    /// micro-batches.
+    /// micro-batches, 4 reader threads.
     pub fn new(ram_budget_bytes: u64) -> Self {
         Self {
             ram_budget_bytes,
@@ -103,6 +105,7 @@ impl PlanParams {
             ram_bytes_per_s: 20e9,
             max_prefetch_depth: 2,
             n_ubatch: 128,
+            io_threads: DEFAULT_IO_THREADS,
         }
     }
 }
@@ -153,7 +156,11 @@ pub struct Plan {
 }
 
 const REQUEST_BYTES: u64 = 4 << 20;
-const IO_THREADS: u32 = 4;
+/// Window bytes each streamed tensor may take beyond its whole pages: it is placed at its
+/// file offset's position within a page, so that direct I/O reads it without a copy.
+pub const WINDOW_SLACK_PER_TENSOR: u64 = PAGE_BYTES as u64;
+/// Reader threads unless told otherwise.
+pub const DEFAULT_IO_THREADS: u32 = 4;
 
 fn page_round(bytes: u64) -> u64 {
     bytes.div_ceil(PAGE_BYTES as u64) * PAGE_BYTES as u64
@@ -206,13 +213,18 @@ pub fn plan(inventory: &ModelInventory, params: &PlanParams) -> Result<Plan> {
 
     let n_layers = inventory.n_layers;
     let mut layer_bytes = vec![0u64; n_layers as usize];
+    // What a layer takes in the streaming window: its bytes plus the slack of placing each
+    // tensor for direct reads in place.
+    let mut layer_window_bytes = vec![0u64; n_layers as usize];
     let mut always = 0u64;
     for t in &inventory.tensors {
         match (t.role, t.layer) {
             (Role::Embedding | Role::Output, _) => {}
             (Role::Small, _) | (_, None) => always += page_round(t.info.nbytes),
             (_, Some(layer)) if layer < n_layers => {
-                layer_bytes[layer as usize] += page_round(t.info.nbytes)
+                layer_bytes[layer as usize] += page_round(t.info.nbytes);
+                layer_window_bytes[layer as usize] +=
+                    page_round(t.info.nbytes) + WINDOW_SLACK_PER_TENSOR;
             }
             (_, Some(_)) => always += page_round(t.info.nbytes),
         }
@@ -236,6 +248,11 @@ pub fn plan(inventory: &ModelInventory, params: &PlanParams) -> Result<Plan> {
             .copied()
             .max()
             .unwrap_or(0);
+        let max_layer_window = layer_window_bytes[first_streamed..]
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0);
         for head_streamed in [false, true] {
             if streamed_layers == 0 && !head_streamed {
                 continue; // would be full residency, which does not fit
@@ -250,12 +267,16 @@ pub fn plan(inventory: &ModelInventory, params: &PlanParams) -> Result<Plan> {
                 let slots = depth as u64 + 1;
                 let (unit, head_chunk_rows) = if max_layer > 0 {
                     let rows = (max_layer / unit_bytes).max(1) * unit_rows;
-                    (max_layer.max(rows * row_bytes), rows)
+                    (
+                        max_layer_window.max(rows * row_bytes + WINDOW_SLACK_PER_TENSOR),
+                        rows,
+                    )
                 } else {
                     // only the head streams: as large a chunk as the budget allows
-                    let room = budget.saturating_sub(held) / slots;
+                    let room = (budget.saturating_sub(held) / slots)
+                        .saturating_sub(WINDOW_SLACK_PER_TENSOR);
                     let rows = (room / unit_bytes) * unit_rows;
-                    (rows * row_bytes, rows)
+                    (rows * row_bytes + WINDOW_SLACK_PER_TENSOR, rows)
                 };
                 if unit == 0 || (head_streamed && head_chunk_rows == 0) {
                     continue;
@@ -288,7 +309,8 @@ pub fn plan(inventory: &ModelInventory, params: &PlanParams) -> Result<Plan> {
     }
     let Some(choice) = best else {
         let max_layer = layer_bytes.iter().copied().max().unwrap_or(0);
-        let unit = max_layer.max(unit_bytes);
+        let max_layer_window = layer_window_bytes.iter().copied().max().unwrap_or(0);
+        let unit = max_layer_window.max(unit_bytes + WINDOW_SLACK_PER_TENSOR);
         let minimum = fixed + page_round(unit);
         return Err(HypuraError::BudgetTooSmall {
             budget: format_bytes(budget),
@@ -415,7 +437,7 @@ fn finish(
         streamed_bytes_per_token: c.streamed,
         prefetch_depth: c.depth,
         request_bytes: REQUEST_BYTES,
-        io_threads: IO_THREADS,
+        io_threads: params.io_threads.max(1),
         head_streamed: c.head_streamed,
         head_chunk_rows: c.head_chunk_rows,
         groups,

@@ -3,8 +3,16 @@
 //! Stream groups (a layer's streamed tensors, or a run of LM-head rows) form a cycle that
 //! repeats every token. Before a node that reads a streamed tensor computes, its group must
 //! have arrived; the first node of a new group is claimed, so that once it has computed every
-//! earlier group is released (`MADV_DONTNEED`) and the reads for the next groups are queued,
-//! up to `prefetch_depth` groups ahead and never past the window budget. The input embedding
+//! earlier group is released and the reads for the next groups are queued, up to
+//! `prefetch_depth` groups ahead and never past the window budget.
+//!
+//! Groups are read into the *window*: one region of memory, the size of the plan's window,
+//! used as a ring in queue order. Its pages are faulted in once and reused for every group,
+//! and a group's tensors are pointed (`tensor->data`) at their place in the window when its
+//! reads are queued. Reading into fresh pages instead (faulting and zeroing every 4 KiB, then
+//! `MADV_DONTNEED`) cost about as much CPU as the reads themselves (BENCHMARKS.md notes). A
+//! group that does not fit the window (read out of the planned order) is read into its
+//! tensors' own reserved pages and released with `MADV_DONTNEED`. The input embedding
 //! streams only the rows the batch looks up. When the head is streamed, the graph is stopped
 //! after `result_norm` and hypura computes the logits chunk by chunk ([`crate::head`]).
 
@@ -15,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use crate::head::HeadCompute;
 use crate::io::{Completion, ModelFile, ReadPool, ReadRequest};
 use crate::sys;
-use crate::tier::{pages_bytes, release_pages};
+use crate::tier::{pages_bytes, release_pages, ReservedMemory, PAGE_BYTES};
 use crate::track::{AccessTracker, TensorAccess};
 
 #[derive(Debug, Clone, Copy)]
@@ -27,8 +35,11 @@ struct TrackedTensor {
 /// A stream group at run time.
 #[derive(Debug, Clone)]
 pub struct RuntimeGroup {
-    /// Reads that fill it.
+    /// Reads that fill it, into the tensors' own (home) pages.
     pub reads: Vec<ReadRequest>,
+    /// The tensor each read fills (`ggml_tensor *` as an address; 0 for head rows, which
+    /// hypura reads itself).
+    pub tensors: Vec<usize>,
     /// Name (for the tracker) of the tensor each read belongs to.
     pub read_names: Vec<String>,
     /// True for LM-head chunks (first row, row count).
@@ -42,6 +53,39 @@ impl RuntimeGroup {
             .map(|r| pages_bytes(r.dst as *const u8, r.len))
             .sum()
     }
+
+    /// Where each read goes inside a window region, and the region's size (whole pages).
+    /// Each read starts in a page of its own, at its file offset's position within a page,
+    /// so that direct I/O reads it in place ([`crate::io::ModelFile::read_exact_at`]); it
+    /// costs at most one page per read more than page-aligned starts
+    /// ([`crate::plan::WINDOW_SLACK_PER_TENSOR`]).
+    fn window_layout(&self) -> (Vec<usize>, usize) {
+        let mut offsets = Vec::with_capacity(self.reads.len());
+        let mut end = 0usize;
+        for r in &self.reads {
+            let start =
+                end.div_ceil(PAGE_BYTES) * PAGE_BYTES + (r.offset % PAGE_BYTES as u64) as usize;
+            offsets.push(start);
+            end = start + r.len;
+        }
+        (offsets, end.div_ceil(PAGE_BYTES) * PAGE_BYTES)
+    }
+}
+
+/// Where a group in flight is being read to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// `[start, start + len)` of the window.
+    Window { start: usize, len: usize },
+    /// The tensors' own reserved pages (released with `MADV_DONTNEED` afterwards).
+    Home,
+}
+
+/// A group whose reads are queued or done, and not yet released.
+struct InFlight {
+    group: usize,
+    completion: Arc<Completion>,
+    placement: Placement,
 }
 
 /// The LM head when hypura computes it.
@@ -74,11 +118,14 @@ pub struct Streamer {
     groups: Vec<RuntimeGroup>,
     group_slots: Vec<Vec<usize>>,
     group_bytes: Vec<u64>,
-    queue: VecDeque<(usize, Arc<Completion>)>,
+    /// Per group: each read's offset in a window region, and the region's size.
+    group_layouts: Vec<(Vec<usize>, usize)>,
+    /// The window's memory (absent when the plan streams nothing).
+    window: Option<ReservedMemory>,
+    queue: VecDeque<InFlight>,
     current_ready: bool,
     next_submit: usize,
     depth: usize,
-    window_limit: u64,
     window_held: u64,
     rows_held: Vec<(usize, usize)>,
     rows_held_bytes: u64,
@@ -128,6 +175,18 @@ impl Streamer {
         head: Option<StreamedHead>,
     ) -> Self {
         let group_bytes = groups.iter().map(RuntimeGroup::held_bytes).collect();
+        let group_layouts = groups.iter().map(RuntimeGroup::window_layout).collect();
+        let window = if groups.is_empty() || window_limit == 0 {
+            None
+        } else {
+            match ReservedMemory::new(window_limit as usize) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    log::warn!("hypura: no window memory ({e}); reading into fresh pages");
+                    None
+                }
+            }
+        };
         let mut tracker = AccessTracker::default();
         let group_slots = groups
             .iter()
@@ -140,11 +199,12 @@ impl Streamer {
             groups,
             group_slots,
             group_bytes,
+            group_layouts,
+            window,
             queue: VecDeque::new(),
             current_ready: false,
             next_submit: 0,
             depth,
-            window_limit,
             window_held: 0,
             rows_held: Vec::new(),
             rows_held_bytes: 0,
@@ -180,9 +240,9 @@ impl Streamer {
     }
 
     fn reset_pipeline(&mut self) {
-        while let Some((g, completion)) = self.queue.pop_front() {
-            let _ = completion.wait();
-            self.release_group(g);
+        while let Some(entry) = self.queue.pop_front() {
+            let _ = entry.completion.wait();
+            self.release_group(&entry);
         }
         self.current_ready = false;
         self.next_submit = 0;
@@ -216,6 +276,17 @@ impl Streamer {
     /// Resets access counts and counters (e.g. after the prompt).
     pub fn reset_counts(&mut self) {
         self.tracker.reset();
+        // Groups already read ahead for the next tokens count in the new period (the group
+        // in front, if it was used already, does not).
+        let ahead: Vec<usize> = self
+            .queue
+            .iter()
+            .skip(usize::from(self.current_ready))
+            .map(|e| e.group)
+            .collect();
+        for g in ahead {
+            self.count_reads(g);
+        }
         self.counters = StreamCounters {
             peak_window_bytes: self.window_held + self.rows_held_bytes,
             ..Default::default()
@@ -232,7 +303,41 @@ impl Streamer {
         self.counters.peak_window_bytes = self.counters.peak_window_bytes.max(held);
     }
 
-    fn submit(&mut self, g: usize) {
+    /// A free region of `len` bytes in the window, after the last group placed there (the
+    /// window is used as a ring: groups leave it in the order they entered).
+    fn window_room(&self, len: usize) -> Option<usize> {
+        let capacity = self.window.as_ref()?.size();
+        if len == 0 || len > capacity {
+            return None;
+        }
+        let mut regions = self.queue.iter().filter_map(|e| match e.placement {
+            Placement::Window { start, len } => Some((start, len)),
+            Placement::Home => None,
+        });
+        let Some((tail, first_len)) = regions.next() else {
+            return Some(0);
+        };
+        let (last_start, last_len) = regions.next_back().unwrap_or((tail, first_len));
+        let head = last_start + last_len;
+        if head > tail {
+            // Not wrapped: free are [head, capacity) and [0, tail).
+            if head + len <= capacity {
+                Some(head)
+            } else if len <= tail {
+                Some(0)
+            } else {
+                None
+            }
+        } else if head + len <= tail {
+            // Wrapped: free is [head, tail).
+            Some(head)
+        } else {
+            None
+        }
+    }
+
+    /// Counts group `g`'s reads in the access statistics.
+    fn count_reads(&mut self, g: usize) {
         let group = &self.groups[g];
         // A head pass is one read of the head, however many chunks it takes.
         let continues_a_pass = matches!(group.head_rows, Some((first_row, _)) if first_row > 0);
@@ -243,17 +348,65 @@ impl Streamer {
                 self.tracker.read_from_disk(*slot, read.len as u64);
             }
         }
-        let completion = self.pool.submit(&group.reads);
-        self.window_held += self.group_bytes[g];
-        self.note_held();
-        self.queue.push_back((g, completion));
     }
 
-    fn release_group(&mut self, g: usize) {
-        for r in &self.groups[g].reads {
-            release_pages(r.dst as *mut u8, r.len);
+    fn submit(&mut self, g: usize, placement: Placement) {
+        self.count_reads(g);
+        let group = &self.groups[g];
+        let reads: Vec<ReadRequest> = match (placement, &self.window) {
+            (Placement::Window { start, .. }, Some(window)) => {
+                let base = window.base() as usize + start;
+                group
+                    .reads
+                    .iter()
+                    .zip(&self.group_layouts[g].0)
+                    .map(|(r, offset)| ReadRequest {
+                        dst: base + offset,
+                        ..*r
+                    })
+                    .collect()
+            }
+            _ => group.reads.clone(),
+        };
+        for (read, &tensor) in reads.iter().zip(&group.tensors) {
+            if tensor != 0 {
+                // SAFETY: a live weight tensor of the model. No graph node that reads it is
+                // computing now (the callback runs between node batches), and every node that
+                // reads it asks for its group first, which waits for these reads.
+                unsafe { (*(tensor as *mut sys::ggml_tensor)).data = read.dst as *mut c_void };
+            }
         }
-        self.window_held = self.window_held.saturating_sub(self.group_bytes[g]);
+        let completion = self.pool.submit(&reads);
+        self.window_held += self.group_bytes[g];
+        self.note_held();
+        self.queue.push_back(InFlight {
+            group: g,
+            completion,
+            placement,
+        });
+    }
+
+    fn release_group(&mut self, entry: &InFlight) {
+        if entry.placement == Placement::Home {
+            for r in &self.groups[entry.group].reads {
+                release_pages(r.dst as *mut u8, r.len);
+            }
+        }
+        // A window region keeps its pages for the next group.
+        self.window_held = self
+            .window_held
+            .saturating_sub(self.group_bytes[entry.group]);
+    }
+
+    /// The address group `g`'s first read went to, while `g` is in flight.
+    fn first_read_address(&self, g: usize) -> Option<usize> {
+        let entry = self.queue.iter().find(|e| e.group == g)?;
+        match (entry.placement, &self.window) {
+            (Placement::Window { start, .. }, Some(window)) => {
+                Some(window.base() as usize + start + self.group_layouts[g].0.first()?)
+            }
+            _ => self.groups[g].reads.first().map(|r| r.dst),
+        }
     }
 
     /// Queues reads ahead, up to the prefetch depth and the window budget.
@@ -265,14 +418,18 @@ impl Streamer {
         let target = (self.depth + 1).min(n);
         while self.queue.len() < target {
             let g = self.next_submit;
-            if self.queue.iter().any(|(q, _)| *q == g) {
+            if self.queue.iter().any(|e| e.group == g) {
                 break;
             }
-            if !self.queue.is_empty() && self.window_held + self.group_bytes[g] > self.window_limit
-            {
-                break;
-            }
-            self.submit(g);
+            let len = self.group_layouts[g].1;
+            let placement = match self.window_room(len) {
+                Some(start) => Placement::Window { start, len },
+                // The window is full of groups still needed: wait for the next release.
+                None if !self.queue.is_empty() => break,
+                // Nothing in flight and the group does not fit the window at all.
+                None => Placement::Home,
+            };
+            self.submit(g, placement);
             self.next_submit = (g + 1) % n;
         }
     }
@@ -287,26 +444,33 @@ impl Streamer {
     /// Makes group `g` present. Returns true when `g` became the current group (the node that
     /// needs it should be claimed, so the groups before it are released once it computed).
     fn ensure_group(&mut self, g: usize) -> bool {
-        if let Some((front, _)) = self.queue.front() {
-            if *front == g && self.current_ready {
+        if let Some(front) = self.queue.front() {
+            if front.group == g && self.current_ready {
                 return false;
             }
         }
-        let position = match self.queue.iter().position(|(q, _)| *q == g) {
+        let position = match self.queue.iter().position(|e| e.group == g) {
             Some(p) => p,
             None => {
                 // Not prefetched: either nothing is in flight yet, or the graph left the
-                // planned order. Queue it now (may briefly exceed the window if others held).
+                // planned order. Queue it now: in the window if there is room, else in its
+                // own pages (briefly exceeding the window; groups in flight may still be
+                // needed by nodes not yet computed).
                 if !self.queue.is_empty() {
                     self.counters.out_of_order += 1;
                 }
                 self.counters.late_groups += 1;
-                self.submit(g);
+                let len = self.group_layouts[g].1;
+                let placement = match self.window_room(len) {
+                    Some(start) => Placement::Window { start, len },
+                    None => Placement::Home,
+                };
+                self.submit(g, placement);
                 self.next_submit = (g + 1) % self.groups.len();
                 self.queue.len() - 1
             }
         };
-        let completion = Arc::clone(&self.queue[position].1);
+        let completion = Arc::clone(&self.queue[position].completion);
         if !completion.is_done() {
             let started = std::time::Instant::now();
             if let Err(e) = completion.wait() {
@@ -323,15 +487,15 @@ impl Streamer {
 
     /// Releases every group in front of `g` (all of their nodes have computed).
     fn release_up_to(&mut self, g: usize) {
-        while let Some((front, _)) = self.queue.front() {
-            if *front == g {
+        while let Some(front) = self.queue.front() {
+            if front.group == g {
                 break;
             }
-            let (front, completion) = self.queue.pop_front().expect("non-empty");
-            let _ = completion.wait();
-            self.release_group(front);
+            let entry = self.queue.pop_front().expect("non-empty");
+            let _ = entry.completion.wait();
+            self.release_group(&entry);
         }
-        self.current_ready = self.queue.front().map(|(q, _)| *q == g).unwrap_or(false);
+        self.current_ready = self.queue.front().map(|e| e.group == g).unwrap_or(false);
         self.top_up();
     }
 
@@ -419,7 +583,11 @@ impl Streamer {
             let Some((first_row, n_rows)) = self.groups[g].head_rows else {
                 continue;
             };
-            let dst = self.groups[g].reads[0].dst as *const u8;
+            let Some(dst) = self.first_read_address(g) else {
+                self.record_error(format!("head chunk {g} is not in memory"));
+                return;
+            };
+            let dst = dst as *const u8;
             let mut logits = std::mem::take(&mut self.logits);
             // SAFETY: the group's read completed into `dst`, which holds `n_rows` rows.
             let result = unsafe {
@@ -481,7 +649,16 @@ impl Streamer {
             match tracked.usage {
                 // The streamed head is never read by the graph (it stops at result_norm).
                 TensorRegistration::Resident | TensorRegistration::Head => {}
-                TensorRegistration::Group(g) => claim |= self.ensure_group(g),
+                TensorRegistration::Group(g) => {
+                    claim |= self.ensure_group(g);
+                    if src != weight {
+                        // A view of a streamed tensor: follow the tensor to where it was read.
+                        // SAFETY: both are live tensors; the view lies inside its source.
+                        unsafe {
+                            (*src).data = (*weight).data.cast::<u8>().add((*src).view_offs).cast()
+                        };
+                    }
+                }
                 TensorRegistration::Rows { .. } => {
                     if node.op == sys::GGML_OP_GET_ROWS {
                         self.load_rows(weight, node.src[1], tracked.usage, tracked.slot);
@@ -516,8 +693,8 @@ impl Streamer {
 impl Drop for Streamer {
     fn drop(&mut self) {
         // Wait for reads in flight: they write into memory that is about to be freed.
-        for (_, completion) in &self.queue {
-            let _ = completion.wait();
+        for entry in &self.queue {
+            let _ = entry.completion.wait();
         }
     }
 }

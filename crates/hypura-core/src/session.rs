@@ -65,11 +65,13 @@ pub struct LoadOptions {
     pub n_seq_max: u32,
     /// Disk bandwidth for the planner's bound, bytes/s.
     pub disk_bytes_per_s: f64,
+    /// Reader threads (read requests in flight) when streaming.
+    pub io_threads: u32,
 }
 
 impl LoadOptions {
     /// Defaults: hypura mode, whole model resident, repacking on, all cores, 2048-token
-    /// context, 128-token batches, one sequence, 1.6 GB/s disk.
+    /// context, 128-token batches, one sequence, 1.6 GB/s disk, 4 reader threads.
     pub fn new(model_path: impl Into<PathBuf>) -> Self {
         Self {
             model_path: model_path.into(),
@@ -81,6 +83,7 @@ impl LoadOptions {
             n_batch: 128,
             n_seq_max: 1,
             disk_bytes_per_s: 1.6e9,
+            io_threads: crate::plan::DEFAULT_IO_THREADS,
         }
     }
 }
@@ -158,6 +161,7 @@ impl Session {
         let mut params = PlanParams::new(options.ram_budget_bytes.unwrap_or(model_bytes));
         params.disk_bytes_per_s = options.disk_bytes_per_s;
         params.n_ubatch = options.n_batch;
+        params.io_threads = options.io_threads;
         let plan = plan::plan(&inventory, &params)?;
         let file = Arc::new(ModelFile::open(&options.model_path).map_err(|source| {
             HypuraError::Unreadable {
@@ -678,6 +682,7 @@ fn build_streamer(
         .iter()
         .map(|g| RuntimeGroup {
             reads: Vec::new(),
+            tensors: Vec::new(),
             read_names: Vec::new(),
             head_rows: match g.kind {
                 GroupKind::HeadChunk { first_row, n_rows } => Some((first_row, n_rows)),
@@ -728,6 +733,7 @@ fn build_streamer(
         } else if let (Tier::Nvme, Some(StreamMode::Group(g))) = (placement.tier, placement.stream)
         {
             groups[g].reads.push(whole);
+            groups[g].tensors.push(tensor as usize);
             groups[g].read_names.push(reg.name.clone());
             TensorRegistration::Group(g)
         } else {
@@ -764,6 +770,7 @@ fn build_streamer(
                     len: (n_rows * row_bytes) as usize,
                     offset: head_info.file_offset + first_row * row_bytes,
                 });
+                group.tensors.push(0);
                 group.read_names.push(head_stat.clone());
                 head_groups.push(g);
             }

@@ -556,6 +556,11 @@ impl ReservedMemory {
     pub fn base(&self) -> *mut u8 {
         self.base.as_ptr()
     }
+
+    /// Bytes reserved (a whole number of pages).
+    pub fn size(&self) -> usize {
+        self.size
+    }
 }
 
 impl Drop for ReservedMemory {

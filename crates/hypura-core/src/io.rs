@@ -132,22 +132,9 @@ impl ModelFile {
         if !head.is_empty() {
             self.read_direct(direct, head, offset)?;
         }
-        let mut got = 0usize;
-        while got < middle_len {
-            // Offsets, lengths and memory stay multiples of the block size: the file is
-            // only short at its end, which lies beyond `middle_end`.
-            match direct.read_at(&mut middle[got..], middle_start + got as u64) {
-                Ok(0) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "failed to fill whole buffer",
-                    ))
-                }
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        // Offsets, lengths and memory are whole blocks, and the middle ends before the
+        // file does: no short read but at an error.
+        direct.read_exact_at(middle, middle_start)?;
         if !tail.is_empty() {
             self.read_direct(direct, tail, middle_end)?;
         }

@@ -100,7 +100,8 @@ pub struct StreamedHead {
 /// Numbers the scheduler keeps for the statistics.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct StreamCounters {
-    /// Most weight bytes held in the window plus embedding rows at once.
+    /// Most weight bytes held for streaming at once: the part of the window used so far (its
+    /// pages stay mapped), groups read into their own pages, and embedding rows.
     pub peak_window_bytes: u64,
     /// Groups whose reads had to be issued when already needed (not prefetched).
     pub late_groups: u64,
@@ -126,7 +127,10 @@ pub struct Streamer {
     current_ready: bool,
     next_submit: usize,
     depth: usize,
-    window_held: u64,
+    /// End of the furthest window region used so far: the window's pages below it are mapped.
+    window_touched: u64,
+    /// Bytes of groups in flight in their own (home) pages.
+    home_held: u64,
     rows_held: Vec<(usize, usize)>,
     rows_held_bytes: u64,
     release_before: Option<usize>,
@@ -205,7 +209,8 @@ impl Streamer {
             current_ready: false,
             next_submit: 0,
             depth,
-            window_held: 0,
+            window_touched: 0,
+            home_held: 0,
             rows_held: Vec::new(),
             rows_held_bytes: 0,
             release_before: None,
@@ -288,7 +293,7 @@ impl Streamer {
             self.count_reads(g);
         }
         self.counters = StreamCounters {
-            peak_window_bytes: self.window_held + self.rows_held_bytes,
+            peak_window_bytes: self.held_bytes(),
             ..Default::default()
         };
     }
@@ -298,8 +303,12 @@ impl Streamer {
         self.counters.clone()
     }
 
+    fn held_bytes(&self) -> u64 {
+        self.window_touched + self.home_held + self.rows_held_bytes
+    }
+
     fn note_held(&mut self) {
-        let held = self.window_held + self.rows_held_bytes;
+        let held = self.held_bytes();
         self.counters.peak_window_bytes = self.counters.peak_window_bytes.max(held);
     }
 
@@ -358,7 +367,12 @@ impl Streamer {
             }
         }
         let completion = self.pool.submit(&reads);
-        self.window_held += self.group_bytes[g];
+        match placement {
+            Placement::Window { start, len } => {
+                self.window_touched = self.window_touched.max((start + len) as u64)
+            }
+            Placement::Home => self.home_held += self.group_bytes[g],
+        }
         self.note_held();
         self.queue.push_back(InFlight {
             group: g,
@@ -368,15 +382,13 @@ impl Streamer {
     }
 
     fn release_group(&mut self, entry: &InFlight) {
+        // A window region keeps its pages for the next group.
         if entry.placement == Placement::Home {
             for r in &self.groups[entry.group].reads {
                 release_pages(r.dst as *mut u8, r.len);
             }
+            self.home_held = self.home_held.saturating_sub(self.group_bytes[entry.group]);
         }
-        // A window region keeps its pages for the next group.
-        self.window_held = self
-            .window_held
-            .saturating_sub(self.group_bytes[entry.group]);
     }
 
     /// The address group `g`'s first read went to, while `g` is in flight.

@@ -42,10 +42,10 @@ M7=${M7:-$(synth llama-7b q4_0)}
 GBPS=$(disk "$M7")
 echo "== disk: sequential O_DIRECT read of $(basename "$M7") with dd bs=4M: $GBPS GB/s"
 
-run_bench() { # model cap name [weights budget]
+run_bench() { # model cap name [weights budget [more hypura bench flags...]]
     echo "== bench $(basename "$1") under a $2 cap${4:+, hypura weights budget $4}"
     "$H" bench --model "$1" --ram-budget "$2" ${4:+--weights-budget "$4"} --cgroup --threads "$THREADS" \
-        --tokens "$TOKENS" --rounds "$ROUNDS" --disk-gbps "$GBPS" --json "$OUT/bench-$3.json"
+        --tokens "$TOKENS" --rounds "$ROUNDS" --disk-gbps "$GBPS" --json "$OUT/bench-$3.json" "${@:5}"
 }
 
 capped_run() { # binary cap weights-budget: one hypura run in a fresh capped cgroup
@@ -89,7 +89,9 @@ case "$what" in
     13b) run_bench "$(synth llama-13b q4_0)" 4G 13b-4g 3.75G ;;
     fits) run_bench "$M7" 12G 7b-12g ;;
     70b) run_bench "$(synth llama-70b q4_0)" 16G 70b-16g 15.5G ;;
-    moe) run_bench "$(synth mixtral-8x7b q4_0)" 16G moe-16g 15.5G ;;
+    # Sampled, not greedy: greedy decoding of a random model repeats one token, and so routes
+    # the same experts every token.
+    moe) run_bench "$(synth mixtral-8x7b q4_0)" 16G moe-16g 15.5G --temp 1 --seed 42 ;;
     all)
         run_bench "$M7" 2G 7b-2g 1.78G
         run_bench "$(synth llama-13b q4_0)" 4G 13b-4g 3.75G

@@ -28,6 +28,9 @@ pub struct BenchConfig {
     pub no_repack: bool,
     /// hypura's reader threads.
     pub io_threads: u32,
+    /// Sampling temperature (0 = greedy) and seed, the same for both modes.
+    pub temperature: f32,
+    pub seed: u64,
 }
 
 struct Cgroup {
@@ -93,7 +96,9 @@ fn run_once(cfg: &BenchConfig, baseline: bool, round: usize) -> Result<Value, Hy
             "--max-tokens",
             &cfg.tokens.to_string(),
             "--temp",
-            "0",
+            &cfg.temperature.to_string(),
+            "--seed",
+            &cfg.seed.to_string(),
             "--ignore-eos",
         ])
         .args([
@@ -248,13 +253,18 @@ pub fn bench(cfg: &BenchConfig) -> Result<Value, HypuraError> {
         0.0
     };
     println!(
-        "model {}  cap {}  hypura weights budget {}  {} tokens x {} rounds  {} threads  repacking {}  {}",
+        "model {}  cap {}  hypura weights budget {}  {} tokens x {} rounds  {} threads  {}  repacking {}  {}",
         cfg.model.display(),
         format_bytes(cfg.cap_bytes),
         format_bytes(cfg.weights_budget_bytes),
         cfg.tokens,
         cfg.rounds,
         cfg.threads,
+        if cfg.temperature > 0.0 {
+            format!("temperature {} seed {}", cfg.temperature, cfg.seed)
+        } else {
+            "greedy".to_string()
+        },
         if cfg.no_repack { "off (both)" } else { "on (both)" },
         if cfg.cgroup {
             "each run in a cgroup with memory.max = cap, page cache dropped before"
@@ -295,6 +305,8 @@ pub fn bench(cfg: &BenchConfig) -> Result<Value, HypuraError> {
         "rounds": cfg.rounds,
         "threads": cfg.threads,
         "no_repack": cfg.no_repack,
+        "temperature": cfg.temperature,
+        "seed": cfg.seed,
         "rows": rows,
         "hypura_over_stock": speedup,
         "runs": runs.iter().map(|(b, v)| json!({"baseline": b, "stats": v})).collect::<Vec<_>>(),

@@ -137,6 +137,14 @@ struct BenchArgs {
     /// hypura's reader threads (read requests in flight).
     #[arg(long, default_value_t = hypura_core::plan::DEFAULT_IO_THREADS)]
     io_threads: u32,
+    /// Sampling temperature for both modes (0 = greedy). Greedy decoding of a synthetic
+    /// model tends to repeat one token, so an MoE model would route the same experts every
+    /// token; a temperature spreads the routing.
+    #[arg(long, default_value_t = 0.0)]
+    temp: f32,
+    /// Sampling seed, the same for both modes.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -472,6 +480,8 @@ fn cmd_bench(args: BenchArgs) -> Result<(), HypuraError> {
         disk_bytes_per_s: disk_bytes_per_s(&budget_args)?,
         prompt: args.prompt.clone(),
         io_threads: args.io_threads,
+        temperature: args.temp.max(0.0),
+        seed: args.seed,
         // Repacking copies the weights into anonymous memory: under a cap smaller than the
         // model, stock llama.cpp is then killed for memory. Its best setting is without it.
         no_repack: args.no_repack || model_bytes > cap,

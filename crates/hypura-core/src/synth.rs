@@ -1,6 +1,8 @@
 //! Synthetic GGUF models of real shapes (7B–70B dense, Mixtral-style MoE), with random but
 //! valid quantized weights and a working tokenizer: realistic for speed, meaningless as text.
-//! Written at disk speed: a block pattern is generated once and repeated.
+//! Written at disk speed: a block pattern is generated once and repeated, each tensor starting
+//! at its own place in it, so that no two layers (nor two experts' routers) hold the same
+//! weights.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -111,7 +113,27 @@ fn f16_bits(value: f32) -> u16 {
     ((exp.clamp(1, 30) as u32) << 10 | mant) as u16
 }
 
-/// `bytes` of valid blocks whose weights have a standard deviation near `0.5 / sqrt(n_in)`.
+/// Random bytes of 4-bit quants (two per byte) in 1..=15, with 0 turned into 8: weights
+/// `q - 8` then have mean 0. (Uniform 0..=15 would give every weight a mean of -0.5 step, and
+/// every matrix-vector product a common component that makes all hidden states alike, so an
+/// MoE router would pick the same experts for every token.)
+fn centred_nibbles(rng: &mut Rng) -> [u8; 8] {
+    let mut b = rng.next().to_le_bytes();
+    for byte in b.iter_mut() {
+        let (mut lo, mut hi) = (*byte & 0x0f, *byte >> 4);
+        if lo == 0 {
+            lo = 8;
+        }
+        if hi == 0 {
+            hi = 8;
+        }
+        *byte = lo | hi << 4;
+    }
+    b
+}
+
+/// `bytes` of valid blocks whose weights have mean 0 and a standard deviation near
+/// `0.5 / sqrt(n_in)`.
 fn pattern(kind: SynthType, n_in: u64, bytes: usize, seed: u64) -> Vec<u8> {
     let mut rng = Rng(seed);
     let (_, block_bytes) = kind.block();
@@ -120,21 +142,22 @@ fn pattern(kind: SynthType, n_in: u64, bytes: usize, seed: u64) -> Vec<u8> {
     while out.len() + block_bytes as usize <= bytes {
         match kind {
             SynthType::Q4_0 => {
-                // w = d * (q - 8), q uniform in 0..16: std = d * 4.6
-                out.extend_from_slice(&f16_bits(target_std / 4.6).to_le_bytes());
+                // w = d * (q - 8), q - 8 uniform in -7..=7 (0 twice as likely): std = d * 4.18
+                out.extend_from_slice(&f16_bits(target_std / 4.18).to_le_bytes());
                 for _ in 0..2 {
-                    out.extend_from_slice(&rng.next().to_le_bytes());
+                    out.extend_from_slice(&centred_nibbles(&mut rng));
                 }
             }
             SynthType::Q4K => {
-                // w = d * sc * q - dmin * m with 6-bit sc, m: keep sc, m small (0..15)
-                out.extend_from_slice(&f16_bits(target_std / (4.6 * 8.0)).to_le_bytes());
-                out.extend_from_slice(&f16_bits(target_std / 64.0).to_le_bytes());
-                let mut scales = [0u8; 12];
-                for s in scales.iter_mut() {
-                    *s = (rng.next() & 0x0f) as u8;
-                }
-                out.extend_from_slice(&scales);
+                // w = d * sc * q - dmin * m per 32-weight sub-block, with sc = 2 and m = 15 in
+                // every sub-block and dmin = d: w = d * (2q - 15), q uniform in 0..=15, so
+                // mean 0 and std = d * 9.2. The 12 scale bytes pack (sc, m) for 8 sub-blocks:
+                // bytes 0-3 hold sc of 0-3, 4-7 m of 0-3, 8-11 sc | m << 4 of 4-7 (6-bit
+                // values, whose top bits are 0 here).
+                let d = target_std / 9.2;
+                out.extend_from_slice(&f16_bits(d).to_le_bytes());
+                out.extend_from_slice(&f16_bits(d).to_le_bytes());
+                out.extend_from_slice(&[2, 2, 2, 2, 15, 15, 15, 15, 0xf2, 0xf2, 0xf2, 0xf2]);
                 for _ in 0..16 {
                     out.extend_from_slice(&rng.next().to_le_bytes());
                 }
@@ -460,25 +483,33 @@ pub fn write_model(
         .flat_map(|_| ((rng.next() % 2001) as f32 / 1000.0 - 1.0).to_le_bytes())
         .collect();
     for (i, t) in tensors.iter().enumerate() {
-        let source: &[u8] = if t.name.ends_with("ffn_gate_inp.weight") {
-            &router
+        // The unit a tensor's start may move by without breaking blocks (0: do not move).
+        let (source, unit): (&[u8], usize) = if t.name.ends_with("ffn_gate_inp.weight") {
+            (&router, 4)
         } else if t.ggml_type == 0 {
-            &ones
+            (&ones, 0)
         } else {
-            patterns.entry(t.n_in).or_insert_with(|| {
+            let source = patterns.entry(t.n_in).or_insert_with(|| {
                 pattern(
                     kind,
                     t.n_in,
                     PATTERN_BYTES / block_bytes as usize * block_bytes as usize,
                     7 + i as u64,
                 )
-            })
+            });
+            (&source[..], block_bytes as usize)
         };
+        let mut at = source
+            .len()
+            .checked_div(unit)
+            .filter(|&units| units > 0)
+            .map_or(0, |units| (Rng(1000 + i as u64).next() as usize % units) * unit);
         let mut left = t.nbytes as usize;
         while left > 0 {
-            let n = left.min(source.len());
-            writer.write_all(&source[..n])?;
+            let n = left.min(source.len() - at);
+            writer.write_all(&source[at..at + n])?;
             left -= n;
+            at = (at + n) % source.len();
         }
         let pad = (t.nbytes.div_ceil(32) * 32 - t.nbytes) as usize;
         writer.write_all(&vec![0u8; pad])?;

@@ -513,6 +513,12 @@ fn cmd_read_rate(args: ReadRateArgs) -> Result<(), HypuraError> {
         path: args.file.clone(),
         source,
     })?;
+    if rate.bytes == 0 {
+        return Err(HypuraError::InvalidArgument(format!(
+            "{} is empty: nothing to read",
+            args.file.display()
+        )));
+    }
     println!(
         "read {} of {}{}: hypura reader ({} threads, {} requests) {:.2} GB/s, one sequential reader {:.2} GB/s, ratio {:.2}",
         format_bytes(rate.bytes),

@@ -168,3 +168,36 @@ fn invalid_arguments() {
         "--temp",
     );
 }
+
+#[test]
+fn read_rate_needs_a_readable_non_empty_file() {
+    expect_error(
+        &["read-rate", "--file", "/nonexistent/model.gguf"],
+        "not found",
+    );
+    let empty = tempfile("empty.gguf");
+    std::fs::write(&empty, b"").unwrap();
+    expect_error(
+        &["read-rate", "--file", empty.to_str().unwrap()],
+        "is empty",
+    );
+    std::fs::remove_file(&empty).unwrap();
+    // A real file: one line comparing the two readers over the bytes asked for.
+    let m = model(SMOLLM2);
+    let out = hypura(&[
+        "read-rate",
+        "--file",
+        m.to_str().unwrap(),
+        "--limit",
+        "16M",
+        "--threads",
+        "2",
+        "--fresh-pages",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.starts_with("read 16.00 MiB of ") && out.stdout.contains(" ratio "),
+        "{}",
+        out.stdout
+    );
+}

@@ -503,7 +503,9 @@ pub fn write_model(
             .len()
             .checked_div(unit)
             .filter(|&units| units > 0)
-            .map_or(0, |units| (Rng(1000 + i as u64).next() as usize % units) * unit);
+            .map_or(0, |units| {
+                (Rng(1000 + i as u64).next() as usize % units) * unit
+            });
         let mut left = t.nbytes as usize;
         while left > 0 {
             let n = left.min(source.len() - at);

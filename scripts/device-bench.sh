@@ -59,7 +59,7 @@ capped_run() { # binary cap weights-budget: one hypura run in a fresh capped cgr
         --max-tokens "$TOKENS" --temp 0 --ignore-eos --threads "$THREADS" --ctx 256 --no-repack \
         --ram-budget "$3" --disk-gbps "$GBPS" --stats-json "$stats" ${IO_THREADS:+--io-threads $IO_THREADS} >/dev/null 2>"$W/ab-stderr") \
         || { echo "run failed: $(tail -1 "$W/ab-stderr")"; rmdir "$cg"; return; }
-    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('%-22s decode %.3f tok/s  read/token %.2f GiB  stream wait %.1f s  peak RSS %.2f GiB  cgroup peak %.2f GiB' % (sys.argv[2], d['decode_tok_s'], d['disk_bytes_per_token']/2**30, d['stream_wait_s'], d['peak_rss_bytes']/2**30, int(open(sys.argv[3]).read())/2**30))" \
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('%-22s decode %.3f tok/s  read/token %.2f GiB  stream wait %.1f s  readers busy %.0f%%  peak RSS %.2f GiB  cgroup peak %.2f GiB' % (sys.argv[2], d['decode_tok_s'], d['disk_bytes_per_token']/2**30, d['stream_wait_s'], 100*d.get('reader_utilization', float('nan')), d['peak_rss_bytes']/2**30, int(open(sys.argv[3]).read())/2**30))" \
         "$stats" "$(basename "$1")${IO_THREADS:+ io=$IO_THREADS}" "$cg/memory.peak"
     rmdir "$cg"
 }

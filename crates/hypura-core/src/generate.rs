@@ -91,6 +91,9 @@ pub struct RunStats {
     pub prefetch_depth: u32,
     /// Seconds the graph waited for reads.
     pub stream_wait_s: f64,
+    /// Share of the decode time the reader threads spent inside reads (1.0: every thread
+    /// always had a read in flight; lower: read-ahead left the disk idle part of the time).
+    pub reader_utilization: f64,
     /// Per-tensor use and disk-read counts while generating.
     pub tensor_accesses: Vec<TensorAccess>,
     /// The generated token ids.
@@ -178,6 +181,8 @@ pub fn generate(
         bound_tok_s: plan.bound_tok_s,
         prefetch_depth: plan.prefetch_depth,
         stream_wait_s: counters.wait_s,
+        reader_utilization: counters.reader_busy_s
+            / (counters.reader_threads.max(1) as f64 * decode_s.max(1e-9)),
         tensor_accesses: session.tensor_accesses(),
         tokens,
     })

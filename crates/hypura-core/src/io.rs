@@ -251,6 +251,8 @@ pub struct ReadPool {
     sender: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
     request_bytes: usize,
+    /// Nanoseconds the threads spent reading, summed over threads.
+    busy_ns: Arc<AtomicU64>,
 }
 
 impl ReadPool {
@@ -259,10 +261,12 @@ impl ReadPool {
     pub fn new(file: Arc<ModelFile>, threads: usize, request_bytes: usize) -> Self {
         let (sender, receiver) = channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
+        let busy_ns = Arc::new(AtomicU64::new(0));
         let workers = (0..threads.max(1))
             .map(|i| {
                 let receiver = Arc::clone(&receiver);
                 let file = Arc::clone(&file);
+                let busy_ns = Arc::clone(&busy_ns);
                 std::thread::Builder::new()
                     .name(format!("hypura-io-{i}"))
                     .spawn(move || loop {
@@ -272,9 +276,11 @@ impl ReadPool {
                         };
                         let Ok(job) = job else { return };
                         let r = job.request;
+                        let started = std::time::Instant::now();
                         // SAFETY: the scheduler hands out each destination range to exactly
                         // one request and does not touch it until the completion is done.
                         let result = unsafe { file.read_into(r.dst as *mut u8, r.len, r.offset) };
+                        busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                         job.completion.finish_one(
                             result
                                 .err()
@@ -288,7 +294,19 @@ impl ReadPool {
             sender: Some(sender),
             workers,
             request_bytes: request_bytes.max(4096),
+            busy_ns,
         }
+    }
+
+    /// Reader threads.
+    pub fn threads(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Seconds the threads have spent inside reads so far, summed over threads (a pool kept
+    /// fed has `threads` seconds of it per second).
+    pub fn busy_seconds(&self) -> f64 {
+        self.busy_ns.load(Ordering::Relaxed) as f64 / 1e9
     }
 
     /// Queues `requests` (split into pieces of at most the request size) and returns their

@@ -1,10 +1,13 @@
 //! The streaming scheduler, driven by llama.cpp's evaluation callback.
 //!
 //! Stream groups (a layer's streamed tensors, or a run of LM-head rows) form a cycle that
-//! repeats every token. Before a node that reads a streamed tensor computes, its group must
-//! have arrived; the first node of a new group is claimed, so that once it has computed every
-//! earlier group is released and the reads for the next groups are queued, up to
-//! `prefetch_depth` groups ahead and never past the window budget.
+//! repeats every token. Every node that reads a streamed tensor is claimed, so it computes as
+//! the last node of its batch: when the first node of a new group is asked about, every node
+//! that read an earlier group has computed. The earlier groups are released at once, the
+//! reads for the next groups are queued (up to `prefetch_depth` groups ahead, never past the
+//! window), and only then does the node wait for its own group: the readers never sit idle
+//! while the graph waits. (Releasing only after the new group's first node computed, as
+//! before, left them idle for that node's wait and compute: BENCHMARKS.md notes.)
 //!
 //! Groups are read into the *window*: one region of memory, the size of the plan's window,
 //! used as a ring in queue order. Its pages are faulted in once and reused for every group,
@@ -109,6 +112,10 @@ pub struct StreamCounters {
     pub out_of_order: u64,
     /// Seconds spent waiting for reads inside the graph.
     pub wait_s: f64,
+    /// Seconds the reader threads spent inside reads, summed over threads.
+    pub reader_busy_s: f64,
+    /// Reader threads.
+    pub reader_threads: usize,
 }
 
 /// The scheduler's state; the evaluation callback's user data.
@@ -124,7 +131,8 @@ pub struct Streamer {
     /// The window's memory (absent when the plan streams nothing).
     window: Option<ReservedMemory>,
     queue: VecDeque<InFlight>,
-    current_ready: bool,
+    /// True once the group in front of the queue was acquired by a node.
+    front_in_use: bool,
     next_submit: usize,
     depth: usize,
     /// End of the furthest window region used so far: the window's pages below it are mapped.
@@ -133,7 +141,6 @@ pub struct Streamer {
     home_held: u64,
     rows_held: Vec<(usize, usize)>,
     rows_held_bytes: u64,
-    release_before: Option<usize>,
     head: Option<StreamedHead>,
     head_pool: Option<crate::threads::ThreadPool>,
     logits: Vec<f32>,
@@ -141,6 +148,8 @@ pub struct Streamer {
     error: Option<String>,
     tracker: AccessTracker,
     counters: StreamCounters,
+    /// The pool's busy seconds when the counters were last reset.
+    reader_busy_at_reset: f64,
 }
 
 // SAFETY: raw tensor addresses are stored as usize and only dereferenced on the thread that
@@ -206,14 +215,13 @@ impl Streamer {
             group_layouts,
             window,
             queue: VecDeque::new(),
-            current_ready: false,
+            front_in_use: false,
             next_submit: 0,
             depth,
             window_touched: 0,
             home_held: 0,
             rows_held: Vec::new(),
             rows_held_bytes: 0,
-            release_before: None,
             head_pool: head
                 .as_ref()
                 .and_then(|h| crate::threads::ThreadPool::sleeping(h.compute.n_threads)),
@@ -223,6 +231,7 @@ impl Streamer {
             error: None,
             tracker,
             counters: StreamCounters::default(),
+            reader_busy_at_reset: 0.0,
         }
     }
 
@@ -249,9 +258,8 @@ impl Streamer {
             let _ = entry.completion.wait();
             self.release_group(&entry);
         }
-        self.current_ready = false;
+        self.front_in_use = false;
         self.next_submit = 0;
-        self.release_before = None;
     }
 
     /// The first error seen since `begin_decode`, if any. After an error every group in
@@ -286,7 +294,7 @@ impl Streamer {
         let ahead: Vec<usize> = self
             .queue
             .iter()
-            .skip(usize::from(self.current_ready))
+            .skip(usize::from(self.front_in_use))
             .map(|e| e.group)
             .collect();
         for g in ahead {
@@ -296,11 +304,16 @@ impl Streamer {
             peak_window_bytes: self.held_bytes(),
             ..Default::default()
         };
+        self.reader_busy_at_reset = self.pool.busy_seconds();
     }
 
     /// Counters for the statistics.
     pub fn counters(&self) -> StreamCounters {
-        self.counters.clone()
+        StreamCounters {
+            reader_busy_s: self.pool.busy_seconds() - self.reader_busy_at_reset,
+            reader_threads: self.pool.threads(),
+            ..self.counters.clone()
+        }
     }
 
     fn held_bytes(&self) -> u64 {
@@ -434,62 +447,54 @@ impl Streamer {
         }
     }
 
-    /// Makes group `g` present. Returns true when `g` became the current group (the node that
-    /// needs it should be claimed, so the groups before it are released once it computed).
-    fn ensure_group(&mut self, g: usize) -> bool {
-        if let Some(front) = self.queue.front() {
-            if front.group == g && self.current_ready {
-                return false;
-            }
+    /// Makes group `g` the current group. Every group queued in front of it is released
+    /// first: each node that reads a streamed tensor is claimed (computed as the last node of
+    /// its batch), so by the time a node of `g` is asked about, every node that read an
+    /// earlier group has computed. Reads are then queued ahead into the room this frees, and
+    /// only then are `g`'s own reads waited for, so the readers stay busy meanwhile.
+    fn acquire_group(&mut self, g: usize) {
+        if self.front_in_use && self.queue.front().is_some_and(|f| f.group == g) {
+            return;
         }
-        let position = match self.queue.iter().position(|e| e.group == g) {
-            Some(p) => p,
-            None => {
-                // Not prefetched: either nothing is in flight yet, or the graph left the
-                // planned order. Queue it now: in the window if there is room, else in its
-                // own pages (briefly exceeding the window; groups in flight may still be
-                // needed by nodes not yet computed).
-                if !self.queue.is_empty() {
-                    self.counters.out_of_order += 1;
+        if self.queue.iter().any(|e| e.group == g) {
+            while let Some(front) = self.queue.front() {
+                if front.group == g {
+                    break;
                 }
-                self.counters.late_groups += 1;
-                let len = self.group_layouts[g].1;
-                let placement = match self.window_room(len) {
-                    Some(start) => Placement::Window { start, len },
-                    None => Placement::Home,
-                };
-                self.submit(g, placement);
-                self.next_submit = (g + 1) % self.groups.len();
-                self.queue.len() - 1
+                let entry = self.queue.pop_front().expect("non-empty");
+                let _ = entry.completion.wait();
+                self.release_group(&entry);
             }
-        };
-        let completion = Arc::clone(&self.queue[position].completion);
-        if !completion.is_done() {
-            let started = std::time::Instant::now();
-            if let Err(e) = completion.wait() {
-                self.record_error(format!("reading {}: {e}", self.file.path().display()));
+        } else {
+            // Not prefetched: nothing was in flight yet, or the graph left the planned order
+            // (then what was read ahead is for other groups: drop it).
+            if !self.queue.is_empty() {
+                self.counters.out_of_order += 1;
             }
-            self.counters.wait_s += started.elapsed().as_secs_f64();
-        } else if let Err(e) = completion.wait() {
+            self.counters.late_groups += 1;
+            while let Some(entry) = self.queue.pop_front() {
+                let _ = entry.completion.wait();
+                self.release_group(&entry);
+            }
+            let len = self.group_layouts[g].1;
+            let placement = match self.window_room(len) {
+                Some(start) => Placement::Window { start, len },
+                None => Placement::Home,
+            };
+            self.submit(g, placement);
+            self.next_submit = (g + 1) % self.groups.len();
+        }
+        self.front_in_use = true;
+        self.top_up();
+        let completion = Arc::clone(&self.queue.front().expect("g is queued").completion);
+        let started = std::time::Instant::now();
+        let waited = !completion.is_done();
+        if let Err(e) = completion.wait() {
             self.record_error(format!("reading {}: {e}", self.file.path().display()));
         }
-        self.release_before = Some(g);
-        self.current_ready = position == 0;
-        true
-    }
-
-    /// Releases every group in front of `g` (all of their nodes have computed).
-    fn release_up_to(&mut self, g: usize) {
-        while let Some(front) = self.queue.front() {
-            if front.group == g {
-                break;
-            }
-            let entry = self.queue.pop_front().expect("non-empty");
-            let _ = entry.completion.wait();
-            self.release_group(&entry);
+        if waited {
+            self.counters.wait_s += started.elapsed().as_secs_f64();
         }
-        self.current_ready = self.queue.front().map(|e| e.group == g).unwrap_or(false);
-        self.top_up();
     }
 
     fn load_rows(
@@ -568,8 +573,7 @@ impl Streamer {
             return;
         }
         for &g in &head.groups {
-            self.ensure_group(g);
-            self.release_up_to(g);
+            self.acquire_group(g);
             if self.error.is_some() {
                 return;
             }
@@ -612,6 +616,7 @@ impl Streamer {
             return true;
         }
         let mut claim = false;
+        let mut acquired: Option<usize> = None;
         for &src in node.src.iter() {
             if src.is_null() {
                 continue;
@@ -643,7 +648,16 @@ impl Streamer {
                 // The streamed head is never read by the graph (it stops at result_norm).
                 TensorRegistration::Resident | TensorRegistration::Head => {}
                 TensorRegistration::Group(g) => {
-                    claim |= self.ensure_group(g);
+                    if let Some(other) = acquired.filter(|&a| a != g) {
+                        self.record_error(format!(
+                            "node '{}' reads two streamed groups ({other} and {g})",
+                            node_name(node)
+                        ));
+                        return true;
+                    }
+                    acquired = Some(g);
+                    self.acquire_group(g);
+                    claim = true;
                     if src != weight {
                         // A view of a streamed tensor: follow the tensor to where it was read.
                         // SAFETY: both are live tensors; the view lies inside its source.
@@ -670,14 +684,8 @@ impl Streamer {
         // SAFETY: ggml passes a live graph node.
         let node = unsafe { &*t };
         if self.head.is_some() && node_name(node) == "result_norm" {
-            if let Some(g) = self.release_before.take() {
-                self.release_up_to(g);
-            }
             self.compute_head(t);
             return false; // stop the graph: the logits are ours
-        }
-        if let Some(g) = self.release_before.take() {
-            self.release_up_to(g);
         }
         self.error.is_none()
     }

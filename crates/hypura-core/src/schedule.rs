@@ -139,6 +139,8 @@ pub struct Streamer {
     window_touched: u64,
     /// Bytes of groups in flight in their own (home) pages.
     home_held: u64,
+    /// The plan's window budget (the window's size).
+    window_limit: u64,
     rows_held: Vec<(usize, usize)>,
     rows_held_bytes: u64,
     head: Option<StreamedHead>,
@@ -220,6 +222,7 @@ impl Streamer {
             depth,
             window_touched: 0,
             home_held: 0,
+            window_limit,
             rows_held: Vec::new(),
             rows_held_bytes: 0,
             head_pool: head
@@ -430,6 +433,13 @@ impl Streamer {
             let len = self.group_layouts[g].1;
             let placement = match self.window_room(len) {
                 Some(start) => Placement::Window { start, len },
+                // No window memory at all: read ahead into the groups' own pages, within the
+                // same budget.
+                None if self.window.is_none()
+                    && self.home_held + self.group_bytes[g] <= self.window_limit =>
+                {
+                    Placement::Home
+                }
                 // The window is full of groups still needed: wait for the next release.
                 None if !self.queue.is_empty() => break,
                 // Nothing in flight and the group does not fit the window at all.

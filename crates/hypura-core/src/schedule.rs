@@ -257,10 +257,7 @@ impl Streamer {
     }
 
     fn reset_pipeline(&mut self) {
-        while let Some(entry) = self.queue.pop_front() {
-            let _ = entry.completion.wait();
-            self.release_group(&entry);
-        }
+        self.release_queued_before(None);
         self.front_in_use = false;
         self.next_submit = 0;
     }
@@ -356,10 +353,10 @@ impl Streamer {
         }
     }
 
-    fn submit(&mut self, g: usize, placement: Placement) {
-        self.count_reads(g);
+    /// Group `g`'s reads with their destinations where `placement` puts them.
+    fn placed_reads(&self, g: usize, placement: Placement) -> Vec<ReadRequest> {
         let group = &self.groups[g];
-        let reads: Vec<ReadRequest> = match (placement, &self.window) {
+        match (placement, &self.window) {
             (Placement::Window { start, .. }, Some(window)) => {
                 let base = window.base() as usize + start;
                 group
@@ -373,8 +370,13 @@ impl Streamer {
                     .collect()
             }
             _ => group.reads.clone(),
-        };
-        for (read, &tensor) in reads.iter().zip(&group.tensors) {
+        }
+    }
+
+    fn submit(&mut self, g: usize, placement: Placement) {
+        self.count_reads(g);
+        let reads = self.placed_reads(g, placement);
+        for (read, &tensor) in reads.iter().zip(&self.groups[g].tensors) {
             if tensor != 0 {
                 // SAFETY: a live weight tensor of the model. No graph node that reads it is
                 // computing now (the callback runs between node batches), and every node that
@@ -410,11 +412,16 @@ impl Streamer {
     /// The address group `g`'s first read went to, while `g` is in flight.
     fn first_read_address(&self, g: usize) -> Option<usize> {
         let entry = self.queue.iter().find(|e| e.group == g)?;
-        match (entry.placement, &self.window) {
-            (Placement::Window { start, .. }, Some(window)) => {
-                Some(window.base() as usize + start + self.group_layouts[g].0.first()?)
-            }
-            _ => self.groups[g].reads.first().map(|r| r.dst),
+        self.placed_reads(g, entry.placement).first().map(|r| r.dst)
+    }
+
+    /// Releases the queued groups in front of group `keep` (all of them when `None`), waiting
+    /// for any of their reads still in flight first: the memory is about to be reused.
+    fn release_queued_before(&mut self, keep: Option<usize>) {
+        while self.queue.front().is_some_and(|f| Some(f.group) != keep) {
+            let entry = self.queue.pop_front().expect("non-empty");
+            let _ = entry.completion.wait();
+            self.release_group(&entry);
         }
     }
 
@@ -467,14 +474,7 @@ impl Streamer {
             return;
         }
         if self.queue.iter().any(|e| e.group == g) {
-            while let Some(front) = self.queue.front() {
-                if front.group == g {
-                    break;
-                }
-                let entry = self.queue.pop_front().expect("non-empty");
-                let _ = entry.completion.wait();
-                self.release_group(&entry);
-            }
+            self.release_queued_before(Some(g));
         } else {
             // Not prefetched: nothing was in flight yet, or the graph left the planned order
             // (then what was read ahead is for other groups: drop it).
@@ -482,10 +482,7 @@ impl Streamer {
                 self.counters.out_of_order += 1;
             }
             self.counters.late_groups += 1;
-            while let Some(entry) = self.queue.pop_front() {
-                let _ = entry.completion.wait();
-                self.release_group(&entry);
-            }
+            self.release_queued_before(None);
             let len = self.group_layouts[g].1;
             let placement = match self.window_room(len) {
                 Some(start) => Placement::Window { start, len },

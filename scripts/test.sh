@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what is missing, fetches the test models, builds the
 # workspace, then `cargo test` of every crate (unit tests, end-to-end tests on the real models,
-# the C API's error paths, and the C and Python examples, the C one under valgrind).
+# the C API's error paths, the C and Python examples, the C one under valgrind, and
+# scripts/install-c.sh into a scratch prefix).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-# The C API tests compile the C example (pkg-config) and run it under valgrind.
-need_tools pkg-config:pkg-config valgrind:valgrind
+# The C API tests compile the C example (pkg-config) and run it under valgrind; the install
+# test (crates/hypura-ffi/tests/install.rs) strips and inspects the installed libraries
+# (binutils) and builds against them with clang modules.
+need_tools pkg-config:pkg-config valgrind:valgrind clang:clang readelf:binutils strip:binutils
 fetch_models
 cd "$HYPURA_ROOT"
 export HYPURA_MODELS_DIR="$MODELS_DIR"

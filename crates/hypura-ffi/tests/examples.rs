@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 const PROMPT: &str = "The capital of France is";
 const BUDGET_PERCENT: &str = "25";
@@ -83,6 +84,25 @@ fn cli_text(tokens: &str) -> String {
     ]))
 }
 
+/// A library directory standing in for an install (scripts/install-c.sh): the release build
+/// has only `libhypura.so`, but a program linked against it asks for the library's SONAME,
+/// `libhypura.so.<major>` (crates/hypura-ffi/build.rs). Both names here link to the build
+/// (unstripped, so valgrind reports have symbols).
+fn lib_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch("lib");
+        std::fs::create_dir_all(&dir).unwrap();
+        let shared = release_dir().join("libhypura.so");
+        let soname = format!("libhypura.so.{}", env!("CARGO_PKG_VERSION_MAJOR"));
+        for name in ["libhypura.so", soname.as_str()] {
+            let _ = std::fs::remove_file(dir.join(name));
+            std::os::unix::fs::symlink(&shared, dir.join(name)).unwrap();
+        }
+        dir
+    })
+}
+
 /// Compiles examples/c/generate.c with the flags pkg-config gives for libhypura.
 fn build_c_example(static_link: bool) -> PathBuf {
     let release = release_dir();
@@ -91,7 +111,7 @@ fn build_c_example(static_link: bool) -> PathBuf {
     let template = std::fs::read_to_string(root().join("packaging/hypura.pc.in")).unwrap();
     let pc = template
         .replace("@PREFIX@", root().to_str().unwrap())
-        .replace("@LIBDIR@", release.to_str().unwrap())
+        .replace("@LIBDIR@", lib_dir().to_str().unwrap())
         .replace("@INCLUDEDIR@", root().join("include").to_str().unwrap())
         .replace("@VERSION@", env!("CARGO_PKG_VERSION"));
     std::fs::write(pc_dir.join("hypura.pc"), pc).unwrap();
@@ -120,7 +140,7 @@ fn build_c_example(static_link: bool) -> PathBuf {
         }
     }
     if !static_link {
-        cc.arg(format!("-Wl,-rpath,{}", release.display()));
+        cc.arg(format!("-Wl,-rpath,{}", lib_dir().display()));
     }
     run(&mut cc);
     exe

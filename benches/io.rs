@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use hypura_core::io::ReadProbe;
+use hypura_core::ReadProbe;
 
 const THREADS: usize = 4;
 const REQUEST_BYTES: usize = 4 << 20;

@@ -7,9 +7,17 @@
  * - No panic crosses the boundary: a bug yields HYPURA_STATUS_PANIC.
  * - A required pointer that is NULL gives HYPURA_STATUS_NULL_ARGUMENT; a buffer pointer may be NULL
  *   only when its capacity is 0. Out-parameters are written only as documented.
- * - Ownership: hypura_load() returns a model the caller owns and frees with hypura_model_free()
- *   (NULL is accepted). Strings passed in are borrowed for the duration of the call.
- * - Threads: a hypura_model may be used from any thread, by one thread at a time.
+ * - Ownership: hypura_params_new() and hypura_load() return objects the caller owns and frees with
+ *   hypura_params_free() and hypura_model_free() (NULL is accepted). Strings passed in are
+ *   borrowed for the duration of the call (hypura_params_set_model_path copies its path).
+ * - Threads: a hypura_model may be used from any thread. A call made while another thread's call
+ *   on the same model runs returns HYPURA_STATUS_BUSY: it never waits and never crashes.
+ *   hypura_n_vocab, hypura_context_length and hypura_is_eog are never busy.
+ * - The ABI grows without breaking: options are set one by one on an opaque hypura_params, and
+ *   hypura_get_stats writes at most the struct size the caller passes.
+ * - Undefined behaviour remains for what C cannot check: using a params or model after freeing
+ *   it, freeing it twice or while another thread may still call it, and pointers that are not
+ *   valid for the lengths passed.
  */
 
 #ifndef HYPURA_H
@@ -42,7 +50,7 @@ enum hypura_status
   HYPURA_STATUS_INVALID_ARGUMENT = 2,
   // The model file does not exist.
   HYPURA_STATUS_NOT_FOUND = 3,
-  // The model file could not be opened or read.
+  // The model file could not be opened or read, or is not a regular file.
   HYPURA_STATUS_UNREADABLE = 4,
   // The file is not a valid GGUF.
   HYPURA_STATUS_NOT_GGUF = 5,
@@ -56,7 +64,7 @@ enum hypura_status
   HYPURA_STATUS_LOAD_FAILED = 9,
   // Decoding failed.
   HYPURA_STATUS_DECODE_FAILED = 10,
-  // A sequence would grow past the context length.
+  // A sequence would grow past its share of the context.
   HYPURA_STATUS_CONTEXT_FULL = 11,
   // Reading weights from the model file failed.
   HYPURA_STATUS_IO_ERROR = 12,
@@ -66,6 +74,16 @@ enum hypura_status
   HYPURA_STATUS_UNSUPPORTED = 14,
   // A bug: hypura panicked. The handle involved should be freed.
   HYPURA_STATUS_PANIC = 15,
+  // Another thread is using this model right now: call again when it is done.
+  HYPURA_STATUS_BUSY = 16,
+  // llama.cpp's KV cache has no room for this batch (try a smaller batch, or free
+  // sequences with `hypura_reset`).
+  HYPURA_STATUS_KV_CACHE_FULL = 17,
+  // The model file was overwritten or truncated while the model was loaded: nothing
+  // computed from it was returned, and the model must be loaded again.
+  HYPURA_STATUS_MODEL_FILE_CHANGED = 18,
+  // The GGUF is well formed but holds values llama.cpp would refuse or crash on.
+  HYPURA_STATUS_INVALID_MODEL = 19,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -78,47 +96,26 @@ typedef uint32_t hypura_status;
 // A loaded model with its context. Opaque; free with [`hypura_model_free`].
 typedef struct hypura_model hypura_model;
 
-// Parameters of [`hypura_load`]. Fill with [`hypura_params_default`], then change fields.
-typedef struct {
-  // Path of the GGUF file, NUL-terminated UTF-8. Borrowed only during `hypura_load`.
-  const char *model_path;
-  // Bytes of weights hypura may hold in RAM. 0: use `ram_budget_percent`.
-  uint64_t ram_budget_bytes;
-  // RAM budget as a percentage of the model's weight bytes, used when `ram_budget_bytes`
-  // is 0. 0 (or 100 and more): the whole model in RAM.
-  float ram_budget_percent;
-  // Bytes of weights to place in GPU memory. Must be 0: this build has no GPU tier
-  // (anything else gives `HYPURA_STATUS_UNSUPPORTED`).
-  uint64_t gpu_budget_bytes;
-  // CPU threads; 0 = all cores.
-  int32_t n_threads;
-  // Context length in tokens (shared by the sequences).
-  uint32_t n_ctx;
-  // Sequences that can be decoded side by side (ids `0..n_seq_max`).
-  uint32_t n_seq_max;
-  // Seed of the model's sampler ([`hypura_sample`]).
-  uint64_t seed;
-  // Load as stock llama.cpp would (no hypura placement), for comparisons.
-  bool baseline;
-  // Turn off llama.cpp's repacked CPU weight layouts.
-  bool no_repack;
-} hypura_params;
+// Parameters of [`crate::hypura_load`]. Opaque: create with [`hypura_params_new`], change
+// with the `hypura_params_set_*` functions, free with [`hypura_params_free`].
+typedef struct hypura_params hypura_params;
 
 // One token of a batch for [`hypura_decode`].
 typedef struct {
   // Token id.
   int32_t token;
-  // Sequence it is appended to, in `0..n_seq_max`; it goes at that sequence's next position.
+  // Sequence it is appended to, in `0..sequences`; it goes at that sequence's next position.
   int32_t seq_id;
   // Whether to return logits after this token.
   bool logits;
 } hypura_batch_token;
 
-// Statistics of a model, per tier. See [`hypura_get_stats`].
+// Statistics of a model, per tier. See [`hypura_get_stats`]. New fields are only ever added
+// at the end, and `hypura_get_stats` writes no more than the size the caller passes.
 typedef struct {
   // Sum of the model's weight bytes.
   uint64_t model_bytes;
-  // The RAM budget in force.
+  // The RAM budget in force, in bytes of weights.
   uint64_t ram_budget_bytes;
   // Weight bytes resident in RAM.
   uint64_t ram_resident_bytes;
@@ -166,51 +163,47 @@ const char *hypura_version(void);
 // model handle comes from `hypura_load` and has not been freed.
 hypura_status hypura_last_error(char *buf, size_t capacity, size_t *len);
 
-// Fills `*params` with defaults: whole model in RAM, all cores, 2048-token context, one
-// sequence, seed 0. `model_path` is NULL and must be set.
-//
-// # Safety
-// Every pointer is NULL or valid for the reads and writes described above; a
-// model handle comes from `hypura_load` and has not been freed.
-hypura_status hypura_params_default(hypura_params *params);
-
 // Loads a model. `*out` is set to NULL first and to the new handle on success; the caller
 // owns it and frees it with [`hypura_model_free`]. Loading reads the RAM tier of the file
-// and can take a while for large models.
+// and can take a while for large models. `params` is only read.
 //
 // # Safety
-// Every pointer is NULL or valid for the reads and writes described above; a
-// model handle comes from `hypura_load` and has not been freed.
+// `params` is NULL or a live value from `hypura_params_new`; `out` is NULL or writable.
 hypura_status hypura_load(const hypura_params *params, hypura_model **out);
 
-// Frees a model. NULL is accepted and ignored. Do not use the handle afterwards.
+// Frees a model. NULL is accepted and ignored. A call on the model still running on
+// another thread is waited for first; using the handle after this returns is undefined.
 //
 // # Safety
-// Every pointer is NULL or valid for the reads and writes described above; a
-// model handle comes from `hypura_load` and has not been freed.
+// `model` is NULL or a handle from `hypura_load` not freed yet.
 void hypura_model_free(hypura_model *model);
 
-// Vocabulary size, into `*n_vocab`.
+// Vocabulary size, into `*n_vocab`. Never busy.
 //
 // # Safety
-// Every pointer is NULL or valid for the reads and writes described above; a
-// model handle comes from `hypura_load` and has not been freed.
+// `model` is NULL or a live handle; `n_vocab` is NULL or writable.
 hypura_status hypura_n_vocab(const hypura_model *model, size_t *n_vocab);
 
-// Positions each sequence can hold, into `*positions` (llama.cpp may round `n_ctx` up).
+// Positions each sequence can hold, into `*positions` (llama.cpp may round the context
+// length up). Never busy.
 //
 // # Safety
-// Every pointer is NULL or valid for the reads and writes described above; a
-// model handle comes from `hypura_load` and has not been freed.
+// `model` is NULL or a live handle; `positions` is NULL or writable.
 hypura_status hypura_context_length(const hypura_model *model, size_t *positions);
 
-// Tokenizes `text_len` bytes of UTF-8 `text` into `tokens` (capacity `capacity`). `*n_tokens`
-// receives the count; when it exceeds `capacity`, nothing is written and
-// `HYPURA_STATUS_BUFFER_TOO_SMALL` is returned. `add_special` adds BOS where the model wants it.
+// True in `*is_eog` for end-of-generation tokens (false for ids outside the vocabulary).
+// Never busy.
 //
 // # Safety
-// Every pointer is NULL or valid for the reads and writes described above; a
-// model handle comes from `hypura_load` and has not been freed.
+// `model` is NULL or a live handle; `is_eog` is NULL or writable.
+hypura_status hypura_is_eog(const hypura_model *model, int32_t token, bool *is_eog);
+
+// Tokenizes `text_len` bytes of UTF-8 `text` into `tokens` (room for `capacity`), adding
+// BOS when `add_special` and the model wants it. `*n_tokens` receives the count; when it
+// exceeds `capacity`, nothing is written and `HYPURA_STATUS_BUFFER_TOO_SMALL` is returned.
+//
+// # Safety
+// Every pointer is NULL or valid for the reads and writes described; `model` is live.
 hypura_status hypura_tokenize(const hypura_model *model,
                               const char *text,
                               size_t text_len,
@@ -225,21 +218,13 @@ hypura_status hypura_tokenize(const hypura_model *model,
 // the middle of a UTF-8 character when a token does.
 //
 // # Safety
-// Every pointer is NULL or valid for the reads and writes described above; a
-// model handle comes from `hypura_load` and has not been freed.
+// Every pointer is NULL or valid for the reads and writes described; `model` is live.
 hypura_status hypura_detokenize(const hypura_model *model,
                                 const int32_t *tokens,
                                 size_t n_tokens,
                                 char *buf,
                                 size_t capacity,
                                 size_t *len);
-
-// True in `*is_eog` for end-of-generation tokens.
-//
-// # Safety
-// Every pointer is NULL or valid for the reads and writes described above; a
-// model handle comes from `hypura_load` and has not been freed.
-hypura_status hypura_is_eog(const hypura_model *model, int32_t token, bool *is_eog);
 
 // Decodes `n_tokens` tokens (each appended to its sequence) and writes the logits of the
 // tokens that asked for them into `logits`, in batch order, `n_vocab` floats each.
@@ -249,8 +234,7 @@ hypura_status hypura_is_eog(const hypura_model *model, int32_t token, bool *is_e
 // `HYPURA_STATUS_CONTEXT_FULL` and is left as it was.
 //
 // # Safety
-// Every pointer is NULL or valid for the reads and writes described above; a
-// model handle comes from `hypura_load` and has not been freed.
+// Every pointer is NULL or valid for the reads and writes described; `model` is live.
 hypura_status hypura_decode(hypura_model *model,
                             const hypura_batch_token *batch,
                             size_t n_tokens,
@@ -261,17 +245,15 @@ hypura_status hypura_decode(hypura_model *model,
 // Forgets sequence `seq_id`, or every sequence when `seq_id` is -1.
 //
 // # Safety
-// Every pointer is NULL or valid for the reads and writes described above; a
-// model handle comes from `hypura_load` and has not been freed.
+// `model` is NULL or a live handle.
 hypura_status hypura_reset(hypura_model *model, int32_t seq_id);
 
 // Picks a token from `n_logits` logits: greedy when `temperature` <= 0, else softmax
 // sampling at `temperature` restricted to the top-`top_p` mass (1 = no restriction), from
-// the model's generator (seeded by `params.seed`).
+// the model's generator (seeded by `hypura_params_set_seed`).
 //
 // # Safety
-// Every pointer is NULL or valid for the reads and writes described above; a
-// model handle comes from `hypura_load` and has not been freed.
+// Every pointer is NULL or valid for the reads and writes described; `model` is live.
 hypura_status hypura_sample(hypura_model *model,
                             const float *logits,
                             size_t n_logits,
@@ -279,12 +261,110 @@ hypura_status hypura_sample(hypura_model *model,
                             float top_p,
                             int32_t *token);
 
-// Fills `*stats` with the model's per-tier statistics.
+// Writes the model's per-tier statistics into `*stats`, at most `size` bytes of it (pass
+// `sizeof(hypura_stats)`: a caller compiled against an older, shorter struct gets the
+// fields it knows).
 //
 // # Safety
-// Every pointer is NULL or valid for the reads and writes described above; a
-// model handle comes from `hypura_load` and has not been freed.
-hypura_status hypura_get_stats(const hypura_model *model, hypura_stats *stats);
+// `model` is NULL or a live handle; `stats` is NULL or valid for `size` bytes of writes.
+hypura_status hypura_get_stats(const hypura_model *model, hypura_stats *stats, size_t size);
+
+// Creates parameters with the defaults (tiered, every weight in RAM, all cores, a
+// 2048-token context, one sequence, seed 0, llama.cpp's repacked layouts on, streamed reads
+// verified) in `*out`. The model path must be set before loading. Free with
+// [`hypura_params_free`].
+//
+// # Safety
+// `out` is NULL or valid for a write.
+hypura_status hypura_params_new(hypura_params **out);
+
+// Frees parameters. NULL is accepted and ignored.
+//
+// # Safety
+// `params` is NULL or a value from [`hypura_params_new`] not freed yet.
+void hypura_params_free(hypura_params *params);
+
+// Sets the GGUF file to load: a NUL-terminated UTF-8 path, copied.
+//
+// # Safety
+// `params` is NULL or live; `path` is NULL or a NUL-terminated string.
+hypura_status hypura_params_set_model_path(hypura_params *params, const char *path);
+
+// Bytes of weights hypura may hold in RAM (resident tensors, the streaming window and one
+// micro-batch of embedding rows); the rest streams from the file. Must be more than 0.
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_params_set_ram_budget_bytes(hypura_params *params, uint64_t bytes);
+
+// The RAM budget as a percentage of the model's weight bytes: more than 0, at most 100.
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_params_set_ram_budget_percent(hypura_params *params, float percent);
+
+// The whole process may use this many bytes: hypura subtracts the KV cache, llama.cpp's
+// buffers and its own, and plans the weights in the rest.
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_params_set_memory_budget_bytes(hypura_params *params, uint64_t bytes);
+
+// Bytes of weights to place in GPU memory. Must be 0: this build has no GPU tier
+// (anything else gives `HYPURA_STATUS_UNSUPPORTED`).
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_params_set_gpu_budget_bytes(hypura_params *params, uint64_t bytes);
+
+// CPU threads; 0 = all cores (at most 512).
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_params_set_threads(hypura_params *params, uint32_t threads);
+
+// Context length in tokens, shared by the sequences (at least 1).
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_params_set_context_length(hypura_params *params, uint32_t tokens);
+
+// Sequences that can be decoded side by side (ids `0..n`; at least 1).
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_params_set_sequences(hypura_params *params, uint32_t n);
+
+// Seed of the model's sampler ([`crate::hypura_sample`]).
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_params_set_seed(hypura_params *params, uint64_t seed);
+
+// Load as stock llama.cpp would (no hypura placement), for comparisons.
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_params_set_stock(hypura_params *params, bool stock);
+
+// llama.cpp's repacked CPU weight layouts (on by default).
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_params_set_repack(hypura_params *params, bool repack);
+
+// Reader threads (read requests in flight) when streaming, 1 to 64.
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_params_set_io_threads(hypura_params *params, uint32_t threads);
+
+// Checksum streamed regions so that a model file changed while loaded is detected (on by
+// default).
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_params_set_verify_reads(hypura_params *params, bool verify);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -46,13 +46,18 @@ int main(int argc, char **argv) {
     hypura_batch_token *batch = NULL;
     float *logits = NULL;
 
-    hypura_params params;
-    hypura_params_default(&params);
-    params.model_path = argv[1];
-    params.ram_budget_percent = (float)atof(argv[2]);
-    params.n_threads = argc > 5 ? atoi(argv[5]) : 0;
-
-    hypura_status status = hypura_load(&params, &model);
+    /* Options live in an opaque object with one setter each; every setter checks its value. */
+    hypura_params *params = NULL;
+    hypura_status status = hypura_params_new(&params);
+    if (status == HYPURA_STATUS_OK) status = hypura_params_set_model_path(params, argv[1]);
+    if (status == HYPURA_STATUS_OK) status = hypura_params_set_ram_budget_percent(params, (float)atof(argv[2]));
+    if (status == HYPURA_STATUS_OK && argc > 5) status = hypura_params_set_threads(params, (uint32_t)atoi(argv[5]));
+    if (status != HYPURA_STATUS_OK) {
+        hypura_params_free(params);
+        return report("hypura_params", status);
+    }
+    status = hypura_load(params, &model);
+    hypura_params_free(params);
     if (status != HYPURA_STATUS_OK) {
         return report("hypura_load", status);
     }
@@ -117,7 +122,7 @@ int main(int argc, char **argv) {
     printf("\n");
 
     hypura_stats stats;
-    if (hypura_get_stats(model, &stats) == HYPURA_STATUS_OK) {
+    if (hypura_get_stats(model, &stats, sizeof stats) == HYPURA_STATUS_OK) {
         fprintf(stderr,
                 "generate: %llu bytes resident in RAM, %llu streamed per token, %llu read, %.2f tok/s\n",
                 (unsigned long long)stats.ram_resident_bytes,

@@ -14,21 +14,6 @@ HYPURA_STATUS_OK = 0
 HYPURA_STATUS_BUFFER_TOO_SMALL = 13
 
 
-class Params(ctypes.Structure):
-    _fields_ = [
-        ("model_path", ctypes.c_char_p),
-        ("ram_budget_bytes", ctypes.c_uint64),
-        ("ram_budget_percent", ctypes.c_float),
-        ("gpu_budget_bytes", ctypes.c_uint64),
-        ("n_threads", ctypes.c_int32),
-        ("n_ctx", ctypes.c_uint32),
-        ("n_seq_max", ctypes.c_uint32),
-        ("seed", ctypes.c_uint64),
-        ("baseline", ctypes.c_bool),
-        ("no_repack", ctypes.c_bool),
-    ]
-
-
 class BatchToken(ctypes.Structure):
     _fields_ = [("token", ctypes.c_int32), ("seq_id", ctypes.c_int32), ("logits", ctypes.c_bool)]
 
@@ -40,8 +25,14 @@ def load_library():
     lib = ctypes.CDLL(path)
     size_p = ctypes.POINTER(ctypes.c_size_t)
     model_p = ctypes.c_void_p
-    lib.hypura_params_default.argtypes = [ctypes.POINTER(Params)]
-    lib.hypura_load.argtypes = [ctypes.POINTER(Params), ctypes.POINTER(model_p)]
+    params_p = ctypes.c_void_p
+    lib.hypura_params_new.argtypes = [ctypes.POINTER(params_p)]
+    lib.hypura_params_free.argtypes = [params_p]
+    lib.hypura_params_free.restype = None
+    lib.hypura_params_set_model_path.argtypes = [params_p, ctypes.c_char_p]
+    lib.hypura_params_set_ram_budget_percent.argtypes = [params_p, ctypes.c_float]
+    lib.hypura_params_set_threads.argtypes = [params_p, ctypes.c_uint32]
+    lib.hypura_load.argtypes = [params_p, ctypes.POINTER(model_p)]
     lib.hypura_model_free.argtypes = [model_p]
     lib.hypura_model_free.restype = None
     lib.hypura_n_vocab.argtypes = [model_p, size_p]
@@ -55,7 +46,8 @@ def load_library():
                                   ctypes.c_float, ctypes.c_float, ctypes.POINTER(ctypes.c_int32)]
     lib.hypura_is_eog.argtypes = [model_p, ctypes.c_int32, ctypes.POINTER(ctypes.c_bool)]
     lib.hypura_last_error.argtypes = [ctypes.c_char_p, ctypes.c_size_t, size_p]
-    for name in ["hypura_params_default", "hypura_load", "hypura_n_vocab", "hypura_tokenize",
+    for name in ["hypura_params_new", "hypura_params_set_model_path", "hypura_params_set_ram_budget_percent",
+                 "hypura_params_set_threads", "hypura_load", "hypura_n_vocab", "hypura_tokenize",
                  "hypura_detokenize", "hypura_decode", "hypura_sample", "hypura_is_eog", "hypura_last_error"]:
         getattr(lib, name).restype = ctypes.c_uint32
     return lib
@@ -73,13 +65,17 @@ def main():
         sys.exit("usage: generate.py MODEL.gguf RAM_BUDGET_PERCENT PROMPT MAX_TOKENS [THREADS]")
     model_path, percent, prompt, max_tokens = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     lib = load_library()
-    params = Params()
-    check(lib, lib.hypura_params_default(ctypes.byref(params)), "hypura_params_default")
-    params.model_path = model_path.encode()
-    params.ram_budget_percent = percent
-    params.n_threads = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+    params = ctypes.c_void_p()
+    check(lib, lib.hypura_params_new(ctypes.byref(params)), "hypura_params_new")
     model = ctypes.c_void_p()
-    check(lib, lib.hypura_load(ctypes.byref(params), ctypes.byref(model)), "hypura_load")
+    try:
+        check(lib, lib.hypura_params_set_model_path(params, model_path.encode()), "hypura_params_set_model_path")
+        check(lib, lib.hypura_params_set_ram_budget_percent(params, percent), "hypura_params_set_ram_budget_percent")
+        if len(sys.argv) > 5:
+            check(lib, lib.hypura_params_set_threads(params, int(sys.argv[5])), "hypura_params_set_threads")
+        check(lib, lib.hypura_load(params, ctypes.byref(model)), "hypura_load")
+    finally:
+        lib.hypura_params_free(params)
     try:
         n_vocab = ctypes.c_size_t()
         check(lib, lib.hypura_n_vocab(model, ctypes.byref(n_vocab)), "hypura_n_vocab")

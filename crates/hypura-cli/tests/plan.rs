@@ -44,7 +44,7 @@ fn plan_fits_the_budget_and_predicts_the_bound() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .filter(|t| t["tier"] == "nvme")
+                .filter(|t| t["tier"] == "file")
                 .map(|t| t["bytes"].as_u64().unwrap())
                 .sum();
             assert!(nvme > 0);

@@ -2,36 +2,56 @@
 //!
 //! Runs GGUF language models whose weights do not fit in the memory they may use. Every
 //! weight tensor is placed on a tier — RAM (read once at load) or the model file itself
-//! (streamed into a bounded window just before use) — and llama.cpp computes.
+//! (streamed into a bounded window just before use) — and llama.cpp computes. Only the
+//! header is needed to see the placement ([`Plan::for_options`]); [`Model::load`] loads and
+//! [`Model::generate`] generates, handing over whole UTF-8 text pieces as they come.
 //!
-//! Data flows one way: [`gguf`]/[`inspect`] read the header → [`plan`] places tensors →
-//! [`tier`] owns the memory (a ggml buffer type) → [`session`] loads through llama.cpp and
-//! decodes, with [`schedule`] (the evaluation hook) streaming through [`io`] and counting in
-//! [`track`].
+//! ```no_run
+#![doc = include_str!("../examples/generate.rs")]
+//! ```
+//!
+//! Budgets ([`Budget`]) are bytes of weights, a share of the weights, or the whole process's
+//! memory. Errors are one enum per operation ([`PlanError`], [`LoadError`],
+//! [`DecodeError`], …); a file llama.cpp would abort on is refused before llama.cpp sees it.
+//! For batches over several sequences, see [`Model::decode`].
+//!
+//! Inside, data flows one way: `model` (the GGUF header, one spec per architecture family,
+//! validation) → `plan` (budgets, placement) → `memory` (hypura's ggml buffer type, the
+//! window, pages) and `io` (the only reader of the file) → `stream` (read-ahead and release
+//! driven by llama.cpp's evaluation callback) → `llama` (owning wrappers) → `runtime` (load,
+//! decode, generate).
 #![warn(missing_docs)]
 
-pub mod backend;
-pub mod disk;
-pub mod error;
-pub mod generate;
-pub mod gguf;
-pub mod head;
-pub mod inspect;
-pub mod io;
-pub mod plan;
-pub mod proc_stats;
-pub mod sample;
-pub mod schedule;
-pub mod session;
-pub mod shadow;
-pub mod size;
-pub mod synth;
-pub mod threads;
-pub mod tier;
-pub mod track;
+pub(crate) use llama_cpp_sys_2 as sys;
 
-pub use error::{HypuraError, Result};
-pub use llama_cpp_sys_2 as sys;
-pub use plan::{Plan, PlanParams};
-pub use sample::Sampler;
-pub use session::{LoadMode, LoadOptions, Session};
+mod error;
+mod io;
+mod llama;
+mod memory;
+mod model;
+mod plan;
+mod runtime;
+mod stream;
+pub mod units;
+
+pub use error::{DecodeError, GenerateError, LoadError, ModelFileError, PlanError, TokenizeError};
+pub use io::ReadProbe;
+pub use model::Role;
+pub use plan::budget::{Budget, InvalidBudget};
+pub use plan::{GroupKind, Placement, Plan, StreamGroup, TensorPlacement, Tier};
+pub use runtime::generate::{GenerateOptions, GenerationStats, StopReason};
+pub use runtime::model::{BatchToken, LoadStats, Model, ModelStats, Token};
+pub use runtime::options::{defaults, limits, LoadMode, LoadOptions};
+pub use runtime::sample::Sampler;
+pub use stream::track::TensorAccess;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_model_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<crate::Model>();
+        assert_send::<crate::LoadOptions>();
+        assert_send::<crate::Plan>();
+    }
+}

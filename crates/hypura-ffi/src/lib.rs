@@ -12,16 +12,24 @@
 //! - No panic crosses the boundary: it becomes `HYPURA_STATUS_PANIC`.
 //! - A NULL pointer where a value is required gives `HYPURA_STATUS_NULL_ARGUMENT`. A buffer
 //!   pointer may be NULL only when its capacity is 0.
-//! - A `hypura_model` may be used from any thread, but by one thread at a time.
+//! - A `hypura_model` may be used from any thread. A call made while another thread's call
+//!   on the same model runs returns `HYPURA_STATUS_BUSY` (it never waits, never crashes).
+//! - Options live in an opaque `hypura_params` with one setter each, and `hypura_get_stats`
+//!   takes the caller's struct size: both can grow without breaking the ABI.
+//! - Still undefined (C cannot check them): using a handle after freeing it, freeing it
+//!   twice or while another thread may still call it, and pointers that are not valid for
+//!   the lengths passed.
 #![allow(non_camel_case_types)]
 
 mod boundary;
 mod error;
 mod model;
+mod params;
 mod status;
 
 pub use error::hypura_last_error;
 pub use model::*;
+pub use params::*;
 pub use status::hypura_status;
 
 /// Major version of libhypura.

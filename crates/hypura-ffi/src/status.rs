@@ -1,6 +1,8 @@
 //! Status codes. The numbers are part of the ABI: never renumber, never reuse.
 
-use hypura_core::HypuraError;
+use hypura_core::{
+    DecodeError, GenerateError, LoadError, ModelFileError, PlanError, TokenizeError,
+};
 
 /// The result of a call. `HYPURA_STATUS_OK` (0) is success; on anything else
 /// `hypura_last_error` explains.
@@ -15,7 +17,7 @@ pub enum hypura_status {
     HYPURA_STATUS_INVALID_ARGUMENT = 2,
     /// The model file does not exist.
     HYPURA_STATUS_NOT_FOUND = 3,
-    /// The model file could not be opened or read.
+    /// The model file could not be opened or read, or is not a regular file.
     HYPURA_STATUS_UNREADABLE = 4,
     /// The file is not a valid GGUF.
     HYPURA_STATUS_NOT_GGUF = 5,
@@ -29,7 +31,7 @@ pub enum hypura_status {
     HYPURA_STATUS_LOAD_FAILED = 9,
     /// Decoding failed.
     HYPURA_STATUS_DECODE_FAILED = 10,
-    /// A sequence would grow past the context length.
+    /// A sequence would grow past its share of the context.
     HYPURA_STATUS_CONTEXT_FULL = 11,
     /// Reading weights from the model file failed.
     HYPURA_STATUS_IO_ERROR = 12,
@@ -39,25 +41,88 @@ pub enum hypura_status {
     HYPURA_STATUS_UNSUPPORTED = 14,
     /// A bug: hypura panicked. The handle involved should be freed.
     HYPURA_STATUS_PANIC = 15,
+    /// Another thread is using this model right now: call again when it is done.
+    HYPURA_STATUS_BUSY = 16,
+    /// llama.cpp's KV cache has no room for this batch (try a smaller batch, or free
+    /// sequences with `hypura_reset`).
+    HYPURA_STATUS_KV_CACHE_FULL = 17,
+    /// The model file was overwritten or truncated while the model was loaded: nothing
+    /// computed from it was returned, and the model must be loaded again.
+    HYPURA_STATUS_MODEL_FILE_CHANGED = 18,
+    /// The GGUF is well formed but holds values llama.cpp would refuse or crash on.
+    HYPURA_STATUS_INVALID_MODEL = 19,
 }
 
-impl From<&HypuraError> for hypura_status {
-    fn from(e: &HypuraError) -> Self {
-        use hypura_status::*;
+use hypura_status::*;
+
+impl From<&ModelFileError> for hypura_status {
+    fn from(e: &ModelFileError) -> Self {
         match e {
-            HypuraError::NotFound(_) => HYPURA_STATUS_NOT_FOUND,
-            HypuraError::Unreadable { .. } => HYPURA_STATUS_UNREADABLE,
-            HypuraError::NotGguf { .. } => HYPURA_STATUS_NOT_GGUF,
-            HypuraError::Truncated { .. } => HYPURA_STATUS_TRUNCATED,
-            HypuraError::UnsupportedArchitecture { .. } => HYPURA_STATUS_UNSUPPORTED_ARCHITECTURE,
-            HypuraError::BudgetTooSmall { .. } => HYPURA_STATUS_BUDGET_TOO_SMALL,
-            HypuraError::InvalidSize(_) | HypuraError::InvalidArgument(_) => {
+            ModelFileError::NotFound { .. } => HYPURA_STATUS_NOT_FOUND,
+            ModelFileError::NotARegularFile { .. } | ModelFileError::Unreadable { .. } => {
+                HYPURA_STATUS_UNREADABLE
+            }
+            ModelFileError::Malformed { .. } => HYPURA_STATUS_NOT_GGUF,
+            ModelFileError::Truncated { .. } => HYPURA_STATUS_TRUNCATED,
+            ModelFileError::UnsupportedArchitecture { .. } => {
+                HYPURA_STATUS_UNSUPPORTED_ARCHITECTURE
+            }
+            _ => HYPURA_STATUS_INVALID_MODEL,
+        }
+    }
+}
+
+impl From<&PlanError> for hypura_status {
+    fn from(e: &PlanError) -> Self {
+        match e {
+            PlanError::ModelFile(e) => e.into(),
+            PlanError::BudgetTooSmall { .. } => HYPURA_STATUS_BUDGET_TOO_SMALL,
+            _ => HYPURA_STATUS_INVALID_ARGUMENT,
+        }
+    }
+}
+
+impl From<&LoadError> for hypura_status {
+    fn from(e: &LoadError) -> Self {
+        match e {
+            LoadError::Plan(e) => e.into(),
+            LoadError::Io { .. } => HYPURA_STATUS_IO_ERROR,
+            LoadError::FileChanged { .. } => HYPURA_STATUS_MODEL_FILE_CHANGED,
+            _ => HYPURA_STATUS_LOAD_FAILED,
+        }
+    }
+}
+
+impl From<&DecodeError> for hypura_status {
+    fn from(e: &DecodeError) -> Self {
+        match e {
+            DecodeError::EmptyBatch | DecodeError::SequenceOutOfRange { .. } => {
                 HYPURA_STATUS_INVALID_ARGUMENT
             }
-            HypuraError::LoadFailed(_) | HypuraError::ContextFailed(_) => HYPURA_STATUS_LOAD_FAILED,
-            HypuraError::Tokenize(_) | HypuraError::Decode(_) => HYPURA_STATUS_DECODE_FAILED,
-            HypuraError::ContextFull { .. } => HYPURA_STATUS_CONTEXT_FULL,
-            HypuraError::StreamIo { .. } | HypuraError::Io(_) => HYPURA_STATUS_IO_ERROR,
+            DecodeError::ContextFull { .. } => HYPURA_STATUS_CONTEXT_FULL,
+            DecodeError::KvCacheFull => HYPURA_STATUS_KV_CACHE_FULL,
+            DecodeError::FileChanged { .. } => HYPURA_STATUS_MODEL_FILE_CHANGED,
+            DecodeError::Io { .. } => HYPURA_STATUS_IO_ERROR,
+            _ => HYPURA_STATUS_DECODE_FAILED,
+        }
+    }
+}
+
+impl From<&TokenizeError> for hypura_status {
+    fn from(e: &TokenizeError) -> Self {
+        match e {
+            TokenizeError::TooLong(_) => HYPURA_STATUS_INVALID_ARGUMENT,
+            _ => HYPURA_STATUS_DECODE_FAILED,
+        }
+    }
+}
+
+impl From<&GenerateError> for hypura_status {
+    fn from(e: &GenerateError) -> Self {
+        match e {
+            GenerateError::Tokenize(e) => e.into(),
+            GenerateError::Decode(e) => e.into(),
+            _ => HYPURA_STATUS_INVALID_ARGUMENT,
         }
     }
 }

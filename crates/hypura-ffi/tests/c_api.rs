@@ -29,27 +29,48 @@ fn last_error() -> String {
     String::from_utf8(buf[..len].iter().map(|&c| c as u8).collect()).unwrap()
 }
 
-fn params(path: &str) -> (hypura_params, CString) {
-    let c_path = CString::new(path).unwrap();
-    let mut p = std::mem::MaybeUninit::<hypura_params>::uninit();
-    // SAFETY: a writable struct.
-    assert_eq!(
-        unsafe { hypura_params_default(p.as_mut_ptr()) },
-        HYPURA_STATUS_OK
-    );
-    // SAFETY: initialised by hypura_params_default.
-    let mut p = unsafe { p.assume_init() };
-    p.model_path = c_path.as_ptr();
-    p.n_threads = 2;
-    p.n_ctx = 64;
-    (p, c_path)
+/// Parameters for `path` with 2 threads and a 64-token context; freed on drop.
+struct Params(*mut hypura_params);
+
+impl Params {
+    fn new(path: &str) -> Self {
+        let mut p = null_mut();
+        // SAFETY: a writable pointer.
+        assert_eq!(unsafe { hypura_params_new(&mut p) }, HYPURA_STATUS_OK);
+        let c_path = CString::new(path).unwrap();
+        // SAFETY: a live params object and a NUL-terminated string (copied).
+        unsafe {
+            assert_eq!(
+                hypura_params_set_model_path(p, c_path.as_ptr()),
+                HYPURA_STATUS_OK
+            );
+            assert_eq!(hypura_params_set_threads(p, 2), HYPURA_STATUS_OK);
+            assert_eq!(hypura_params_set_context_length(p, 64), HYPURA_STATUS_OK);
+        }
+        Self(p)
+    }
 }
 
-fn load(p: &hypura_params) -> (hypura_status, *mut hypura_model) {
+impl Drop for Params {
+    fn drop(&mut self) {
+        // SAFETY: from hypura_params_new, freed once.
+        unsafe { hypura_params_free(self.0) };
+    }
+}
+
+fn load(p: &Params) -> (hypura_status, *mut hypura_model) {
     let mut model = std::ptr::dangling_mut::<hypura_model>(); // must be reset to NULL on failure
                                                               // SAFETY: valid pointers.
-    let status = unsafe { hypura_load(p, &mut model) };
+    let status = unsafe { hypura_load(p.0, &mut model) };
     (status, model)
+}
+
+fn stats(model: *const hypura_model) -> hypura_stats {
+    let mut s = hypura_stats::default();
+    // SAFETY: a live model and a struct of the size passed.
+    let status = unsafe { hypura_get_stats(model, &mut s, std::mem::size_of::<hypura_stats>()) };
+    assert_eq!(status, HYPURA_STATUS_OK);
+    s
 }
 
 #[test]
@@ -67,7 +88,7 @@ fn load_errors_leave_null_and_a_message() {
         ),
     ];
     for (path, want, needle) in cases {
-        let (p, _keep) = params(&path);
+        let p = Params::new(&path);
         let (status, model) = load(&p);
         assert_eq!(status, want, "{path}");
         assert!(model.is_null());
@@ -79,44 +100,94 @@ fn load_errors_leave_null_and_a_message() {
     let mut bytes = std::fs::read(model_path("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
     bytes.truncate(bytes.len() / 3);
     std::fs::write(&corrupt, &bytes).unwrap();
-    let (p, _keep) = params(corrupt.to_str().unwrap());
+    let p = Params::new(corrupt.to_str().unwrap());
     assert_eq!(load(&p).0, HYPURA_STATUS_TRUNCATED);
     bytes[0] = b'X';
     std::fs::write(&corrupt, &bytes).unwrap();
     assert_eq!(load(&p).0, HYPURA_STATUS_NOT_GGUF);
     std::fs::remove_file(corrupt).unwrap();
-    // a budget below one layer, a GPU budget, bad numbers
+    // a budget below one layer, a GPU budget, bad numbers: each setter checks its value
     let smol = model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
-    let (mut p, _keep) = params(smol.to_str().unwrap());
-    p.ram_budget_bytes = 1 << 20;
-    assert_eq!(load(&p).0, HYPURA_STATUS_BUDGET_TOO_SMALL);
-    assert!(last_error().contains("at least"));
-    p.ram_budget_bytes = 0;
-    p.gpu_budget_bytes = 1 << 30;
-    assert_eq!(load(&p).0, HYPURA_STATUS_UNSUPPORTED);
-    p.gpu_budget_bytes = 0;
-    p.ram_budget_percent = f32::NAN;
-    assert_eq!(load(&p).0, HYPURA_STATUS_INVALID_ARGUMENT);
-    p.ram_budget_percent = 0.0;
-    p.n_ctx = 0;
-    assert_eq!(load(&p).0, HYPURA_STATUS_INVALID_ARGUMENT);
+    let p = Params::new(smol.to_str().unwrap());
+    // SAFETY: a live params object.
+    unsafe {
+        assert_eq!(
+            hypura_params_set_ram_budget_bytes(p.0, 1 << 20),
+            HYPURA_STATUS_OK
+        );
+        assert_eq!(load(&p).0, HYPURA_STATUS_BUDGET_TOO_SMALL);
+        assert!(last_error().contains("at least"));
+        assert_eq!(
+            hypura_params_set_gpu_budget_bytes(p.0, 1 << 30),
+            HYPURA_STATUS_UNSUPPORTED
+        );
+        assert_eq!(
+            hypura_params_set_ram_budget_percent(p.0, f32::NAN),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            hypura_params_set_ram_budget_percent(p.0, 0.0),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            hypura_params_set_ram_budget_bytes(p.0, 0),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            hypura_params_set_context_length(p.0, 0),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            hypura_params_set_io_threads(p.0, 100_000),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            hypura_params_set_threads(p.0, 100_000),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            hypura_params_set_sequences(p.0, 0),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        // a process budget too small for the KV cache and buffers names what needs it
+        assert_eq!(
+            hypura_params_set_memory_budget_bytes(p.0, 1 << 20),
+            HYPURA_STATUS_OK
+        );
+        assert_eq!(load(&p).0, HYPURA_STATUS_BUDGET_TOO_SMALL);
+        assert!(last_error().contains("KV cache"), "{}", last_error());
+    }
+    // no model path
+    let mut bare = null_mut();
+    // SAFETY: a writable pointer; then a live params object.
+    unsafe {
+        assert_eq!(hypura_params_new(&mut bare), HYPURA_STATUS_OK);
+        let mut model = null_mut();
+        assert_eq!(hypura_load(bare, &mut model), HYPURA_STATUS_NULL_ARGUMENT);
+        assert!(model.is_null());
+        hypura_params_free(bare);
+    }
 }
 
 #[test]
 fn null_arguments_are_reported_not_crashed() {
     // SAFETY: every call passes NULL where the API must detect it.
     unsafe {
+        assert_eq!(hypura_params_new(null_mut()), HYPURA_STATUS_NULL_ARGUMENT);
         assert_eq!(
-            hypura_params_default(null_mut()),
+            hypura_params_set_model_path(null_mut(), c"x".as_ptr()),
+            HYPURA_STATUS_NULL_ARGUMENT
+        );
+        let p = Params::new("x");
+        assert_eq!(
+            hypura_params_set_model_path(p.0, null()),
             HYPURA_STATUS_NULL_ARGUMENT
         );
         assert_eq!(hypura_load(null(), null_mut()), HYPURA_STATUS_NULL_ARGUMENT);
         let mut model = null_mut();
         assert_eq!(hypura_load(null(), &mut model), HYPURA_STATUS_NULL_ARGUMENT);
-        let (mut p, _keep) = params("x");
-        p.model_path = null();
-        assert_eq!(hypura_load(&p, &mut model), HYPURA_STATUS_NULL_ARGUMENT);
         assert!(model.is_null());
+        hypura_params_free(null_mut());
         let mut n = 0usize;
         assert_eq!(hypura_n_vocab(null(), &mut n), HYPURA_STATUS_NULL_ARGUMENT);
         assert_eq!(
@@ -143,7 +214,7 @@ fn null_arguments_are_reported_not_crashed() {
             HYPURA_STATUS_NULL_ARGUMENT
         );
         assert_eq!(
-            hypura_get_stats(null(), null_mut()),
+            hypura_get_stats(null(), null_mut(), 0),
             HYPURA_STATUS_NULL_ARGUMENT
         );
         assert_eq!(
@@ -160,9 +231,15 @@ fn null_arguments_are_reported_not_crashed() {
 #[test]
 fn misuse_of_a_loaded_model() {
     let smol = model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
-    let (mut p, _keep) = params(smol.to_str().unwrap());
-    p.ram_budget_percent = 25.0;
-    p.n_ctx = 16;
+    let p = Params::new(smol.to_str().unwrap());
+    // SAFETY: a live params object.
+    unsafe {
+        assert_eq!(
+            hypura_params_set_ram_budget_percent(p.0, 25.0),
+            HYPURA_STATUS_OK
+        );
+        assert_eq!(hypura_params_set_context_length(p.0, 16), HYPURA_STATUS_OK);
+    }
     let (status, model) = load(&p);
     assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
     // SAFETY: `model` is live until freed at the end; buffers have the stated sizes.
@@ -448,9 +525,14 @@ fn misuse_of_a_loaded_model() {
             HYPURA_STATUS_CONTEXT_FULL
         );
 
-        // statistics
-        let mut stats = hypura_stats::default();
-        assert_eq!(hypura_get_stats(model, &mut stats), HYPURA_STATUS_OK);
+        // statistics; a caller with a shorter (older) struct gets only the fields it knows
+        let stats = stats(model);
+        let mut short = [0u64; 2];
+        assert_eq!(
+            hypura_get_stats(model, short.as_mut_ptr().cast(), 16),
+            HYPURA_STATUS_OK
+        );
+        assert_eq!(short, [stats.model_bytes, stats.ram_budget_bytes]);
         assert!(stats.ram_resident_bytes > 0 && stats.ram_resident_bytes < stats.model_bytes);
         assert!(stats.nvme_streamed_bytes_per_token > 0);
         assert!(stats.bytes_read > 0 && stats.tokens_decoded > 0 && stats.tokens_per_second > 0.0);
@@ -475,10 +557,16 @@ fn misuse_of_a_loaded_model() {
 #[test]
 fn two_sequences_decode_side_by_side() {
     let smol = model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
-    let (mut p, _keep) = params(smol.to_str().unwrap());
-    p.ram_budget_percent = 50.0;
-    p.n_seq_max = 2;
-    p.n_ctx = 128;
+    let p = Params::new(smol.to_str().unwrap());
+    // SAFETY: a live params object.
+    unsafe {
+        assert_eq!(
+            hypura_params_set_ram_budget_percent(p.0, 50.0),
+            HYPURA_STATUS_OK
+        );
+        assert_eq!(hypura_params_set_sequences(p.0, 2), HYPURA_STATUS_OK);
+        assert_eq!(hypura_params_set_context_length(p.0, 128), HYPURA_STATUS_OK);
+    }
     let (status, model) = load(&p);
     assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
     // SAFETY: a live model and buffers of the stated sizes.
@@ -559,78 +647,182 @@ fn two_sequences_decode_side_by_side() {
     }
 }
 
-#[test]
-fn io_error_mid_stream_is_reported_and_recoverable() {
-    // A private copy of the model, cut short after loading, then restored.
+/// A model on a private copy of SmolLM2 at 10% (so it streams), and that copy's path.
+fn streaming_copy(name: &str) -> (std::path::PathBuf, Vec<u8>, *mut hypura_model) {
     let original = std::fs::read(model_path("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
-    let copy = std::env::temp_dir().join(format!("hypura-capi-io-{}.gguf", std::process::id()));
+    let copy = std::env::temp_dir().join(format!("hypura-capi-{name}-{}.gguf", std::process::id()));
     std::fs::write(&copy, &original).unwrap();
-    let (mut p, _keep) = params(copy.to_str().unwrap());
-    p.ram_budget_percent = 10.0;
+    let p = Params::new(copy.to_str().unwrap());
+    // SAFETY: a live params object.
+    let status = unsafe { hypura_params_set_ram_budget_percent(p.0, 10.0) };
+    assert_eq!(status, HYPURA_STATUS_OK);
     let (status, model) = load(&p);
     assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
+    (copy, original, model)
+}
+
+/// Decodes one token (id 1) into sequence 0 after a reset; returns the status and logits.
+fn step(model: *mut hypura_model) -> (hypura_status, Vec<f32>) {
+    let mut n_vocab = 0usize;
+    let one = [hypura_batch_token {
+        token: 1,
+        seq_id: 0,
+        logits: true,
+    }];
     // SAFETY: a live model and buffers of the stated sizes.
     unsafe {
-        let mut n_vocab = 0usize;
         hypura_n_vocab(model, &mut n_vocab);
         let mut logits = vec![0f32; n_vocab];
         let mut n_out = 0usize;
-        let step = [hypura_batch_token {
-            token: 1,
-            seq_id: 0,
-            logits: true,
-        }];
-        assert_eq!(
-            hypura_decode(
-                model,
-                step.as_ptr(),
-                1,
-                logits.as_mut_ptr(),
-                n_vocab,
-                &mut n_out
-            ),
-            HYPURA_STATUS_OK
+        let reset = hypura_reset(model, -1);
+        if reset != HYPURA_STATUS_OK {
+            return (reset, Vec::new());
+        }
+        let status = hypura_decode(
+            model,
+            one.as_ptr(),
+            1,
+            logits.as_mut_ptr(),
+            n_vocab,
+            &mut n_out,
         );
-        let expected = logits.clone();
-
-        std::fs::File::options()
-            .write(true)
-            .open(&copy)
-            .unwrap()
-            .set_len(2 << 20)
-            .unwrap();
-        assert_eq!(hypura_reset(model, -1), HYPURA_STATUS_OK);
-        assert_eq!(
-            hypura_decode(
-                model,
-                step.as_ptr(),
-                1,
-                logits.as_mut_ptr(),
-                n_vocab,
-                &mut n_out
-            ),
-            HYPURA_STATUS_IO_ERROR
-        );
-        assert!(last_error().contains("I/O error"), "{}", last_error());
-
-        std::fs::write(&copy, &original).unwrap();
-        assert_eq!(hypura_reset(model, -1), HYPURA_STATUS_OK);
-        assert_eq!(
-            hypura_decode(
-                model,
-                step.as_ptr(),
-                1,
-                logits.as_mut_ptr(),
-                n_vocab,
-                &mut n_out
-            ),
-            HYPURA_STATUS_OK
-        );
-        assert_eq!(
-            logits, expected,
-            "the model works again once the file is back"
-        );
-        hypura_model_free(model);
+        (status, logits)
     }
+}
+
+#[test]
+fn a_model_file_changed_under_a_running_model_is_detected_and_never_used() {
+    for change in ["truncated", "overwritten", "overwritten-same-mtime"] {
+        let (copy, original, model) = streaming_copy(change);
+        let (status, expected) = step(model);
+        assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
+        let file = std::fs::File::options().write(true).open(&copy).unwrap();
+        let mtime = file.metadata().unwrap().modified().unwrap();
+        match change {
+            "truncated" => file.set_len(2 << 20).unwrap(),
+            _ => {
+                // Every weight byte after the header changes, the size stays.
+                use std::os::unix::fs::FileExt;
+                let garbage = vec![0x5au8; original.len() - (2 << 20)];
+                file.write_all_at(&garbage, 2 << 20).unwrap();
+                if change == "overwritten-same-mtime" {
+                    // Hide the change from the size/time check: the checksums still see it.
+                    file.set_modified(mtime).unwrap();
+                }
+            }
+        }
+        drop(file);
+        let (status, _) = step(model);
+        assert_eq!(
+            status,
+            HYPURA_STATUS_MODEL_FILE_CHANGED,
+            "{change}: {}",
+            last_error()
+        );
+        assert!(
+            last_error().contains("model file changed while running"),
+            "{}",
+            last_error()
+        );
+        // It stays refused, even once the file is back: the model must be loaded again.
+        std::fs::write(&copy, &original).unwrap();
+        assert_eq!(step(model).0, HYPURA_STATUS_MODEL_FILE_CHANGED, "{change}");
+        // SAFETY: freed once.
+        unsafe { hypura_model_free(model) };
+        let p = Params::new(copy.to_str().unwrap());
+        // SAFETY: a live params object.
+        unsafe { hypura_params_set_ram_budget_percent(p.0, 10.0) };
+        let (status, fresh) = load(&p);
+        assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
+        assert_eq!(
+            step(fresh),
+            (HYPURA_STATUS_OK, expected),
+            "{change}: reloaded"
+        );
+        // SAFETY: freed once.
+        unsafe { hypura_model_free(fresh) };
+        std::fs::remove_file(copy).unwrap();
+    }
+}
+
+#[test]
+fn a_file_replaced_by_rename_keeps_working_from_the_open_handle() {
+    let (copy, original, model) = streaming_copy("renamed");
+    let (status, expected) = step(model);
+    assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
+    let other = copy.with_extension("other");
+    let mut garbage = original.clone();
+    garbage[2 << 20..].iter_mut().for_each(|b| *b = 0x5a);
+    std::fs::write(&other, garbage).unwrap();
+    std::fs::rename(&other, &copy).unwrap();
+    assert_eq!(step(model), (HYPURA_STATUS_OK, expected));
+    // SAFETY: freed once.
+    unsafe { hypura_model_free(model) };
     std::fs::remove_file(copy).unwrap();
+}
+
+#[test]
+fn a_second_thread_on_a_busy_model_gets_busy_never_a_crash() {
+    let (copy, _, model) = streaming_copy("busy");
+    let handle = model as usize;
+    let busy_seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::clone(&busy_seen);
+    let worker = std::thread::spawn(move || {
+        let model = handle as *mut hypura_model;
+        let started = std::time::Instant::now();
+        let mut statuses = Vec::new();
+        while !seen.load(std::sync::atomic::Ordering::SeqCst)
+            && started.elapsed() < std::time::Duration::from_secs(60)
+        {
+            statuses.push(step(model).0);
+        }
+        statuses
+    });
+    let mut other = Vec::new();
+    let started = std::time::Instant::now();
+    while !busy_seen.load(std::sync::atomic::Ordering::SeqCst)
+        && started.elapsed() < std::time::Duration::from_secs(60)
+    {
+        let (status, _) = step_once(model);
+        if status == HYPURA_STATUS_BUSY {
+            assert!(last_error().contains("another thread"), "{}", last_error());
+            busy_seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        other.push(status);
+    }
+    let mine = worker.join().unwrap();
+    for s in mine.iter().chain(&other) {
+        assert!(
+            matches!(
+                s,
+                HYPURA_STATUS_OK | HYPURA_STATUS_BUSY | HYPURA_STATUS_CONTEXT_FULL
+            ),
+            "unexpected status {s:?}"
+        );
+    }
+    assert!(
+        busy_seen.load(std::sync::atomic::Ordering::SeqCst),
+        "no call was ever busy"
+    );
+    // Reads of fixed facts are never busy, and the model still works.
+    let mut n = 0usize;
+    // SAFETY: a live model.
+    assert_eq!(unsafe { hypura_n_vocab(model, &mut n) }, HYPURA_STATUS_OK);
+    assert_eq!(step(model).0, HYPURA_STATUS_OK);
+    // SAFETY: freed once, after the other thread finished.
+    unsafe { hypura_model_free(model) };
+    std::fs::remove_file(copy).unwrap();
+}
+
+/// One decode without a reset first (a reset may itself be busy).
+fn step_once(model: *mut hypura_model) -> (hypura_status, ()) {
+    let one = [hypura_batch_token {
+        token: 1,
+        seq_id: 0,
+        logits: false,
+    }];
+    let mut n_out = 0usize;
+    // SAFETY: a live model; no logits asked, so none are written.
+    let status = unsafe { hypura_decode(model, one.as_ptr(), 1, null_mut(), 0, &mut n_out) };
+    (status, ())
 }

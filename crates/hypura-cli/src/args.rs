@@ -1,0 +1,214 @@
+//! The command line, as clap parses it. What the arguments mean is resolved in the commands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use hypura_core::defaults;
+
+#[derive(Parser)]
+#[command(
+    name = "hypura",
+    version,
+    about = "Run GGUF models larger than memory: RAM tier + streaming from disk"
+)]
+pub struct Cli {
+    /// More logging on stderr (-v: info, -vv: debug incl. llama.cpp).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Print the placement for a RAM budget, from the GGUF header alone.
+    Plan(PlanArgs),
+    /// Generate text. stdout carries only the generated text.
+    Run(RunArgs),
+    /// Write a synthetic GGUF of a real model's shape (random weights, working tokenizer).
+    Synth(SynthArgs),
+    /// Stock llama.cpp vs hypura, alternately, several rounds, in one table.
+    Bench(BenchArgs),
+    /// hypura's reader against a sequential read of the same file (bytes/s and ratio).
+    ReadRate(ReadRateArgs),
+}
+
+#[derive(Args)]
+pub struct ModelArgs {
+    /// The GGUF model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Bytes of weights hypura may hold: 512M, 2G, or 40% (of the weights). Default: all.
+    #[arg(long)]
+    pub ram_budget: Option<String>,
+    /// The whole process may use this much (e.g. 8G): hypura subtracts the KV cache,
+    /// llama.cpp's buffers and its own, and plans the weights in the rest.
+    #[arg(long, conflicts_with = "ram_budget")]
+    pub memory: Option<String>,
+    /// Disk read bandwidth in GB/s for the bound (default: measured once and cached).
+    #[arg(long)]
+    pub disk_gbps: Option<f64>,
+    /// Reader threads (read requests in flight) when streaming (1 to 64).
+    #[arg(long, default_value_t = defaults::IO_THREADS)]
+    pub io_threads: u32,
+    /// Context length in tokens.
+    #[arg(long, default_value_t = defaults::CONTEXT_LENGTH)]
+    pub ctx: u32,
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt.
+    #[arg(long)]
+    pub prompt: String,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Seed for sampling.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// CPU threads (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: u32,
+    /// Write statistics as JSON to this file.
+    #[arg(long)]
+    pub stats_json: Option<PathBuf>,
+    /// Run stock llama.cpp (default mmap loading, no hypura placement) for comparison.
+    #[arg(long, alias = "stock")]
+    pub baseline: bool,
+    /// Turn off llama.cpp's repacked CPU weight layouts (for stock and hypura alike).
+    #[arg(long)]
+    pub no_repack: bool,
+    /// Keep generating past end-of-generation tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Do not checksum streamed regions (they are checked by default, so that a model file
+    /// changed while running is detected; this measures what that costs).
+    #[arg(long)]
+    pub no_verify_reads: bool,
+}
+
+#[derive(Args)]
+pub struct SynthArgs {
+    /// A named shape: llama-7b, llama-13b, llama-70b, mixtral-8x7b (the flags below override it).
+    #[arg(long)]
+    pub shape: Option<String>,
+    /// Weight type: q4_0 or q4_k.
+    #[arg(long = "type", default_value = "q4_0")]
+    pub weight_type: String,
+    /// Copy the tokenizer of this GGUF (default: a generated 32000-token vocabulary).
+    #[arg(long)]
+    pub tokenizer_from: Option<PathBuf>,
+    /// Output file.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub n_embd: Option<u64>,
+    #[arg(long)]
+    pub n_ff: Option<u64>,
+    #[arg(long)]
+    pub n_layer: Option<u32>,
+    #[arg(long)]
+    pub n_head: Option<u64>,
+    #[arg(long)]
+    pub n_head_kv: Option<u64>,
+    #[arg(long)]
+    pub n_vocab: Option<u64>,
+    #[arg(long)]
+    pub n_expert: Option<u32>,
+    #[arg(long)]
+    pub n_expert_used: Option<u32>,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The GGUF model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The memory cap for both modes (512M, 2G, 40% of the weights); hypura plans its whole
+    /// process within it.
+    #[arg(long)]
+    pub ram_budget: String,
+    /// hypura's weight budget (default: what the cap leaves after the KV cache, llama.cpp's
+    /// buffers and the process).
+    #[arg(long)]
+    pub weights_budget: Option<String>,
+    /// GPU budget: this build has no GPU tier, so only 0 is accepted.
+    #[arg(long)]
+    pub gpu_budget: Option<String>,
+    /// Tokens generated per run.
+    #[arg(long, default_value_t = 8)]
+    pub tokens: usize,
+    /// Rounds (each runs stock, then hypura).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// CPU threads (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: u32,
+    /// Context length.
+    #[arg(long, default_value_t = 256)]
+    pub ctx: u32,
+    /// Run each process in its own cgroup (v2) with memory.max = the cap, after dropping the page cache (root).
+    #[arg(long)]
+    pub cgroup: bool,
+    /// Write the summary and every run's statistics as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Disk bandwidth in GB/s for the bound (default: measured once and cached).
+    #[arg(long)]
+    pub disk_gbps: Option<f64>,
+    /// The prompt.
+    #[arg(long, default_value = "The history of the city begins")]
+    pub prompt: String,
+    /// Turn off repacked CPU layouts in both modes.
+    #[arg(long)]
+    pub no_repack: bool,
+    /// hypura's reader threads (read requests in flight).
+    #[arg(long, default_value_t = defaults::IO_THREADS)]
+    pub io_threads: u32,
+    /// Sampling temperature for both modes (0 = greedy). Greedy decoding of a synthetic
+    /// model tends to repeat one token, so an MoE model would route the same experts every
+    /// token; a temperature spreads the routing.
+    #[arg(long, default_value_t = 0.0)]
+    pub temp: f32,
+    /// Sampling seed, the same for both modes.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Extra flags for hypura's runs (e.g. --no-verify-reads), one per occurrence.
+    #[arg(long = "hypura-flag", allow_hyphen_values = true)]
+    pub hypura_flags: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ReadRateArgs {
+    /// The file to read.
+    #[arg(long)]
+    pub file: PathBuf,
+    /// Read at most this much (e.g. 2G).
+    #[arg(long, default_value = "2G")]
+    pub limit: String,
+    /// Reader threads (1 to 64).
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Request size (4K to 1G).
+    #[arg(long, default_value = "4M")]
+    pub request: String,
+    /// Hand the destination pages back to the OS before each reuse, so that every read
+    /// faults in fresh pages (as streaming into fresh memory does).
+    #[arg(long)]
+    pub fresh_pages: bool,
+}

@@ -1,0 +1,311 @@
+//! What each command does with its arguments.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use hypura_core::units::{format_bytes, parse_bytes};
+use hypura_core::{limits, Budget, GenerateOptions, LoadMode, LoadOptions, Model, Plan};
+use hypura_tools::{bench as bench_tool, disk, read_rate as read_rate_tool, synth as synth_tool};
+
+use crate::args::{BenchArgs, ModelArgs, PlanArgs, ReadRateArgs, RunArgs, SynthArgs};
+use crate::table::plan_table;
+
+/// A command's failure: printed as one line.
+type Failure = Box<dyn std::error::Error>;
+
+/// An argument the command cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
+fn usage(message: impl Into<String>) -> Failure {
+    Box::new(Usage(message.into()))
+}
+
+fn budget_of(args: &ModelArgs) -> Result<Budget, Failure> {
+    Ok(match (&args.ram_budget, &args.memory) {
+        (Some(text), _) => text.parse::<Budget>()?,
+        (None, Some(text)) => Budget::ProcessBytes(parse_bytes(text).ok_or_else(|| {
+            usage(format!(
+                "--memory {text}: use bytes with an optional K/M/G/T suffix (e.g. 8G)"
+            ))
+        })?),
+        (None, None) => Budget::AllWeights,
+    })
+}
+
+/// The load options the model arguments give (the disk bandwidth as given, or the default).
+fn options_of(args: &ModelArgs) -> Result<LoadOptions, Failure> {
+    let mut options = LoadOptions::new(&args.model)
+        .budget(budget_of(args)?)
+        .io_threads(args.io_threads)
+        .context_length(args.ctx);
+    if let Some(gbps) = args.disk_gbps {
+        if !(gbps.is_finite() && gbps > 0.0 && gbps < 1e6) {
+            return Err(usage("--disk-gbps must be a positive number of GB/s"));
+        }
+        options = options.disk_bandwidth(gbps * 1e9);
+    }
+    Ok(options)
+}
+
+/// The disk's bandwidth when not given: measured once per device and cached. The file is
+/// checked first (so a hostile file gets its own error, not the probe's).
+fn with_measured_disk(args: &ModelArgs, options: LoadOptions) -> Result<LoadOptions, Failure> {
+    if args.disk_gbps.is_some() {
+        return Ok(options);
+    }
+    Plan::for_options(&options)?;
+    let measured = disk::read_bandwidth(&args.model).map_err(|e| {
+        usage(format!(
+            "{}: cannot measure the disk's bandwidth: {e} (give --disk-gbps)",
+            args.model.display()
+        ))
+    })?;
+    Ok(options.disk_bandwidth(measured))
+}
+
+pub fn plan(args: PlanArgs) -> Result<(), Failure> {
+    let options = with_measured_disk(&args.model, options_of(&args.model)?)?;
+    let plan = Plan::for_options(&options)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        print!("{}", plan_table(&plan));
+    }
+    Ok(())
+}
+
+pub fn run(args: RunArgs) -> Result<(), Failure> {
+    if args.max_tokens == 0 {
+        return Err(usage("--max-tokens must be at least 1"));
+    }
+    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
+        return Err(usage("--temp must be 0 or more"));
+    }
+    let mode = if args.baseline {
+        LoadMode::Stock
+    } else {
+        LoadMode::Tiered
+    };
+    let options = options_of(&args.model)?
+        .mode(mode)
+        .repack(!args.no_repack)
+        .threads(args.threads)
+        .verify_reads(!args.no_verify_reads);
+    let request = GenerateOptions::new(args.prompt.clone())
+        .max_tokens(args.max_tokens)
+        .temperature(args.temperature)
+        .seed(args.seed)
+        .stop_at_end_of_generation(!args.ignore_eos);
+    let options = with_measured_disk(&args.model, options)?;
+    let plan = Plan::for_options(&options)?;
+    eprintln!(
+        "hypura: loading {} ({}) {}",
+        args.model.model.display(),
+        format_bytes(plan.model_bytes),
+        if args.baseline {
+            "as stock llama.cpp".to_string()
+        } else {
+            format!(
+                "with a RAM budget of {}",
+                format_bytes(plan.ram_budget_bytes)
+            )
+        }
+    );
+    let mut model = Model::load(&options)?;
+    if !args.baseline {
+        eprintln!(
+            "hypura: {} resident, {} streamed per token, window {}, bound {:.2} tok/s",
+            format_bytes(plan.ram_resident_bytes),
+            format_bytes(plan.streamed_bytes_per_token),
+            format_bytes(plan.window_bytes),
+            plan.bound_tok_s
+        );
+    }
+    let stdout = std::io::stdout();
+    let stats = model.generate(&request, |piece| {
+        let mut out = stdout.lock();
+        let _ = out.write_all(piece.as_bytes());
+        let _ = out.flush();
+        ControlFlow::Continue(())
+    })?;
+    println!();
+    eprintln!(
+        "hypura: {} tokens, {:.2} tok/s decode, {} read per token (planned {}), peak RSS {}, load {:.2} s",
+        stats.tokens_generated,
+        stats.decode_tok_s,
+        format_bytes(stats.disk_bytes_per_token as u64),
+        format_bytes(stats.streamed_bytes_per_token),
+        format_bytes(stats.peak_rss_bytes),
+        stats.load_s
+    );
+    if let Some(path) = &args.stats_json {
+        std::fs::write(path, serde_json::to_string_pretty(&stats)?)
+            .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+pub fn synth(args: SynthArgs) -> Result<(), Failure> {
+    use synth_tool::{write_model, Shape, SynthType};
+    let base = match &args.shape {
+        Some(name) => Shape::named(name).ok_or_else(|| {
+            usage(format!(
+                "unknown shape '{name}' (known: {})",
+                Shape::NAMES.join(", ")
+            ))
+        })?,
+        None => Shape::named("llama-7b").ok_or_else(|| usage("no llama-7b shape"))?,
+    };
+    let shape = Shape {
+        n_embd: args.n_embd.unwrap_or(base.n_embd),
+        n_ff: args.n_ff.unwrap_or(base.n_ff),
+        n_layer: args.n_layer.unwrap_or(base.n_layer),
+        n_head: args.n_head.unwrap_or(base.n_head),
+        n_head_kv: args.n_head_kv.unwrap_or(base.n_head_kv),
+        n_vocab: args.n_vocab.unwrap_or(base.n_vocab),
+        n_expert: args.n_expert.unwrap_or(base.n_expert),
+        n_expert_used: args.n_expert_used.unwrap_or(base.n_expert_used),
+    };
+    let kind = match args.weight_type.to_ascii_lowercase().as_str() {
+        "q4_0" => SynthType::Q4_0,
+        "q4_k" => SynthType::Q4K,
+        other => return Err(usage(format!("--type {other}: use q4_0 or q4_k"))),
+    };
+    let started = std::time::Instant::now();
+    let mut last_report = std::time::Instant::now();
+    let total = write_model(
+        &args.out,
+        shape,
+        kind,
+        args.tokenizer_from.as_deref(),
+        |done, total| {
+            if last_report.elapsed().as_secs_f64() > 2.0 {
+                eprintln!(
+                    "hypura synth: {} of {}",
+                    format_bytes(done),
+                    format_bytes(total)
+                );
+                last_report = std::time::Instant::now();
+            }
+        },
+    )?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "hypura synth: wrote {} ({}) in {:.1} s ({:.2} GB/s)",
+        args.out.display(),
+        format_bytes(total),
+        secs,
+        total as f64 / secs.max(1e-9) / 1e9
+    );
+    Ok(())
+}
+
+/// Bytes of `text` (a size, or a percentage of `reference`).
+fn size_of(text: &str, reference: u64) -> Result<u64, Failure> {
+    let budget: Budget = text.parse()?;
+    Ok(match budget {
+        Budget::WeightBytes(b) => b,
+        Budget::WeightPercent(p) => (reference as f64 * p / 100.0).round() as u64,
+        _ => reference,
+    })
+}
+
+pub fn bench(args: BenchArgs) -> Result<(), Failure> {
+    if let Some(gpu) = &args.gpu_budget {
+        if gpu.trim() != "0" {
+            return Err(usage("--gpu-budget: this build has no GPU tier yet"));
+        }
+    }
+    let model_args = ModelArgs {
+        model: args.model.clone(),
+        ram_budget: None,
+        memory: None,
+        disk_gbps: args.disk_gbps,
+        io_threads: args.io_threads,
+        ctx: args.ctx,
+    };
+    let options = with_measured_disk(&model_args, options_of(&model_args)?)?;
+    let whole = Plan::for_options(&options)?;
+    let cap = size_of(&args.ram_budget, whole.model_bytes)?;
+    let weights_budget = match &args.weights_budget {
+        Some(text) => size_of(text, whole.model_bytes)?,
+        // The process within the cap, as `--memory` would plan it.
+        None => {
+            Plan::for_options(&options.clone().budget(Budget::ProcessBytes(cap)))?.ram_budget_bytes
+        }
+    };
+    let cfg = bench_tool::BenchConfig {
+        exe: std::env::current_exe()?,
+        model: args.model.clone(),
+        cap_bytes: cap,
+        weights_budget_bytes: weights_budget.min(whole.model_bytes),
+        tokens: args.tokens.max(1),
+        rounds: args.rounds.max(1),
+        threads: if args.threads == 0 {
+            std::thread::available_parallelism().map_or(4, |n| n.get() as i32)
+        } else {
+            args.threads.min(limits::MAX_THREADS) as i32
+        },
+        ctx: args.ctx,
+        cgroup: args.cgroup,
+        disk_bytes_per_s: whole.disk_bytes_per_s,
+        prompt: args.prompt.clone(),
+        io_threads: args.io_threads,
+        temperature: args.temp.max(0.0),
+        seed: args.seed,
+        // Repacking copies the weights into anonymous memory: under a cap smaller than the
+        // model, stock llama.cpp is then killed for memory. Its best setting is without it.
+        no_repack: args.no_repack || whole.model_bytes > cap,
+        hypura_flags: args.hypura_flags.clone(),
+    };
+    let summary = bench_tool::bench(&cfg)?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
+    }
+    Ok(())
+}
+
+pub fn read_rate(args: ReadRateArgs) -> Result<(), Failure> {
+    let limit = parse_bytes(&args.limit)
+        .ok_or_else(|| usage(format!("--limit {}: not a size", args.limit)))?;
+    let request = parse_bytes(&args.request)
+        .filter(|r| (4096..=1 << 30).contains(r))
+        .ok_or_else(|| usage(format!("--request {}: a size from 4K to 1G", args.request)))?;
+    if !(1..=limits::MAX_IO_THREADS as usize).contains(&args.threads) {
+        return Err(usage(format!(
+            "--threads {}: use 1 to {}",
+            args.threads,
+            limits::MAX_IO_THREADS
+        )));
+    }
+    let path: &Path = &args.file;
+    let rate = read_rate_tool::compare(
+        path,
+        args.threads,
+        request as usize,
+        limit,
+        args.fresh_pages,
+    )
+    .map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    if rate.bytes == 0 {
+        return Err(usage(format!(
+            "{}: the file is empty: nothing to read",
+            path.display()
+        )));
+    }
+    println!(
+        "read {} of {}{}: hypura reader ({} threads, {} requests) {:.2} GB/s, one sequential reader {:.2} GB/s, ratio {:.2}",
+        format_bytes(rate.bytes),
+        path.display(),
+        if args.fresh_pages { " into fresh pages" } else { "" },
+        args.threads,
+        format_bytes(request),
+        rate.pool_bytes_per_s / 1e9,
+        rate.sequential_bytes_per_s / 1e9,
+        rate.pool_bytes_per_s / rate.sequential_bytes_per_s
+    );
+    Ok(())
+}

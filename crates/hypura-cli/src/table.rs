@@ -1,0 +1,103 @@
+//! The plan as a table for people.
+
+use std::fmt::Write;
+
+use hypura_core::units::format_bytes;
+use hypura_core::{Plan, Role, Tier};
+
+fn name_of<T: std::fmt::Debug>(value: T) -> String {
+    format!("{value:?}").to_lowercase()
+}
+
+/// A human-readable summary of `plan`.
+pub fn plan_table(plan: &Plan) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| {
+        let _ = writeln!(out, "{label:<22} {value}");
+    };
+    line("architecture", plan.arch.clone());
+    line("model weights", format_bytes(plan.model_bytes));
+    line("RAM budget", format_bytes(plan.ram_budget_bytes));
+    if plan.full_resident {
+        line(
+            "placement",
+            "everything resident in RAM (nothing streams)".into(),
+        );
+    }
+    line("resident in RAM", format_bytes(plan.ram_resident_bytes));
+    line(
+        "streaming window",
+        format!(
+            "{} ({} groups in flight + current, {} per request, {} reader threads)",
+            format_bytes(plan.window_bytes),
+            plan.prefetch_depth,
+            format_bytes(plan.request_bytes),
+            plan.io_threads
+        ),
+    );
+    line(
+        "embedding rows window",
+        format_bytes(plan.embedding_rows_bytes),
+    );
+    let streamed = plan.streamed_layers();
+    let layers = plan
+        .tensors
+        .iter()
+        .filter_map(|t| t.layer)
+        .max()
+        .map_or(0, |l| l + 1);
+    line(
+        "streamed layers",
+        match (streamed.first(), streamed.last()) {
+            (Some(a), Some(b)) => format!("{a}..={b} ({} of {layers})", streamed.len()),
+            _ => "none".to_string(),
+        },
+    );
+    line(
+        "LM head",
+        if plan.head_streamed {
+            format!("streamed in chunks of {} rows", plan.head_chunk_rows)
+        } else {
+            "resident".to_string()
+        },
+    );
+    line("KV cache", format_bytes(plan.kv_cache_bytes));
+    line(
+        "read per token",
+        format_bytes(plan.streamed_bytes_per_token),
+    );
+    line(
+        "disk bandwidth",
+        format!("{:.2} GB/s", plan.disk_bytes_per_s / 1e9),
+    );
+    line(
+        "bound",
+        format!(
+            "{:.3} tok/s (disk {:.4} s/token, compute {:.4} s/token)",
+            plan.bound_tok_s, plan.disk_time_s, plan.compute_time_s
+        ),
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{:<8} {:<12} {:>12}  tensors", "tier", "role", "bytes");
+    let mut rows: Vec<((Tier, Role), (u64, u32))> = Vec::new();
+    for t in &plan.tensors {
+        match rows.iter_mut().find(|(k, _)| *k == (t.tier, t.role)) {
+            Some((_, (bytes, count))) => {
+                *bytes += t.bytes;
+                *count += 1;
+            }
+            None => rows.push(((t.tier, t.role), (t.bytes, 1))),
+        }
+    }
+    for ((tier, role), (bytes, count)) in rows {
+        let _ = writeln!(
+            out,
+            "{:<8} {:<12} {:>12}  {}",
+            name_of(tier),
+            name_of(role),
+            format_bytes(bytes),
+            count
+        );
+    }
+    out
+}

@@ -1,0 +1,11 @@
+//! Owning wrappers around llama.cpp: the model, its context and batches (freed on drop),
+//! ggml thread pools, and process-wide set-up with llama.cpp's log routed into `log`.
+
+pub(crate) mod backend;
+pub(crate) mod context;
+pub(crate) mod model;
+pub(crate) mod threads;
+
+pub(crate) use context::{Batch, LlamaContext};
+pub(crate) use model::LlamaModel;
+pub(crate) use threads::ThreadPool;

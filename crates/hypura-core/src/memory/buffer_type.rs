@@ -1,0 +1,435 @@
+//! hypura's own ggml buffer type, which holds both weight tiers.
+//!
+//! Every tensor hypura manages lives in one buffer of this type: an anonymous mapping reserved
+//! with `MAP_NORESERVE`, so address space costs nothing until a page is written. RAM-tier
+//! tensors are written once after load (by [`crate::io`]) and stay; file-tier tensors are
+//! read into the streaming window just before they are used (by [`crate::stream`]), or into
+//! their own pages, handed back with `MADV_DONTNEED` after. The buffer records each tensor llama.cpp creates in it
+//! (`init_tensor`), so hypura knows every tensor's address.
+//!
+//! llama.cpp's loader (load mode NONE) reads each tensor of a host buffer straight into its
+//! memory, so it never reads a real weight byte: hypura hands it a header-only stand-in file ([`crate::io::StandIn`]) whose data reads as
+//! zeros, and while loading, backs the whole buffer with one small shared scratch region
+//! mapped over and over, so those zeros land in a few MiB of memory whatever the model's size.
+//! When loading ends, the buffer gets fresh reserved pages at the same addresses.
+//!
+//! The structs below mirror `ggml/src/ggml-backend-impl.h` of the pinned llama-cpp-sys-2
+//! (it is not part of the generated bindings). The layout is version-specific: the
+//! end-to-end identity tests exercise it inside real llama.cpp graphs.
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use super::pages::{map_scratch, remap_reserved, reserve, PAGE_BYTES};
+use crate::sys;
+
+#[repr(C)]
+struct BufferTypeIface {
+    get_name: Option<unsafe extern "C" fn(*mut BufferType) -> *const c_char>,
+    alloc_buffer: Option<unsafe extern "C" fn(*mut BufferType, usize) -> *mut Buffer>,
+    alloc_buffer_n: Option<
+        unsafe extern "C" fn(*mut BufferType, *mut *mut sys::ggml_tensor, i32) -> *mut Buffer,
+    >,
+    get_alignment: Option<unsafe extern "C" fn(*mut BufferType) -> usize>,
+    get_max_size: Option<unsafe extern "C" fn(*mut BufferType) -> usize>,
+    get_alloc_size: Option<unsafe extern "C" fn(*mut BufferType, *const sys::ggml_tensor) -> usize>,
+    get_alloc_size_n:
+        Option<unsafe extern "C" fn(*mut BufferType, *mut *mut sys::ggml_tensor, i32) -> usize>,
+    is_host: Option<unsafe extern "C" fn(*mut BufferType) -> bool>,
+}
+
+#[repr(C)]
+struct BufferType {
+    iface: BufferTypeIface,
+    device: sys::ggml_backend_dev_t,
+    context: *mut c_void,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BufferIface {
+    free_buffer: Option<unsafe extern "C" fn(*mut Buffer)>,
+    get_base: Option<unsafe extern "C" fn(*mut Buffer) -> *mut c_void>,
+    init_tensor: Option<unsafe extern "C" fn(*mut Buffer, *mut sys::ggml_tensor) -> i32>,
+    memset_tensor:
+        Option<unsafe extern "C" fn(*mut Buffer, *mut sys::ggml_tensor, u8, usize, usize)>,
+    set_tensor: Option<
+        unsafe extern "C" fn(*mut Buffer, *mut sys::ggml_tensor, *const c_void, usize, usize),
+    >,
+    get_tensor: Option<
+        unsafe extern "C" fn(*mut Buffer, *const sys::ggml_tensor, *mut c_void, usize, usize),
+    >,
+    set_tensor_2d: Option<
+        unsafe extern "C" fn(
+            *mut Buffer,
+            *mut sys::ggml_tensor,
+            *const c_void,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+        ),
+    >,
+    get_tensor_2d: Option<
+        unsafe extern "C" fn(
+            *mut Buffer,
+            *const sys::ggml_tensor,
+            *mut c_void,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+        ),
+    >,
+    cpy_tensor: Option<
+        unsafe extern "C" fn(*mut Buffer, *const sys::ggml_tensor, *mut sys::ggml_tensor) -> bool,
+    >,
+    clear: Option<unsafe extern "C" fn(*mut Buffer, u8)>,
+    reset: Option<unsafe extern "C" fn(*mut Buffer)>,
+}
+
+#[repr(C)]
+struct Buffer {
+    iface: BufferIface,
+    buft: *mut BufferType,
+    context: *mut c_void,
+    size: usize,
+    usage: i32,
+}
+
+extern "C" {
+    fn ggml_backend_buffer_init(
+        buft: *mut BufferType,
+        iface: BufferIface,
+        context: *mut c_void,
+        size: usize,
+    ) -> *mut Buffer;
+}
+
+/// A tensor llama.cpp created in a hypura buffer.
+#[derive(Debug, Clone)]
+pub(crate) struct RegisteredTensor {
+    /// The ggml tensor (owned by llama.cpp's model).
+    pub tensor: NonNull<sys::ggml_tensor>,
+    /// Its name (a tied head's duplicate has the embedding's name).
+    pub name: String,
+}
+
+// SAFETY: the pointers are only dereferenced while the owning model is alive, and hypura
+// serializes access to tensor memory through the scheduler.
+unsafe impl Send for RegisteredTensor {}
+
+struct Mapping {
+    base: *mut c_void,
+    size: usize,
+}
+
+/// State shared by the buffer type and the buffers it allocates.
+struct TierState {
+    name: CString,
+    /// True while llama.cpp loads the model: writes into the buffers are thrown away.
+    loading: AtomicBool,
+    tensors: Mutex<Vec<RegisteredTensor>>,
+    /// (base, size) of every buffer allocated, to swap the load scratch for real pages.
+    mappings: Mutex<Vec<(usize, usize)>>,
+    /// Why the last allocation failed, for the load error.
+    alloc_error: Mutex<Option<String>>,
+}
+
+impl TierState {
+    fn note_error(&self, message: String) {
+        log::debug!("hypura: {message}");
+        if let Ok(mut e) = self.alloc_error.lock() {
+            *e = Some(message);
+        }
+    }
+}
+
+/// hypura's buffer type. Keep it alive for as long as any model loaded with it.
+pub(crate) struct HypuraBufferType {
+    buft: Box<BufferType>,
+    state: Box<TierState>,
+}
+
+// SAFETY: the raw pointers inside point to heap memory owned by this value; the state is
+// behind a Mutex and atomics.
+unsafe impl Send for HypuraBufferType {}
+// SAFETY: as above: all shared mutation goes through the Mutex / atomics.
+unsafe impl Sync for HypuraBufferType {}
+
+impl HypuraBufferType {
+    /// Creates the buffer type, reporting the CPU device as its device.
+    pub(crate) fn new(name: &str) -> Self {
+        let mut state = Box::new(TierState {
+            name: CString::new(name).unwrap_or_else(|_| CString::from(c"HYPURA")),
+            loading: AtomicBool::new(true),
+            tensors: Mutex::new(Vec::new()),
+            mappings: Mutex::new(Vec::new()),
+            alloc_error: Mutex::new(None),
+        });
+        // SAFETY: plain lookup of the CPU device in ggml's registry.
+        let device = unsafe { sys::ggml_backend_dev_by_type(sys::GGML_BACKEND_DEVICE_TYPE_CPU) };
+        let buft = Box::new(BufferType {
+            iface: BufferTypeIface {
+                get_name: Some(buft_get_name),
+                alloc_buffer: Some(buft_alloc_buffer),
+                alloc_buffer_n: None,
+                get_alignment: Some(buft_get_alignment),
+                get_max_size: None,
+                get_alloc_size: None,
+                get_alloc_size_n: None,
+                is_host: Some(buft_is_host),
+            },
+            device,
+            context: (&mut *state as *mut TierState).cast(),
+        });
+        Self { buft, state }
+    }
+
+    /// The pointer to pass to llama.cpp (`tensor_buft_overrides`).
+    pub(crate) fn as_raw(&self) -> sys::ggml_backend_buffer_type_t {
+        (&*self.buft as *const BufferType).cast_mut().cast()
+    }
+
+    /// Ends the load phase: the scratch behind every buffer is replaced by fresh reserved
+    /// pages at the same addresses, ready for hypura to fill.
+    pub(crate) fn finish_loading(&self) -> std::io::Result<()> {
+        self.state.loading.store(false, Ordering::SeqCst);
+        let mappings = self.mappings();
+        for (base, size) in mappings {
+            let Some(base) = NonNull::new(base as *mut c_void) else {
+                continue;
+            };
+            // SAFETY: a buffer this type allocated and still owns (buffers remove themselves
+            // from the list when freed); nothing reads the loader's zeros in it.
+            unsafe { remap_reserved(base, size)? };
+        }
+        Ok(())
+    }
+
+    /// Unmaps the scratch pages the loader wrote so far (the scratch itself stays). Called
+    /// between tensors, it keeps the process's mapped pages to about one tensor's worth.
+    pub(crate) fn release_scratch_mappings(&self) {
+        if !self.state.loading.load(Ordering::SeqCst) {
+            return;
+        }
+        let mappings = self.mappings();
+        for (base, size) in mappings {
+            // SAFETY: a range we mapped; dropping shared scratch pages loses only zeros.
+            unsafe { libc::madvise(base as *mut c_void, size, libc::MADV_DONTNEED) };
+        }
+    }
+
+    /// (base, size) of every buffer allocated so far.
+    fn mappings(&self) -> Vec<(usize, usize)> {
+        self.state
+            .mappings
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
+    /// Why an allocation failed, if one did.
+    pub(crate) fn take_alloc_error(&self) -> Option<String> {
+        self.state.alloc_error.lock().ok()?.take()
+    }
+
+    /// The tensors llama.cpp created in buffers of this type, in creation order.
+    pub(crate) fn tensors(&self) -> Vec<RegisteredTensor> {
+        self.state
+            .tensors
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
+    }
+}
+
+unsafe fn state_of<'a>(buft: *mut BufferType) -> &'a TierState {
+    // SAFETY: `context` was set to the boxed TierState, which outlives every buffer.
+    unsafe { &*((*buft).context as *const TierState) }
+}
+
+unsafe extern "C" fn buft_get_name(buft: *mut BufferType) -> *const c_char {
+    // SAFETY: called by ggml with the pointer we created.
+    unsafe { state_of(buft) }.name.as_ptr()
+}
+
+unsafe extern "C" fn buft_get_alignment(_buft: *mut BufferType) -> usize {
+    PAGE_BYTES
+}
+
+unsafe extern "C" fn buft_is_host(_buft: *mut BufferType) -> bool {
+    true
+}
+
+unsafe extern "C" fn buft_alloc_buffer(buft: *mut BufferType, size: usize) -> *mut Buffer {
+    let size = size.max(1).div_ceil(PAGE_BYTES) * PAGE_BYTES;
+    let base = match reserve(size) {
+        Ok(base) => base.as_ptr(),
+        Err(e) => {
+            // SAFETY: called by ggml with the pointer we created.
+            unsafe { state_of(buft) }
+                .note_error(format!("cannot reserve {size} bytes of address space: {e}"));
+            return ptr::null_mut();
+        }
+    };
+    // SAFETY: called by ggml with the pointer we created.
+    let state = unsafe { state_of(buft) };
+    if state.loading.load(Ordering::SeqCst) {
+        // SAFETY: the reservation was just made and nobody else knows it.
+        if let Err(e) = unsafe { map_scratch(base, size) } {
+            state.note_error(format!("cannot map the load scratch: {e}"));
+            // SAFETY: we own the reservation.
+            unsafe { libc::munmap(base, size) };
+            return ptr::null_mut();
+        }
+    }
+    if let Ok(mut m) = state.mappings.lock() {
+        m.push((base as usize, size));
+    }
+    let mapping = Box::into_raw(Box::new(Mapping { base, size }));
+    let iface = BufferIface {
+        free_buffer: Some(buf_free),
+        get_base: Some(buf_get_base),
+        init_tensor: Some(buf_init_tensor),
+        memset_tensor: Some(buf_memset_tensor),
+        set_tensor: Some(buf_set_tensor),
+        get_tensor: Some(buf_get_tensor),
+        set_tensor_2d: None,
+        get_tensor_2d: None,
+        cpy_tensor: Some(buf_cpy_tensor),
+        clear: Some(buf_clear),
+        reset: None,
+    };
+    // SAFETY: buft is ours; ggml copies the iface and takes the context pointer.
+    let buffer = unsafe { ggml_backend_buffer_init(buft, iface, mapping.cast(), size) };
+    if buffer.is_null() {
+        // SAFETY: we just created both and nobody else holds them.
+        unsafe {
+            libc::munmap(base, size);
+            drop(Box::from_raw(mapping));
+        }
+    }
+    buffer
+}
+
+unsafe fn mapping_of<'a>(buffer: *mut Buffer) -> &'a Mapping {
+    // SAFETY: the context of our buffers is always a boxed Mapping.
+    unsafe { &*((*buffer).context as *const Mapping) }
+}
+
+unsafe extern "C" fn buf_free(buffer: *mut Buffer) {
+    // SAFETY: ggml calls this once per buffer; the Mapping was boxed in alloc_buffer.
+    unsafe {
+        let mapping = Box::from_raw((*buffer).context as *mut Mapping);
+        if let Ok(mut m) = state_of((*buffer).buft).mappings.lock() {
+            m.retain(|(b, _)| *b != mapping.base as usize);
+        }
+        libc::munmap(mapping.base, mapping.size);
+    }
+}
+
+unsafe extern "C" fn buf_get_base(buffer: *mut Buffer) -> *mut c_void {
+    // SAFETY: our buffer.
+    unsafe { mapping_of(buffer) }.base
+}
+
+unsafe extern "C" fn buf_init_tensor(buffer: *mut Buffer, tensor: *mut sys::ggml_tensor) -> i32 {
+    // SAFETY: ggml passes a live tensor and our buffer.
+    unsafe {
+        if !(*tensor).view_src.is_null() {
+            return 0;
+        }
+        let state = state_of((*buffer).buft);
+        let name = CStr::from_ptr((*tensor).name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        if let (Ok(mut tensors), Some(ptr)) = (state.tensors.lock(), NonNull::new(tensor)) {
+            tensors.push(RegisteredTensor { tensor: ptr, name });
+        }
+    }
+    0 // GGML_STATUS_SUCCESS
+}
+
+unsafe extern "C" fn buf_set_tensor(
+    buffer: *mut Buffer,
+    tensor: *mut sys::ggml_tensor,
+    data: *const c_void,
+    offset: usize,
+    size: usize,
+) {
+    // SAFETY: ggml passes a tensor of our buffer and a source of `size` bytes.
+    unsafe {
+        if state_of((*buffer).buft).loading.load(Ordering::SeqCst) {
+            return; // hypura fills weights itself, from the real file
+        }
+        ptr::copy_nonoverlapping(
+            data.cast::<u8>(),
+            (*tensor).data.cast::<u8>().add(offset),
+            size,
+        );
+    }
+}
+
+unsafe extern "C" fn buf_get_tensor(
+    _buffer: *mut Buffer,
+    tensor: *const sys::ggml_tensor,
+    data: *mut c_void,
+    offset: usize,
+    size: usize,
+) {
+    // SAFETY: ggml passes a tensor of our buffer and a destination of `size` bytes.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            (*tensor).data.cast::<u8>().add(offset),
+            data.cast::<u8>(),
+            size,
+        )
+    }
+}
+
+unsafe extern "C" fn buf_memset_tensor(
+    _buffer: *mut Buffer,
+    tensor: *mut sys::ggml_tensor,
+    value: u8,
+    offset: usize,
+    size: usize,
+) {
+    // SAFETY: ggml passes a tensor of our buffer; the range lies inside it.
+    unsafe { ptr::write_bytes((*tensor).data.cast::<u8>().add(offset), value, size) }
+}
+
+unsafe extern "C" fn buf_cpy_tensor(
+    _buffer: *mut Buffer,
+    src: *const sys::ggml_tensor,
+    dst: *mut sys::ggml_tensor,
+) -> bool {
+    // SAFETY: ggml passes live tensors; a host source can be copied directly.
+    unsafe {
+        if (*src).buffer.is_null() || !sys::ggml_backend_buffer_is_host((*src).buffer) {
+            return false;
+        }
+        ptr::copy_nonoverlapping(
+            (*src).data.cast::<u8>(),
+            (*dst).data.cast::<u8>(),
+            sys::ggml_nbytes(src),
+        );
+    }
+    true
+}
+
+unsafe extern "C" fn buf_clear(buffer: *mut Buffer, value: u8) {
+    // SAFETY: our buffer; zeroing is done by dropping the pages so nothing is faulted in.
+    unsafe {
+        let mapping = mapping_of(buffer);
+        if value == 0 {
+            libc::madvise(mapping.base, mapping.size, libc::MADV_DONTNEED);
+        } else {
+            ptr::write_bytes(mapping.base.cast::<u8>(), value, mapping.size);
+        }
+    }
+}

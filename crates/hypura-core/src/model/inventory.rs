@@ -1,0 +1,183 @@
+//! The model's tensors, classified: each tensor's role (embedding, attention, FFN, norm, …)
+//! and layer, read from the GGUF naming convention (`blk.N.<kind>.weight`), with the facts the
+//! planner needs. Built only from a header that passed [`super::validate`].
+
+use serde::Serialize;
+
+use super::arch::ArchSpec;
+use super::gguf::{GgufHeader, TensorInfo};
+
+/// What a tensor is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Role {
+    /// `token_embd.weight`: looked up by row for each input token.
+    Embedding,
+    /// `output.weight`: the LM head.
+    Output,
+    /// A 1-D tensor (norm weights, biases): tiny, always resident.
+    Small,
+    /// Attention projections of a layer.
+    Attention,
+    /// Dense FFN matrices of a layer.
+    Ffn,
+    /// MoE expert tensors (`ffn_*_exps`) of a layer.
+    Experts,
+    /// Anything else inside a layer.
+    OtherLayer,
+    /// Anything else outside the layers.
+    Other,
+}
+
+/// A tensor with its role and layer.
+#[derive(Debug, Clone)]
+pub(crate) struct ModelTensor {
+    /// The header's description.
+    pub info: TensorInfo,
+    /// What it is for.
+    pub role: Role,
+    /// `Some(i)` for `blk.i.*`.
+    pub layer: Option<u32>,
+}
+
+/// A model's tensors, classified, with the facts the planner needs.
+#[derive(Debug, Clone)]
+pub(crate) struct ModelInventory {
+    /// The architecture family.
+    pub spec: &'static ArchSpec,
+    /// Number of repeating layers.
+    pub n_layers: u32,
+    /// Embedding width.
+    pub n_embd: u64,
+    /// True when the LM head is the embedding matrix (no `output.weight`).
+    pub tied_head: bool,
+    /// Final logit soft-capping (0 = none).
+    pub final_logit_softcap: f32,
+    /// All tensors in file order.
+    pub tensors: Vec<ModelTensor>,
+    embedding: usize,
+    head: usize,
+}
+
+pub(crate) const EMBEDDING: &str = "token_embd.weight";
+pub(crate) const OUTPUT: &str = "output.weight";
+
+impl ModelInventory {
+    /// Classifies the tensors of a validated header (which has `token_embd.weight`, a 2-D
+    /// matrix, and `{arch}.block_count`).
+    pub fn new(header: &GgufHeader, spec: &'static ArchSpec) -> Self {
+        let tensors: Vec<ModelTensor> = header
+            .tensors
+            .iter()
+            .map(|info| {
+                let (role, layer) = classify(info);
+                ModelTensor {
+                    info: info.clone(),
+                    role,
+                    layer,
+                }
+            })
+            .collect();
+        let find = |name: &str| tensors.iter().position(|t| t.info.name == name);
+        let embedding = find(EMBEDDING).unwrap_or(0);
+        let output = find(OUTPUT);
+        let n_layers = header
+            .get_int(&spec.key("block_count"))
+            .map_or(0, |n| n.clamp(0, i128::from(u32::MAX)) as u32);
+        Self {
+            spec,
+            n_layers,
+            n_embd: tensors.get(embedding).map_or(0, |t| t.info.dims[0]),
+            tied_head: output.is_none(),
+            final_logit_softcap: spec.final_logit_softcap(header),
+            head: output.unwrap_or(embedding),
+            embedding,
+            tensors,
+        }
+    }
+
+    /// The architecture's name.
+    pub fn arch(&self) -> &'static str {
+        self.spec.name
+    }
+
+    /// The LM head's tensor (`output.weight`, or the embedding when tied).
+    pub fn head(&self) -> &TensorInfo {
+        &self.tensors[self.head].info
+    }
+
+    /// The embedding's tensor.
+    pub fn embedding(&self) -> &TensorInfo {
+        &self.tensors[self.embedding].info
+    }
+
+    /// Sum of all weight bytes.
+    pub fn weight_bytes(&self) -> u64 {
+        self.tensors.iter().map(|t| t.info.nbytes).sum()
+    }
+}
+
+/// The layer of `blk.N.*`.
+pub(crate) fn layer_of(name: &str) -> Option<u32> {
+    name.strip_prefix("blk.")
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|n| n.parse::<u32>().ok())
+}
+
+fn classify(info: &TensorInfo) -> (Role, Option<u32>) {
+    let name = info.name.as_str();
+    let layer = layer_of(name);
+    let role = if info.dims.len() == 1 || info.dims.iter().skip(1).all(|d| *d == 1) {
+        Role::Small
+    } else if name == EMBEDDING {
+        Role::Embedding
+    } else if name == OUTPUT {
+        Role::Output
+    } else if layer.is_some() {
+        if name.contains("_exps") {
+            Role::Experts
+        } else if name.contains(".attn_") {
+            Role::Attention
+        } else if name.contains(".ffn_") {
+            Role::Ffn
+        } else {
+            Role::OtherLayer
+        }
+    } else {
+        Role::Other
+    };
+    (role, layer)
+}
+
+#[cfg(test)]
+impl ModelInventory {
+    /// An inventory of `tensors` (file order) for the planner's tests: roles and layers come
+    /// from the names, as for a real file.
+    pub(crate) fn for_tests(
+        spec: &'static ArchSpec,
+        n_layers: u32,
+        tensors: Vec<TensorInfo>,
+    ) -> Self {
+        let tensors: Vec<ModelTensor> = tensors
+            .into_iter()
+            .map(|info| {
+                let (role, layer) = classify(&info);
+                ModelTensor { info, role, layer }
+            })
+            .collect();
+        let find = |name: &str| tensors.iter().position(|t| t.info.name == name);
+        let embedding = find(EMBEDDING).expect("an embedding");
+        let output = find(OUTPUT);
+        Self {
+            spec,
+            n_layers,
+            n_embd: tensors[embedding].info.dims[0],
+            tied_head: output.is_none(),
+            final_logit_softcap: 0.0,
+            head: output.unwrap_or(embedding),
+            embedding,
+            tensors,
+        }
+    }
+}

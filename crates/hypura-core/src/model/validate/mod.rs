@@ -1,0 +1,103 @@
+//! The checks that keep a file llama.cpp would abort on (or hang over, or refuse) from ever
+//! reaching it, all in one place, so that `plan` and a load agree on what is valid. Each
+//! rule follows an `GGML_ASSERT`, abort, uncaught exception or refusal in the pinned
+//! llama.cpp (crate llama-cpp-sys-2 0.1.161); the rules are grouped by what they look at:
+//! the header's structure (here), hyperparameters ([`hparams`]), the vocabulary
+//! ([`vocab`]) and the tensors' names, shapes and types ([`tensors`]).
+
+mod hparams;
+mod tensors;
+mod vocab;
+
+use std::path::Path;
+
+use super::arch::ArchSpec;
+use super::excerpt;
+use super::gguf::{GgufHeader, MetaValue};
+use crate::error::ModelFileError;
+
+pub(crate) use hparams::Hparams;
+
+/// Most metadata keys (llama.cpp looks keys up by a linear scan, over a hundred times).
+const MAX_KEYS: usize = 1 << 16;
+/// Longest array outside the tokenizer (llama.cpp prints every array in full at load).
+const MAX_OTHER_ARRAY_ITEMS: u64 = 4096;
+/// Smallest alignment llama.cpp's mmap loader accepts (`TENSOR_ALIGNMENT`).
+const MIN_ALIGNMENT: u64 = 32;
+
+/// Checks `header` (of the file at `path`) against everything llama.cpp asserts on; returns
+/// the family's spec.
+pub(crate) fn validate(
+    header: &GgufHeader,
+    path: &Path,
+) -> Result<&'static ArchSpec, ModelFileError> {
+    let invalid = |reason: String| ModelFileError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    structure(header).map_err(invalid)?;
+    let spec = match header.get("general.architecture") {
+        Some(MetaValue::Str(arch)) => {
+            ArchSpec::find(arch).ok_or_else(|| ModelFileError::UnsupportedArchitecture {
+                path: path.to_path_buf(),
+                arch: excerpt(arch),
+                supported: ArchSpec::supported(),
+            })?
+        }
+        Some(_) => return Err(invalid("general.architecture is not a string".into())),
+        None => {
+            return Err(ModelFileError::Malformed {
+                path: path.to_path_buf(),
+                reason: "no general.architecture".into(),
+            })
+        }
+    };
+    let hp = Hparams::read(header, spec).map_err(invalid)?;
+    vocab::check(header, &hp).map_err(invalid)?;
+    tensors::check(header, spec, &hp).map_err(invalid)?;
+    Ok(spec)
+}
+
+/// Rules on the header as a whole.
+fn structure(header: &GgufHeader) -> Result<(), String> {
+    if header.meta.len() > MAX_KEYS {
+        return Err(format!(
+            "{} metadata keys (at most {MAX_KEYS})",
+            header.meta.len()
+        ));
+    }
+    if let Some(MetaValue::Uint(a)) = header.get("general.alignment") {
+        if *a < MIN_ALIGNMENT {
+            return Err(format!(
+                "general.alignment {a} is below {MIN_ALIGNMENT}, which llama.cpp's loader needs"
+            ));
+        }
+    }
+    // A file split in parts makes llama.cpp open sibling files by name.
+    for key in ["split.count", "split.no", "split.tensors.count"] {
+        if let Some(value) = header.get(key) {
+            let single = match key {
+                "split.count" => matches!(value, MetaValue::Uint(1)),
+                "split.no" => matches!(value, MetaValue::Uint(0)),
+                _ => true,
+            };
+            if !single || header.meta[key].value_type != super::gguf::value_type::U16 {
+                return Err(format!(
+                    "{key} is {value:?}: split GGUF files are not supported (merge the parts with llama-gguf-split --merge)"
+                ));
+            }
+        }
+    }
+    for (key, meta) in &header.meta {
+        if let MetaValue::Array(array) = &meta.value {
+            if !key.starts_with("tokenizer.") && array.count > MAX_OTHER_ARRAY_ITEMS {
+                return Err(format!(
+                    "array {} has {} items (at most {MAX_OTHER_ARRAY_ITEMS})",
+                    excerpt(key),
+                    array.count
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! Placement: for every tensor, where its bytes live while decoding and how they get there —
+//! complete enough that the runtime follows it without deciding again — plus the streaming
+//! window, read-ahead depth, request size and the predicted bound
+//! (`1 / max(streamed_bytes / disk_bandwidth, resident_compute_time)`).
+//!
+//! Deterministic and cheap: it reads only the header. [`budget`] turns what the user asked
+//! for into bytes of weights; [`search`] picks the placement.
+
+pub(crate) mod budget;
+pub(crate) mod search;
+
+use serde::Serialize;
+
+use crate::model::Role;
+
+/// Which memory a tensor's bytes are in while decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Tier {
+    /// RAM hypura holds (read once at load).
+    Ram,
+    /// The model file itself: read into a bounded window just before use.
+    File,
+}
+
+/// Where one tensor lives and how its bytes reach memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
+pub enum Placement {
+    /// Read once at load and held in RAM.
+    Resident,
+    /// Read whole every token as part of stream group `group` (its layer's streamed
+    /// tensors), into the window, and released after use.
+    Streamed {
+        /// Index into [`Plan::groups`].
+        group: usize,
+    },
+    /// Only the rows a batch looks up are read (the input embedding).
+    RowsOnDemand,
+    /// Read in row chunks (the [`GroupKind::HeadChunk`] groups) by hypura's own LM-head
+    /// computation; the graph never reads it.
+    HeadChunks,
+}
+
+impl Placement {
+    /// The tier the bytes live on.
+    pub fn tier(self) -> Tier {
+        match self {
+            Placement::Resident => Tier::Ram,
+            _ => Tier::File,
+        }
+    }
+}
+
+/// One tensor's placement.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct TensorPlacement {
+    /// Tensor name (as in the file).
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// Its layer, if any.
+    pub layer: Option<u32>,
+    /// Bytes.
+    pub bytes: u64,
+    /// The tier its bytes live on.
+    pub tier: Tier,
+    /// Where it lives and how it is read.
+    pub placement: Placement,
+}
+
+/// What a stream group holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
+pub enum GroupKind {
+    /// The streamed tensors of one layer.
+    Layer {
+        /// Layer index.
+        layer: u32,
+    },
+    /// A run of rows of the LM head.
+    HeadChunk {
+        /// First row.
+        first_row: u64,
+        /// Row count.
+        n_rows: u64,
+    },
+}
+
+/// A unit of streaming: read together, released together, in this cyclic order per token.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct StreamGroup {
+    /// What it holds.
+    #[serde(flatten)]
+    pub kind: GroupKind,
+    /// Bytes read for it.
+    pub bytes: u64,
+}
+
+/// Where every tensor lives, what streams, and the predicted speed bound.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Plan {
+    /// Architecture.
+    pub arch: String,
+    /// Sum of all weight bytes.
+    pub model_bytes: u64,
+    /// Bytes of weights hypura may hold (the budget, resolved to bytes).
+    pub ram_budget_bytes: u64,
+    /// True when everything fits: hypura then loads like stock llama.cpp without mmap.
+    pub full_resident: bool,
+    /// Bytes read once at load and held.
+    pub ram_resident_bytes: u64,
+    /// Bytes reserved for streamed groups in flight (`prefetch_depth + 1` groups).
+    pub window_bytes: u64,
+    /// Bytes reserved for the embedding rows of one micro-batch.
+    pub embedding_rows_bytes: u64,
+    /// Bytes read from the file per generated token.
+    pub streamed_bytes_per_token: u64,
+    /// Groups read ahead of the one being computed.
+    pub prefetch_depth: u32,
+    /// Largest single read request.
+    pub request_bytes: u64,
+    /// Reader threads (requests in flight).
+    pub io_threads: u32,
+    /// True when hypura computes the LM head itself, streaming it in chunks.
+    pub head_streamed: bool,
+    /// Rows per head chunk (when streamed).
+    pub head_chunk_rows: u64,
+    /// Stream groups in per-token order.
+    pub groups: Vec<StreamGroup>,
+    /// Every tensor's placement, in file order.
+    pub tensors: Vec<TensorPlacement>,
+    /// Disk bandwidth used for the bound, bytes/s.
+    pub disk_bytes_per_s: f64,
+    /// Predicted seconds per token spent reading.
+    pub disk_time_s: f64,
+    /// Predicted seconds per token spent computing on resident data.
+    pub compute_time_s: f64,
+    /// `1 / max(disk_time_s, compute_time_s)`.
+    pub bound_tok_s: f64,
+    /// Tokens per micro-batch the plan assumes.
+    pub n_ubatch: u32,
+    /// The KV cache llama.cpp will allocate for the context asked for (predicted).
+    pub kv_cache_bytes: u64,
+}
+
+impl Plan {
+    /// Bytes of weights hypura may hold at once: resident + window + embedding rows.
+    pub fn held_limit_bytes(&self) -> u64 {
+        self.ram_resident_bytes + self.window_bytes + self.embedding_rows_bytes
+    }
+
+    /// The layers whose tensors stream, in order.
+    pub fn streamed_layers(&self) -> Vec<u32> {
+        self.groups
+            .iter()
+            .filter_map(|g| match g.kind {
+                GroupKind::Layer { layer } => Some(layer),
+                GroupKind::HeadChunk { .. } => None,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,568 @@
+//! The placement search: which layers stream (the last ones), whether the LM head streams,
+//! and how deep to read ahead, for the fewest bytes read per token within the budget.
+//! Linear in the number of tensors (one pass to size the layers, then one pass over the
+//! candidate split points with prefix sums and suffix maxima).
+
+use std::path::Path;
+
+use super::{GroupKind, Placement, Plan, StreamGroup, TensorPlacement};
+use crate::error::PlanError;
+use crate::memory::PAGE_BYTES;
+use crate::model::{ModelInventory, Role};
+use crate::units::format_bytes;
+
+/// Inputs of the search (the budget already resolved to bytes of weights).
+#[derive(Debug, Clone)]
+pub(crate) struct SearchParams {
+    /// Bytes of weights hypura may hold (resident + window + embedding rows).
+    pub ram_budget_bytes: u64,
+    /// Sequential read bandwidth of the disk, bytes/s.
+    pub disk_bytes_per_s: f64,
+    /// Memory read bandwidth for the compute estimate, bytes/s.
+    pub ram_bytes_per_s: f64,
+    /// Most groups read ahead of the one being computed.
+    pub max_prefetch_depth: u32,
+    /// Tokens per micro-batch (bounds the embedding rows held at once).
+    pub n_ubatch: u32,
+    /// Reader threads, i.e. read requests in flight.
+    pub io_threads: u32,
+    /// The KV cache predicted for the context (reported, not planned).
+    pub kv_cache_bytes: u64,
+}
+
+/// Largest single read request.
+pub(crate) const REQUEST_BYTES: u64 = 4 << 20;
+/// Window bytes each streamed tensor may take beyond its whole pages: it is placed at its
+/// file offset's position within a page, so that direct I/O reads it without a copy.
+pub(crate) const WINDOW_SLACK_PER_TENSOR: u64 = PAGE_BYTES as u64;
+/// Groups read ahead at most.
+pub(crate) const MAX_PREFETCH_DEPTH: u32 = 2;
+/// Memory bandwidth assumed for the compute part of the bound.
+pub(crate) const RAM_BYTES_PER_S: f64 = 20e9;
+
+fn page_round(bytes: u64) -> u64 {
+    bytes.div_ceil(PAGE_BYTES as u64) * PAGE_BYTES as u64
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+struct Candidate {
+    streamed_layers: u32,
+    head_streamed: bool,
+    depth: u32,
+    window: u64,
+    head_chunk_rows: u64,
+    resident: u64,
+    rows_bytes: u64,
+    streamed: u64,
+}
+
+/// Per-layer sizes and their prefix sums and suffix maxima, so that any split point
+/// ("layers from `k` on stream") is answered in constant time.
+struct LayerTable {
+    /// `prefix[k]`: bytes of layers `0..k`.
+    prefix: Vec<u64>,
+    /// `max_from[k]`: the largest layer in `k..`.
+    max_from: Vec<u64>,
+    /// `max_window_from[k]`: the largest window footprint of a layer in `k..`.
+    max_window_from: Vec<u64>,
+}
+
+impl LayerTable {
+    fn new(layer_bytes: &[u64], layer_window_bytes: &[u64]) -> Self {
+        let n = layer_bytes.len();
+        let mut prefix = vec![0u64; n + 1];
+        for (k, b) in layer_bytes.iter().enumerate() {
+            prefix[k + 1] = prefix[k] + b;
+        }
+        let mut max_from = vec![0u64; n + 1];
+        let mut max_window_from = vec![0u64; n + 1];
+        for k in (0..n).rev() {
+            max_from[k] = max_from[k + 1].max(layer_bytes[k]);
+            max_window_from[k] = max_window_from[k + 1].max(layer_window_bytes[k]);
+        }
+        Self {
+            prefix,
+            max_from,
+            max_window_from,
+        }
+    }
+}
+
+/// Plans `inventory` under `params`; `path` names the file in errors.
+pub(crate) fn plan(
+    inventory: &ModelInventory,
+    params: &SearchParams,
+    path: &Path,
+) -> Result<Plan, PlanError> {
+    let model_bytes = inventory.weight_bytes();
+    let budget = params.ram_budget_bytes;
+    if budget >= model_bytes {
+        let tensors = inventory
+            .tensors
+            .iter()
+            .map(|t| {
+                placement(
+                    t.info.name.clone(),
+                    t.role,
+                    t.layer,
+                    t.info.nbytes,
+                    Placement::Resident,
+                )
+            })
+            .collect();
+        return Ok(finish(
+            inventory,
+            params,
+            model_bytes,
+            None,
+            tensors,
+            Vec::new(),
+        ));
+    }
+
+    let n_layers = inventory.n_layers;
+    let mut layer_bytes = vec![0u64; n_layers as usize];
+    // What a layer takes in the streaming window: its bytes plus the slack of placing each
+    // tensor for direct reads in place.
+    let mut layer_window_bytes = vec![0u64; n_layers as usize];
+    let mut always = 0u64;
+    for t in &inventory.tensors {
+        match (t.role, t.layer) {
+            (Role::Embedding | Role::Output, _) => {}
+            (Role::Small, _) | (_, None) => always += page_round(t.info.nbytes),
+            (_, Some(layer)) if layer < n_layers => {
+                layer_bytes[layer as usize] += page_round(t.info.nbytes);
+                layer_window_bytes[layer as usize] +=
+                    page_round(t.info.nbytes) + WINDOW_SLACK_PER_TENSOR;
+            }
+            (_, Some(_)) => always += page_round(t.info.nbytes),
+        }
+    }
+    let table = LayerTable::new(&layer_bytes, &layer_window_bytes);
+    let embd = inventory.embedding();
+    let rows_window =
+        (u64::from(params.n_ubatch) * 2 * PAGE_BYTES as u64).min(page_round(embd.nbytes));
+    let head = inventory.head();
+    let head_bytes = head.nbytes;
+    let row_bytes = head.row_bytes();
+    let unit_rows = PAGE_BYTES as u64 / gcd(row_bytes, PAGE_BYTES as u64);
+    let unit_bytes = unit_rows * row_bytes;
+    // A tied head that stays resident is the embedding, resident: no rows to stream then.
+    let rows_bytes_for = |head_streamed: bool| {
+        if inventory.tied_head && !head_streamed {
+            0
+        } else {
+            rows_window
+        }
+    };
+
+    let mut best: Option<Candidate> = None;
+    for streamed_layers in 0..=n_layers {
+        let first_streamed = (n_layers - streamed_layers) as usize;
+        let resident_layers = table.prefix[first_streamed];
+        let streamed_layer_bytes = table.prefix[n_layers as usize] - resident_layers;
+        let max_layer = table.max_from[first_streamed];
+        let max_layer_window = table.max_window_from[first_streamed];
+        for head_streamed in [false, true] {
+            if streamed_layers == 0 && !head_streamed {
+                continue; // would be full residency, which does not fit
+            }
+            let head_resident = if head_streamed {
+                0
+            } else {
+                page_round(head_bytes)
+            };
+            let rows_bytes = rows_bytes_for(head_streamed);
+            let held = always + rows_bytes + resident_layers + head_resident;
+            for depth in (0..=params.max_prefetch_depth).rev() {
+                let slots = u64::from(depth) + 1;
+                let (unit, head_chunk_rows) = if max_layer > 0 {
+                    let rows = (max_layer / unit_bytes).max(1) * unit_rows;
+                    (
+                        max_layer_window.max(rows * row_bytes + WINDOW_SLACK_PER_TENSOR),
+                        rows,
+                    )
+                } else {
+                    // only the head streams: as large a chunk as the budget allows
+                    let room = (budget.saturating_sub(held) / slots)
+                        .saturating_sub(WINDOW_SLACK_PER_TENSOR);
+                    let rows = (room / unit_bytes) * unit_rows;
+                    (rows * row_bytes + WINDOW_SLACK_PER_TENSOR, rows)
+                };
+                if unit == 0 || (head_streamed && head_chunk_rows == 0) {
+                    continue;
+                }
+                let window = slots * page_round(unit);
+                if held + window > budget {
+                    continue;
+                }
+                let streamed = streamed_layer_bytes + if head_streamed { head_bytes } else { 0 };
+                let better = match &best {
+                    None => true,
+                    // Read-ahead first: measured on the GPU machine, depth 2 reached the bound
+                    // where depth 1 with a few more resident layers did not (BENCHMARKS.md).
+                    // Then the fewest bytes read.
+                    Some(b) => depth > b.depth || (depth == b.depth && streamed < b.streamed),
+                };
+                if better {
+                    best = Some(Candidate {
+                        streamed_layers,
+                        head_streamed,
+                        depth,
+                        window,
+                        head_chunk_rows: head_chunk_rows.min(head.n_rows()),
+                        resident: held - rows_bytes,
+                        rows_bytes,
+                        streamed,
+                    });
+                }
+            }
+        }
+    }
+    let Some(choice) = best else {
+        let max_layer = table.max_from[0];
+        let max_layer_window = table.max_window_from[0];
+        let unit = max_layer_window.max(unit_bytes + WINDOW_SLACK_PER_TENSOR);
+        let minimum = always + rows_window + page_round(unit);
+        return Err(PlanError::BudgetTooSmall {
+            path: path.to_path_buf(),
+            budget: format_bytes(budget),
+            minimum: format_bytes(minimum),
+            why: format!(
+                "one layer ({}) must fit beside the norms ({}) and one micro-batch of embedding rows ({})",
+                format_bytes(max_layer),
+                format_bytes(always),
+                format_bytes(rows_window)
+            ),
+        });
+    };
+
+    let first_streamed = n_layers - choice.streamed_layers;
+    let mut groups: Vec<StreamGroup> = (first_streamed..n_layers)
+        .map(|layer| StreamGroup {
+            kind: GroupKind::Layer { layer },
+            bytes: 0,
+        })
+        .collect();
+    let tensors = inventory
+        .tensors
+        .iter()
+        .map(|t| {
+            let where_ = match (t.role, t.layer) {
+                (Role::Embedding, _) if inventory.tied_head && !choice.head_streamed => {
+                    Placement::Resident
+                }
+                (Role::Embedding, _) => Placement::RowsOnDemand,
+                (Role::Output, _) if choice.head_streamed => Placement::HeadChunks,
+                (Role::Small, _) | (_, None) => Placement::Resident,
+                (_, Some(layer)) if layer >= first_streamed && layer < n_layers => {
+                    let group = (layer - first_streamed) as usize;
+                    groups[group].bytes += t.info.nbytes;
+                    Placement::Streamed { group }
+                }
+                _ => Placement::Resident,
+            };
+            placement(t.info.name.clone(), t.role, t.layer, t.info.nbytes, where_)
+        })
+        .collect();
+    if choice.head_streamed {
+        let n_rows = head.n_rows();
+        let mut first_row = 0;
+        while first_row < n_rows {
+            let rows = choice.head_chunk_rows.min(n_rows - first_row);
+            groups.push(StreamGroup {
+                kind: GroupKind::HeadChunk {
+                    first_row,
+                    n_rows: rows,
+                },
+                bytes: rows * row_bytes,
+            });
+            first_row += rows;
+        }
+    }
+    let embedding_rows_per_token = if choice.rows_bytes > 0 {
+        embd.row_bytes()
+    } else {
+        0
+    };
+    let chosen = Chosen {
+        resident: choice.resident,
+        window: choice.window,
+        rows_bytes: choice.rows_bytes,
+        depth: choice.depth,
+        head_streamed: choice.head_streamed,
+        head_chunk_rows: if choice.head_streamed {
+            choice.head_chunk_rows
+        } else {
+            0
+        },
+        streamed: choice.streamed + embedding_rows_per_token,
+    };
+    Ok(finish(
+        inventory,
+        params,
+        model_bytes,
+        Some(chosen),
+        tensors,
+        groups,
+    ))
+}
+
+fn placement(
+    name: String,
+    role: Role,
+    layer: Option<u32>,
+    bytes: u64,
+    placement: Placement,
+) -> TensorPlacement {
+    TensorPlacement {
+        name,
+        role,
+        layer,
+        bytes,
+        tier: placement.tier(),
+        placement,
+    }
+}
+
+struct Chosen {
+    resident: u64,
+    window: u64,
+    rows_bytes: u64,
+    depth: u32,
+    head_streamed: bool,
+    head_chunk_rows: u64,
+    streamed: u64,
+}
+
+fn finish(
+    inventory: &ModelInventory,
+    params: &SearchParams,
+    model_bytes: u64,
+    chosen: Option<Chosen>,
+    tensors: Vec<TensorPlacement>,
+    groups: Vec<StreamGroup>,
+) -> Plan {
+    let full = chosen.is_none();
+    let c = chosen.unwrap_or(Chosen {
+        resident: model_bytes,
+        window: 0,
+        rows_bytes: 0,
+        depth: 0,
+        head_streamed: false,
+        head_chunk_rows: 0,
+        streamed: 0,
+    });
+    let disk_time_s = c.streamed as f64 / params.disk_bytes_per_s.max(1.0);
+    let compute_time_s = model_bytes as f64 / params.ram_bytes_per_s.max(1.0);
+    Plan {
+        arch: inventory.arch().to_string(),
+        model_bytes,
+        ram_budget_bytes: params.ram_budget_bytes,
+        full_resident: full,
+        ram_resident_bytes: c.resident,
+        window_bytes: c.window,
+        embedding_rows_bytes: c.rows_bytes,
+        streamed_bytes_per_token: c.streamed,
+        prefetch_depth: c.depth,
+        request_bytes: REQUEST_BYTES,
+        io_threads: params.io_threads.max(1),
+        head_streamed: c.head_streamed,
+        head_chunk_rows: c.head_chunk_rows,
+        groups,
+        tensors,
+        disk_bytes_per_s: params.disk_bytes_per_s,
+        disk_time_s,
+        compute_time_s,
+        bound_tok_s: 1.0 / disk_time_s.max(compute_time_s).max(1e-12),
+        n_ubatch: params.n_ubatch,
+        kv_cache_bytes: params.kv_cache_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::arch::ArchSpec;
+    use crate::model::TensorInfo;
+    use crate::plan::{GroupKind, Placement, Tier};
+
+    /// A small llama-shaped Q4_0 model (about 100 MB): 16 layers.
+    fn inventory(tied: bool) -> ModelInventory {
+        let (n_embd, n_ff, n_vocab, n_layers) = (1024u64, 4096u64, 32000u64, 16u32);
+        let q4 = |name: String, cols: u64, rows: u64| TensorInfo {
+            name,
+            ggml_type: 2,
+            dims: vec![cols, rows],
+            file_offset: 0,
+            nbytes: cols / 32 * 18 * rows,
+        };
+        let mut tensors = vec![q4("token_embd.weight".into(), n_embd, n_vocab)];
+        for l in 0..n_layers {
+            for (kind, cols, rows) in [
+                ("attn_q", n_embd, n_embd),
+                ("ffn_up", n_embd, n_ff),
+                ("ffn_down", n_ff, n_embd),
+            ] {
+                tensors.push(q4(format!("blk.{l}.{kind}.weight"), cols, rows));
+            }
+            tensors.push(TensorInfo {
+                name: format!("blk.{l}.attn_norm.weight"),
+                ggml_type: 0,
+                dims: vec![n_embd],
+                file_offset: 0,
+                nbytes: n_embd * 4,
+            });
+        }
+        if !tied {
+            tensors.push(q4("output.weight".into(), n_embd, n_vocab));
+        }
+        ModelInventory::for_tests(ArchSpec::find("llama").unwrap(), n_layers, tensors)
+    }
+
+    fn params(budget: u64) -> SearchParams {
+        SearchParams {
+            ram_budget_bytes: budget,
+            disk_bytes_per_s: 1.6e9,
+            ram_bytes_per_s: RAM_BYTES_PER_S,
+            max_prefetch_depth: MAX_PREFETCH_DEPTH,
+            n_ubatch: 128,
+            io_threads: 4,
+            kv_cache_bytes: 0,
+        }
+    }
+
+    fn plan_at(inv: &ModelInventory, budget: u64) -> Result<Plan, PlanError> {
+        plan(inv, &params(budget), Path::new("test.gguf"))
+    }
+
+    #[test]
+    fn whole_model_budget_is_full_residency() {
+        let inv = inventory(true);
+        let p = plan_at(&inv, inv.weight_bytes()).unwrap();
+        assert!(p.full_resident);
+        assert_eq!(p.streamed_bytes_per_token, 0);
+        assert!(p.tensors.iter().all(|t| t.tier == Tier::Ram));
+    }
+
+    #[test]
+    fn held_bytes_stay_within_budget_and_reads_shrink_as_it_grows() {
+        for tied in [true, false] {
+            let inv = inventory(tied);
+            let model = inv.weight_bytes();
+            let mut last_streamed = u64::MAX;
+            for pct in [10u64, 20, 35, 50, 70, 90] {
+                let budget = model * pct / 100;
+                let p = plan_at(&inv, budget).unwrap();
+                assert!(
+                    p.held_limit_bytes() <= budget,
+                    "tied={tied} {pct}%: {} > {budget}",
+                    p.held_limit_bytes()
+                );
+                assert!(
+                    p.streamed_bytes_per_token <= last_streamed,
+                    "tied={tied} {pct}%"
+                );
+                last_streamed = p.streamed_bytes_per_token;
+                // Every byte that is not resident streams: whole groups, the head's chunks,
+                // and one embedding row per token when the embedding is read by rows.
+                let streamed: u64 = p
+                    .tensors
+                    .iter()
+                    .filter(|t| matches!(t.placement, Placement::Streamed { .. }))
+                    .map(|t| t.bytes)
+                    .sum();
+                let head = if p.head_streamed {
+                    inv.head().nbytes
+                } else {
+                    0
+                };
+                let rows = p
+                    .tensors
+                    .iter()
+                    .any(|t| t.placement == Placement::RowsOnDemand);
+                let row = if rows { inv.embedding().row_bytes() } else { 0 };
+                assert_eq!(
+                    p.streamed_bytes_per_token,
+                    streamed + head + row,
+                    "tied={tied} {pct}%"
+                );
+                let group_bytes: u64 = p.groups.iter().map(|g| g.bytes).sum();
+                assert_eq!(group_bytes + row, p.streamed_bytes_per_token);
+                // A tied head kept resident keeps the embedding resident with it.
+                if tied && !p.head_streamed {
+                    assert!(!rows && p.embedding_rows_bytes == 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn head_chunks_start_on_page_boundaries() {
+        let inv = inventory(true);
+        let p = plan_at(&inv, inv.weight_bytes() / 10).unwrap();
+        assert!(p.head_streamed);
+        let row = inv.head().row_bytes();
+        let chunks = p
+            .groups
+            .iter()
+            .filter_map(|g| match g.kind {
+                GroupKind::HeadChunk { first_row, n_rows } => Some((first_row, n_rows)),
+                GroupKind::Layer { .. } => None,
+            })
+            .collect::<Vec<_>>();
+        assert!(!chunks.is_empty());
+        for (first_row, _) in &chunks {
+            assert_eq!(first_row * row % PAGE_BYTES as u64, 0);
+        }
+        assert_eq!(chunks.iter().map(|c| c.1).sum::<u64>(), inv.head().n_rows());
+    }
+
+    #[test]
+    fn too_small_a_budget_names_a_minimum_that_works() {
+        let inv = inventory(true);
+        let err = plan_at(&inv, 100_000).unwrap_err().to_string();
+        assert!(
+            err.contains("at least") && err.contains("test.gguf"),
+            "{err}"
+        );
+        let minimum = (1..200u64)
+            .map(|k| k * 64 * 1024)
+            .find(|b| plan_at(&inv, *b).is_ok())
+            .unwrap();
+        assert!(minimum <= inv.weight_bytes() / 2);
+    }
+
+    #[test]
+    fn plans_the_most_layers_llama_cpp_allows() {
+        // 512 layers, llama.cpp's maximum (the search answers each split point from prefix
+        // sums, so this costs one pass over the layers, not one per split point).
+        let (n_embd, n_layers) = (64u64, 512u32);
+        let mut tensors = vec![TensorInfo {
+            name: "token_embd.weight".into(),
+            ggml_type: 0,
+            dims: vec![n_embd, 256],
+            file_offset: 0,
+            nbytes: n_embd * 256 * 4,
+        }];
+        for l in 0..n_layers {
+            tensors.push(TensorInfo {
+                name: format!("blk.{l}.ffn_up.weight"),
+                ggml_type: 0,
+                dims: vec![n_embd, n_embd],
+                file_offset: 0,
+                nbytes: n_embd * n_embd * 4,
+            });
+        }
+        let inv = ModelInventory::for_tests(ArchSpec::find("llama").unwrap(), n_layers, tensors);
+        let p = plan_at(&inv, inv.weight_bytes() / 3).unwrap();
+        assert_eq!(p.groups.len() as u32, p.streamed_layers().len() as u32);
+    }
+}

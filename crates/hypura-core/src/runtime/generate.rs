@@ -1,0 +1,296 @@
+//! The generation loop shared by the CLI, the C ABI's example and the tests: the prompt,
+//! then sampling and decoding token by token, handing the caller whole UTF-8 text pieces as
+//! they come, until the caller stops it, an end-of-generation token, or the token limit;
+//! with the figures the statistics report.
+
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::model::{Model, Token};
+use super::options::LoadMode;
+use super::prepare::IO_BUFFER_SLACK_BYTES;
+use super::proc_stats;
+use super::sample::Sampler;
+use super::text::Utf8Pieces;
+use crate::error::GenerateError;
+use crate::stream::track::TensorAccess;
+
+/// What to generate.
+///
+/// ```
+/// let request = hypura_core::GenerateOptions::new("Once upon a time")
+///     .max_tokens(32)
+///     .temperature(0.8)
+///     .seed(7);
+/// ```
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub(crate) prompt: String,
+    pub(crate) max_tokens: usize,
+    pub(crate) temperature: f32,
+    pub(crate) top_p: f32,
+    pub(crate) seed: u64,
+    pub(crate) stop_at_end_of_generation: bool,
+}
+
+impl GenerateOptions {
+    /// Defaults: 64 tokens, greedy, seed 0, stop at an end-of-generation token.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            max_tokens: 64,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            stop_at_end_of_generation: true,
+        }
+    }
+
+    /// Tokens to generate at most (at least 1).
+    pub fn max_tokens(mut self, n: usize) -> Self {
+        self.max_tokens = n;
+        self
+    }
+
+    /// Sampling temperature; 0 is greedy.
+    pub fn temperature(mut self, t: f32) -> Self {
+        self.temperature = t;
+        self
+    }
+
+    /// Nucleus sampling: keep the most likely tokens whose probabilities add up to `p`
+    /// (1 keeps all).
+    pub fn top_p(mut self, p: f32) -> Self {
+        self.top_p = p;
+        self
+    }
+
+    /// Seed of the sampler.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Stop at the model's end-of-generation tokens (on by default).
+    pub fn stop_at_end_of_generation(mut self, on: bool) -> Self {
+        self.stop_at_end_of_generation = on;
+        self
+    }
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The token limit was reached.
+    MaxTokens,
+    /// The model produced an end-of-generation token.
+    EndOfGeneration,
+    /// The caller's callback asked to stop.
+    Caller,
+}
+
+/// The result of one generation, with its statistics.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct GenerationStats {
+    /// `stock` or `tiered`.
+    pub mode: LoadMode,
+    /// Model file.
+    pub model: String,
+    /// Why it ended.
+    pub stop_reason: StopReason,
+    /// Sum of weight bytes.
+    pub model_bytes: u64,
+    /// The RAM budget planned for, in bytes of weights.
+    pub ram_budget_bytes: u64,
+    /// Bytes read once at load and held.
+    pub ram_resident_bytes: u64,
+    /// Planned bytes streamed per token.
+    pub streamed_bytes_per_token: u64,
+    /// Bytes read from the model file while generating (after the prompt): hypura's reads in
+    /// tiered mode; in stock mode the process's storage reads (`/proc/self/io`).
+    pub disk_bytes_read: u64,
+    /// `disk_bytes_read / tokens decoded`.
+    pub disk_bytes_per_token: f64,
+    /// Storage reads of the process while generating (`/proc/self/io` read_bytes).
+    pub storage_bytes_read: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Seconds for the prompt.
+    pub prompt_s: f64,
+    /// Tokens generated.
+    pub tokens_generated: usize,
+    /// Decode steps after the prompt.
+    pub tokens_decoded: usize,
+    /// Decode steps per second.
+    pub decode_tok_s: f64,
+    /// Load seconds.
+    pub load_s: f64,
+    /// Peak resident set size of the process (VmHWM) after the model was loaded: context
+    /// creation, prompt and generation.
+    pub peak_rss_bytes: u64,
+    /// Peak RSS while loading (the loader passes over each tensor once; see README).
+    pub peak_rss_load_bytes: u64,
+    /// RSS before the model was loaded.
+    pub rss_before_load_bytes: u64,
+    /// RSS after llama.cpp loaded the model, before any weight was read.
+    pub rss_after_llama_load_bytes: u64,
+    /// Largest tensor of the model.
+    pub largest_tensor_bytes: u64,
+    /// KV cache bytes (seen in llama.cpp's graph; predicted in stock mode).
+    pub kv_cache_bytes: u64,
+    /// Activation buffers (seen in llama.cpp's graph; 0 in stock mode).
+    pub compute_buffer_bytes: u64,
+    /// Logits buffer.
+    pub output_buffer_bytes: u64,
+    /// hypura's reader buffers (one aligned bounce buffer per reader thread for direct I/O).
+    pub io_buffer_bytes: u64,
+    /// True when weights are read with direct I/O (bypassing the page cache).
+    pub direct_io: bool,
+    /// Most bytes of streamed weights held at once (window + embedding rows).
+    pub peak_window_bytes: u64,
+    /// Resident + the largest window held: never above the budget.
+    pub peak_held_weight_bytes: u64,
+    /// The planner's bound.
+    pub bound_tok_s: f64,
+    /// Groups read ahead of the current one.
+    pub prefetch_depth: u32,
+    /// Seconds the graph waited for reads.
+    pub stream_wait_s: f64,
+    /// Share of the decode time the reader threads spent inside reads (1.0: every thread
+    /// always had a read in flight; lower: read-ahead left the disk idle part of the time).
+    pub reader_utilization: f64,
+    /// Per-tensor use and disk-read counts while generating.
+    pub tensor_accesses: Vec<TensorAccess>,
+    /// The generated token ids.
+    pub tokens: Vec<Token>,
+}
+
+impl Model {
+    /// Generates text for `request`, from a cleared context: `on_text` receives each new
+    /// piece of text (always whole UTF-8 characters) and returns
+    /// [`ControlFlow::Break`] to stop.
+    pub fn generate(
+        &mut self,
+        request: &GenerateOptions,
+        mut on_text: impl FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<GenerationStats, GenerateError> {
+        if request.max_tokens == 0 {
+            return Err(GenerateError::InvalidOption(
+                "max_tokens must be at least 1".into(),
+            ));
+        }
+        if !(request.temperature.is_finite() && request.temperature >= 0.0) {
+            return Err(GenerateError::InvalidOption(
+                "temperature must be 0 or more".into(),
+            ));
+        }
+        if !(request.top_p.is_finite() && request.top_p > 0.0 && request.top_p <= 1.0) {
+            return Err(GenerateError::InvalidOption(
+                "top_p must be in (0, 1]".into(),
+            ));
+        }
+        self.clear();
+        let prompt = self.tokenize(&request.prompt, true)?;
+        if prompt.is_empty() {
+            return Err(GenerateError::InvalidOption(
+                "the prompt has no tokens".into(),
+            ));
+        }
+        let prompt_started = Instant::now();
+        self.decode_tokens(&prompt)?;
+        let prompt_s = prompt_started.elapsed().as_secs_f64();
+        log::info!(
+            "after the prompt: RSS {} MiB, peak {} MiB",
+            proc_stats::rss_bytes() >> 20,
+            proc_stats::peak_rss_bytes() >> 20
+        );
+
+        self.reset_counters();
+        let file_before = self.file_bytes_read();
+        let storage_before = proc_stats::storage_read_bytes();
+        let mut sampler = Sampler::new(request.temperature, request.seed).with_top_p(request.top_p);
+        let mut text = Utf8Pieces::default();
+        let mut tokens = Vec::new();
+        let mut decoded = 0usize;
+        let mut stop_reason = StopReason::MaxTokens;
+        let started = Instant::now();
+        for i in 0..request.max_tokens {
+            let token = sampler.sample(self.last_logits());
+            tokens.push(token);
+            let end = request.stop_at_end_of_generation && self.is_end_of_generation(token);
+            let piece = text.push(&self.token_bytes(token));
+            if !piece.is_empty() && on_text(&piece).is_break() {
+                stop_reason = StopReason::Caller;
+                break;
+            }
+            if end {
+                stop_reason = StopReason::EndOfGeneration;
+                break;
+            }
+            if i + 1 < request.max_tokens {
+                self.decode_tokens(&[token])?;
+                decoded += 1;
+            }
+        }
+        let rest = text.finish();
+        if !rest.is_empty() && stop_reason != StopReason::Caller {
+            let _ = on_text(&rest);
+        }
+        let decode_s = started.elapsed().as_secs_f64();
+        let storage_bytes_read = proc_stats::storage_read_bytes().saturating_sub(storage_before);
+        let disk_bytes_read = if self.load_mode() == LoadMode::Tiered {
+            self.file_bytes_read() - file_before
+        } else {
+            storage_bytes_read
+        };
+        let stats = self.stats();
+        let plan = self.plan();
+        let load = self.load_stats();
+        Ok(GenerationStats {
+            mode: self.load_mode(),
+            model: self.options().model_path().display().to_string(),
+            stop_reason,
+            model_bytes: plan.model_bytes,
+            ram_budget_bytes: plan.ram_budget_bytes,
+            ram_resident_bytes: plan.ram_resident_bytes,
+            streamed_bytes_per_token: plan.streamed_bytes_per_token,
+            disk_bytes_read,
+            disk_bytes_per_token: disk_bytes_read as f64 / decoded.max(1) as f64,
+            storage_bytes_read,
+            prompt_tokens: prompt.len(),
+            prompt_s,
+            tokens_generated: tokens.len(),
+            tokens_decoded: decoded,
+            decode_tok_s: decoded as f64 / decode_s.max(1e-9),
+            load_s: load.load_s,
+            peak_rss_bytes: proc_stats::peak_rss_bytes(),
+            peak_rss_load_bytes: load.peak_rss_load_bytes,
+            rss_before_load_bytes: load.rss_before_load_bytes,
+            rss_after_llama_load_bytes: load.rss_after_llama_load_bytes,
+            largest_tensor_bytes: load.largest_tensor_bytes,
+            kv_cache_bytes: stats.kv_cache_bytes,
+            compute_buffer_bytes: stats.compute_buffer_bytes,
+            output_buffer_bytes: stats.output_buffer_bytes,
+            io_buffer_bytes: if self.is_streaming() && self.direct_io() {
+                u64::from(plan.io_threads) * (plan.request_bytes + IO_BUFFER_SLACK_BYTES)
+            } else {
+                0
+            },
+            direct_io: self.direct_io(),
+            peak_window_bytes: stats.peak_window_bytes,
+            peak_held_weight_bytes: plan.ram_resident_bytes + stats.peak_window_bytes,
+            bound_tok_s: plan.bound_tok_s,
+            prefetch_depth: plan.prefetch_depth,
+            stream_wait_s: stats.stream_wait_s,
+            reader_utilization: stats.reader_busy_s
+                / (stats.reader_threads.max(1) as f64 * decode_s.max(1e-9)),
+            tensor_accesses: self.tensor_accesses(),
+            tokens,
+        })
+    }
+}

@@ -1,0 +1,442 @@
+//! Loading: stock llama.cpp, or tiered through hypura's buffer type (llama.cpp is handed the
+//! header-only stand-in, hypura reads the RAM tier itself and sets up streaming as the plan
+//! says, deciding nothing again).
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::model::{LoadStats, Model};
+use super::options::{LoadMode, LoadOptions};
+use super::prepare::{prepare, Prepared};
+use super::proc_stats;
+use crate::error::LoadError;
+use crate::io::{ModelFile, ReadError, ReadPool, ReadRequest, StandIn};
+use crate::llama::{backend, LlamaContext, LlamaModel, ThreadPool};
+use crate::memory::{HypuraBufferType, ReservedMemory};
+use crate::model::{excerpt, ModelInventory};
+use crate::plan::{GroupKind, Placement, Plan};
+use crate::stream::callback::eval_callback;
+use crate::stream::head::{HeadCompute, StreamedHead};
+use crate::stream::{GroupReads, RowSource, Streamer, StreamerSetup};
+use crate::sys;
+
+/// Called by llama.cpp's loader before each tensor: keeps the load scratch small.
+unsafe extern "C" fn load_progress(_progress: f32, user_data: *mut std::ffi::c_void) -> bool {
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: the user data is the HypuraBufferType, alive for the whole load.
+        let buffer_type = unsafe { &*(user_data as *const HypuraBufferType) };
+        buffer_type.release_scratch_mappings();
+    });
+    true
+}
+
+/// The path under which llama.cpp opens the very file hypura checked (so a file replaced
+/// meanwhile is not what it loads), or the user's path where the platform has no such
+/// path.
+fn same_file_path(file: &ModelFile) -> PathBuf {
+    use std::os::unix::io::AsRawFd;
+    let dir = if cfg!(target_os = "linux") {
+        "/proc/self/fd"
+    } else {
+        "/dev/fd"
+    };
+    let path = PathBuf::from(format!("{dir}/{}", file.file().as_raw_fd()));
+    if path.exists() {
+        path
+    } else {
+        file.path().to_path_buf()
+    }
+}
+
+fn llama_error(path: &Path, load_path: &Path, reason: &str) -> String {
+    let renamed = reason.replace(
+        load_path.to_string_lossy().as_ref(),
+        path.to_string_lossy().as_ref(),
+    );
+    let shown = excerpt(&renamed);
+    shown[1..shown.len() - 1].to_string()
+}
+
+impl Model {
+    /// Loads the model `options` name: checks and plans it (reading only its header), then
+    /// has llama.cpp build it, reads the RAM tier, and sets up streaming for the rest.
+    pub fn load(options: &LoadOptions) -> Result<Model, LoadError> {
+        let rss_before_load_bytes = proc_stats::rss_bytes();
+        let started = Instant::now();
+        let Prepared {
+            mut file,
+            header,
+            inventory,
+            plan,
+        } = prepare(options)?;
+        let path = file.path().to_path_buf();
+        backend::init();
+
+        let tiered = options.mode == LoadMode::Tiered && !plan.full_resident;
+        if tiered {
+            file.prepare_streaming(options.verify_reads);
+        }
+        let file = Arc::new(file);
+        // SAFETY: returns a plain struct of defaults.
+        let mut model_params = unsafe { sys::llama_model_default_params() };
+        model_params.n_gpu_layers = 0;
+        model_params.use_extra_bufts = options.repack;
+        model_params.load_mode = match options.mode {
+            LoadMode::Stock => sys::LLAMA_LOAD_MODE_MMAP,
+            LoadMode::Tiered => sys::LLAMA_LOAD_MODE_NONE,
+        };
+        let buffer_type = tiered.then(|| HypuraBufferType::new("HYPURA"));
+        let pattern = CString::from(c".");
+        let overrides = buffer_type.as_ref().map(|b| {
+            [
+                sys::llama_model_tensor_buft_override {
+                    pattern: pattern.as_ptr(),
+                    buft: b.as_raw(),
+                },
+                sys::llama_model_tensor_buft_override {
+                    pattern: std::ptr::null(),
+                    buft: std::ptr::null_mut(),
+                },
+            ]
+        });
+        if let Some(o) = &overrides {
+            model_params.tensor_buft_overrides = o.as_ptr();
+        }
+        if let Some(b) = &buffer_type {
+            model_params.progress_callback = Some(load_progress);
+            model_params.progress_callback_user_data =
+                (b as *const HypuraBufferType).cast_mut().cast();
+        }
+        let stand_in = if tiered {
+            Some(
+                StandIn::create(&header.raw, header.file_size).map_err(|source| {
+                    LoadError::Memory {
+                        path: path.clone(),
+                        source,
+                    }
+                })?,
+            )
+        } else {
+            None
+        };
+        let load_path = stand_in
+            .as_ref()
+            .map_or_else(|| same_file_path(&file), |s| s.path().to_path_buf());
+        // SAFETY: the overrides, the pattern and the buffer type outlive the call.
+        let llama = unsafe { LlamaModel::load(&load_path, model_params) }.map_err(|reason| {
+            let mut reason = llama_error(&path, &load_path, &reason);
+            if let Some(e) = buffer_type
+                .as_ref()
+                .and_then(HypuraBufferType::take_alloc_error)
+            {
+                reason = format!("{reason} ({e})");
+            }
+            LoadError::Llama {
+                path: path.clone(),
+                reason,
+            }
+        })?;
+        drop(stand_in);
+        let bytes_before = file.bytes_read();
+        let rss_after_llama_load_bytes = proc_stats::rss_bytes();
+        let peak_rss_load_bytes = proc_stats::peak_rss_bytes();
+        log::info!(
+            "after llama.cpp load: RSS {} MiB, peak {} MiB",
+            rss_after_llama_load_bytes >> 20,
+            peak_rss_load_bytes >> 20
+        );
+        // From here on the peak covers what hypura holds while decoding.
+        proc_stats::reset_peak_rss();
+
+        let n_threads = options.thread_count();
+        let streamer = match &buffer_type {
+            Some(b) => {
+                b.finish_loading().map_err(|source| LoadError::Memory {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some(build_streamer(&file, b, &plan, &inventory, n_threads)?)
+            }
+            // Everything resident in llama.cpp's own buffers: the streamer only counts uses.
+            None if options.mode == LoadMode::Tiered => Some(
+                Streamer::new(streamer_setup(&file, &plan, &inventory, Vec::new(), None)).map_err(
+                    |source| LoadError::Memory {
+                        path: path.clone(),
+                        source,
+                    },
+                )?,
+            ),
+            None => None,
+        };
+        let streamer = streamer.map(|s| Box::new(Mutex::new(s)));
+        log::info!(
+            "after the RAM tier was read: RSS {} MiB",
+            proc_stats::rss_bytes() >> 20
+        );
+
+        // SAFETY: returns a plain struct of defaults.
+        let mut ctx_params = unsafe { sys::llama_context_default_params() };
+        ctx_params.n_ctx = options.context_length;
+        ctx_params.n_batch = options.batch_size;
+        ctx_params.n_ubatch = options.batch_size;
+        ctx_params.n_seq_max = options.sequences;
+        ctx_params.n_threads = n_threads;
+        ctx_params.n_threads_batch = n_threads;
+        ctx_params.no_perf = true;
+        if let Some(s) = &streamer {
+            ctx_params.cb_eval = Some(eval_callback);
+            ctx_params.cb_eval_user_data = (&**s as *const Mutex<Streamer>).cast_mut().cast();
+        }
+        // SAFETY: the callback's user data (the boxed streamer) and the model outlive the
+        // context: `Model` drops the context first.
+        let mut context = unsafe { LlamaContext::new(&llama, ctx_params) }.map_err(|reason| {
+            LoadError::Context {
+                reason: llama_error(&path, &load_path, &reason),
+                path: path.clone(),
+            }
+        })?;
+        log::info!(
+            "after context creation: RSS {} MiB, peak {} MiB",
+            proc_stats::rss_bytes() >> 20,
+            proc_stats::peak_rss_bytes() >> 20
+        );
+        // While streaming, the graph runs in pieces: give it a pool that sleeps between them.
+        let threads = buffer_type
+            .as_ref()
+            .and_then(|_| ThreadPool::sleeping(n_threads));
+        if let Some(pool) = &threads {
+            // SAFETY: the pool outlives the context (`Model` drops the context first).
+            unsafe { context.attach_threadpool(pool) };
+        }
+        let load_stats = LoadStats {
+            load_s: started.elapsed().as_secs_f64(),
+            load_bytes_read: file.bytes_read() - bytes_before,
+            rss_before_load_bytes,
+            rss_after_llama_load_bytes,
+            peak_rss_load_bytes,
+            largest_tensor_bytes: header.tensors.iter().map(|t| t.nbytes).max().unwrap_or(0),
+        };
+        Ok(Model::assemble(
+            context,
+            threads,
+            streamer,
+            llama,
+            buffer_type,
+            file,
+            options.clone(),
+            plan,
+            load_stats,
+        ))
+    }
+}
+
+fn streamer_setup(
+    file: &Arc<ModelFile>,
+    plan: &Plan,
+    inventory: &ModelInventory,
+    groups: Vec<GroupReads>,
+    head: Option<StreamedHead>,
+) -> StreamerSetup {
+    StreamerSetup {
+        file: Arc::clone(file),
+        io_threads: plan.io_threads as usize,
+        request_bytes: plan.request_bytes as usize,
+        groups,
+        depth: plan.prefetch_depth as usize,
+        window_limit: plan.window_bytes,
+        head,
+        head_input_node: inventory.spec.head_input_node,
+        kv_cache_prefixes: inventory.spec.kv_cache_tensor_prefixes,
+    }
+}
+
+fn read_error(path: &Path, e: ReadError) -> LoadError {
+    match e {
+        ReadError::Io(reason) => LoadError::Io {
+            path: path.to_path_buf(),
+            reason,
+        },
+        ReadError::Changed(_) => LoadError::FileChanged {
+            path: path.to_path_buf(),
+        },
+    }
+}
+
+/// Follows the plan: reads the RAM tier once, groups the streamed tensors' reads, and builds
+/// the streamer.
+fn build_streamer(
+    file: &Arc<ModelFile>,
+    buffer_type: &HypuraBufferType,
+    plan: &Plan,
+    inventory: &ModelInventory,
+    n_threads: i32,
+) -> Result<Streamer, LoadError> {
+    let path = file.path();
+    let internal = |reason: String| LoadError::Llama {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let placements: HashMap<&str, Placement> = plan
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.placement))
+        .collect();
+    let infos: HashMap<&str, &crate::model::TensorInfo> = inventory
+        .tensors
+        .iter()
+        .map(|t| (t.info.name.as_str(), &t.info))
+        .collect();
+    let registered = buffer_type.tensors();
+    for t in &inventory.tensors {
+        if !registered.iter().any(|r| r.name == t.info.name) {
+            return Err(internal(format!(
+                "llama.cpp did not create tensor {} in hypura's buffer",
+                excerpt(&t.info.name)
+            )));
+        }
+    }
+    let mut groups: Vec<GroupReads> = plan
+        .groups
+        .iter()
+        .map(|g| GroupReads {
+            head_rows: match g.kind {
+                GroupKind::HeadChunk { first_row, n_rows } => Some((first_row, n_rows)),
+                GroupKind::Layer { .. } => None,
+            },
+            ..GroupReads::default()
+        })
+        .collect();
+    let mut resident_reads = Vec::new();
+    // A duplicated tensor (a tied head's second copy) shares the first copy's bytes.
+    let mut first_copy: HashMap<&str, *mut sys::ggml_tensor> = HashMap::new();
+    let mut shares = Vec::new();
+    let mut registrations = Vec::new();
+    for reg in &registered {
+        let tensor = reg.tensor.as_ptr();
+        let name = reg.name.as_str();
+        let (Some(info), Some(&placement)) = (infos.get(name), placements.get(name)) else {
+            return Err(internal(format!(
+                "llama.cpp created tensor {} that is not in the file",
+                excerpt(name)
+            )));
+        };
+        let whole = ReadRequest {
+            // SAFETY: a registered tensor is a live tensor of the loaded model.
+            dst: unsafe { (*tensor).data } as usize,
+            len: info.nbytes as usize,
+            offset: info.file_offset,
+        };
+        let mut rows = None;
+        let placement = match (placement, first_copy.get(name)) {
+            (Placement::Resident, Some(&first)) => {
+                shares.push((tensor, first));
+                placement
+            }
+            (Placement::Resident, None) => {
+                resident_reads.push(whole);
+                placement
+            }
+            // The second copy of a tied head that streams is the head, which hypura computes.
+            (Placement::RowsOnDemand, Some(_)) => Placement::HeadChunks,
+            (Placement::RowsOnDemand, None) => {
+                rows = Some(RowSource {
+                    file_offset: info.file_offset,
+                    row_bytes: info.row_bytes(),
+                    n_rows: info.n_rows(),
+                });
+                placement
+            }
+            (Placement::Streamed { group }, _) => {
+                let g = groups
+                    .get_mut(group)
+                    .ok_or_else(|| internal(format!("the plan has no group {group}")))?;
+                g.reads.push(whole);
+                g.tensors.push(tensor as usize);
+                g.names.push(reg.name.clone());
+                placement
+            }
+            (other, _) => other,
+        };
+        first_copy.entry(name).or_insert(tensor);
+        registrations.push((tensor, reg.name.clone(), placement, rows));
+    }
+
+    // Read the RAM tier once, with reader threads like streaming uses.
+    let pool = ReadPool::new(
+        Arc::clone(file),
+        plan.io_threads as usize,
+        plan.request_bytes as usize,
+    )
+    .map_err(|source| LoadError::Memory {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // SAFETY: each read fills one resident tensor's own memory in hypura's buffer, which
+    // nothing reads before the context exists; the completion is waited for right here.
+    let completion = unsafe { pool.submit(&resident_reads) };
+    completion.wait().map_err(|e| read_error(path, e))?;
+    drop(pool);
+    for (copy, first) in shares {
+        // SAFETY: both are live tensors of the model with the same shape and type (the
+        // duplicate llama.cpp makes for a tied head); the copy now reads the first's bytes.
+        unsafe { (*copy).data = (*first).data };
+    }
+    // The file must not have changed while the tiers were being read.
+    file.check_unchanged().map_err(|e| read_error(path, e))?;
+    file.start_verifying();
+
+    let head = if plan.head_streamed {
+        let info = inventory.head();
+        let memory =
+            ReservedMemory::new(info.nbytes as usize).map_err(|source| LoadError::Memory {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let base = memory.base() as usize;
+        let row_bytes = info.row_bytes();
+        let head_stat = format!("{} (head)", info.name);
+        let mut head_groups = Vec::new();
+        for (g, group) in groups.iter_mut().enumerate() {
+            if let Some((first_row, n_rows)) = group.head_rows {
+                group.reads.push(ReadRequest {
+                    dst: base + (first_row * row_bytes) as usize,
+                    len: (n_rows * row_bytes) as usize,
+                    offset: info.file_offset + first_row * row_bytes,
+                });
+                group.tensors.push(0);
+                group.names.push(head_stat.clone());
+                head_groups.push(g);
+            }
+        }
+        Some(StreamedHead {
+            compute: HeadCompute {
+                ggml_type: info.ggml_type,
+                n_embd: inventory.n_embd as i64,
+                n_vocab: info.n_rows() as i64,
+                softcap: inventory.final_logit_softcap,
+                n_threads,
+            },
+            groups: head_groups,
+            _memory: memory,
+            pool: ThreadPool::sleeping(n_threads),
+            logits: Vec::new(),
+            logits_ready: false,
+        })
+    } else {
+        None
+    };
+    let mut streamer =
+        Streamer::new(streamer_setup(file, plan, inventory, groups, head)).map_err(|source| {
+            LoadError::Memory {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+    for (tensor, name, placement, rows) in registrations {
+        streamer.register(tensor, &name, placement, rows);
+    }
+    Ok(streamer)
+}

@@ -1,0 +1,238 @@
+//! What to load and how: the [`LoadOptions`] builder, its defaults (one place, for the CLI,
+//! the C API and the library alike) and its bounds.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::PlanError;
+use crate::plan::budget::Budget;
+
+/// How to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LoadMode {
+    /// hypura's tiered placement under the budget.
+    #[default]
+    Tiered,
+    /// Stock llama.cpp: its default mmap loading, no hypura placement (for comparisons).
+    Stock,
+}
+
+/// Defaults of every option.
+pub mod defaults {
+    /// Context length in tokens.
+    pub const CONTEXT_LENGTH: u32 = 2048;
+    /// Tokens per `llama_decode` call and micro-batch.
+    pub const BATCH_SIZE: u32 = 128;
+    /// Sequences decoded side by side.
+    pub const SEQUENCES: u32 = 1;
+    /// Disk bandwidth assumed for the bound when none is given, bytes/s.
+    pub const DISK_BYTES_PER_S: f64 = 1.6e9;
+    /// Reader threads (read requests in flight).
+    pub const IO_THREADS: u32 = 4;
+}
+
+/// Bounds of the options.
+pub mod limits {
+    /// Most CPU threads (ggml's `GGML_MAX_N_THREADS`).
+    pub const MAX_THREADS: u32 = 512;
+    /// Most reader threads.
+    pub const MAX_IO_THREADS: u32 = 64;
+    /// Longest context.
+    pub const MAX_CONTEXT_LENGTH: u32 = 1 << 24;
+    /// Largest batch.
+    pub const MAX_BATCH_SIZE: u32 = 1 << 16;
+}
+
+/// Options for [`crate::Model::load`] and [`crate::Plan::for_options`], built from a model
+/// path with chained setters:
+///
+/// ```
+/// use hypura_core::{Budget, LoadOptions};
+/// let options = LoadOptions::new("model.gguf")
+///     .budget(Budget::WeightPercent(25.0))
+///     .context_length(512)
+///     .threads(4);
+/// assert_eq!(options.model_path().to_str(), Some("model.gguf"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub(crate) model_path: PathBuf,
+    pub(crate) mode: LoadMode,
+    pub(crate) budget: Budget,
+    pub(crate) repack: bool,
+    pub(crate) threads: u32,
+    pub(crate) context_length: u32,
+    pub(crate) batch_size: u32,
+    pub(crate) sequences: u32,
+    pub(crate) disk_bytes_per_s: f64,
+    pub(crate) io_threads: u32,
+    pub(crate) verify_reads: bool,
+}
+
+impl LoadOptions {
+    /// Defaults: tiered, every weight in RAM ([`Budget::AllWeights`]), llama.cpp's repacked
+    /// CPU layouts on, all cores, a 2048-token context, 128-token batches, one sequence,
+    /// a 1.6 GB/s disk for the bound, 4 reader threads, streamed reads verified.
+    pub fn new(model_path: impl Into<PathBuf>) -> Self {
+        Self {
+            model_path: model_path.into(),
+            mode: LoadMode::Tiered,
+            budget: Budget::AllWeights,
+            repack: true,
+            threads: 0,
+            context_length: defaults::CONTEXT_LENGTH,
+            batch_size: defaults::BATCH_SIZE,
+            sequences: defaults::SEQUENCES,
+            disk_bytes_per_s: defaults::DISK_BYTES_PER_S,
+            io_threads: defaults::IO_THREADS,
+            verify_reads: true,
+        }
+    }
+
+    /// The same options for another model file.
+    pub fn with_model_path(mut self, model_path: impl Into<PathBuf>) -> Self {
+        self.model_path = model_path.into();
+        self
+    }
+
+    /// How much memory the model may use.
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Tiered (hypura) or stock llama.cpp.
+    pub fn mode(mut self, mode: LoadMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// llama.cpp's repacked CPU weight layouts, for stock and hypura alike (on by default;
+    /// their kernels round differently, so outputs compare exactly only with the same
+    /// setting on both sides).
+    pub fn repack(mut self, on: bool) -> Self {
+        self.repack = on;
+        self
+    }
+
+    /// CPU threads for computing (0 = every core the process may use; at most 512).
+    pub fn threads(mut self, n: u32) -> Self {
+        self.threads = n;
+        self
+    }
+
+    /// Context length in tokens, shared by the sequences.
+    pub fn context_length(mut self, n: u32) -> Self {
+        self.context_length = n;
+        self
+    }
+
+    /// Tokens per `llama_decode` call and micro-batch.
+    pub fn batch_size(mut self, n: u32) -> Self {
+        self.batch_size = n;
+        self
+    }
+
+    /// Sequences decoded side by side (ids `0..n`; each gets `context_length / n`
+    /// positions).
+    pub fn sequences(mut self, n: u32) -> Self {
+        self.sequences = n;
+        self
+    }
+
+    /// The disk's sequential read bandwidth, bytes/s, for the plan's bound.
+    pub fn disk_bandwidth(mut self, bytes_per_s: f64) -> Self {
+        self.disk_bytes_per_s = bytes_per_s;
+        self
+    }
+
+    /// Reader threads (read requests in flight) when streaming (1 to 64).
+    pub fn io_threads(mut self, n: u32) -> Self {
+        self.io_threads = n;
+        self
+    }
+
+    /// Checksum every streamed region at its first read and compare on each later read, so a
+    /// model file overwritten while running is detected (on by default).
+    pub fn verify_reads(mut self, on: bool) -> Self {
+        self.verify_reads = on;
+        self
+    }
+
+    /// The model file.
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+
+    /// Tiered or stock.
+    pub fn load_mode(&self) -> LoadMode {
+        self.mode
+    }
+
+    /// The CPU threads to use: the number asked for, or every core.
+    pub(crate) fn thread_count(&self) -> i32 {
+        crate::llama::threads::thread_count(self.threads as i32)
+    }
+
+    /// Checks every option against its bounds.
+    pub(crate) fn check(&self) -> Result<(), PlanError> {
+        let bad = |what: String| Err(PlanError::InvalidOption(what));
+        if self.threads > limits::MAX_THREADS {
+            return bad(format!(
+                "threads = {} (at most {})",
+                self.threads,
+                limits::MAX_THREADS
+            ));
+        }
+        if !(1..=limits::MAX_IO_THREADS).contains(&self.io_threads) {
+            return bad(format!(
+                "io_threads = {} (1 to {})",
+                self.io_threads,
+                limits::MAX_IO_THREADS
+            ));
+        }
+        if !(1..=limits::MAX_CONTEXT_LENGTH).contains(&self.context_length) {
+            return bad(format!(
+                "context_length = {} (1 to {})",
+                self.context_length,
+                limits::MAX_CONTEXT_LENGTH
+            ));
+        }
+        if !(1..=limits::MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return bad(format!(
+                "batch_size = {} (1 to {})",
+                self.batch_size,
+                limits::MAX_BATCH_SIZE
+            ));
+        }
+        // SAFETY: a plain query of a compile-time limit.
+        let max_sequences = unsafe { crate::sys::llama_max_parallel_sequences() } as u32;
+        if !(1..=max_sequences).contains(&self.sequences) {
+            return bad(format!(
+                "sequences = {} (1 to {max_sequences})",
+                self.sequences
+            ));
+        }
+        if self.sequences > self.context_length {
+            return bad(format!(
+                "{} sequences cannot share a context of {} tokens",
+                self.sequences, self.context_length
+            ));
+        }
+        if !(self.disk_bytes_per_s.is_finite() && self.disk_bytes_per_s > 0.0) {
+            return bad(format!(
+                "disk bandwidth = {} bytes/s (must be positive)",
+                self.disk_bytes_per_s
+            ));
+        }
+        let cores = crate::llama::threads::thread_count(0) as u32;
+        if self.threads > cores {
+            log::warn!(
+                "{} threads asked for, but only {cores} cores are available: expect it to be slower",
+                self.threads
+            );
+        }
+        Ok(())
+    }
+}

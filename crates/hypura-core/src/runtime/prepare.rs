@@ -1,0 +1,98 @@
+//! Everything a load needs before llama.cpp is involved, done once: open the file, read and
+//! check its header, classify its tensors, resolve the budget and plan. `hypura plan` and a
+//! load run exactly this, so they agree on what is valid.
+
+use crate::error::PlanError;
+use crate::io::ModelFile;
+use crate::model::{validate, GgufHeader, ModelInventory};
+use crate::plan::budget::{Budget, NonWeightCosts};
+use crate::plan::search::{self, SearchParams, MAX_PREFETCH_DEPTH, RAM_BYTES_PER_S, REQUEST_BYTES};
+use crate::plan::Plan;
+use crate::runtime::options::{LoadMode, LoadOptions};
+
+/// What the process needs before any weight is read: a fixed part for the binary, its
+/// libraries and llama.cpp's model metadata.
+const PROCESS_BASE_BYTES: u64 = 64 << 20;
+/// llama.cpp's vocabulary structures take a few times the tokenizer's bytes in the header.
+const VOCABULARY_BYTES_PER_HEADER_BYTE: u64 = 4;
+/// Each reader's aligned bounce buffer beyond its request size.
+pub(crate) const IO_BUFFER_SLACK_BYTES: u64 = 4 * 4096;
+
+/// A model file opened and checked, with its plan.
+pub(crate) struct Prepared {
+    pub file: ModelFile,
+    pub header: GgufHeader,
+    pub inventory: ModelInventory,
+    pub plan: Plan,
+}
+
+/// Opens, checks and plans the model `options` name.
+pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
+    options.check()?;
+    let file = ModelFile::open(&options.model_path)?;
+    let header = GgufHeader::read(file.file(), file.path(), file.size())?;
+    let spec = validate::validate(&header, file.path())?;
+    let inventory = ModelInventory::new(&header, spec);
+    let kv_cache_bytes = spec.kv_cache_bytes(
+        &header,
+        options.context_length,
+        options.sequences,
+        options.batch_size,
+    );
+    let costs = non_weight_costs(&header, &inventory, options, kv_cache_bytes);
+    // Stock llama.cpp places nothing: report its plan as everything resident.
+    let budget = match options.mode {
+        LoadMode::Stock => Budget::AllWeights,
+        _ => options.budget,
+    };
+    let ram_budget_bytes = budget.weight_bytes(inventory.weight_bytes(), &costs, file.path())?;
+    let params = SearchParams {
+        ram_budget_bytes,
+        disk_bytes_per_s: options.disk_bytes_per_s,
+        ram_bytes_per_s: RAM_BYTES_PER_S,
+        max_prefetch_depth: MAX_PREFETCH_DEPTH,
+        n_ubatch: options.batch_size,
+        io_threads: options.io_threads,
+        kv_cache_bytes,
+    };
+    let plan = search::plan(&inventory, &params, file.path())?;
+    Ok(Prepared {
+        file,
+        header,
+        inventory,
+        plan,
+    })
+}
+
+/// Estimates what the process holds besides weights (for [`Budget::ProcessBytes`]):
+/// the KV cache from the family's formula, llama.cpp's compute buffer (dominated by one
+/// micro-batch of logits), its logits buffer, hypura's reader buffers, and the process.
+fn non_weight_costs(
+    header: &GgufHeader,
+    inventory: &ModelInventory,
+    options: &LoadOptions,
+    kv_cache_bytes: u64,
+) -> NonWeightCosts {
+    let n_vocab = inventory.head().n_rows();
+    let n_embd = inventory.n_embd;
+    let n_ff = header
+        .get_int(&inventory.spec.key("feed_forward_length"))
+        .map_or(4 * n_embd, |v| v.max(0) as u64);
+    let n_ubatch = u64::from(options.batch_size);
+    NonWeightCosts {
+        kv_cache_bytes,
+        compute_bytes: n_ubatch * 4 * (n_vocab + 8 * n_embd + 4 * n_ff)
+            + u64::from(options.context_length) * 1024,
+        output_bytes: n_vocab * 4 * u64::from(options.sequences),
+        io_buffer_bytes: u64::from(options.io_threads) * (REQUEST_BYTES + IO_BUFFER_SLACK_BYTES),
+        process_bytes: PROCESS_BASE_BYTES + header.data_offset * VOCABULARY_BYTES_PER_HEADER_BYTE,
+    }
+}
+
+impl Plan {
+    /// Plans the model `options` name, reading only its header: the same checks and the
+    /// same placement as [`crate::Model::load`] with these options.
+    pub fn for_options(options: &LoadOptions) -> Result<Plan, PlanError> {
+        prepare(options).map(|p| p.plan)
+    }
+}

@@ -1,0 +1,203 @@
+//! llama.cpp's evaluation callback: the only code that sees graph nodes. It turns them into
+//! the streamer's events: "group `g` is needed" for a node that reads a streamed tensor
+//! (claimed, so it computes as the last node of its batch), "these rows are looked up" for
+//! the embedding, and "the hidden state is ready" at the head's input node, after which the
+//! graph stops and hypura computes the logits.
+
+use std::ffi::{c_void, CStr};
+use std::sync::Mutex;
+
+use super::{StreamFailure, Streamer};
+use crate::plan::Placement;
+use crate::sys;
+
+/// The `cb_eval` function to give llama.cpp, with a `*const Mutex<Streamer>` as user data.
+///
+/// # Safety
+/// `user_data` must point to a live `Mutex<Streamer>` for as long as the context exists.
+pub(crate) unsafe extern "C" fn eval_callback(
+    t: *mut sys::ggml_tensor,
+    ask: bool,
+    user_data: *mut c_void,
+) -> bool {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: guaranteed by the caller of llama_init_from_model.
+        let streamer = unsafe { &*(user_data as *const Mutex<Streamer>) };
+        let mut streamer = streamer.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: ggml passes a live graph node.
+        let node = unsafe { &mut *t };
+        if ask {
+            on_ask(&mut streamer, node)
+        } else {
+            on_computed(&mut streamer, node)
+        }
+    }));
+    // A panic stops the graph; the decode reports it.
+    result.unwrap_or(false)
+}
+
+fn node_name(t: &sys::ggml_tensor) -> &str {
+    // SAFETY: ggml tensor names are NUL-terminated within their fixed array.
+    unsafe { CStr::from_ptr(t.name.as_ptr()) }
+        .to_str()
+        .unwrap_or("")
+}
+
+/// True for a tensor in a buffer llama.cpp marked as holding weights.
+fn is_weight(t: &sys::ggml_tensor) -> bool {
+    // SAFETY: a live tensor's buffer, if any, is live.
+    !t.buffer.is_null()
+        && unsafe { sys::ggml_backend_buffer_get_usage(t.buffer) }
+            == sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS
+}
+
+/// Notes the buffers llama.cpp computes in (for the statistics): the node's own, and the KV
+/// cache's behind the node's sources.
+fn observe_buffers(streamer: &mut Streamer, node: &sys::ggml_tensor) {
+    if !node.buffer.is_null() && !is_weight(node) {
+        streamer.observe_buffer(node.buffer, false);
+    }
+    for &src in node.src.iter() {
+        if src.is_null() {
+            continue;
+        }
+        // SAFETY: sources of a live node are live tensors.
+        let src = unsafe { &*src };
+        let base = if src.view_src.is_null() {
+            src
+        } else {
+            // SAFETY: a view's source is a live tensor.
+            unsafe { &*src.view_src }
+        };
+        let name = node_name(base);
+        if streamer
+            .kv_cache_prefixes()
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            streamer.observe_buffer(base.buffer, true);
+        }
+    }
+}
+
+fn on_ask(streamer: &mut Streamer, node: &mut sys::ggml_tensor) -> bool {
+    if node.flags & sys::GGML_TENSOR_FLAG_COMPUTE as i32 == 0 {
+        return false; // a branch of the graph that is not selected for this batch
+    }
+    observe_buffers(streamer, node);
+    if streamer.head_streamed() && node_name(node) == streamer.head_input_node() {
+        return true;
+    }
+    let mut claim = false;
+    let mut acquired: Option<usize> = None;
+    for i in 0..node.src.len() {
+        let src = node.src[i];
+        if src.is_null() {
+            continue;
+        }
+        // SAFETY: sources of a live node are live tensors.
+        let weight = unsafe {
+            if (*src).view_src.is_null() {
+                src
+            } else {
+                (*src).view_src
+            }
+        };
+        let tracked = match streamer.tracked(weight as usize) {
+            Some(t) => t,
+            // A weight in one of llama.cpp's own buffers (the whole-model plan): count it.
+            // SAFETY: a live tensor.
+            None if is_weight(unsafe { &*weight }) => {
+                // SAFETY: a live tensor.
+                let name = node_name(unsafe { &*weight }).to_string();
+                streamer.track_resident(weight as usize, &name)
+            }
+            None => continue,
+        };
+        streamer.accessed(tracked.slot);
+        match tracked.placement {
+            // The streamed head is never read by the graph (it stops at the head's input).
+            Placement::Resident | Placement::HeadChunks => {}
+            Placement::Streamed { group } => {
+                if let Some(other) = acquired.filter(|&a| a != group) {
+                    streamer.fail(StreamFailure::Graph(format!(
+                        "node '{}' reads two streamed groups ({other} and {group})",
+                        node_name(node)
+                    )));
+                    return true;
+                }
+                acquired = Some(group);
+                streamer.acquire(group);
+                claim = true;
+                if src != weight {
+                    // A view of a streamed tensor: follow the tensor to where it was read.
+                    // SAFETY: both are live tensors; the view lies inside its source.
+                    unsafe {
+                        (*src).data = (*weight).data.cast::<u8>().add((*src).view_offs).cast()
+                    };
+                }
+            }
+            Placement::RowsOnDemand => {
+                let rows = tracked.rows.filter(|_| node.op == sys::GGML_OP_GET_ROWS);
+                let ids = node.src[1];
+                let Some(rows) = rows.filter(|_| !ids.is_null()) else {
+                    streamer.fail(StreamFailure::Graph(
+                        "the embedding is used by something other than a row lookup".into(),
+                    ));
+                    return true;
+                };
+                // SAFETY: `ids` is the index input of a GET_ROWS node, set by llama.cpp in
+                // host memory before the graph runs.
+                let ids = unsafe { &*ids };
+                if ids.type_ != sys::GGML_TYPE_I32 || ids.data.is_null() {
+                    streamer.fail(StreamFailure::Graph(
+                        "embedding lookup without host I32 ids".into(),
+                    ));
+                    return true;
+                }
+                // SAFETY: a live I32 tensor in host memory holds `nelements` ids.
+                let ids = unsafe {
+                    std::slice::from_raw_parts(
+                        ids.data as *const i32,
+                        sys::ggml_nelements(ids) as usize,
+                    )
+                };
+                // SAFETY: `weight` is the embedding in hypura's buffer, with `rows.n_rows`
+                // rows of `nb[1]` bytes; nothing reads it before this lookup node computes.
+                unsafe {
+                    let stride = (*weight).nb[1];
+                    streamer.load_rows((*weight).data.cast(), stride, ids, rows, tracked.slot)
+                };
+            }
+        }
+    }
+    claim
+}
+
+fn on_computed(streamer: &mut Streamer, node: &mut sys::ggml_tensor) -> bool {
+    if streamer.head_streamed() && node_name(node) == streamer.head_input_node() {
+        if node.type_ != sys::GGML_TYPE_F32 || node.data.is_null() {
+            streamer.fail(StreamFailure::Graph(
+                "the head's input is not an F32 tensor in host memory".into(),
+            ));
+            return false;
+        }
+        let n_embd = node.ne[0] as usize;
+        let n_out = node.ne[1] as usize;
+        let mut hidden = Vec::with_capacity(n_embd * n_out);
+        for j in 0..n_out {
+            // SAFETY: an F32 tensor in host memory that has just been computed: row `j`
+            // starts at `nb[1] * j` and holds `n_embd` floats.
+            let row = unsafe {
+                std::slice::from_raw_parts(
+                    node.data.cast::<u8>().add(j * node.nb[1]).cast::<f32>(),
+                    n_embd,
+                )
+            };
+            hidden.extend_from_slice(row);
+        }
+        streamer.compute_head(&hidden, n_out);
+        return false; // stop the graph: the logits are ours
+    }
+    streamer.ok()
+}

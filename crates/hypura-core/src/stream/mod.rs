@@ -1,0 +1,513 @@
+//! Streaming: the executor of the read-ahead policy ([`policy`]) over the reader pool, the
+//! window memory and the model's tensors, driven by llama.cpp's evaluation callback
+//! ([`callback`], the only code that sees graph nodes). The input embedding streams only
+//! the rows a batch looks up ([`rows`]); a head too large for the budget is computed by
+//! hypura chunk by chunk ([`head`]). Uses and reads are counted per tensor ([`track`]).
+//!
+//! Groups are read into the *window*: one region of memory, the size of the plan's window,
+//! used as a ring in queue order. Its pages are faulted in once and reused for every group,
+//! and a group's tensors are pointed (`tensor->data`) at their place in it when its reads are
+//! queued. Reading into fresh pages instead (faulting and zeroing every 4 KiB, then
+//! `MADV_DONTNEED`) cost about as much CPU as the reads themselves (BENCHMARKS.md notes). A
+//! group that does not fit the window (read out of the planned order) is read into its
+//! tensors' own reserved pages and released with `MADV_DONTNEED`.
+
+pub(crate) mod callback;
+pub(crate) mod head;
+pub(crate) mod policy;
+pub(crate) mod rows;
+pub(crate) mod track;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::io::{Completion, ModelFile, ReadError, ReadPool, ReadRequest};
+use crate::memory::{pages_bytes, release_pages, ReservedMemory, PAGE_BYTES};
+use crate::plan::Placement;
+use crate::sys;
+use policy::{Action, GroupSize, Policy, Slot};
+use track::{AccessTracker, TensorAccess};
+
+/// A stream group's reads, as the runtime performs them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GroupReads {
+    /// Reads that fill it, into the tensors' own (home) pages.
+    pub reads: Vec<ReadRequest>,
+    /// The tensor each read fills (`ggml_tensor *` as an address; 0 for head rows, which
+    /// hypura reads into its own memory).
+    pub tensors: Vec<usize>,
+    /// Name (for the tracker) of the tensor each read belongs to.
+    pub names: Vec<String>,
+    /// For LM-head chunks: (first row, row count).
+    pub head_rows: Option<(u64, u64)>,
+}
+
+impl GroupReads {
+    fn home_bytes(&self) -> u64 {
+        self.reads
+            .iter()
+            .map(|r| pages_bytes(r.dst as *const u8, r.len))
+            .sum()
+    }
+
+    /// Where each read goes inside a window region, and the region's size (whole pages).
+    /// Each read starts in a page of its own, at its file offset's position within a page,
+    /// so that direct I/O reads it in place; it costs at most one page per read more than
+    /// page-aligned starts (the plan's window slack per tensor).
+    fn window_layout(&self) -> (Vec<usize>, usize) {
+        let mut offsets = Vec::with_capacity(self.reads.len());
+        let mut end = 0usize;
+        for r in &self.reads {
+            let start =
+                end.div_ceil(PAGE_BYTES) * PAGE_BYTES + (r.offset % PAGE_BYTES as u64) as usize;
+            offsets.push(start);
+            end = start + r.len;
+        }
+        (offsets, end.div_ceil(PAGE_BYTES) * PAGE_BYTES)
+    }
+}
+
+/// Rows of a tensor read on demand: row `i` is `row_bytes` at `file_offset + i * row_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RowSource {
+    pub file_offset: u64,
+    pub row_bytes: u64,
+    pub n_rows: u64,
+}
+
+/// What the runtime knows of one of the model's tensors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TrackedTensor {
+    /// The plan's placement.
+    pub placement: Placement,
+    /// For rows on demand: where they are.
+    pub rows: Option<RowSource>,
+    /// Its slot in the access tracker.
+    pub slot: usize,
+}
+
+/// Why streaming failed during a decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StreamFailure {
+    /// A read failed.
+    Io(String),
+    /// The model file changed under the running model.
+    Changed(String),
+    /// The graph did something hypura cannot serve.
+    Graph(String),
+}
+
+impl From<ReadError> for StreamFailure {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Io(m) => StreamFailure::Io(m),
+            ReadError::Changed(m) => StreamFailure::Changed(m),
+        }
+    }
+}
+
+/// Numbers the streamer keeps for the statistics.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StreamCounters {
+    /// Most weight bytes held for streaming at once: the part of the window used so far (its
+    /// pages stay mapped), groups read into their own pages, and embedding rows.
+    pub peak_window_bytes: u64,
+    /// Groups whose reads had to be issued when already needed (not prefetched).
+    pub late_groups: u64,
+    /// Times a group was needed out of the planned order.
+    pub out_of_order: u64,
+    /// Seconds spent waiting for reads inside the graph.
+    pub wait_s: f64,
+    /// Seconds the reader threads spent inside reads, summed over threads.
+    pub reader_busy_s: f64,
+    /// Reader threads.
+    pub reader_threads: usize,
+}
+
+/// The buffers llama.cpp computes in, as seen in the graph.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ObservedBuffers {
+    /// The KV cache's buffers.
+    pub kv_cache_bytes: u64,
+    /// The compute (activation) buffers.
+    pub compute_bytes: u64,
+}
+
+/// The streamer's state; the evaluation callback's user data.
+pub(crate) struct Streamer {
+    file: Arc<ModelFile>,
+    pool: ReadPool,
+    policy: Policy,
+    groups: Vec<GroupReads>,
+    group_slots: Vec<Vec<usize>>,
+    group_layouts: Vec<Vec<usize>>,
+    completions: Vec<Option<Arc<Completion>>>,
+    window: Option<ReservedMemory>,
+    tensors: HashMap<usize, TrackedTensor>,
+    rows: rows::RowsHeld,
+    head: Option<head::StreamedHead>,
+    /// Node names hooked (from the architecture spec).
+    head_input_node: &'static str,
+    kv_cache_prefixes: &'static [&'static str],
+    error: Option<StreamFailure>,
+    tracker: AccessTracker,
+    counters: StreamCounters,
+    /// The pool's busy seconds when the counters were last reset.
+    reader_busy_at_reset: f64,
+    /// Buffers seen in the graph: (address, bytes), KV cache and compute separately.
+    kv_buffers: Vec<(usize, u64)>,
+    compute_buffers: Vec<(usize, u64)>,
+}
+
+// SAFETY: the raw addresses inside (tensors, buffers, window memory) are only dereferenced
+// by the thread that runs the graph or decodes, one at a time (the streamer sits behind a
+// Mutex), while the model they belong to is alive; reader threads own their requests'
+// destinations until the completion is done.
+unsafe impl Send for Streamer {}
+
+/// How the streamer is set up (from the plan and the loaded model).
+pub(crate) struct StreamerSetup {
+    pub file: Arc<ModelFile>,
+    pub io_threads: usize,
+    pub request_bytes: usize,
+    pub groups: Vec<GroupReads>,
+    pub depth: usize,
+    pub window_limit: u64,
+    pub head: Option<head::StreamedHead>,
+    pub head_input_node: &'static str,
+    pub kv_cache_prefixes: &'static [&'static str],
+}
+
+impl Streamer {
+    /// A streamer over `setup.groups`, holding at most `setup.window_limit` bytes of them at
+    /// once.
+    pub fn new(setup: StreamerSetup) -> std::io::Result<Self> {
+        let StreamerSetup {
+            file,
+            io_threads,
+            request_bytes,
+            groups,
+            depth,
+            window_limit,
+            head,
+            head_input_node,
+            kv_cache_prefixes,
+        } = setup;
+        let window = if groups.is_empty() || window_limit == 0 {
+            None
+        } else {
+            match ReservedMemory::new(window_limit as usize) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    log::info!("hypura: no window memory ({e}); reading into fresh pages");
+                    None
+                }
+            }
+        };
+        let layouts: Vec<(Vec<usize>, usize)> =
+            groups.iter().map(GroupReads::window_layout).collect();
+        let sizes = groups
+            .iter()
+            .zip(&layouts)
+            .map(|(g, (_, window_bytes))| GroupSize {
+                window_bytes: *window_bytes,
+                home_bytes: g.home_bytes(),
+            })
+            .collect();
+        let mut tracker = AccessTracker::default();
+        let group_slots = groups
+            .iter()
+            .map(|g| g.names.iter().map(|n| tracker.slot(n)).collect())
+            .collect();
+        Ok(Self {
+            pool: ReadPool::new(Arc::clone(&file), io_threads, request_bytes)?,
+            file,
+            policy: Policy::new(
+                sizes,
+                window.as_ref().map(ReservedMemory::size),
+                window_limit,
+                depth,
+            ),
+            completions: vec![None; groups.len()],
+            group_layouts: layouts.into_iter().map(|(offsets, _)| offsets).collect(),
+            groups,
+            group_slots,
+            window,
+            tensors: HashMap::new(),
+            rows: rows::RowsHeld::default(),
+            head,
+            head_input_node,
+            kv_cache_prefixes,
+            error: None,
+            tracker,
+            counters: StreamCounters::default(),
+            reader_busy_at_reset: 0.0,
+            kv_buffers: Vec::new(),
+            compute_buffers: Vec::new(),
+        })
+    }
+
+    /// Tells the streamer how `tensor` (named `name` in the statistics) is placed.
+    pub fn register(
+        &mut self,
+        tensor: *mut sys::ggml_tensor,
+        name: &str,
+        placement: Placement,
+        rows: Option<RowSource>,
+    ) {
+        let slot = self.tracker.slot(name);
+        self.tensors.insert(
+            tensor as usize,
+            TrackedTensor {
+                placement,
+                rows,
+                slot,
+            },
+        );
+    }
+
+    /// Called before every `llama_decode`: drops the previous batch's embedding rows and
+    /// logits, and makes sure the first groups are on their way.
+    pub fn begin_decode(&mut self) {
+        self.release_rows();
+        if let Some(h) = &mut self.head {
+            h.logits_ready = false;
+        }
+        let actions = self.policy.start();
+        self.run(actions);
+    }
+
+    /// The first failure since `begin_decode`, if any. After a failure every group in
+    /// flight is dropped, so the next decode reads afresh.
+    pub fn take_failure(&mut self) -> Option<StreamFailure> {
+        let failure = self.error.take();
+        if failure.is_some() {
+            let actions = self.policy.release_all();
+            self.run(actions);
+        }
+        failure
+    }
+
+    /// Records a failure (the first one wins); the graph stops at the next node.
+    pub(crate) fn fail(&mut self, failure: StreamFailure) {
+        if self.error.is_none() {
+            log::debug!("hypura: streaming failed: {failure:?}");
+            self.error = Some(failure);
+        }
+    }
+
+    /// True while no failure was recorded.
+    pub(crate) fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// The file streamed from.
+    pub(crate) fn file(&self) -> &ModelFile {
+        &self.file
+    }
+
+    /// What the runtime knows of the tensor at `address`.
+    pub(crate) fn tracked(&self, address: usize) -> Option<TrackedTensor> {
+        self.tensors.get(&address).copied()
+    }
+
+    /// Starts tracking a weight in one of llama.cpp's own buffers (full residency).
+    pub(crate) fn track_resident(&mut self, address: usize, name: &str) -> TrackedTensor {
+        let t = TrackedTensor {
+            placement: Placement::Resident,
+            rows: None,
+            slot: self.tracker.slot(name),
+        };
+        self.tensors.insert(address, t);
+        t
+    }
+
+    /// Counts one use of a tensor by a graph node.
+    pub(crate) fn accessed(&mut self, slot: usize) {
+        self.tracker.accessed(slot);
+    }
+
+    /// The per-tensor access counts.
+    pub fn accesses(&self) -> Vec<TensorAccess> {
+        self.tracker.snapshot()
+    }
+
+    /// Notes a buffer llama.cpp computes in: the KV cache when `kv`, else activations.
+    pub(crate) fn observe_buffer(&mut self, buffer: sys::ggml_backend_buffer_t, kv: bool) {
+        if buffer.is_null() {
+            return;
+        }
+        let list = if kv {
+            &mut self.kv_buffers
+        } else {
+            &mut self.compute_buffers
+        };
+        if list.iter().any(|(b, _)| *b == buffer as usize) {
+            return;
+        }
+        // SAFETY: a live buffer of the graph being computed.
+        let size = unsafe { sys::ggml_backend_buffer_get_size(buffer) } as u64;
+        list.push((buffer as usize, size));
+    }
+
+    /// The KV-cache and compute buffers seen in the graph so far.
+    pub fn observed_buffers(&self) -> ObservedBuffers {
+        ObservedBuffers {
+            kv_cache_bytes: self.kv_buffers.iter().map(|(_, s)| s).sum(),
+            compute_bytes: self.compute_buffers.iter().map(|(_, s)| s).sum(),
+        }
+    }
+
+    /// Names the KV cache's tensors start with.
+    pub(crate) fn kv_cache_prefixes(&self) -> &'static [&'static str] {
+        self.kv_cache_prefixes
+    }
+
+    /// Resets access counts and counters (e.g. after the prompt).
+    pub fn reset_counts(&mut self) {
+        self.tracker.reset();
+        self.policy.reset_counts();
+        // Groups already read ahead for the next tokens count in the new period.
+        let ahead: Vec<usize> = self.policy.read_ahead().collect();
+        for g in ahead {
+            self.count_reads(g);
+        }
+        self.counters = StreamCounters {
+            peak_window_bytes: self.held_bytes(),
+            ..Default::default()
+        };
+        self.reader_busy_at_reset = self.pool.busy_seconds();
+    }
+
+    /// Counters for the statistics.
+    pub fn counters(&self) -> StreamCounters {
+        let counts = self.policy.counts();
+        StreamCounters {
+            reader_busy_s: self.pool.busy_seconds() - self.reader_busy_at_reset,
+            reader_threads: self.pool.threads(),
+            late_groups: counts.late_groups,
+            out_of_order: counts.out_of_order,
+            ..self.counters.clone()
+        }
+    }
+
+    fn held_bytes(&self) -> u64 {
+        self.policy.held_bytes() + self.rows.held_bytes()
+    }
+
+    fn note_held(&mut self) {
+        let held = self.held_bytes();
+        self.counters.peak_window_bytes = self.counters.peak_window_bytes.max(held);
+    }
+
+    /// Counts group `g`'s reads in the access statistics.
+    fn count_reads(&mut self, g: usize) {
+        let group = &self.groups[g];
+        // A head pass is one read of the head, however many chunks it takes.
+        let continues_a_pass = matches!(group.head_rows, Some((first_row, _)) if first_row > 0);
+        for (read, slot) in group.reads.iter().zip(&self.group_slots[g]) {
+            if continues_a_pass {
+                self.tracker.read_more_bytes(*slot, read.len as u64);
+            } else {
+                self.tracker.read_from_disk(*slot, read.len as u64);
+            }
+        }
+    }
+
+    /// Group `g`'s reads with their destinations where `slot` puts them.
+    fn placed_reads(&self, g: usize, slot: Slot) -> Vec<ReadRequest> {
+        let group = &self.groups[g];
+        match (slot, &self.window) {
+            (Slot::Window { start, .. }, Some(window)) => {
+                let base = window.base() as usize + start;
+                group
+                    .reads
+                    .iter()
+                    .zip(&self.group_layouts[g])
+                    .map(|(r, offset)| ReadRequest {
+                        dst: base + offset,
+                        ..*r
+                    })
+                    .collect()
+            }
+            _ => group.reads.clone(),
+        }
+    }
+
+    /// Where group `g`'s first read goes, while `g` is queued.
+    fn first_read_address(&self, g: usize) -> Option<usize> {
+        let slot = self.policy.slot_of(g)?;
+        self.placed_reads(g, slot).first().map(|r| r.dst)
+    }
+
+    /// Makes group `g` current: see [`policy`].
+    pub(crate) fn acquire(&mut self, g: usize) {
+        let actions = self.policy.acquire(g);
+        self.run(actions);
+    }
+
+    /// Carries out the policy's actions, in order.
+    fn run(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Release { group, slot } => {
+                    // Reads still in flight write into memory about to be reused.
+                    if let Some(c) = self.completions[group].take() {
+                        let _ = c.wait();
+                    }
+                    if slot == Slot::Home {
+                        for r in &self.groups[group].reads {
+                            // SAFETY: the group's home pages belong to its tensors alone (each
+                            // tensor starts on a page boundary), its reads are done, and no
+                            // graph node reads them before the group is acquired again.
+                            unsafe { release_pages(r.dst as *mut u8, r.len) };
+                        }
+                    }
+                }
+                Action::Submit { group, slot } => {
+                    self.count_reads(group);
+                    let reads = self.placed_reads(group, slot);
+                    for (read, &tensor) in reads.iter().zip(&self.groups[group].tensors) {
+                        if tensor != 0 {
+                            // SAFETY: a live weight tensor of the model. No graph node that
+                            // reads it is computing now (the callback runs between node
+                            // batches), and every node that reads it acquires its group
+                            // first, which waits for these reads.
+                            unsafe {
+                                (*(tensor as *mut sys::ggml_tensor)).data = read.dst as *mut _
+                            };
+                        }
+                    }
+                    // SAFETY: the policy gives each group in flight its own slot (window
+                    // regions never overlap; home pages belong to the group's tensors), and
+                    // nothing reads the slot before the group is waited for.
+                    let completion = unsafe { self.pool.submit(&reads) };
+                    self.completions[group] = Some(completion);
+                    self.note_held();
+                }
+                Action::Wait { group } => {
+                    let Some(completion) = self.completions[group].clone() else {
+                        continue;
+                    };
+                    let started = std::time::Instant::now();
+                    let waited = !completion.is_done();
+                    if let Err(e) = completion.wait() {
+                        self.fail(e.into());
+                    }
+                    if waited {
+                        self.counters.wait_s += started.elapsed().as_secs_f64();
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Streamer {
+    fn drop(&mut self) {
+        // Wait for reads in flight: they write into memory that is about to be freed.
+        for completion in self.completions.iter().flatten() {
+            let _ = completion.wait();
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! # hypura-tools
+//!
+//! Tooling around hypura, kept out of the library: synthetic GGUF models of real shapes
+//! ([`synth`], written by the project's one GGUF writer, [`gguf`]), the stock-vs-hypura
+//! benchmark in memory-capped cgroups ([`bench`]), hypura's reader against a sequential
+//! reader ([`read_rate`]), and the disk-bandwidth probe the plan's bound uses ([`disk`]).
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod disk;
+pub mod gguf;
+pub mod read_rate;
+pub mod synth;

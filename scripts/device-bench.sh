@@ -3,12 +3,14 @@
 # (default .device/hypura; build with `cargo build --release -p hypura-cli` and strip it).
 # Generates synthetic models, measures the disk, and benchmarks stock llama.cpp vs hypura in
 # memory-capped cgroups, CPU compute. Prints tables; writes JSON under $OUT (or /tmp).
-#   scripts/device-bench.sh [io|7b|13b|fits|70b|moe|all] ...   (several may be given)
+#   scripts/device-bench.sh [io|ab|verify|7b|13b|fits|70b|moe|all] ...   (several may be given)
 # io: hypura's reader against one sequential reader (`hypura read-rate`, 4 and 8 threads, into
 #     fresh pages and reused ones), and the criterion `io` benchmark when .device/io-bench
 #     exists (built with `cargo bench -p hypura-benches --no-run`, copied and stripped).
 # ab: hypura alone under the 7B/2 GiB cap, once with each binary given in $AB_BINS (to compare
 #     builds on one machine), same cgroup set-up as `hypura bench`.
+# verify: the cost of checking the model file while streaming: hypura alone under the 7B/2 GiB
+#     cap, alternately with the checks (default) and with --no-verify-reads, $VERIFY_ROUNDS each.
 set -euo pipefail
 H=${HYPURA_BIN:-.device/hypura}
 W=${HYPURA_WORK:-/tmp/hypura-bench}
@@ -48,7 +50,7 @@ run_bench() { # model cap name [weights budget [more hypura bench flags...]]
         --tokens "$TOKENS" --rounds "$ROUNDS" --disk-gbps "$GBPS" --json "$OUT/bench-$3.json" "${@:5}"
 }
 
-capped_run() { # binary cap weights-budget: one hypura run in a fresh capped cgroup
+capped_run() { # binary cap weights-budget [hypura run flags...]: one hypura run in a fresh capped cgroup
     local root=${CGROUP_ROOT:-/sys/fs/cgroup}
     local cg=$root/hypura-ab-$$ stats=$W/ab-stats.json
     sync; echo 3 > /proc/sys/vm/drop_caches
@@ -57,10 +59,13 @@ capped_run() { # binary cap weights-budget: one hypura run in a fresh capped cgr
     mkdir "$cg"; echo "$2" > "$cg/memory.max"; echo 0 > "$cg/memory.swap.max"
     (echo $BASHPID > "$cg/cgroup.procs"; exec "$1" run --model "$M7" --prompt "The history of the city begins" \
         --max-tokens "$TOKENS" --temp 0 --ignore-eos --threads "$THREADS" --ctx 256 --no-repack \
-        --ram-budget "$3" --disk-gbps "$GBPS" --stats-json "$stats" ${IO_THREADS:+--io-threads $IO_THREADS} >/dev/null 2>"$W/ab-stderr") \
+        --ram-budget "$3" --disk-gbps "$GBPS" --stats-json "$stats" ${IO_THREADS:+--io-threads $IO_THREADS} "${@:4}" >/dev/null 2>"$W/ab-stderr") \
         || { echo "run failed: $(tail -1 "$W/ab-stderr")"; rmdir "$cg"; return; }
     python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('%-22s decode %.3f tok/s  read/token %.2f GiB  stream wait %.1f s  readers busy %.0f%%  peak RSS %.2f GiB  cgroup peak %.2f GiB' % (sys.argv[2], d['decode_tok_s'], d['disk_bytes_per_token']/2**30, d['stream_wait_s'], 100*d.get('reader_utilization', float('nan')), d['peak_rss_bytes']/2**30, int(open(sys.argv[3]).read())/2**30))" \
-        "$stats" "$(basename "$1")${IO_THREADS:+ io=$IO_THREADS}" "$cg/memory.peak"
+        "$stats" "$(basename "$1")${IO_THREADS:+ io=$IO_THREADS}${4:+ $4}" "$cg/memory.peak"
+    if [ -n "${RESULTS:-}" ]; then
+        python3 -c "import json,sys; print(sys.argv[2], json.load(open(sys.argv[1]))['decode_tok_s'])" "$stats" "${4:-verify}" >> "$RESULTS"
+    fi
     rmdir "$cg"
 }
 
@@ -85,6 +90,24 @@ case "$what" in
             for bin in ${AB_BINS:-$H}; do capped_run "$bin" 2G "${W7:-1.78G}"; done
         done
         ;;
+    verify)
+        echo "== the file checks' cost: hypura alone, 7B under a 2 GiB cap, weights budget ${W7:-1.78G}, $TOKENS tokens"
+        RESULTS=$W/verify-results; : > "$RESULTS"
+        for round in $(seq "${VERIFY_ROUNDS:-3}"); do
+            capped_run "$H" 2G "${W7:-1.78G}"
+            capped_run "$H" 2G "${W7:-1.78G}" --no-verify-reads
+        done
+        python3 - "$RESULTS" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    mode, tok_s = line.split()
+    runs.setdefault(mode, []).append(float(tok_s))
+on, off = statistics.median(runs["verify"]), statistics.median(runs["--no-verify-reads"])
+print(f"checks on: median {on:.3f} tok/s {sorted(runs['verify'])}; off: median {off:.3f} tok/s {sorted(runs['--no-verify-reads'])}; cost {100 * (1 - on / off):.1f}% of decode speed")
+PY
+        unset RESULTS
+        ;;
     7b) run_bench "$M7" 2G 7b-2g "${W7:-1.78G}" ;;
     13b) run_bench "$(synth llama-13b q4_0)" 4G 13b-4g 3.75G ;;
     fits) run_bench "$M7" 12G 7b-12g ;;
@@ -97,6 +120,6 @@ case "$what" in
         run_bench "$(synth llama-13b q4_0)" 4G 13b-4g 3.75G
         run_bench "$M7" 12G 7b-12g
         ;;
-    *) echo "unknown: $what (io|ab|7b|13b|fits|70b|moe|all)" >&2; exit 2 ;;
+    *) echo "unknown: $what (io|ab|verify|7b|13b|fits|70b|moe|all)" >&2; exit 2 ;;
 esac
 done

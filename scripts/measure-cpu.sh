@@ -29,6 +29,6 @@ for model in ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"]:
         mib = lambda b: f"{b / 2**20:.1f} MiB"
         print(f"| {model.split('.')[0]} | {s['mode']} | {name} | {s['decode_tok_s']:.2f} | {mib(s['disk_bytes_per_token'])} | "
               f"{mib(s['streamed_bytes_per_token'])} | {mib(s['peak_rss_bytes'])} | "
-              f"{'-' if s['mode'] == 'baseline' else format(s['bound_tok_s'], '.2f')} | {'yes' if s['tokens'] == base['tokens'] else 'no'} |")
+              f"{'-' if s['mode'] == 'stock' else format(s['bound_tok_s'], '.2f')} | {'yes' if s['tokens'] == base['tokens'] else 'no'} |")
 PY
 rm -rf "$out"

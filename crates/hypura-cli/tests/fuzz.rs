@@ -139,6 +139,8 @@ struct Case {
     case_seed: u64,
     /// `run`: the budget arguments.
     budget: Vec<&'static str>,
+    /// `run`: `plan` accepted this mutant, so llama.cpp must accept it too.
+    plan_accepted: bool,
 }
 
 impl Case {
@@ -149,6 +151,7 @@ impl Case {
             model: index % 2,
             case_seed: case_seed(seed, TAG_PLAN, index as u64),
             budget: vec!["--ram-budget", "50%"],
+            plan_accepted: false,
         }
     }
 
@@ -169,6 +172,7 @@ impl Case {
             } else {
                 budget
             },
+            plan_accepted: false,
         }
     }
 
@@ -377,7 +381,19 @@ impl Fuzz<'_> {
             PLAN_TIMEOUT
         };
         let out = run_hypura(&args, timeout, &self.env, self.cfg.as_limit);
-        let probs = problems(&out, &path);
+        let mut probs = problems(&out, &path);
+        // `plan` and `run` run the same checks: a file plan accepted must not be refused by
+        // llama.cpp's loader.
+        if case.plan_accepted {
+            if let Some(e) = out.error_lines().first() {
+                let line = String::from_utf8_lossy(e);
+                if line.contains("llama.cpp could not") {
+                    probs.push(format!(
+                        "plan accepted the file, llama.cpp refused it: {line}"
+                    ));
+                }
+            }
+        }
         for p in &out.leaked {
             let _ = std::fs::remove_file(p);
         }
@@ -534,7 +550,9 @@ fn select_run_cases(fuzz: &Fuzz, n: usize) -> Vec<Case> {
             } else {
                 continue;
             }
-            selected.push(Case::run(seed, c.index, Cmd::Run));
+            let mut case = Case::run(seed, c.index, Cmd::Run);
+            case.plan_accepted = ok;
+            selected.push(case);
         }
     }
     eprintln!(

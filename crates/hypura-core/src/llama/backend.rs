@@ -9,10 +9,12 @@ use std::sync::Once;
 use crate::sys;
 
 static INIT: Once = Once::new();
+const MAX_ERRORS_KEPT: usize = 16;
 
 thread_local! {
-    /// The last error line llama.cpp logged on this thread.
-    static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// The error lines llama.cpp logged on this thread since they were last cleared (the
+    /// first few: the first explains, the later ones say what gave up).
+    static ERRORS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     /// A line llama.cpp is logging in several calls, and its level.
     static PARTIAL_LINE: RefCell<(String, sys::ggml_log_level)> = const { RefCell::new((String::new(), 0)) };
 }
@@ -46,7 +48,12 @@ unsafe extern "C" fn log_callback(
         match level {
             sys::GGML_LOG_LEVEL_ERROR => {
                 log::debug!(target: "llama.cpp", "error: {line}");
-                LAST_ERROR.with(|e| *e.borrow_mut() = Some(line.to_string()));
+                ERRORS.with(|e| {
+                    let mut e = e.borrow_mut();
+                    if e.len() < MAX_ERRORS_KEPT {
+                        e.push(line.to_string());
+                    }
+                });
             }
             sys::GGML_LOG_LEVEL_WARN => log::debug!(target: "llama.cpp", "warning: {line}"),
             sys::GGML_LOG_LEVEL_INFO => log::debug!(target: "llama.cpp", "{line}"),
@@ -66,13 +73,20 @@ pub(crate) fn init() {
     });
 }
 
-/// Forgets this thread's last llama.cpp error (before a call whose failure is to be
-/// explained).
+/// Forgets this thread's llama.cpp errors (before a call whose failure is to be explained).
 pub(crate) fn clear_last_error() {
-    LAST_ERROR.with(|e| e.borrow_mut().take());
+    ERRORS.with(|e| e.borrow_mut().clear());
 }
 
-/// Takes the last error llama.cpp logged on this thread.
+/// The error that explains why llama.cpp failed on this thread since the last clear: the
+/// line with the cause ("error loading model: …") when there is one, else the first line.
 pub(crate) fn take_last_error() -> Option<String> {
-    LAST_ERROR.with(|e| e.borrow_mut().take())
+    let errors = ERRORS.with(|e| std::mem::take(&mut *e.borrow_mut()));
+    errors
+        .iter()
+        .find_map(|l| {
+            l.split_once("error loading model: ")
+                .map(|(_, cause)| cause.to_string())
+        })
+        .or_else(|| errors.first().cloned())
 }

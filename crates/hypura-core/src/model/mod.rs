@@ -11,22 +11,24 @@ pub(crate) use gguf::{GgufHeader, TensorInfo};
 pub(crate) use inventory::ModelInventory;
 pub use inventory::Role;
 
-/// Longest excerpt of file content an error message quotes.
-const EXCERPT_CHARS: usize = 48;
+/// Longest excerpt of file content an error message quotes, in bytes once escaped.
+const EXCERPT_BYTES: usize = 48;
 
 /// `text` quoted for an error message: control and non-printable characters escaped, cut to
 /// a few dozen characters (file content never floods a terminal).
 pub(crate) fn excerpt(text: &str) -> String {
     let mut out = String::from("'");
-    for (i, c) in text.chars().enumerate() {
-        if i == EXCERPT_CHARS {
-            out.push_str("...");
-            break;
-        }
+    for c in text.chars() {
+        let start = out.len();
         if c.is_control() || c == '\'' || c == '\\' || c == '\u{fffd}' {
             out.extend(c.escape_default());
         } else {
             out.push(c);
+        }
+        if out.len() > EXCERPT_BYTES {
+            out.truncate(start);
+            out.push_str("...");
+            break;
         }
     }
     out.push('\'');
@@ -45,5 +47,7 @@ mod tests {
         let e = excerpt(&long);
         assert!(e.len() < 60, "{}", e.len());
         assert!(e.ends_with("...'"));
+        let binary: String = std::iter::repeat_n('\u{0}', 1000).collect();
+        assert!(excerpt(&binary).len() < 60);
     }
 }

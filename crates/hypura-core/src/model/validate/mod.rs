@@ -36,6 +36,7 @@ pub(crate) fn validate(
         reason,
     };
     structure(header).map_err(invalid)?;
+    key_types(header).map_err(invalid)?;
     let spec = match header.get("general.architecture") {
         Some(MetaValue::Str(arch)) => {
             ArchSpec::find(arch).ok_or_else(|| ModelFileError::UnsupportedArchitecture {
@@ -56,6 +57,76 @@ pub(crate) fn validate(
     vocab::check(header, &hp).map_err(invalid)?;
     tensors::check(header, spec, &hp).map_err(invalid)?;
     Ok(spec)
+}
+
+/// GGUF types llama.cpp demands of the keys it reads (it refuses any other, by key name;
+/// `{}` stands for the architecture). Keys it does not read are not checked.
+const KEY_TYPES: &[(&str, &[u32])] = {
+    use super::gguf::value_type::{ARRAY, BOOL, F32, STRING, U32};
+    &[
+        ("general.name", &[STRING]),
+        ("general.file_type", &[U32]),
+        ("{}.vocab_size", &[U32]),
+        ("{}.context_length", &[U32]),
+        ("{}.embedding_length", &[U32]),
+        ("{}.block_count", &[U32]),
+        ("{}.pooling_type", &[U32]),
+        ("{}.attention.causal", &[BOOL]),
+        ("{}.rope.scaling.finetuned", &[BOOL]),
+        ("{}.rope.scale_linear", &[F32]),
+        ("{}.rope.scaling.alpha", &[F32]),
+        ("{}.rope.scaling.attn_factor", &[F32]),
+        ("{}.rope.scaling.factor", &[F32]),
+        ("{}.rope.freq_base", &[F32]),
+        ("{}.rope.freq_base_swa", &[F32]),
+        ("{}.rope.scaling.type", &[STRING]),
+        ("{}.rope.scaling.original_context_length", &[U32]),
+        ("{}.attention.layer_norm_rms_epsilon", &[F32]),
+        ("{}.attention.key_length", &[U32]),
+        ("{}.attention.value_length", &[U32]),
+        ("{}.rope.dimension_count", &[U32]),
+        ("{}.attention.sliding_window", &[U32]),
+        ("{}.attention.sliding_window_pattern", &[U32, ARRAY]),
+        ("{}.final_logit_softcapping", &[F32]),
+        ("{}.attn_logit_softcapping", &[F32]),
+        ("{}.expert_count", &[U32]),
+        ("{}.expert_used_count", &[U32, ARRAY]),
+        ("{}.feed_forward_length", &[U32, ARRAY]),
+        ("{}.attention.head_count", &[U32, ARRAY]),
+        ("{}.attention.head_count_kv", &[U32, ARRAY]),
+        ("tokenizer.ggml.model", &[STRING]),
+        ("tokenizer.ggml.pre", &[STRING]),
+        ("tokenizer.ggml.tokens", &[ARRAY]),
+        ("tokenizer.ggml.scores", &[ARRAY]),
+        ("tokenizer.ggml.token_type", &[ARRAY]),
+        ("tokenizer.ggml.merges", &[ARRAY]),
+        ("tokenizer.ggml.add_bos_token", &[BOOL]),
+        ("tokenizer.ggml.add_eos_token", &[BOOL]),
+        ("tokenizer.ggml.add_sep_token", &[BOOL]),
+        ("tokenizer.ggml.add_space_prefix", &[BOOL]),
+        ("tokenizer.ggml.remove_extra_whitespaces", &[BOOL]),
+        ("tokenizer.chat_template", &[STRING]),
+    ]
+};
+
+fn key_types(header: &GgufHeader) -> Result<(), String> {
+    let arch = match header.get("general.architecture") {
+        Some(MetaValue::Str(a)) => a.as_str(),
+        _ => "",
+    };
+    for (pattern, allowed) in KEY_TYPES {
+        let key = pattern.replace("{}", arch);
+        if let Some(meta) = header.meta.get(&key) {
+            if !allowed.contains(&meta.value_type) {
+                return Err(format!(
+                    "{} has GGUF value type {}, which llama.cpp does not accept for it",
+                    excerpt(&key),
+                    meta.value_type
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Rules on the header as a whole.

@@ -266,12 +266,8 @@ fn fifo_as_model() {
     let _ = std::fs::remove_file(&path);
     let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: a valid NUL-terminated path.
-    assert_eq!(
-        unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
-        0,
-        "mkfifo {}",
-        path.display()
-    );
+    let made = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(made, 0, "mkfifo {}", path.display());
     let f = TempModel(path);
     expect_clean_rejection(
         "a FIFO (no writer) as --model",
@@ -314,13 +310,12 @@ fn absurd_threads(flag: &str) {
         .collect();
     let stderr = out.stderr_text();
     match out.status {
-        Status::Code(0) => {
+        Status::Code(0)
             if !stderr
                 .lines()
-                .any(|l| l.to_lowercase().contains("warn") && l.contains("threads"))
-            {
-                probs.push(format!("exit 0 without a warning about {flag} 100000"));
-            }
+                .any(|l| l.to_lowercase().contains("warn") && l.contains("threads")) =>
+        {
+            probs.push(format!("exit 0 without a warning about {flag} 100000"));
         }
         Status::Code(_) => {
             let errors = out.error_lines();

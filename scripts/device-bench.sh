@@ -64,7 +64,7 @@ capped_run() { # binary cap weights-budget [hypura run flags...]: one hypura run
     python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('%-22s decode %.3f tok/s  read/token %.2f GiB  stream wait %.1f s  readers busy %.0f%%  peak RSS %.2f GiB  cgroup peak %.2f GiB' % (sys.argv[2], d['decode_tok_s'], d['disk_bytes_per_token']/2**30, d['stream_wait_s'], 100*d.get('reader_utilization', float('nan')), d['peak_rss_bytes']/2**30, int(open(sys.argv[3]).read())/2**30))" \
         "$stats" "$(basename "$1")${IO_THREADS:+ io=$IO_THREADS}${4:+ $4}" "$cg/memory.peak"
     if [ -n "${RESULTS:-}" ]; then
-        python3 -c "import json,sys; print(sys.argv[2], json.load(open(sys.argv[1]))['decode_tok_s'])" "$stats" "${4:-verify}" >> "$RESULTS"
+        python3 -c "import json,sys; print(sys.argv[2], json.load(open(sys.argv[1]))['decode_tok_s'])" "$stats" "${RESULT_TAG:-${4:-verify}}" >> "$RESULTS"
     fi
     rmdir "$cg"
 }
@@ -96,6 +96,8 @@ case "$what" in
         for round in $(seq "${VERIFY_ROUNDS:-3}"); do
             capped_run "$H" 2G "${W7:-1.78G}"
             capped_run "$H" 2G "${W7:-1.78G}" --no-verify-reads
+            # An earlier build, without any checks, for comparison.
+            if [ -n "${OLD_BIN:-}" ]; then RESULT_TAG=old capped_run "$OLD_BIN" 2G "${W7:-1.78G}"; fi
         done
         python3 - "$RESULTS" <<'PY'
 import statistics, sys
@@ -105,6 +107,9 @@ for line in open(sys.argv[1]):
     runs.setdefault(mode, []).append(float(tok_s))
 on, off = statistics.median(runs["verify"]), statistics.median(runs["--no-verify-reads"])
 print(f"checks on: median {on:.3f} tok/s {sorted(runs['verify'])}; off: median {off:.3f} tok/s {sorted(runs['--no-verify-reads'])}; cost {100 * (1 - on / off):.1f}% of decode speed")
+if "old" in runs:
+    old = statistics.median(runs["old"])
+    print(f"earlier build: median {old:.3f} tok/s {sorted(runs['old'])}; this build with checks at {on / old:.3f}x it")
 PY
         unset RESULTS
         ;;

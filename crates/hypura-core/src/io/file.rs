@@ -219,15 +219,44 @@ impl ModelFile {
     /// this returns.
     pub unsafe fn read_into(&self, dst: *mut u8, len: usize, offset: u64) -> Result<(), ReadError> {
         // SAFETY: guaranteed by the caller.
+        unsafe {
+            self.read_unchecked_into(dst, len, offset)?;
+            self.check_region(dst, len, offset)
+        }
+    }
+
+    /// Reads `len` bytes at `offset` into raw memory, without checking them (see
+    /// [`Self::check_region`]).
+    ///
+    /// # Safety
+    /// As [`Self::read_into`].
+    pub unsafe fn read_unchecked_into(
+        &self,
+        dst: *mut u8,
+        len: usize,
+        offset: u64,
+    ) -> Result<(), ReadError> {
+        // SAFETY: guaranteed by the caller.
         let buf = unsafe { std::slice::from_raw_parts_mut(dst, len) };
         self.read_exact_at(buf, offset)
-            .map_err(|e| ReadError::Io(format!("{len} bytes at offset {offset}: {e}")))?;
-        if let Some(checksums) = self.checksums.as_ref().filter(|_| self.verifies()) {
-            if checksums.check(offset, buf) == Verdict::Differs {
-                return Err(ReadError::Changed(format!(
-                    "the {len} bytes at offset {offset} differ from an earlier read"
-                )));
-            }
+            .map_err(|e| ReadError::Io(format!("{len} bytes at offset {offset}: {e}")))
+    }
+
+    /// When streaming with verification, checks the `len` bytes read from `offset` into
+    /// `src` against the checksum recorded at the region's first read (recording it then).
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `len` bytes that nobody writes until this returns.
+    pub unsafe fn check_region(&self, src: *const u8, len: usize, offset: u64) -> Result<(), ReadError> {
+        let Some(checksums) = self.checksums.as_ref().filter(|_| self.verifies()) else {
+            return Ok(());
+        };
+        // SAFETY: guaranteed by the caller.
+        let bytes = unsafe { std::slice::from_raw_parts(src, len) };
+        if checksums.check(offset, bytes) == Verdict::Differs {
+            return Err(ReadError::Changed(format!(
+                "the {len} bytes at offset {offset} differ from an earlier read"
+            )));
         }
         Ok(())
     }

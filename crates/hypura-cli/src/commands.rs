@@ -100,30 +100,25 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .seed(args.seed)
         .stop_at_end_of_generation(!args.ignore_eos);
     let options = with_measured_disk(&args.model, options)?;
-    let plan = Plan::for_options(&options)?;
+    eprintln!("hypura: loading {}", args.model.model.display());
+    let mut model = Model::load(&options)?;
+    let plan = model.plan();
     eprintln!(
-        "hypura: loading {} ({}) {}",
-        args.model.model.display(),
+        "hypura: {} of weights {}",
         format_bytes(plan.model_bytes),
         if args.baseline {
-            "as stock llama.cpp".to_string()
+            "loaded as stock llama.cpp".to_string()
         } else {
             format!(
-                "with a RAM budget of {}",
-                format_bytes(plan.ram_budget_bytes)
+                "with a RAM budget of {}: {} resident, {} streamed per token, window {}, bound {:.2} tok/s",
+                format_bytes(plan.ram_budget_bytes),
+                format_bytes(plan.ram_resident_bytes),
+                format_bytes(plan.streamed_bytes_per_token),
+                format_bytes(plan.window_bytes),
+                plan.bound_tok_s
             )
         }
     );
-    let mut model = Model::load(&options)?;
-    if !args.baseline {
-        eprintln!(
-            "hypura: {} resident, {} streamed per token, window {}, bound {:.2} tok/s",
-            format_bytes(plan.ram_resident_bytes),
-            format_bytes(plan.streamed_bytes_per_token),
-            format_bytes(plan.window_bytes),
-            plan.bound_tok_s
-        );
-    }
     let stdout = std::io::stdout();
     let stats = model.generate(&request, |piece| {
         let mut out = stdout.lock();

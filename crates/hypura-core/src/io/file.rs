@@ -247,7 +247,12 @@ impl ModelFile {
     ///
     /// # Safety
     /// `src` must be valid for reads of `len` bytes that nobody writes until this returns.
-    pub unsafe fn check_region(&self, src: *const u8, len: usize, offset: u64) -> Result<(), ReadError> {
+    pub unsafe fn check_region(
+        &self,
+        src: *const u8,
+        len: usize,
+        offset: u64,
+    ) -> Result<(), ReadError> {
         let Some(checksums) = self.checksums.as_ref().filter(|_| self.verifies()) else {
             return Ok(());
         };

@@ -153,7 +153,8 @@ impl ReadPool {
                         // SAFETY: the piece was just read into `dst`, which belongs to this
                         // request alone until its completion is done (the contract of
                         // `submit`), and nobody writes it meanwhile.
-                        let result = unsafe { file.check_region(r.dst as *const u8, r.len, r.offset) };
+                        let result =
+                            unsafe { file.check_region(r.dst as *const u8, r.len, r.offset) };
                         job.completion.finish_one(result.err());
                     })
                 })?;

@@ -170,8 +170,16 @@ impl LoadOptions {
         self.mode
     }
 
-    /// The CPU threads to use: the number asked for, or every core.
+    /// The CPU threads to use: the number asked for, or every core. More than the cores
+    /// gets a warning (it works, slower).
     pub(crate) fn thread_count(&self) -> i32 {
+        let cores = crate::llama::threads::thread_count(0) as u32;
+        if self.threads > cores {
+            log::warn!(
+                "{} threads asked for, but only {cores} cores are available: expect it to be slower",
+                self.threads
+            );
+        }
         crate::llama::threads::thread_count(self.threads as i32)
     }
 
@@ -225,13 +233,6 @@ impl LoadOptions {
                 "disk bandwidth = {} bytes/s (must be positive)",
                 self.disk_bytes_per_s
             ));
-        }
-        let cores = crate::llama::threads::thread_count(0) as u32;
-        if self.threads > cores {
-            log::warn!(
-                "{} threads asked for, but only {cores} cores are available: expect it to be slower",
-                self.threads
-            );
         }
         Ok(())
     }

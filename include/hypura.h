@@ -261,14 +261,6 @@ hypura_status hypura_sample(hypura_model *model,
                             float top_p,
                             int32_t *token);
 
-// Writes the model's per-tier statistics into `*stats`, at most `size` bytes of it (pass
-// `sizeof(hypura_stats)`: a caller compiled against an older, shorter struct gets the
-// fields it knows).
-//
-// # Safety
-// `model` is NULL or a live handle; `stats` is NULL or valid for `size` bytes of writes.
-hypura_status hypura_get_stats(const hypura_model *model, hypura_stats *stats, size_t size);
-
 // Creates parameters with the defaults (tiered, every weight in RAM, all cores, a
 // 2048-token context, one sequence, seed 0, llama.cpp's repacked layouts on, streamed reads
 // verified) in `*out`. The model path must be set before loading. Free with
@@ -365,6 +357,14 @@ hypura_status hypura_params_set_io_threads(hypura_params *params, uint32_t threa
 // # Safety
 // `params` is NULL or live.
 hypura_status hypura_params_set_verify_reads(hypura_params *params, bool verify);
+
+// Writes the model's per-tier statistics into `*stats`, at most `size` bytes of it (pass
+// `sizeof(hypura_stats)`: a caller compiled against an older, shorter struct gets the
+// fields it knows).
+//
+// # Safety
+// `model` is NULL or a live handle; `stats` is NULL or valid for `size` bytes of writes.
+hypura_status hypura_get_stats(const hypura_model *model, hypura_stats *stats, size_t size);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -25,11 +25,13 @@ mod boundary;
 mod error;
 mod model;
 mod params;
+mod stats;
 mod status;
 
 pub use error::hypura_last_error;
 pub use model::*;
 pub use params::*;
+pub use stats::*;
 pub use status::hypura_status;
 
 /// Major version of libhypura.

@@ -24,35 +24,8 @@ pub struct hypura_batch_token {
     pub logits: bool,
 }
 
-/// Statistics of a model, per tier. See [`hypura_get_stats`]. New fields are only ever added
-/// at the end, and `hypura_get_stats` writes no more than the size the caller passes.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct hypura_stats {
-    /// Sum of the model's weight bytes.
-    pub model_bytes: u64,
-    /// The RAM budget in force, in bytes of weights.
-    pub ram_budget_bytes: u64,
-    /// Weight bytes resident in RAM.
-    pub ram_resident_bytes: u64,
-    /// Weight bytes resident in GPU memory (0: no GPU tier in this build).
-    pub gpu_resident_bytes: u64,
-    /// Weight bytes streamed from the file per token (planned).
-    pub nvme_streamed_bytes_per_token: u64,
-    /// Bytes hypura read from the model file since the model was loaded (load excluded).
-    pub bytes_read: u64,
-    /// Tokens decoded so far (prompts included).
-    pub tokens_decoded: u64,
-    /// Tokens decoded per second of decoding, so far.
-    pub tokens_per_second: f64,
-    /// The planner's bound on tokens per second.
-    pub bound_tokens_per_second: f64,
-    /// Peak resident set size of the process since the model was loaded.
-    pub peak_rss_bytes: u64,
-}
-
-struct ModelState {
-    model: Model,
+pub(crate) struct ModelState {
+    pub(crate) model: Model,
     sampler: Sampler,
 }
 
@@ -74,7 +47,7 @@ where
 
 /// Runs `body` with the model behind `model`, or returns `HYPURA_STATUS_BUSY` when another
 /// thread is using it.
-fn with_model(
+pub(crate) fn with_model(
     model: *const hypura_model,
     body: impl FnOnce(&hypura_model, &mut ModelState) -> hypura_status,
 ) -> hypura_status {
@@ -441,63 +414,4 @@ pub unsafe extern "C" fn hypura_sample(
         unsafe { *token = picked };
         HYPURA_STATUS_OK
     })
-}
-
-/// Writes the model's per-tier statistics into `*stats`, at most `size` bytes of it (pass
-/// `sizeof(hypura_stats)`: a caller compiled against an older, shorter struct gets the
-/// fields it knows).
-///
-/// # Safety
-/// `model` is NULL or a live handle; `stats` is NULL or valid for `size` bytes of writes.
-#[no_mangle]
-pub unsafe extern "C" fn hypura_get_stats(
-    model: *const hypura_model,
-    stats: *mut hypura_stats,
-    size: usize,
-) -> hypura_status {
-    with_model(model, |_, state| {
-        require!(stats, "stats");
-        let model = &state.model;
-        let plan = model.plan();
-        let s = model.stats();
-        let value = hypura_stats {
-            model_bytes: plan.model_bytes,
-            ram_budget_bytes: plan.ram_budget_bytes,
-            ram_resident_bytes: plan.ram_resident_bytes,
-            gpu_resident_bytes: 0,
-            nvme_streamed_bytes_per_token: plan.streamed_bytes_per_token,
-            bytes_read: s.bytes_read,
-            tokens_decoded: s.tokens_decoded,
-            tokens_per_second: if s.decode_s > 0.0 {
-                s.tokens_decoded as f64 / s.decode_s
-            } else {
-                0.0
-            },
-            bound_tokens_per_second: plan.bound_tok_s,
-            peak_rss_bytes: peak_rss_bytes(),
-        };
-        let n = size.min(std::mem::size_of::<hypura_stats>());
-        // SAFETY: `stats` is valid for `size` >= n bytes by contract; the source is a local.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                (&value as *const hypura_stats).cast::<u8>(),
-                stats.cast::<u8>(),
-                n,
-            )
-        };
-        HYPURA_STATUS_OK
-    })
-}
-
-/// Peak resident set size of the process (VmHWM), in bytes; 0 where unknown.
-fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
 }

@@ -13,6 +13,7 @@
 //! tensors' own reserved pages and released with `MADV_DONTNEED`.
 
 pub(crate) mod callback;
+mod groups;
 pub(crate) mod head;
 pub(crate) mod policy;
 pub(crate) mod rows;
@@ -21,51 +22,14 @@ pub(crate) mod track;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub(crate) use groups::GroupReads;
+
 use crate::io::{Completion, ModelFile, ReadError, ReadPool, ReadRequest};
-use crate::memory::{pages_bytes, release_pages, ReservedMemory, PAGE_BYTES};
+use crate::memory::{release_pages, ReservedMemory};
 use crate::plan::Placement;
 use crate::sys;
 use policy::{Action, GroupSize, Policy, Slot};
 use track::{AccessTracker, TensorAccess};
-
-/// A stream group's reads, as the runtime performs them.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct GroupReads {
-    /// Reads that fill it, into the tensors' own (home) pages.
-    pub reads: Vec<ReadRequest>,
-    /// The tensor each read fills (`ggml_tensor *` as an address; 0 for head rows, which
-    /// hypura reads into its own memory).
-    pub tensors: Vec<usize>,
-    /// Name (for the tracker) of the tensor each read belongs to.
-    pub names: Vec<String>,
-    /// For LM-head chunks: (first row, row count).
-    pub head_rows: Option<(u64, u64)>,
-}
-
-impl GroupReads {
-    fn home_bytes(&self) -> u64 {
-        self.reads
-            .iter()
-            .map(|r| pages_bytes(r.dst as *const u8, r.len))
-            .sum()
-    }
-
-    /// Where each read goes inside a window region, and the region's size (whole pages).
-    /// Each read starts in a page of its own, at its file offset's position within a page,
-    /// so that direct I/O reads it in place; it costs at most one page per read more than
-    /// page-aligned starts (the plan's window slack per tensor).
-    fn window_layout(&self) -> (Vec<usize>, usize) {
-        let mut offsets = Vec::with_capacity(self.reads.len());
-        let mut end = 0usize;
-        for r in &self.reads {
-            let start =
-                end.div_ceil(PAGE_BYTES) * PAGE_BYTES + (r.offset % PAGE_BYTES as u64) as usize;
-            offsets.push(start);
-            end = start + r.len;
-        }
-        (offsets, end.div_ceil(PAGE_BYTES) * PAGE_BYTES)
-    }
-}
 
 /// Rows of a tensor read on demand: row `i` is `row_bytes` at `file_offset + i * row_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

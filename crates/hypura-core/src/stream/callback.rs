@@ -116,8 +116,18 @@ fn on_ask(streamer: &mut Streamer, node: &mut sys::ggml_tensor) -> bool {
         };
         streamer.accessed(tracked.slot);
         match tracked.placement {
-            // The streamed head is never read by the graph (it stops at the head's input).
-            Placement::Resident | Placement::HeadChunks => {}
+            Placement::Resident => {}
+            // The graph stops at the head's input node before anything reads the head hypura
+            // computes; a node reading it means that node was never seen: fail, rather than
+            // compute with bytes that were never read.
+            Placement::HeadChunks => {
+                streamer.fail(StreamFailure::Graph(format!(
+                    "node '{}' reads the LM head hypura computes itself (its input node '{}' was not seen)",
+                    node_name(node),
+                    streamer.head_input_node()
+                )));
+                return true;
+            }
             Placement::Streamed { group } => {
                 if let Some(other) = acquired.filter(|&a| a != group) {
                     streamer.fail(StreamFailure::Graph(format!(

@@ -2,7 +2,7 @@
 //!
 //! Tooling around hypura, kept out of the library: synthetic GGUF models of real shapes
 //! ([`synth`], written by the project's one GGUF writer, [`gguf`]), the stock-vs-hypura
-//! benchmark in memory-capped cgroups ([`bench`]), hypura's reader against a sequential
+//! benchmark in memory-capped cgroups ([`mod@bench`]), hypura's reader against a sequential
 //! reader ([`read_rate`]), and the disk-bandwidth probe the plan's bound uses ([`disk`]).
 #![warn(missing_docs)]
 

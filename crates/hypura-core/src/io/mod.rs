@@ -1,5 +1,5 @@
 //! The only code that reads the model file after its header: positioned reads straight into
-//! hypura's memory ([`file`], with the platform's direct I/O in [`direct`]), a pool of reader
+//! hypura's memory ([`mod@file`], with the platform's direct I/O in [`direct`]), a pool of reader
 //! threads ([`pool`]), checksums of streamed regions ([`verify`]), the header-only stand-in
 //! llama.cpp's loader is given ([`standin`]), and the read-rate probe ([`probe`]).
 

@@ -371,6 +371,18 @@ fn vocabularies() {
         "not byte-level",
     );
     expect_refused(
+        "gpt2-unknown-pre-tokenizer",
+        Tweak {
+            meta: vec![
+                ("tokenizer.ggml.model", Some(Value::Str("gpt2".into()))),
+                ("tokenizer.ggml.merges", Some(Value::StrArray(vec!["a b".into()]))),
+                ("tokenizer.ggml.pre", Some(Value::Str("smolxm".into()))),
+            ],
+            ..Tweak::default()
+        },
+        "is not a pre-tokenizer llama.cpp knows",
+    );
+    expect_refused(
         "tokenizer",
         meta("tokenizer.ggml.model", Some(Value::Str("rwkv".into()))),
         "tokenizer 'rwkv' is not supported",

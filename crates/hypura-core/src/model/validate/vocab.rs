@@ -14,6 +14,102 @@ const MAX_TOKENS: u64 = 1 << 21;
 const MIN_TOKENS: u64 = 256;
 /// Longest token text.
 const MAX_TOKEN_BYTES: usize = 16 << 10;
+/// The pre-tokenizers llama.cpp knows for a byte-level (gpt2) vocabulary
+/// (`tokenizer.ggml.pre`; it refuses any other, and uses its default when the key is absent).
+const KNOWN_BPE_PRE_TOKENIZERS: &[&str] = &[
+    "a.x-4.0",
+    "afmoe",
+    "bailingmoe",
+    "bailingmoe2",
+    "bloom",
+    "chameleon",
+    "chatglm-bpe",
+    "codeshell",
+    "cohere2moe",
+    "command-r",
+    "dbrx",
+    "deepseek-coder",
+    "deepseek-llm",
+    "deepseek-r1-qwen",
+    "deepseek-v3",
+    "default",
+    "exaone",
+    "exaone-moe",
+    "exaone4",
+    "f2llmv2",
+    "falcon",
+    "falcon-h1",
+    "falcon3",
+    "gemma4",
+    "gigachat",
+    "glm4",
+    "glm5",
+    "gpt-2",
+    "gpt-4o",
+    "gpt3-finnish",
+    "granite-docling",
+    "granite-embed-multi-311m",
+    "granite-embed-multi-97m",
+    "grok-2",
+    "hunyuan",
+    "hunyuan-dense",
+    "hy_v4",
+    "jais",
+    "jais-2",
+    "jina-de",
+    "jina-es",
+    "jina-v1-en",
+    "jina-v2-code",
+    "jina-v2-de",
+    "jina-v2-es",
+    "jina-v5-nano",
+    "joyai-llm",
+    "kanana2",
+    "kimi-k2",
+    "kormo",
+    "laguna",
+    "lfm2",
+    "llada-moe",
+    "llama-bpe",
+    "llama-v3",
+    "llama3",
+    "llama4",
+    "megrez",
+    "mellum",
+    "mellum2",
+    "midm-2.0",
+    "minerva-7b",
+    "minicpm5",
+    "minimax-m2",
+    "mmbert",
+    "modern-bert",
+    "mpt",
+    "olmo",
+    "phi-2",
+    "pixtral",
+    "poro-chat",
+    "qwen2",
+    "qwen35",
+    "refact",
+    "roberta-bpe",
+    "sarvam-moe",
+    "seed-coder",
+    "smaug-bpe",
+    "smollm",
+    "solar-open",
+    "spark2_5",
+    "stablelm2",
+    "starcoder",
+    "superbpe",
+    "talkie",
+    "tekken",
+    "tiny_aya",
+    "trillion",
+    "ufakzeka",
+    "viking",
+    "whitespace",
+    "youtu",
+];
 /// llama.cpp's token types (`LLAMA_TOKEN_TYPE_*`).
 const TYPE_NORMAL: f64 = 1.0;
 const TYPE_BYTE: f64 = 6.0;
@@ -96,6 +192,14 @@ pub(super) fn check(header: &GgufHeader, _hp: &Hparams) -> Result<(), String> {
         }
     }
     if byte_level {
+        if let Some(MetaValue::Str(pre)) = header.get("tokenizer.ggml.pre") {
+            if !KNOWN_BPE_PRE_TOKENIZERS.contains(&pre.as_str()) {
+                return Err(format!(
+                    "tokenizer.ggml.pre {} is not a pre-tokenizer llama.cpp knows",
+                    excerpt(pre)
+                ));
+            }
+        }
         match array(header, "tokenizer.ggml.merges")? {
             Some(m) if m.item_type == value_type::STRING => {}
             _ => return Err("a gpt2 tokenizer needs tokenizer.ggml.merges (strings)".into()),

@@ -314,6 +314,17 @@ fn vocabularies() {
         },
         "appears twice",
     );
+    // llama.cpp reads tokens as C strings: one that differs only after a NUL is a duplicate.
+    let (mut tokens, _) = vocabulary();
+    tokens[300] = format!("{}\0x", tokens[301]);
+    expect_refused(
+        "duplicate-token-after-nul",
+        Tweak {
+            tokens: Some(tokens),
+            ..Tweak::default()
+        },
+        "appears twice",
+    );
     let (mut tokens, _) = vocabulary();
     tokens[300] = String::new();
     expect_refused(

@@ -210,6 +210,8 @@ pub(super) fn check(header: &GgufHeader, _hp: &Hparams) -> Result<(), String> {
     let mut count = 0u64;
     for (i, text) in header.strings(tokens).enumerate() {
         count += 1;
+        // llama.cpp reads each token as a C string: it ends at the first NUL byte.
+        let text = text.split(|&b| b == 0).next().unwrap_or_default();
         let shown = || excerpt(&String::from_utf8_lossy(text));
         if text.is_empty() || text.len() > MAX_TOKEN_BYTES {
             return Err(format!(

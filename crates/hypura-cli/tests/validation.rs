@@ -386,7 +386,10 @@ fn vocabularies() {
         Tweak {
             meta: vec![
                 ("tokenizer.ggml.model", Some(Value::Str("gpt2".into()))),
-                ("tokenizer.ggml.merges", Some(Value::StrArray(vec!["a b".into()]))),
+                (
+                    "tokenizer.ggml.merges",
+                    Some(Value::StrArray(vec!["a b".into()])),
+                ),
                 ("tokenizer.ggml.pre", Some(Value::Str("smolxm".into()))),
             ],
             ..Tweak::default()

@@ -17,6 +17,12 @@ const EXCERPT_BYTES: usize = 48;
 /// `text` quoted for an error message: control and non-printable characters escaped, cut to
 /// a few dozen characters (file content never floods a terminal).
 pub(crate) fn excerpt(text: &str) -> String {
+    excerpt_within(text, EXCERPT_BYTES)
+}
+
+/// [`excerpt`] with room for `max_bytes` of escaped text (a message from llama.cpp, which
+/// may quote file content too).
+pub(crate) fn excerpt_within(text: &str, max_bytes: usize) -> String {
     let mut out = String::from("'");
     for c in text.chars() {
         let start = out.len();
@@ -25,7 +31,7 @@ pub(crate) fn excerpt(text: &str) -> String {
         } else {
             out.push(c);
         }
-        if out.len() > EXCERPT_BYTES {
+        if out.len() > max_bytes {
             out.truncate(start);
             out.push_str("...");
             break;

@@ -16,7 +16,10 @@ use crate::error::LoadError;
 use crate::io::{ModelFile, ReadError, ReadPool, ReadRequest, StandIn};
 use crate::llama::{backend, LlamaContext, LlamaModel, ThreadPool};
 use crate::memory::{HypuraBufferType, ReservedMemory};
-use crate::model::{excerpt, ModelInventory};
+use crate::model::{excerpt, excerpt_within, ModelInventory};
+
+/// Longest part of a llama.cpp error message quoted in hypura's (escaped).
+const LLAMA_MESSAGE_BYTES: usize = 160;
 use crate::plan::{GroupKind, Placement, Plan};
 use crate::stream::callback::eval_callback;
 use crate::stream::head::{HeadCompute, StreamedHead};
@@ -56,7 +59,7 @@ fn llama_error(path: &Path, load_path: &Path, reason: &str) -> String {
         load_path.to_string_lossy().as_ref(),
         path.to_string_lossy().as_ref(),
     );
-    let shown = excerpt(&renamed);
+    let shown = excerpt_within(&renamed, LLAMA_MESSAGE_BYTES);
     shown[1..shown.len() - 1].to_string()
 }
 

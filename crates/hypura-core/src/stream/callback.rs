@@ -24,8 +24,8 @@ pub(crate) unsafe extern "C" fn eval_callback(
         // SAFETY: guaranteed by the caller of llama_init_from_model.
         let streamer = unsafe { &*(user_data as *const Mutex<Streamer>) };
         let mut streamer = streamer.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: ggml passes a live graph node.
-        let node = unsafe { &mut *t };
+        // SAFETY: ggml passes a live graph node, which nothing else touches during the call.
+        let node = unsafe { &*t };
         if ask {
             on_ask(&mut streamer, node)
         } else {
@@ -80,7 +80,7 @@ fn observe_buffers(streamer: &mut Streamer, node: &sys::ggml_tensor) {
     }
 }
 
-fn on_ask(streamer: &mut Streamer, node: &mut sys::ggml_tensor) -> bool {
+fn on_ask(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
     if node.flags & sys::GGML_TENSOR_FLAG_COMPUTE as i32 == 0 {
         return false; // a branch of the graph that is not selected for this batch
     }
@@ -184,7 +184,7 @@ fn on_ask(streamer: &mut Streamer, node: &mut sys::ggml_tensor) -> bool {
     claim
 }
 
-fn on_computed(streamer: &mut Streamer, node: &mut sys::ggml_tensor) -> bool {
+fn on_computed(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
     if streamer.head_streamed() && node_name(node) == streamer.head_input_node() {
         if node.type_ != sys::GGML_TYPE_F32 || node.data.is_null() {
             streamer.fail(StreamFailure::Graph(

@@ -201,11 +201,7 @@ pub fn synth(args: SynthArgs) -> Result<(), Failure> {
 /// Bytes of `text` (a size, or a percentage of `reference`).
 fn size_of(text: &str, reference: u64) -> Result<u64, Failure> {
     let budget: Budget = text.parse()?;
-    Ok(match budget {
-        Budget::WeightBytes(b) => b,
-        Budget::WeightPercent(p) => (reference as f64 * p / 100.0).round() as u64,
-        _ => reference,
-    })
+    Ok(budget.weights_of(reference).unwrap_or(reference))
 }
 
 pub fn bench(args: BenchArgs) -> Result<(), Failure> {

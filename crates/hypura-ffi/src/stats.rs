@@ -62,7 +62,7 @@ pub unsafe extern "C" fn hypura_get_stats(
                 0.0
             },
             bound_tokens_per_second: plan.bound_tok_s,
-            peak_rss_bytes: peak_rss_bytes(),
+            peak_rss_bytes: s.peak_rss_bytes,
         };
         let n = size.min(std::mem::size_of::<hypura_stats>());
         // SAFETY: `stats` is valid for `size` >= n bytes by contract; the source is a local.
@@ -75,17 +75,4 @@ pub unsafe extern "C" fn hypura_get_stats(
         };
         HYPURA_STATUS_OK
     })
-}
-
-/// Peak resident set size of the process (VmHWM), in bytes; 0 where unknown.
-fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
 }

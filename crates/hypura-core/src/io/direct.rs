@@ -31,7 +31,7 @@ mod linux {
     /// open even if the path was renamed or replaced meanwhile.
     pub(crate) fn open_direct(file: &File, path: &Path) -> Option<File> {
         use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-        let same = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let same = crate::io::fd_path(file);
         let open = |p: &Path| {
             std::fs::OpenOptions::new()
                 .read(true)
@@ -39,7 +39,7 @@ mod linux {
                 .open(p)
                 .ok()
         };
-        let direct = open(Path::new(&same)).or_else(|| open(path))?;
+        let direct = open(&same).or_else(|| open(path))?;
         let (a, b) = (file.metadata().ok()?, direct.metadata().ok()?);
         if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
             return None;

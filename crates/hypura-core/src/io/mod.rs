@@ -13,7 +13,7 @@ pub(crate) mod verify;
 pub(crate) use file::{ModelFile, ReadError};
 pub(crate) use pool::{Completion, ReadPool, ReadRequest};
 pub use probe::ReadProbe;
-pub(crate) use standin::StandIn;
+pub(crate) use standin::{fd_path, StandIn};
 
 #[cfg(test)]
 mod tests {

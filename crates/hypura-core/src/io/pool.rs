@@ -140,8 +140,11 @@ impl ReadPool {
             request_bytes: request_bytes.max(4096),
             busy_ns: Arc::clone(&busy_ns),
         };
+        // Whether pieces are checked is decided once, for the pool's life: checker threads
+        // exist only then (the RAM tier's pool and the read probe have none).
+        let checking = file.verifies();
         // (On an error below, dropping `pool` stops and joins the threads started.)
-        for i in 0..CHECKER_THREADS {
+        for i in 0..if checking { CHECKER_THREADS } else { 0 } {
             let receiver = Arc::clone(&check_receiver);
             let file = Arc::clone(&file);
             let checker = std::thread::Builder::new()
@@ -179,7 +182,7 @@ impl ReadPool {
                         busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                         match result {
                             // Hashing here would leave the disk with one read fewer in flight.
-                            Ok(()) if file.verifies() => {
+                            Ok(()) if checking => {
                                 if let Err(unsent) = checks.send(job) {
                                     unsent.0.completion.finish_one(Some(ReadError::Io(
                                         "checker threads are gone".to_string(),

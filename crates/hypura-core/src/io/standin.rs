@@ -27,7 +27,7 @@ impl StandIn {
         let mut file = anonymous_file()?;
         file.write_all(header)?;
         file.set_len(file_size)?;
-        let path = PathBuf::from(format!("{}/{}", FD_DIR, file.as_raw_fd()));
+        let path = fd_path(&file);
         Ok(Self { _file: file, path })
     }
 
@@ -41,6 +41,12 @@ impl StandIn {
 const FD_DIR: &str = "/proc/self/fd";
 #[cfg(not(target_os = "linux"))]
 const FD_DIR: &str = "/dev/fd";
+
+/// A path that opens the very file `file` has open (`/proc/self/fd/N`; `/dev/fd/N` outside
+/// Linux), whatever happened to its name since.
+pub(crate) fn fd_path(file: &File) -> PathBuf {
+    PathBuf::from(format!("{FD_DIR}/{}", file.as_raw_fd()))
+}
 
 /// A new read-write file with no name.
 #[cfg(target_os = "linux")]

@@ -67,30 +67,32 @@ impl ModelInventory {
     /// Classifies the tensors of a validated header (which has `token_embd.weight`, a 2-D
     /// matrix, and `{arch}.block_count`).
     pub fn new(header: &GgufHeader, spec: &'static ArchSpec) -> Self {
-        let tensors: Vec<ModelTensor> = header
-            .tensors
-            .iter()
+        let n_layers = header
+            .get_int(&spec.key("block_count"))
+            .map_or(0, |n| n.clamp(0, i128::from(u32::MAX)) as u32);
+        let mut inventory = Self::from_tensors(spec, n_layers, header.tensors.clone());
+        inventory.final_logit_softcap = spec.final_logit_softcap(header);
+        inventory
+    }
+
+    /// Classifies `tensors` (file order), which hold `token_embd.weight`.
+    fn from_tensors(spec: &'static ArchSpec, n_layers: u32, tensors: Vec<TensorInfo>) -> Self {
+        let tensors: Vec<ModelTensor> = tensors
+            .into_iter()
             .map(|info| {
-                let (role, layer) = classify(info);
-                ModelTensor {
-                    info: info.clone(),
-                    role,
-                    layer,
-                }
+                let (role, layer) = classify(&info);
+                ModelTensor { info, role, layer }
             })
             .collect();
         let find = |name: &str| tensors.iter().position(|t| t.info.name == name);
         let embedding = find(EMBEDDING).unwrap_or(0);
         let output = find(OUTPUT);
-        let n_layers = header
-            .get_int(&spec.key("block_count"))
-            .map_or(0, |n| n.clamp(0, i128::from(u32::MAX)) as u32);
         Self {
             spec,
             n_layers,
             n_embd: tensors.get(embedding).map_or(0, |t| t.info.dims[0]),
             tied_head: output.is_none(),
-            final_logit_softcap: spec.final_logit_softcap(header),
+            final_logit_softcap: 0.0,
             head: output.unwrap_or(embedding),
             embedding,
             tensors,
@@ -159,25 +161,7 @@ impl ModelInventory {
         n_layers: u32,
         tensors: Vec<TensorInfo>,
     ) -> Self {
-        let tensors: Vec<ModelTensor> = tensors
-            .into_iter()
-            .map(|info| {
-                let (role, layer) = classify(&info);
-                ModelTensor { info, role, layer }
-            })
-            .collect();
-        let find = |name: &str| tensors.iter().position(|t| t.info.name == name);
-        let embedding = find(EMBEDDING).expect("an embedding");
-        let output = find(OUTPUT);
-        Self {
-            spec,
-            n_layers,
-            n_embd: tensors[embedding].info.dims[0],
-            tied_head: output.is_none(),
-            final_logit_softcap: 0.0,
-            head: output.unwrap_or(embedding),
-            embedding,
-            tensors,
-        }
+        assert!(tensors.iter().any(|t| t.name == EMBEDDING), "an embedding");
+        Self::from_tensors(spec, n_layers, tensors)
     }
 }

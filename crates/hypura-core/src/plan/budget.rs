@@ -82,6 +82,20 @@ impl NonWeightCosts {
 }
 
 impl Budget {
+    /// Bytes of weights this budget allows for a model of `model_bytes`, when that does not
+    /// depend on anything but the model's size (`None` for [`Budget::ProcessBytes`], and for
+    /// a zero or out-of-range value).
+    pub fn weights_of(self, model_bytes: u64) -> Option<u64> {
+        match self {
+            Budget::AllWeights => Some(model_bytes),
+            Budget::WeightBytes(b) => (b > 0).then_some(b),
+            Budget::WeightPercent(p) if p.is_finite() && p > 0.0 && p <= 100.0 => {
+                Some(((model_bytes as f64) * p / 100.0).round().max(1.0) as u64)
+            }
+            Budget::WeightPercent(_) | Budget::ProcessBytes(_) => None,
+        }
+    }
+
     /// Bytes of weights this budget allows for a model of `model_bytes`, with `costs` the
     /// estimate of everything else (used by [`Budget::ProcessBytes`]).
     pub(crate) fn weight_bytes(
@@ -90,15 +104,13 @@ impl Budget {
         costs: &NonWeightCosts,
         path: &std::path::Path,
     ) -> Result<u64, PlanError> {
+        if let Some(bytes) = self.weights_of(model_bytes) {
+            return Ok(bytes);
+        }
         match self {
-            Budget::AllWeights => Ok(model_bytes),
-            Budget::WeightBytes(0) => Err(PlanError::InvalidOption(
+            Budget::WeightBytes(_) | Budget::AllWeights => Err(PlanError::InvalidOption(
                 "the RAM budget must be more than 0 bytes".into(),
             )),
-            Budget::WeightBytes(b) => Ok(b),
-            Budget::WeightPercent(p) if p.is_finite() && p > 0.0 && p <= 100.0 => {
-                Ok(((model_bytes as f64) * p / 100.0).round().max(1.0) as u64)
-            }
             Budget::WeightPercent(p) => Err(PlanError::InvalidOption(format!(
                 "a RAM budget of {p}% is not in (0, 100]"
             ))),

@@ -13,7 +13,7 @@ use super::options::{LoadMode, LoadOptions};
 use super::prepare::{prepare, Prepared};
 use super::proc_stats;
 use crate::error::LoadError;
-use crate::io::{ModelFile, ReadError, ReadPool, ReadRequest, StandIn};
+use crate::io::{fd_path, ModelFile, ReadError, ReadPool, ReadRequest, StandIn};
 use crate::llama::{backend, LlamaContext, LlamaModel, ThreadPool};
 use crate::memory::{HypuraBufferType, ReservedMemory};
 use crate::model::{excerpt, excerpt_within, ModelInventory};
@@ -40,13 +40,7 @@ unsafe extern "C" fn load_progress(_progress: f32, user_data: *mut std::ffi::c_v
 /// meanwhile is not what it loads), or the user's path where the platform has no such
 /// path.
 fn same_file_path(file: &ModelFile) -> PathBuf {
-    use std::os::unix::io::AsRawFd;
-    let dir = if cfg!(target_os = "linux") {
-        "/proc/self/fd"
-    } else {
-        "/dev/fd"
-    };
-    let path = PathBuf::from(format!("{dir}/{}", file.file().as_raw_fd()));
+    let path = fd_path(file.file());
     if path.exists() {
         path
     } else {

@@ -78,6 +78,9 @@ pub struct ModelStats {
     pub late_groups: u64,
     /// Times the graph needed a group out of the planned order since the counters were reset.
     pub out_of_order_groups: u64,
+    /// Peak resident set size of the process since the model was loaded (Linux; 0
+    /// elsewhere).
+    pub peak_rss_bytes: u64,
 }
 
 /// A model loaded with hypura (or as stock llama.cpp), ready to decode. It can be moved to
@@ -442,6 +445,7 @@ impl Model {
             reader_threads,
             late_groups,
             out_of_order_groups: out_of_order,
+            peak_rss_bytes: super::proc_stats::peak_rss_bytes(),
         }
     }
 

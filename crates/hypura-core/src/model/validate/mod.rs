@@ -54,7 +54,7 @@ pub(crate) fn validate(
         }
     };
     let hp = Hparams::read(header, spec).map_err(invalid)?;
-    vocab::check(header, &hp).map_err(invalid)?;
+    vocab::check(header).map_err(invalid)?;
     tensors::check(header, spec, &hp).map_err(invalid)?;
     Ok(spec)
 }

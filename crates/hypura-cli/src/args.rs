@@ -104,12 +104,21 @@ pub struct RunArgs {
 
 #[derive(Args)]
 pub struct SynthArgs {
+    /// The architecture family: llama, mistral3, qwen2, qwen3, smollm3, olmo2, phi3, gemma2,
+    /// gemma3, qwen3moe, gpt-oss, glm4moe (its tensors and keys come from hypura's spec).
+    #[arg(long, default_value = "llama")]
+    pub arch: String,
     /// A named shape: llama-7b, llama-13b, llama-70b, mixtral-8x7b (the flags below override it).
     #[arg(long)]
     pub shape: Option<String>,
-    /// Weight type: q4_0 or q4_k.
+    /// Weight type, as ggml names it (q4_0, q8_0, q4_k, iq2_xxs, mxfp4, bf16, …), or the mix
+    /// q4_k_m (Q4_K with Q6_K for the head, attn_v and ffn_down); quantized by ggml.
     #[arg(long = "type", default_value = "q4_0")]
     pub weight_type: String,
+    /// Leave the LM head out, so that the embedding serves as the head (where the family
+    /// allows it).
+    #[arg(long)]
+    pub tied: bool,
     /// Copy the tokenizer of this GGUF (default: a generated 32000-token vocabulary).
     #[arg(long)]
     pub tokenizer_from: Option<PathBuf>,
@@ -132,6 +141,18 @@ pub struct SynthArgs {
     pub n_expert: Option<u32>,
     #[arg(long)]
     pub n_expert_used: Option<u32>,
+    /// Head size (default: n_embd / n_head).
+    #[arg(long)]
+    pub head_dim: Option<u64>,
+    /// One expert's FFN width, in families that have the key (default: n_ff).
+    #[arg(long)]
+    pub n_ff_exp: Option<u64>,
+    /// Shared experts, in families that have them (default 1).
+    #[arg(long)]
+    pub n_shared_experts: Option<u32>,
+    /// Leading dense layers, in families that have them (default 0).
+    #[arg(long)]
+    pub n_dense_lead: Option<u32>,
 }
 
 #[derive(Args)]

@@ -69,12 +69,20 @@ fn with_measured_disk(args: &ModelArgs, options: LoadOptions) -> Result<LoadOpti
 pub fn plan(args: PlanArgs) -> Result<(), Failure> {
     let options = with_measured_disk(&args.model, options_of(&args.model)?)?;
     let plan = Plan::for_options(&options)?;
+    notice_untiered(&args.model.model, &plan);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
         print!("{}", plan_table(&plan));
     }
     Ok(())
+}
+
+/// Says, in one line, why a model runs as stock llama.cpp runs it.
+fn notice_untiered(path: &std::path::Path, plan: &Plan) {
+    if let Some(why) = &plan.untiered {
+        eprintln!("hypura: note: {}: {why}", path.display());
+    }
 }
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
@@ -103,10 +111,12 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     eprintln!("hypura: loading {}", args.model.model.display());
     let mut model = Model::load(&options)?;
     let plan = model.plan();
+    notice_untiered(&args.model.model, plan);
+    let stock = args.baseline || plan.untiered.is_some();
     eprintln!(
         "hypura: {} of weights {}",
         format_bytes(plan.model_bytes),
-        if args.baseline {
+        if stock {
             "loaded as stock llama.cpp".to_string()
         } else {
             format!(
@@ -144,7 +154,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
 }
 
 pub fn synth(args: SynthArgs) -> Result<(), Failure> {
-    use synth_tool::{write_model, Shape, SynthType};
+    use synth_tool::{write_model, Shape, WeightTypes};
     let base = match &args.shape {
         Some(name) => Shape::named(name).ok_or_else(|| {
             usage(format!(
@@ -163,18 +173,20 @@ pub fn synth(args: SynthArgs) -> Result<(), Failure> {
         n_vocab: args.n_vocab.unwrap_or(base.n_vocab),
         n_expert: args.n_expert.unwrap_or(base.n_expert),
         n_expert_used: args.n_expert_used.unwrap_or(base.n_expert_used),
+        head_dim: args.head_dim.unwrap_or(base.head_dim),
+        n_ff_exp: args.n_ff_exp.unwrap_or(base.n_ff_exp),
+        n_shared_experts: args.n_shared_experts.unwrap_or(1),
+        n_dense_lead: args.n_dense_lead.unwrap_or(0),
+        tied: args.tied,
     };
-    let kind = match args.weight_type.to_ascii_lowercase().as_str() {
-        "q4_0" => SynthType::Q4_0,
-        "q4_k" => SynthType::Q4K,
-        other => return Err(usage(format!("--type {other}: use q4_0 or q4_k"))),
-    };
+    let types = WeightTypes::parse(&args.weight_type)?;
     let started = std::time::Instant::now();
     let mut last_report = std::time::Instant::now();
     let total = write_model(
         &args.out,
+        &args.arch,
         shape,
-        kind,
+        types,
         args.tokenizer_from.as_deref(),
         |done, total| {
             if last_report.elapsed().as_secs_f64() > 2.0 {

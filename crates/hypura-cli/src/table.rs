@@ -18,7 +18,9 @@ pub fn plan_table(plan: &Plan) -> String {
     line("architecture", plan.arch.clone());
     line("model weights", format_bytes(plan.model_bytes));
     line("RAM budget", format_bytes(plan.ram_budget_bytes));
-    if plan.full_resident {
+    if let Some(why) = &plan.untiered {
+        line("placement", format!("stock llama.cpp: {why}"));
+    } else if plan.full_resident {
         line(
             "placement",
             "everything resident in RAM (nothing streams)".into(),

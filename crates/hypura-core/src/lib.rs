@@ -34,6 +34,22 @@ mod runtime;
 mod stream;
 pub mod units;
 
+/// The architecture families hypura tiers, as data: each one's tensors (names, shapes in
+/// terms of the hyperparameters, when present), keys, head and attention facts. Validation
+/// checks a file against its family; the synthetic-model generator (`hypura synth
+/// --arch`) writes one from it. Read-only; its shape may change between 0.x releases.
+pub mod families {
+    pub use crate::model::arch::{
+        ArchSpec, Dim, Example, Experts, Field, Hparams, KeyRule, Need, SlidingWindow, TensorKind,
+        TensorRule, FAMILIES,
+    };
+
+    /// The spec of the family `arch` (`general.architecture`), if hypura tiers it.
+    pub fn find(arch: &str) -> Option<&'static ArchSpec> {
+        ArchSpec::find(arch)
+    }
+}
+
 pub use error::{DecodeError, GenerateError, LoadError, ModelFileError, PlanError, TokenizeError};
 pub use io::ReadProbe;
 pub use model::Role;

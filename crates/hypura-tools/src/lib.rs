@@ -9,5 +9,6 @@
 pub mod bench;
 pub mod disk;
 pub mod gguf;
+mod quant;
 pub mod read_rate;
 pub mod synth;

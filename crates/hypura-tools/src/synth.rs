@@ -1,15 +1,22 @@
-//! Synthetic GGUF models of real shapes (7B–70B dense, Mixtral-style MoE), with random but
-//! valid quantized weights and a working tokenizer: realistic for speed, meaningless as text.
-//! Written at disk speed: a block pattern is generated once and repeated, each tensor starting
-//! at its own place in it, so that no two layers (nor two experts' routers) hold the same
-//! weights.
+//! Synthetic GGUF models of any family hypura tiers (its tensors and keys come from the
+//! family's spec, `hypura_core::families`) and real shapes (7B–70B dense, Mixtral-style MoE),
+//! with random weights quantized by ggml's own functions to any type the CPU computes, and a
+//! working tokenizer: realistic for speed and for correctness checks, meaningless as text.
+//! Written at disk speed: for each row length and type, a block of random rows is quantized
+//! once and repeated, each tensor starting at its own row in it, so that no two layers (nor
+//! two experts) hold the same weights.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use hypura_core::families::{ArchSpec, Example, Field, Hparams, Need, TensorKind, FAMILIES};
+
 use crate::gguf::{raw_records, GgufWriter, RecordsError, TensorEntry, Value};
+use crate::quant::{block_of, quantized_rows, type_name, Rng};
+pub use crate::quant::{known_types, WeightTypes};
+use llama_cpp_sys_2 as sys;
 
 /// Why a synthetic model could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +25,9 @@ pub enum SynthError {
     /// The shape is not one a model can have.
     #[error("invalid shape: {0}")]
     Shape(String),
+    /// The family or type is not one the generator knows.
+    #[error("{0}")]
+    Unknown(String),
     /// The tokenizer could not be copied.
     #[error(transparent)]
     Tokenizer(#[from] RecordsError),
@@ -40,7 +50,7 @@ pub enum SynthError {
 pub struct Shape {
     /// Embedding width.
     pub n_embd: u64,
-    /// FFN width (per expert).
+    /// Dense FFN width (and each expert's, unless `n_ff_exp` is set).
     pub n_ff: u64,
     /// Layers.
     pub n_layer: u32,
@@ -48,12 +58,22 @@ pub struct Shape {
     pub n_head: u64,
     /// Key/value heads (GQA when fewer than `n_head`).
     pub n_head_kv: u64,
+    /// Head size (0: `n_embd / n_head`).
+    pub head_dim: u64,
     /// Vocabulary (replaced by the tokenizer's when one is copied).
     pub n_vocab: u64,
     /// Experts (0 = dense).
     pub n_expert: u32,
     /// Experts used per token.
     pub n_expert_used: u32,
+    /// One expert's FFN width (0: `n_ff`).
+    pub n_ff_exp: u64,
+    /// Shared experts, in families that have them.
+    pub n_shared_experts: u32,
+    /// Leading dense layers, in families that have them.
+    pub n_dense_lead: u32,
+    /// True to leave the LM head out where the family may tie it to the embedding.
+    pub tied: bool,
 }
 
 impl Shape {
@@ -65,9 +85,14 @@ impl Shape {
             n_layer,
             n_head,
             n_head_kv,
+            head_dim: 0,
             n_vocab: 32000,
             n_expert: 0,
             n_expert_used: 0,
+            n_ff_exp: 0,
+            n_shared_experts: 0,
+            n_dense_lead: 0,
+            tied: false,
         };
         Some(match name {
             "llama-7b" => dense(4096, 11008, 32, 32, 32),
@@ -87,107 +112,9 @@ impl Shape {
         &["llama-7b", "llama-13b", "llama-70b", "mixtral-8x7b"];
 }
 
-/// Quantization of the synthetic weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SynthType {
-    /// ggml Q4_0 (32-element blocks of 18 bytes).
-    Q4_0,
-    /// ggml Q4_K (256-element blocks of 144 bytes).
-    Q4K,
-}
-
-impl SynthType {
-    fn ggml(self) -> u32 {
-        match self {
-            SynthType::Q4_0 => 2,
-            SynthType::Q4K => 12,
-        }
-    }
-    fn block(self) -> (u64, u64) {
-        match self {
-            SynthType::Q4_0 => (32, 18),
-            SynthType::Q4K => (256, 144),
-        }
-    }
-    fn file_type(self) -> u32 {
-        match self {
-            SynthType::Q4_0 => 2,
-            SynthType::Q4K => 15,
-        }
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
-fn f16_bits(value: f32) -> u16 {
-    // Normal positive values only (what the scales here are).
-    let bits = value.to_bits();
-    let exp = ((bits >> 23) & 0xff) as i32 - 127 + 15;
-    let mant = (bits >> 13) & 0x3ff;
-    ((exp.clamp(1, 30) as u32) << 10 | mant) as u16
-}
-
-/// Random bytes of 4-bit quants (two per byte) in 1..=15, with 0 turned into 8: weights
-/// `q - 8` then have mean 0. (Uniform 0..=15 would give every weight a mean of -0.5 step, and
-/// every matrix-vector product a common component that makes all hidden states alike, so an
-/// MoE router would pick the same experts for every token.)
-fn centred_nibbles(rng: &mut Rng) -> [u8; 8] {
-    let mut b = rng.next().to_le_bytes();
-    for byte in b.iter_mut() {
-        let (mut lo, mut hi) = (*byte & 0x0f, *byte >> 4);
-        if lo == 0 {
-            lo = 8;
-        }
-        if hi == 0 {
-            hi = 8;
-        }
-        *byte = lo | hi << 4;
-    }
-    b
-}
-
-/// `bytes` of valid blocks whose weights have mean 0 and a standard deviation near
-/// `0.5 / sqrt(n_in)`.
-fn pattern(kind: SynthType, n_in: u64, bytes: usize, seed: u64) -> Vec<u8> {
-    let mut rng = Rng(seed);
-    let (_, block_bytes) = kind.block();
-    let target_std = 0.5 / (n_in as f32).sqrt();
-    let mut out = Vec::with_capacity(bytes);
-    while out.len() + block_bytes as usize <= bytes {
-        match kind {
-            SynthType::Q4_0 => {
-                // w = d * (q - 8), q - 8 uniform in -7..=7 (0 twice as likely): std = d * 4.18
-                out.extend_from_slice(&f16_bits(target_std / 4.18).to_le_bytes());
-                for _ in 0..2 {
-                    out.extend_from_slice(&centred_nibbles(&mut rng));
-                }
-            }
-            SynthType::Q4K => {
-                // w = d * sc * q - dmin * m per 32-weight sub-block, with sc = 2 and m = 15 in
-                // every sub-block and dmin = d: w = d * (2q - 15), q uniform in 0..=15, so
-                // mean 0 and std = d * 9.2. The 12 scale bytes pack (sc, m) for 8 sub-blocks:
-                // bytes 0-3 hold sc of 0-3, 4-7 m of 0-3, 8-11 sc | m << 4 of 4-7 (6-bit
-                // values, whose top bits are 0 here).
-                let d = target_std / 9.2;
-                out.extend_from_slice(&f16_bits(d).to_le_bytes());
-                out.extend_from_slice(&f16_bits(d).to_le_bytes());
-                out.extend_from_slice(&[2, 2, 2, 2, 15, 15, 15, 15, 0xf2, 0xf2, 0xf2, 0xf2]);
-                for _ in 0..16 {
-                    out.extend_from_slice(&rng.next().to_le_bytes());
-                }
-            }
-        }
-    }
-    out
+/// The names of the families the generator writes.
+pub fn known_families() -> Vec<&'static str> {
+    FAMILIES.iter().map(|f| f.name).collect()
 }
 
 /// The vocabulary size of a `tokenizer.ggml.tokens` record (type id, item type, count, ...).
@@ -240,125 +167,238 @@ fn generated_tokenizer(n_vocab: u64) -> Vec<(String, Value)> {
     ]
 }
 
-/// The header of a synthetic model of `shape`, and each tensor's `n_in` (row length, which
-/// sets its weights' scale).
-fn describe(
-    shape: Shape,
-    kind: SynthType,
-    tokenizer: Vec<(String, Value)>,
-    n_vocab: u64,
-) -> Result<GgufWriter, SynthError> {
-    let (block, block_bytes) = kind.block();
-    for (what, n) in [("n_embd", shape.n_embd), ("n_ff", shape.n_ff)] {
-        if n == 0 || n % block != 0 || n % shape.n_head.max(1) != 0 && what == "n_embd" {
-            return Err(SynthError::Shape(format!(
-                "{what} = {n} must be a positive multiple of {block} (and of the head count)"
-            )));
-        }
-    }
+/// The hyperparameters of `shape` in `spec`'s terms, checked.
+fn hparams_of(spec: &ArchSpec, shape: Shape, n_vocab: u64) -> Result<Hparams, SynthError> {
+    let bad = |m: String| Err(SynthError::Shape(m));
     if shape.n_head == 0
         || shape.n_head_kv == 0
         || shape.n_head % shape.n_head_kv != 0
         || shape.n_layer == 0
         || shape.n_layer > 512
         || n_vocab == 0
+        || shape.n_embd == 0
+        || shape.n_ff == 0
     {
-        return Err(SynthError::Shape(
-            "head counts, layers (at most 512) and the vocabulary must be positive, n_head a multiple of n_head_kv".into(),
+        return bad("widths, head counts, layers (at most 512) and the vocabulary must be positive, n_head a multiple of n_head_kv".into());
+    }
+    let head_dim = if shape.head_dim > 0 {
+        shape.head_dim
+    } else {
+        shape.n_embd / shape.n_head
+    };
+    if head_dim == 0 || head_dim % 2 != 0 {
+        return bad(format!(
+            "the head size {head_dim} must be even and positive"
         ));
     }
-    if shape.n_expert > 0 && !(1..=shape.n_expert).contains(&shape.n_expert_used) {
-        return Err(SynthError::Shape(format!(
-            "n_expert_used = {} must be between 1 and n_expert = {}",
-            shape.n_expert_used, shape.n_expert
-        )));
+    if spec.query_is_embedding_wide && head_dim * shape.n_head != shape.n_embd {
+        return bad(format!(
+            "{} needs n_head × head size = n_embd ({} × {head_dim} ≠ {})",
+            spec.name, shape.n_head, shape.n_embd
+        ));
     }
-    let quant = |name: String, dims: Vec<u64>| {
-        let elements: u64 = dims.iter().product();
-        TensorEntry {
-            nbytes: elements / block * block_bytes,
-            name,
-            dims,
-            ggml_type: kind.ggml(),
+    use hypura_core::families::Experts;
+    let (n_expert, n_used) = match spec.experts {
+        Experts::None if shape.n_expert > 0 => {
+            return bad(format!("{} has no experts", spec.name));
         }
+        Experts::Required if shape.n_expert == 0 => (8, 2),
+        _ => (u64::from(shape.n_expert), u64::from(shape.n_expert_used)),
     };
-    let f32t = |name: String, dims: Vec<u64>| TensorEntry {
-        nbytes: dims.iter().product::<u64>() * 4,
-        name,
-        dims,
-        ggml_type: 0,
+    if n_expert > 0 && !(1..=n_expert).contains(&n_used) {
+        return bad(format!(
+            "n_expert_used = {n_used} must be between 1 and n_expert = {n_expert}"
+        ));
+    }
+    let has = |f: Field| spec.keys.iter().any(|k| k.sets == f);
+    let n_ff_exp = if shape.n_ff_exp > 0 && has(Field::FfExp) {
+        shape.n_ff_exp
+    } else {
+        shape.n_ff
     };
-    let (e, f, kv) = (
-        shape.n_embd,
-        shape.n_ff,
-        shape.n_embd / shape.n_head * shape.n_head_kv,
-    );
-    let mut w = GgufWriter::new();
-    w.meta("general.architecture", Value::Str("llama".into()))
-        .meta("general.name", Value::Str("hypura synthetic".into()))
-        .meta("general.file_type", Value::U32(kind.file_type()))
-        .meta("general.alignment", Value::U32(32))
-        .meta("llama.context_length", Value::U32(4096))
-        .meta("llama.embedding_length", Value::U32(e as u32))
-        .meta("llama.block_count", Value::U32(shape.n_layer))
-        .meta("llama.feed_forward_length", Value::U32(f as u32))
-        .meta(
-            "llama.rope.dimension_count",
-            Value::U32((e / shape.n_head) as u32),
-        )
-        .meta(
-            "llama.attention.head_count",
-            Value::U32(shape.n_head as u32),
-        )
-        .meta(
-            "llama.attention.head_count_kv",
-            Value::U32(shape.n_head_kv as u32),
-        )
-        .meta("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
-        .meta("llama.rope.freq_base", Value::F32(10000.0))
-        .meta("llama.vocab_size", Value::U32(n_vocab as u32));
-    if shape.n_expert > 0 {
-        w.meta("llama.expert_count", Value::U32(shape.n_expert))
-            .meta("llama.expert_used_count", Value::U32(shape.n_expert_used));
+    let shared = if has(Field::SharedExperts) {
+        u64::from(shape.n_shared_experts.max(1))
+    } else {
+        0
+    };
+    let n_dense_lead = if has(Field::DenseLead) {
+        u64::from(shape.n_dense_lead)
+    } else {
+        0
+    };
+    if n_dense_lead > u64::from(shape.n_layer) {
+        return bad("more leading dense layers than layers".into());
     }
-    for (key, value) in tokenizer {
-        w.meta(key, value);
-    }
-    w.tensor(quant("token_embd.weight".into(), vec![e, n_vocab]));
-    for l in 0..shape.n_layer {
-        let b = |s: &str| format!("blk.{l}.{s}.weight");
-        w.tensor(f32t(b("attn_norm"), vec![e]))
-            .tensor(quant(b("attn_q"), vec![e, e]))
-            .tensor(quant(b("attn_k"), vec![e, kv]))
-            .tensor(quant(b("attn_v"), vec![e, kv]))
-            .tensor(quant(b("attn_output"), vec![e, e]))
-            .tensor(f32t(b("ffn_norm"), vec![e]));
-        if shape.n_expert > 0 {
-            let x = u64::from(shape.n_expert);
-            w.tensor(f32t(b("ffn_gate_inp"), vec![e, x]))
-                .tensor(quant(b("ffn_gate_exps"), vec![e, f, x]))
-                .tensor(quant(b("ffn_up_exps"), vec![e, f, x]))
-                .tensor(quant(b("ffn_down_exps"), vec![f, e, x]));
-        } else {
-            w.tensor(quant(b("ffn_gate"), vec![e, f]))
-                .tensor(quant(b("ffn_up"), vec![e, f]))
-                .tensor(quant(b("ffn_down"), vec![f, e]));
-        }
-    }
-    w.tensor(f32t("output_norm.weight".into(), vec![e]))
-        .tensor(quant("output.weight".into(), vec![e, n_vocab]));
-    Ok(w)
+    Ok(Hparams {
+        n_layer: u64::from(shape.n_layer),
+        n_embd: shape.n_embd,
+        n_vocab,
+        n_head: shape.n_head,
+        n_head_kv: shape.n_head_kv,
+        n_ff: shape.n_ff,
+        head_k: head_dim,
+        head_v: head_dim,
+        n_rot: head_dim,
+        n_expert,
+        n_expert_used: n_used,
+        n_ff_exp,
+        n_ff_shexp: shared * n_ff_exp,
+        n_dense_lead,
+        ..Hparams::default()
+    })
 }
 
-/// Writes a synthetic model to `out`; `tokenizer_from` copies a real GGUF's tokenizer.
-/// `progress` receives (bytes written, total bytes) now and then. Returns the file's size.
+/// What the generator writes into a tensor of kind `kind` named `name`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// Quantized random weights of a type.
+    Weights(u32),
+    /// F32 ones (norm weights, rope factors).
+    Ones,
+    /// Small F32 random values (biases, sinks, a router's selection bias).
+    Small,
+    /// F32 random values in [-1, 1] (an MoE router).
+    Router,
+}
+
+fn fill_of(kind: TensorKind, name: &str, types: WeightTypes) -> Fill {
+    match kind {
+        TensorKind::Embedding | TensorKind::Matrix => Fill::Weights(types.of(name)),
+        TensorKind::Router => Fill::Router,
+        TensorKind::Vector if name.contains("norm") || name.starts_with("rope_") => Fill::Ones,
+        TensorKind::Vector => Fill::Small,
+    }
+}
+
+/// The header of a synthetic model of family `spec` and `shape`, and what fills each tensor.
+fn describe(
+    spec: &ArchSpec,
+    shape: Shape,
+    types: WeightTypes,
+    tokenizer: Vec<(String, Value)>,
+    n_vocab: u64,
+) -> Result<(GgufWriter, Vec<Fill>), SynthError> {
+    let hp = hparams_of(spec, shape, n_vocab)?;
+    let arch = spec.name;
+    let key = |k: &str| format!("{arch}.{k}");
+    let mut w = GgufWriter::new();
+    w.meta("general.architecture", Value::Str(arch.into()))
+        .meta("general.name", Value::Str("hypura synthetic".into()))
+        .meta("general.alignment", Value::U32(32))
+        .meta(key("context_length"), Value::U32(4096))
+        .meta(key("embedding_length"), Value::U32(hp.n_embd as u32))
+        .meta(key("block_count"), Value::U32(hp.n_layer as u32))
+        .meta(key("feed_forward_length"), Value::U32(hp.n_ff as u32))
+        .meta(key("attention.head_count"), Value::U32(hp.n_head as u32))
+        .meta(
+            key("attention.head_count_kv"),
+            Value::U32(hp.n_head_kv as u32),
+        )
+        .meta(key("attention.key_length"), Value::U32(hp.head_k as u32))
+        .meta(key("attention.value_length"), Value::U32(hp.head_v as u32))
+        .meta(key("rope.dimension_count"), Value::U32(hp.n_rot as u32))
+        .meta(key("attention.layer_norm_rms_epsilon"), Value::F32(1e-5))
+        .meta(key("rope.freq_base"), Value::F32(10000.0));
+    if let Some(file_type) = types.file_type() {
+        w.meta("general.file_type", Value::U32(file_type));
+    }
+    if hp.n_expert > 0 {
+        w.meta(key("expert_count"), Value::U32(hp.n_expert as u32))
+            .meta(
+                key("expert_used_count"),
+                Value::U32(hp.n_expert_used as u32),
+            );
+    }
+    for rule in spec.keys {
+        let value = match rule.sets {
+            Field::FfExp => hp.n_ff_exp,
+            Field::FfShexp => hp.n_ff_shexp,
+            Field::SharedExperts => hp.n_ff_shexp / hp.n_ff_exp.max(1),
+            Field::DenseLead => hp.n_dense_lead,
+            Field::QLora => hp.q_lora_rank,
+            Field::KvLora => hp.kv_lora_rank,
+        };
+        w.meta(key(rule.key), Value::U32(value as u32));
+    }
+    for (k, example) in spec.example_keys {
+        let value = match *example {
+            Example::U32(v) => Value::U32(v),
+            Example::F32(v) => Value::F32(v),
+            Example::Bool(v) => Value::Bool(v),
+        };
+        w.meta(key(k), value);
+    }
+    for (k, value) in tokenizer {
+        w.meta(k, value);
+    }
+    let mut fills = Vec::new();
+    let mut add = |w: &mut GgufWriter, name: String, dims: Vec<u64>, kind| {
+        let fill = fill_of(kind, &name, types);
+        let (ggml_type, nbytes) = match fill {
+            Fill::Weights(t) => {
+                let (block, block_bytes) = block_of(t);
+                if dims[0] % block != 0 {
+                    return Err(SynthError::Shape(format!(
+                        "{name}: rows of {} are not a multiple of {}'s block of {block}",
+                        dims[0],
+                        type_name(t).unwrap_or_default()
+                    )));
+                }
+                let elements: u64 = dims.iter().product();
+                (t, elements / block * block_bytes)
+            }
+            _ => (sys::GGML_TYPE_F32, dims.iter().product::<u64>() * 4),
+        };
+        w.tensor(TensorEntry {
+            name,
+            dims,
+            ggml_type,
+            nbytes,
+        });
+        fills.push(fill);
+        Ok(())
+    };
+    let wanted = |need: Need, layer: Option<u64>, name: &str| match need.expected(&hp, layer, false)
+    {
+        Some(true) => true,
+        Some(false) => need == Need::Typical || (name == "output.weight" && !shape.tied),
+        None => false,
+    };
+    for rule in spec.global_tensors() {
+        if wanted(rule.need, None, rule.name) {
+            let dims = rule.dims.iter().map(|d| d.value(&hp)).collect();
+            add(&mut w, rule.name.to_string(), dims, rule.kind)?;
+        }
+    }
+    for layer in 0..hp.n_layer {
+        for rule in spec.layer_tensors() {
+            if wanted(rule.need, Some(layer), rule.name) {
+                let dims = rule.dims.iter().map(|d| d.value(&hp)).collect();
+                let name = rule.name.replace("{}", &layer.to_string());
+                add(&mut w, name, dims, rule.kind)?;
+            }
+        }
+    }
+    Ok((w, fills))
+}
+
+/// Writes a synthetic model of family `arch` to `out`; `tokenizer_from` copies a real
+/// GGUF's tokenizer. `progress` receives (bytes written, total bytes) now and then. Returns
+/// the file's size.
 pub fn write_model(
     out: &Path,
+    arch: &str,
     shape: Shape,
-    kind: SynthType,
+    types: WeightTypes,
     tokenizer_from: Option<&Path>,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<u64, SynthError> {
+    let spec = hypura_core::families::find(arch).ok_or_else(|| {
+        SynthError::Unknown(format!(
+            "--arch {arch}: not a family hypura tiers (known: {})",
+            known_families().join(", ")
+        ))
+    })?;
     let (tokenizer, n_vocab) = match tokenizer_from {
         Some(path) => {
             let records = raw_records(path, "tokenizer.")?;
@@ -372,8 +412,7 @@ pub fn write_model(
         }
         None => (generated_tokenizer(shape.n_vocab), shape.n_vocab),
     };
-    let w = describe(shape, kind, tokenizer, n_vocab)?;
-    let (_, block_bytes) = kind.block();
+    let (w, fills) = describe(spec, shape, types, tokenizer, n_vocab)?;
     let header = w.header_bytes();
     let total = header.len() as u64 + w.data_bytes();
     let failed = |source| SynthError::Write {
@@ -382,35 +421,52 @@ pub fn write_model(
     };
     let mut writer = BufWriter::with_capacity(8 << 20, File::create(out).map_err(failed)?);
     writer.write_all(&header).map_err(failed)?;
-    const PATTERN_BYTES: usize = 16 << 20;
-    let mut patterns: HashMap<u64, Vec<u8>> = HashMap::new();
+    // Most rows quantized per (type, row length); tensors with more rows repeat them.
+    const PATTERN_BYTES: u64 = 16 << 20;
+    let mut rows_needed: HashMap<(u32, u64), u64> = HashMap::new();
+    for (t, fill) in w.tensors().iter().zip(&fills) {
+        if let Fill::Weights(ty) = fill {
+            let rows = t.dims.iter().skip(1).product::<u64>();
+            let e = rows_needed.entry((*ty, t.dims[0])).or_default();
+            *e = (*e).max(rows);
+        }
+    }
+    let mut patterns: HashMap<(u32, u64), Vec<u8>> = HashMap::new();
     let mut written = header.len() as u64;
-    let ones: Vec<u8> = std::iter::repeat_n(1.0f32.to_le_bytes(), 1 << 16)
-        .flatten()
-        .collect();
-    // Router weights must differ between experts, or every token picks the same ones.
     let mut rng = Rng(99);
-    let router: Vec<u8> = (0..1 << 16)
-        .flat_map(|_| ((rng.next() % 2001) as f32 / 1000.0 - 1.0).to_le_bytes())
-        .collect();
     let alignment = w.alignment();
-    for (i, t) in w.tensors().iter().enumerate() {
-        let n_in = t.dims[0];
-        // The unit a tensor's start may move by without breaking blocks (0: do not move).
-        let (source, unit): (&[u8], usize) = if t.name.ends_with("ffn_gate_inp.weight") {
-            (&router, 4)
-        } else if t.ggml_type == 0 {
-            (&ones, 0)
-        } else {
-            let source = patterns.entry(n_in).or_insert_with(|| {
-                pattern(
-                    kind,
-                    n_in,
-                    PATTERN_BYTES / block_bytes as usize * block_bytes as usize,
-                    7 + i as u64,
-                )
-            });
-            (&source[..], block_bytes as usize)
+    for (i, (t, fill)) in w.tensors().iter().zip(&fills).enumerate() {
+        let n_elements = t.dims.iter().product::<u64>() as usize;
+        let f32_data = |f: &mut dyn FnMut() -> f32| -> Vec<u8> {
+            (0..n_elements).flat_map(|_| f().to_le_bytes()).collect()
+        };
+        let owned;
+        let (source, unit): (&[u8], usize) = match *fill {
+            Fill::Ones => {
+                owned = f32_data(&mut || 1.0);
+                (&owned, 0)
+            }
+            Fill::Small => {
+                owned = f32_data(&mut || rng.uniform() * 0.1);
+                (&owned, 0)
+            }
+            // Router weights must differ between experts, or every token picks the same.
+            Fill::Router => {
+                owned = f32_data(&mut || rng.uniform());
+                (&owned, 0)
+            }
+            Fill::Weights(ty) => {
+                let n_in = t.dims[0];
+                // SAFETY: plain function of a valid type id.
+                let row_bytes = unsafe { sys::ggml_row_size(ty, n_in as i64) } as u64;
+                let source = patterns.entry((ty, n_in)).or_insert_with(|| {
+                    let rows = rows_needed[&(ty, n_in)]
+                        .min((PATTERN_BYTES / row_bytes).max(1))
+                        .max(1);
+                    quantized_rows(ty, n_in, rows, 7 + i as u64)
+                });
+                (&source[..], row_bytes as usize)
+            }
         };
         let mut at = source
             .len()
@@ -433,4 +489,42 @@ pub fn write_model(
     }
     writer.flush().map_err(failed)?;
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_describes_a_model() {
+        let shape = Shape {
+            n_embd: 256,
+            n_ff: 512,
+            n_layer: 4,
+            n_head: 4,
+            n_head_kv: 2,
+            n_vocab: 300,
+            n_shared_experts: 1,
+            n_dense_lead: 1,
+            ..Shape::named("llama-7b").unwrap()
+        };
+        for family in FAMILIES {
+            let (w, fills) = describe(
+                family,
+                shape,
+                WeightTypes::Uniform(sys::GGML_TYPE_Q8_0),
+                generated_tokenizer(300),
+                300,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", family.name));
+            assert_eq!(w.tensors().len(), fills.len());
+            assert!(
+                w.tensors()
+                    .iter()
+                    .any(|t| t.name == "blk.3.attn_output.weight"),
+                "{}",
+                family.name
+            );
+        }
+    }
 }

@@ -146,6 +146,14 @@ impl GgufHeader {
         self.meta.get(key).map(|m| &m.value)
     }
 
+    /// `general.architecture` ("" when absent or not a string).
+    pub fn architecture(&self) -> &str {
+        match self.get("general.architecture") {
+            Some(MetaValue::Str(arch)) => arch,
+            _ => "",
+        }
+    }
+
     /// An integer metadata value (any integer type).
     pub fn get_int(&self, key: &str) -> Option<i128> {
         match self.get(key)? {

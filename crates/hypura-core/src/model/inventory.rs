@@ -4,8 +4,9 @@
 
 use serde::Serialize;
 
-use super::arch::ArchSpec;
+use super::arch::{ArchSpec, UNTIERED};
 use super::gguf::{GgufHeader, TensorInfo};
+use super::validate::Family;
 
 /// What a tensor is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -44,8 +45,13 @@ pub(crate) struct ModelTensor {
 /// A model's tensors, classified, with the facts the planner needs.
 #[derive(Debug, Clone)]
 pub(crate) struct ModelInventory {
-    /// The architecture family.
+    /// The architecture (`general.architecture`).
+    pub arch: String,
+    /// The family's spec ([`crate::model::arch::UNTIERED`] for an architecture hypura does
+    /// not tier).
     pub spec: &'static ArchSpec,
+    /// Why hypura does not tier the model, if it does not.
+    pub untiered: Option<String>,
     /// Number of repeating layers.
     pub n_layers: u32,
     /// Embedding width.
@@ -54,6 +60,9 @@ pub(crate) struct ModelInventory {
     pub tied_head: bool,
     /// Final logit soft-capping (0 = none).
     pub final_logit_softcap: f32,
+    /// True when hypura may compute the LM head itself: the logits are the head's product
+    /// alone, soft-capped at most (no head bias or scale).
+    pub head_streamable: bool,
     /// All tensors in file order.
     pub tensors: Vec<ModelTensor>,
     embedding: usize,
@@ -65,12 +74,18 @@ pub(crate) const OUTPUT: &str = "output.weight";
 
 impl ModelInventory {
     /// Classifies the tensors of a validated header (which has `token_embd.weight`, a 2-D
-    /// matrix, and `{arch}.block_count`).
-    pub fn new(header: &GgufHeader, spec: &'static ArchSpec) -> Self {
+    /// matrix, and `{arch}.block_count`) of architecture `arch`, tiered as `family` says.
+    pub fn new(header: &GgufHeader, arch: &str, family: Family) -> Self {
         let n_layers = header
-            .get_int(&spec.key("block_count"))
+            .get_int(&format!("{arch}.block_count"))
             .map_or(0, |n| n.clamp(0, i128::from(u32::MAX)) as u32);
+        let (spec, untiered) = match family {
+            Family::Tiered(spec) => (spec, None),
+            Family::Untiered(reason) => (&UNTIERED, Some(reason)),
+        };
         let mut inventory = Self::from_tensors(spec, n_layers, header.tensors.clone());
+        inventory.arch = arch.to_string();
+        inventory.untiered = untiered;
         inventory.final_logit_softcap = spec.final_logit_softcap(header);
         inventory
     }
@@ -88,11 +103,17 @@ impl ModelInventory {
         let embedding = find(EMBEDDING).unwrap_or(0);
         let output = find(OUTPUT);
         Self {
+            arch: spec.name.to_string(),
             spec,
+            untiered: None,
             n_layers,
             n_embd: tensors.get(embedding).map_or(0, |t| t.info.dims[0]),
             tied_head: output.is_none(),
             final_logit_softcap: 0.0,
+            head_streamable: spec.head_streamable
+                && !tensors
+                    .iter()
+                    .any(|t| t.info.name == "output.bias" || t.info.name == "output.scale"),
             head: output.unwrap_or(embedding),
             embedding,
             tensors,
@@ -100,8 +121,8 @@ impl ModelInventory {
     }
 
     /// The architecture's name.
-    pub fn arch(&self) -> &'static str {
-        self.spec.name
+    pub fn arch(&self) -> &str {
+        &self.arch
     }
 
     /// The LM head's tensor (`output.weight`, or the embedding when tied).

@@ -148,6 +148,9 @@ pub struct Plan {
     pub n_ubatch: u32,
     /// The KV cache llama.cpp will allocate for the context asked for (predicted).
     pub kv_cache_bytes: u64,
+    /// Why hypura does not tier this model, if it does not: it then runs as stock
+    /// llama.cpp runs it.
+    pub untiered: Option<String>,
 }
 
 impl Plan {

@@ -171,6 +171,9 @@ pub(crate) fn plan(
         let max_layer = table.max_from[first_streamed];
         let max_layer_window = table.max_window_from[first_streamed];
         for head_streamed in [false, true] {
+            if head_streamed && !inventory.head_streamable {
+                continue; // the family computes more than the head's product
+            }
             if streamed_layers == 0 && !head_streamed {
                 continue; // would be full residency, which does not fit
             }
@@ -384,6 +387,7 @@ fn finish(
         bound_tok_s: 1.0 / disk_time_s.max(compute_time_s).max(1e-12),
         n_ubatch: params.n_ubatch,
         kv_cache_bytes: params.kv_cache_bytes,
+        untiered: None,
     }
 }
 

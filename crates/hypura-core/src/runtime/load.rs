@@ -69,6 +69,13 @@ impl Model {
             inventory,
             plan,
         } = prepare(options)?;
+        // An architecture hypura does not tier runs as stock llama.cpp runs it.
+        let mut options = options.clone();
+        if let Some(why) = &plan.untiered {
+            log::warn!("{why}");
+            options.mode = LoadMode::Stock;
+        }
+        let options = &options;
         let path = file.path().to_path_buf();
         backend::init();
 

@@ -4,6 +4,7 @@
 
 use crate::error::PlanError;
 use crate::io::ModelFile;
+use crate::model::arch::kv_cache_bytes;
 use crate::model::{validate, GgufHeader, ModelInventory};
 use crate::plan::budget::{Budget, NonWeightCosts};
 use crate::plan::search::{self, SearchParams, MAX_PREFETCH_DEPTH, RAM_BYTES_PER_S, REQUEST_BYTES};
@@ -31,10 +32,13 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
     options.check()?;
     let file = ModelFile::open(&options.model_path)?;
     let header = GgufHeader::read(file.file(), file.path(), file.size())?;
-    let spec = validate::validate(&header, file.path())?;
-    let inventory = ModelInventory::new(&header, spec);
-    let kv_cache_bytes = spec.kv_cache_bytes(
+    let family = validate::validate(&header, file.path())?;
+    let arch = header.architecture();
+    let inventory = ModelInventory::new(&header, arch, family);
+    let kv_cache_bytes = kv_cache_bytes(
         &header,
+        arch,
+        inventory.spec.sliding_window,
         options.context_length,
         options.sequences,
         options.batch_size,
@@ -42,8 +46,8 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
     let costs = non_weight_costs(&header, &inventory, options, kv_cache_bytes);
     // Stock llama.cpp places nothing: report its plan as everything resident.
     let budget = match options.mode {
-        LoadMode::Stock => Budget::AllWeights,
-        _ => options.budget,
+        LoadMode::Tiered if inventory.untiered.is_none() => options.budget,
+        _ => Budget::AllWeights,
     };
     let ram_budget_bytes = budget.weight_bytes(inventory.weight_bytes(), &costs, file.path())?;
     let params = SearchParams {
@@ -55,7 +59,12 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
         io_threads: options.io_threads,
         kv_cache_bytes,
     };
-    let plan = search::plan(&inventory, &params, file.path())?;
+    let mut plan = search::plan(&inventory, &params, file.path())?;
+    plan.untiered = inventory.untiered.as_ref().map(|why| {
+        format!(
+            "{why}: it runs as stock llama.cpp runs it (memory-mapped; the budget is not enforced)"
+        )
+    });
     Ok(Prepared {
         file,
         header,
@@ -76,7 +85,7 @@ fn non_weight_costs(
     let n_vocab = inventory.head().n_rows();
     let n_embd = inventory.n_embd;
     let n_ff = header
-        .get_int(&inventory.spec.key("feed_forward_length"))
+        .get_int(&format!("{}.feed_forward_length", inventory.arch))
         .map_or(4 * n_embd, |v| v.max(0) as u64);
     let n_ubatch = u64::from(options.batch_size);
     NonWeightCosts {

@@ -2,7 +2,7 @@
 //! demands, and the values it asserts on (layer and expert counts, head dimensions that must
 //! match, a positive finite norm epsilon, known rope scaling, …).
 
-use super::super::arch::ArchSpec;
+use super::super::arch::{ArchSpec, Experts, Field, Hparams};
 use super::super::excerpt;
 use super::super::gguf::{value_type, GgufHeader, MetaValue};
 
@@ -15,24 +15,9 @@ const MAX_CONTEXT: u64 = 1 << 24;
 const MAX_HEADS: u64 = 1024;
 const MAX_HEAD_DIM: u64 = 1024;
 const MAX_FEED_FORWARD: u64 = 1 << 20;
-
-/// The hyperparameters the tensor shapes follow from (uniform over the layers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Hparams {
-    pub n_layer: u64,
-    pub n_embd: u64,
-    pub n_head: u64,
-    pub n_head_kv: u64,
-    pub n_ff: u64,
-    /// Key and value head dimensions (equal).
-    pub head_dim: u64,
-    /// Rotary dimensions.
-    pub n_rot: u64,
-    /// Experts (0: dense).
-    pub n_expert: u64,
-    /// True for `longrope` rope scaling (its own factor tensors).
-    pub longrope: bool,
-}
+/// llama.cpp's gating functions: none (the family's default), softmax, sigmoid,
+/// softmax-weight, sqrt-softplus.
+const MAX_GATING_FUNC: u64 = 4;
 
 fn type_name(t: u32) -> &'static str {
     match t {
@@ -55,12 +40,13 @@ fn type_name(t: u32) -> &'static str {
 
 struct Keys<'a> {
     header: &'a GgufHeader,
-    spec: &'a ArchSpec,
+    /// The architecture: the keys' prefix.
+    arch: &'a str,
 }
 
 impl Keys<'_> {
     fn full(&self, key: &str) -> String {
-        self.spec.key(key)
+        format!("{}.{key}", self.arch)
     }
 
     /// The value of `{arch}.{key}` if present, checked to be of type `want`.
@@ -185,186 +171,306 @@ fn finite(key: &str, v: Option<f64>, positive: bool) -> Result<(), String> {
     }
 }
 
-impl Hparams {
-    /// Reads and checks the family's hyperparameters.
-    pub fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Self, String> {
-        let k = Keys { header, spec };
-        let n_layer = k.required_u32("block_count", 1..=MAX_LAYERS)?;
-        let n_embd = k.required_u32("embedding_length", 1..=MAX_EMBEDDING)?;
-        k.required_u32("context_length", 1..=MAX_CONTEXT)?;
-        let n_head = k
-            .per_layer("attention.head_count", n_layer)?
-            .ok_or_else(|| format!("{} is missing", k.full("attention.head_count")))?;
-        let n_head = in_range(&k.full("attention.head_count"), n_head, 1..=MAX_HEADS)?;
-        let n_head_kv = k
-            .per_layer("attention.head_count_kv", n_layer)?
-            .unwrap_or(n_head);
-        let n_head_kv = in_range(&k.full("attention.head_count_kv"), n_head_kv, 1..=n_head)?;
-        if n_head % n_head_kv != 0 {
+/// The checks llama.cpp makes of every architecture (`llama_model_base::load_hparams`),
+/// for one without a spec, that runs as stock llama.cpp runs it; `arch` is its name.
+pub(crate) fn read_base(header: &GgufHeader, arch: &str) -> Result<(), String> {
+    let k = Keys { header, arch };
+    let (n_layer, _) = base(&k)?;
+    let n_expert = k.u32("expert_count")?.unwrap_or(0);
+    in_range(&k.full("expert_count"), n_expert, 0..=MAX_EXPERTS)?;
+    let used = k.per_layer("expert_used_count", n_layer)?.unwrap_or(0);
+    if n_expert > 0 {
+        in_range(&k.full("expert_used_count"), used, 1..=n_expert)?;
+    } else {
+        k.absent_or_zero("expert_used_count")?;
+    }
+    k.absent_or_zero("expert_group_count")?;
+    k.absent_or_zero("expert_group_used_count")?;
+    Ok(())
+}
+
+/// Layer count and embedding length, and the keys every family has.
+fn base(k: &Keys) -> Result<(u64, u64), String> {
+    let n_layer = k.required_u32("block_count", 1..=MAX_LAYERS)?;
+    let n_embd = k.required_u32("embedding_length", 1..=MAX_EMBEDDING)?;
+    k.required_u32("context_length", 1..=MAX_CONTEXT)?;
+    let nextn = k.u32("nextn_predict_layers")?.unwrap_or(0);
+    in_range(&k.full("nextn_predict_layers"), nextn, 0..=n_layer)?;
+    if let Some(causal) = k.header.get(&k.full("attention.causal")) {
+        if causal != &MetaValue::Bool(true) {
             return Err(format!(
-                "{n_head} attention heads are not a multiple of {n_head_kv} key/value heads"
+                "{} = {} (only causal models generate text)",
+                k.full("attention.causal"),
+                shown(causal)
             ));
         }
-        let n_ff = k
-            .per_layer("feed_forward_length", n_layer)?
-            .ok_or_else(|| format!("{} is missing", k.full("feed_forward_length")))?;
-        let n_ff = in_range(&k.full("feed_forward_length"), n_ff, 1..=MAX_FEED_FORWARD)?;
-        let head_k = k.u32("attention.key_length")?.unwrap_or(n_embd / n_head);
-        let head_v = k.u32("attention.value_length")?.unwrap_or(n_embd / n_head);
-        if head_k != head_v {
-            return Err(format!(
-                "key head size {head_k} differs from value head size {head_v}"
-            ));
-        }
-        let head_dim = in_range("the attention head size", head_k, 2..=MAX_HEAD_DIM)?;
-        if head_dim % 2 != 0 {
-            return Err(format!("the attention head size {head_dim} is odd"));
-        }
-        for key in [
-            "attention.key_length_swa",
-            "attention.value_length_swa",
-            "rope.dimension_count_swa",
-        ] {
-            if let Some(v) = k.u32(key)? {
-                if v != head_dim {
-                    return Err(format!(
-                        "{} = {v} differs from the head size {head_dim}",
-                        k.full(key)
-                    ));
-                }
+    }
+    if k.header.get(&k.full("pooling_type")).is_some() {
+        return Err(format!(
+            "{} is set: embedding models are not supported",
+            k.full("pooling_type")
+        ));
+    }
+    Ok((n_layer, n_embd))
+}
+
+/// Reads and checks the family's hyperparameters.
+pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hparams, String> {
+    let k = Keys {
+        header,
+        arch: spec.name,
+    };
+    let (n_layer, n_embd) = base(&k)?;
+    k.absent_or_zero("nextn_predict_layers")?;
+    let n_head = k
+        .per_layer("attention.head_count", n_layer)?
+        .ok_or_else(|| format!("{} is missing", k.full("attention.head_count")))?;
+    let n_head = in_range(&k.full("attention.head_count"), n_head, 1..=MAX_HEADS)?;
+    let n_head_kv = k
+        .per_layer("attention.head_count_kv", n_layer)?
+        .unwrap_or(n_head);
+    let n_head_kv = in_range(&k.full("attention.head_count_kv"), n_head_kv, 1..=n_head)?;
+    if n_head % n_head_kv != 0 {
+        return Err(format!(
+            "{n_head} attention heads are not a multiple of {n_head_kv} key/value heads"
+        ));
+    }
+    // A family whose every layer has experts may leave the dense width out.
+    let n_ff = match k.per_layer("feed_forward_length", n_layer)? {
+        Some(n) => in_range(&k.full("feed_forward_length"), n, 1..=MAX_FEED_FORWARD)?,
+        None if spec.experts == Experts::Required => 0,
+        None => return Err(format!("{} is missing", k.full("feed_forward_length"))),
+    };
+    let head_k = k.u32("attention.key_length")?.unwrap_or(n_embd / n_head);
+    let head_v = k.u32("attention.value_length")?.unwrap_or(n_embd / n_head);
+    if head_k != head_v {
+        return Err(format!(
+            "key head size {head_k} differs from value head size {head_v}"
+        ));
+    }
+    let head_dim = in_range("the attention head size", head_k, 2..=MAX_HEAD_DIM)?;
+    if head_dim % 2 != 0 {
+        return Err(format!("the attention head size {head_dim} is odd"));
+    }
+    for key in [
+        "attention.key_length_swa",
+        "attention.value_length_swa",
+        "rope.dimension_count_swa",
+    ] {
+        if let Some(v) = k.u32(key)? {
+            if v != head_dim {
+                return Err(format!(
+                    "{} = {v} differs from the head size {head_dim}",
+                    k.full(key)
+                ));
             }
         }
-        let n_rot = k.u32("rope.dimension_count")?.unwrap_or(head_dim);
-        if n_rot == 0
-            || n_rot > head_dim
-            || n_rot % 2 != 0
-            || (spec.name == "llama" && n_rot != head_dim)
+    }
+    let n_rot = k.u32("rope.dimension_count")?.unwrap_or(head_dim);
+    if n_rot == 0
+        || n_rot > head_dim
+        || n_rot % 2 != 0
+        || (spec.rope_covers_head && n_rot != head_dim)
+    {
+        return Err(format!(
+            "{} = {n_rot} does not fit the head size {head_dim}",
+            k.full("rope.dimension_count")
+        ));
+    }
+    let eps_key = k.full("attention.layer_norm_rms_epsilon");
+    match k.f32("attention.layer_norm_rms_epsilon")? {
+        Some(eps) if eps.is_finite() && eps > 0.0 && eps <= 1.0 => {}
+        Some(eps) => return Err(format!("{eps_key} = {eps} (must be in (0, 1])")),
+        None => return Err(format!("{eps_key} is missing")),
+    }
+    let scaling = k.string("rope.scaling.type")?;
+    if let Some(s) = scaling {
+        if !["none", "linear", "yarn", "longrope"].contains(&s) {
+            return Err(format!(
+                "{} = {} is not a rope scaling llama.cpp knows",
+                k.full("rope.scaling.type"),
+                excerpt(s)
+            ));
+        }
+    }
+    finite(&k.full("rope.freq_base"), k.f32("rope.freq_base")?, true)?;
+    finite(
+        &k.full("rope.freq_base_swa"),
+        k.f32("rope.freq_base_swa")?,
+        true,
+    )?;
+    finite(
+        &k.full("rope.scaling.factor"),
+        k.f32("rope.scaling.factor")?,
+        false,
+    )?;
+    finite(
+        &k.full("rope.scaling.attn_factor"),
+        k.f32("rope.scaling.attn_factor")?,
+        false,
+    )?;
+    k.u32("rope.scaling.original_context_length")?;
+    if let Some(out) = k.u32("embedding_length_out")? {
+        if out != n_embd {
+            return Err(format!(
+                "{} = {out} differs from the embedding length {n_embd}",
+                k.full("embedding_length_out")
+            ));
+        }
+    }
+    let n_expert = k.u32("expert_count")?.unwrap_or(0);
+    let mut n_expert_used = 0;
+    if n_expert == 0 || spec.experts == Experts::None {
+        if n_expert != 0 {
+            return Err(format!(
+                "{} = {n_expert}: this family has no experts",
+                k.full("expert_count")
+            ));
+        }
+        if spec.experts == Experts::Required {
+            return Err(format!("{} is missing", k.full("expert_count")));
+        }
+        k.absent_or_zero("expert_used_count")?;
+    } else {
+        in_range(&k.full("expert_count"), n_expert, 1..=MAX_EXPERTS)?;
+        let used = k
+            .per_layer("expert_used_count", n_layer)?
+            .ok_or_else(|| format!("{} is missing", k.full("expert_used_count")))?;
+        n_expert_used = in_range(&k.full("expert_used_count"), used, 1..=n_expert)?;
+    }
+    let mut hp = Hparams {
+        n_layer,
+        n_embd,
+        n_vocab: n_vocab(header),
+        n_head,
+        n_head_kv,
+        n_ff,
+        head_k: head_dim,
+        head_v: head_dim,
+        n_rot,
+        n_expert,
+        n_expert_used,
+        n_ff_exp: n_ff,
+        longrope: scaling == Some("longrope"),
+        ..Hparams::default()
+    };
+    let mut shared_experts = 0;
+    for rule in spec.keys {
+        let value = match k.per_layer(rule.key, n_layer)? {
+            Some(v) => in_range(&k.full(rule.key), v, rule.min..=MAX_FEED_FORWARD)?,
+            None if rule.required => return Err(format!("{} is missing", k.full(rule.key))),
+            None => continue,
+        };
+        match rule.sets {
+            Field::FfExp => hp.n_ff_exp = value,
+            Field::FfShexp => hp.n_ff_shexp = value,
+            Field::SharedExperts => shared_experts = value,
+            Field::DenseLead => hp.n_dense_lead = value,
+            Field::QLora => hp.q_lora_rank = value,
+            Field::KvLora => hp.kv_lora_rank = value,
+        }
+    }
+    // llama.cpp's fallback for an expert width of 0 or absent, in families that have a
+    // key for it.
+    if spec.keys.iter().any(|r| r.sets == Field::FfExp)
+        && k.per_layer("expert_feed_forward_length", n_layer)?
+            .unwrap_or(0)
+            == 0
+        && n_expert_used > 0
+    {
+        hp.n_ff_exp = n_ff / n_expert_used;
+    }
+    if n_expert > 0 && hp.n_ff_exp == 0 {
+        return Err(format!(
+            "the experts' FFN width is 0 ({} and {} are missing)",
+            k.full("expert_feed_forward_length"),
+            k.full("feed_forward_length")
+        ));
+    }
+    if let Some(f) = k.u32("expert_gating_func")? {
+        if f > MAX_GATING_FUNC {
+            return Err(format!(
+                "{} = {f} is not a gating function llama.cpp knows",
+                k.full("expert_gating_func")
+            ));
+        }
+    }
+    if shared_experts > 0 && hp.n_ff_shexp == 0 {
+        hp.n_ff_shexp = shared_experts * hp.n_ff_exp;
+    }
+    if hp.n_dense_lead > n_layer {
+        return Err(format!(
+            "{} leading dense layers in a model of {n_layer} layers",
+            hp.n_dense_lead
+        ));
+    }
+    k.absent_or_zero("expert_group_count")?;
+    k.absent_or_zero("expert_group_used_count")?;
+    if let Some(window) = spec.sliding_window {
+        let size = k.u32(window.window_key)?;
+        if window.always || size.unwrap_or(0) > 0 {
+            sliding_window_pattern(&k, n_layer)?;
+        }
+    }
+    if spec.query_is_embedding_wide && head_dim * n_head != n_embd {
+        return Err(format!(
+                "{n_head} heads of size {head_dim} do not make the embedding width {n_embd}, which {} requires",
+                spec.name
+            ));
+    }
+    if let Some(key) = spec.final_logit_softcap_key {
+        finite(&k.full(key), k.f32(key)?, false)?;
+    }
+    finite(
+        &k.full("attn_logit_softcapping"),
+        k.f32("attn_logit_softcapping")?,
+        false,
+    )?;
+    for (what, value) in [("heads", n_head), ("key/value heads", n_head_kv)] {
+        if value * head_dim >= 1 << 31 {
+            return Err(format!("{value} {what} of size {head_dim} are too many"));
+        }
+    }
+    Ok(hp)
+}
+
+/// `attention.sliding_window_pattern`: a period (llama.cpp's `set_swa_pattern`) or one flag
+/// per layer, that must leave at least one sliding-window layer (llama.cpp asserts so when
+/// it builds the cache).
+fn sliding_window_pattern(k: &Keys, n_layer: u64) -> Result<(), String> {
+    let key = k.full("attention.sliding_window_pattern");
+    let Some(m) = k.header.meta.get(&key) else {
+        return Ok(());
+    };
+    let any_sliding = match &m.value {
+        MetaValue::Uint(p) if m.value_type == value_type::U32 => *p != 1,
+        MetaValue::Array(a)
+            if matches!(
+                a.item_type,
+                value_type::BOOL | value_type::U32 | value_type::I32
+            ) && a.count == n_layer =>
         {
+            k.header.numbers(a).iter().any(|v| *v != 0.0)
+        }
+        other => {
             return Err(format!(
-                "{} = {n_rot} does not fit the head size {head_dim}",
-                k.full("rope.dimension_count")
-            ));
+                "{key} = {} (a period, or one flag per layer)",
+                shown(other)
+            ))
         }
-        let eps_key = k.full("attention.layer_norm_rms_epsilon");
-        match k.f32("attention.layer_norm_rms_epsilon")? {
-            Some(eps) if eps.is_finite() && eps > 0.0 && eps <= 1.0 => {}
-            Some(eps) => return Err(format!("{eps_key} = {eps} (must be in (0, 1])")),
-            None => return Err(format!("{eps_key} is missing")),
-        }
-        let scaling = k.string("rope.scaling.type")?;
-        if let Some(s) = scaling {
-            if !["none", "linear", "yarn", "longrope"].contains(&s) {
-                return Err(format!(
-                    "{} = {} is not a rope scaling llama.cpp knows",
-                    k.full("rope.scaling.type"),
-                    excerpt(s)
-                ));
-            }
-        }
-        finite(&k.full("rope.freq_base"), k.f32("rope.freq_base")?, true)?;
-        finite(
-            &k.full("rope.freq_base_swa"),
-            k.f32("rope.freq_base_swa")?,
-            true,
-        )?;
-        finite(
-            &k.full("rope.scaling.factor"),
-            k.f32("rope.scaling.factor")?,
-            false,
-        )?;
-        finite(
-            &k.full("rope.scaling.attn_factor"),
-            k.f32("rope.scaling.attn_factor")?,
-            false,
-        )?;
-        k.u32("rope.scaling.original_context_length")?;
-        k.absent_or_zero("nextn_predict_layers")?;
-        k.absent_or_zero("expert_shared_feed_forward_length")?;
-        if let Some(causal) = header.get(&k.full("attention.causal")) {
-            if causal != &MetaValue::Bool(true) {
-                return Err(format!(
-                    "{} = {} (only causal models generate text)",
-                    k.full("attention.causal"),
-                    shown(causal)
-                ));
-            }
-        }
-        if header.get(&k.full("pooling_type")).is_some() {
-            return Err(format!(
-                "{} is set: embedding models are not supported",
-                k.full("pooling_type")
-            ));
-        }
-        if let Some(out) = k.u32("embedding_length_out")? {
-            if out != n_embd {
-                return Err(format!(
-                    "{} = {out} differs from the embedding length {n_embd}",
-                    k.full("embedding_length_out")
-                ));
-            }
-        }
-        let n_expert = k.u32("expert_count")?.unwrap_or(0);
-        if n_expert == 0 || spec.name != "llama" {
-            if n_expert != 0 {
-                return Err(format!(
-                    "{} = {n_expert}: this family has no experts",
-                    k.full("expert_count")
-                ));
-            }
-            k.absent_or_zero("expert_used_count")?;
-        } else {
-            in_range(&k.full("expert_count"), n_expert, 1..=MAX_EXPERTS)?;
-            let used = k
-                .per_layer("expert_used_count", n_layer)?
-                .ok_or_else(|| format!("{} is missing", k.full("expert_used_count")))?;
-            in_range(&k.full("expert_used_count"), used, 1..=n_expert)?;
-        }
-        k.absent_or_zero("expert_group_count")?;
-        k.absent_or_zero("expert_group_used_count")?;
-        if let Some((window_key, _)) = spec.sliding_window {
-            k.u32(window_key)?;
-            let pattern_key = k.full("attention.sliding_window_pattern");
-            match header.meta.get(&pattern_key) {
-                None => {}
-                Some(m) => match &m.value {
-                    MetaValue::Uint(p) if m.value_type == value_type::U32 && *p >= 1 => {}
-                    MetaValue::Array(a)
-                        if matches!(
-                            a.item_type,
-                            value_type::BOOL | value_type::U32 | value_type::I32
-                        ) && a.count == n_layer => {}
-                    other => {
-                        return Err(format!(
-                            "{pattern_key} = {} (a period of 1 or more, or one flag per layer)",
-                            shown(other)
-                        ))
-                    }
-                },
-            }
-        }
-        if let Some(key) = spec.final_logit_softcap_key {
-            finite(&k.full(key), k.f32(key)?, false)?;
-        }
-        finite(
-            &k.full("attn_logit_softcapping"),
-            k.f32("attn_logit_softcapping")?,
-            false,
-        )?;
-        for (what, value) in [("heads", n_head), ("key/value heads", n_head_kv)] {
-            if value * head_dim >= 1 << 31 {
-                return Err(format!("{value} {what} of size {head_dim} are too many"));
-            }
-        }
-        Ok(Self {
-            n_layer,
-            n_embd,
-            n_head,
-            n_head_kv,
-            n_ff,
-            head_dim,
-            n_rot,
-            n_expert,
-            longrope: scaling == Some("longrope"),
-        })
+    };
+    if !any_sliding {
+        return Err(format!(
+            "{key} leaves no sliding-window layer, which llama.cpp asserts against"
+        ));
+    }
+    Ok(())
+}
+
+/// The vocabulary size: the tokenizer's token count.
+fn n_vocab(header: &GgufHeader) -> u64 {
+    match header.get("tokenizer.ggml.tokens") {
+        Some(MetaValue::Array(a)) => a.count,
+        _ => 0,
     }
 }

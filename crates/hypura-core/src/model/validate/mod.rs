@@ -16,8 +16,6 @@ use super::excerpt;
 use super::gguf::{GgufHeader, MetaValue};
 use crate::error::ModelFileError;
 
-pub(crate) use hparams::Hparams;
-
 /// Most metadata keys (llama.cpp looks keys up by a linear scan, over a hundred times).
 const MAX_KEYS: usize = 1 << 16;
 /// Longest array outside the tokenizer (llama.cpp prints every array in full at load).
@@ -25,26 +23,28 @@ const MAX_OTHER_ARRAY_ITEMS: u64 = 4096;
 /// Smallest alignment llama.cpp's mmap loader accepts (`TENSOR_ALIGNMENT`).
 const MIN_ALIGNMENT: u64 = 32;
 
+/// What validation found the model to be.
+#[derive(Debug, Clone)]
+pub(crate) enum Family {
+    /// A family hypura tiers, checked against its spec.
+    Tiered(&'static ArchSpec),
+    /// A model hypura does not tier (an architecture without a spec, or a feature its spec
+    /// does not cover yet), checked as far as llama.cpp checks every architecture, to run
+    /// as stock llama.cpp runs it; with the reason.
+    Untiered(String),
+}
+
 /// Checks `header` (of the file at `path`) against everything llama.cpp asserts on; returns
-/// the family's spec.
-pub(crate) fn validate(
-    header: &GgufHeader,
-    path: &Path,
-) -> Result<&'static ArchSpec, ModelFileError> {
+/// the family's spec, if hypura has one.
+pub(crate) fn validate(header: &GgufHeader, path: &Path) -> Result<Family, ModelFileError> {
     let invalid = |reason: String| ModelFileError::Invalid {
         path: path.to_path_buf(),
         reason,
     };
     structure(header).map_err(invalid)?;
     key_types(header).map_err(invalid)?;
-    let spec = match header.get("general.architecture") {
-        Some(MetaValue::Str(arch)) => {
-            ArchSpec::find(arch).ok_or_else(|| ModelFileError::UnsupportedArchitecture {
-                path: path.to_path_buf(),
-                arch: excerpt(arch),
-                supported: ArchSpec::supported(),
-            })?
-        }
+    let arch = match header.get("general.architecture") {
+        Some(MetaValue::Str(arch)) => arch,
         Some(_) => return Err(invalid("general.architecture is not a string".into())),
         None => {
             return Err(ModelFileError::Malformed {
@@ -53,10 +53,29 @@ pub(crate) fn validate(
             })
         }
     };
-    let hp = Hparams::read(header, spec).map_err(invalid)?;
+    let untiered = |reason: String| {
+        hparams::read_base(header, arch).map_err(invalid)?;
+        vocab::check(header).map_err(invalid)?;
+        tensors::check_types(header).map_err(invalid)?;
+        Ok(Family::Untiered(reason))
+    };
+    let Some(spec) = ArchSpec::find(arch) else {
+        return untiered(format!(
+            "hypura has no spec for architecture {} (it tiers {})",
+            excerpt(arch),
+            ArchSpec::supported()
+        ));
+    };
+    let nextn_key = spec.key("nextn_predict_layers");
+    if let Some(MetaValue::Uint(n @ 1..)) = header.get(&nextn_key) {
+        return untiered(format!(
+            "{nextn_key} = {n}: hypura does not tier models with next-token-prediction layers yet"
+        ));
+    }
+    let hp = hparams::read(header, spec).map_err(invalid)?;
     vocab::check(header).map_err(invalid)?;
     tensors::check(header, spec, &hp).map_err(invalid)?;
-    Ok(spec)
+    Ok(Family::Tiered(spec))
 }
 
 /// GGUF types llama.cpp demands of the keys it reads (it refuses any other, by key name;
@@ -90,6 +109,14 @@ const KEY_TYPES: &[(&str, &[u32])] = {
         ("{}.final_logit_softcapping", &[F32]),
         ("{}.attn_logit_softcapping", &[F32]),
         ("{}.expert_count", &[U32]),
+        ("{}.expert_shared_count", &[U32]),
+        ("{}.expert_gating_func", &[U32]),
+        ("{}.expert_weights_norm", &[BOOL]),
+        ("{}.expert_weights_scale", &[F32]),
+        ("{}.expert_feed_forward_length", &[U32, ARRAY]),
+        ("{}.leading_dense_block_count", &[U32]),
+        ("{}.nextn_predict_layers", &[U32]),
+        ("{}.attention.temperature_scale", &[F32]),
         ("{}.expert_used_count", &[U32, ARRAY]),
         ("{}.feed_forward_length", &[U32, ARRAY]),
         ("{}.attention.head_count", &[U32, ARRAY]),

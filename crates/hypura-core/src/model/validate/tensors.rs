@@ -5,10 +5,9 @@
 
 use std::collections::HashMap;
 
-use super::super::arch::{ArchSpec, Dim, Need, TensorKind, TensorRule, GLOBAL_TENSORS};
+use super::super::arch::{ArchSpec, Hparams, TensorKind, TensorRule};
 use super::super::excerpt;
-use super::super::gguf::{type_name, GgufHeader, MetaValue, TensorInfo};
-use super::hparams::Hparams;
+use super::super::gguf::{type_name, GgufHeader, TensorInfo};
 use crate::sys;
 
 /// Types whose CPU kernels llama.cpp's graphs can multiply with (each also has a CPU dot
@@ -52,61 +51,44 @@ fn has_cpu_dot_product(ggml_type: u32) -> bool {
 fn type_allowed(kind: TensorKind, ggml_type: u32) -> bool {
     match kind {
         TensorKind::Vector => ggml_type == sys::GGML_TYPE_F32,
-        TensorKind::Matrix | TensorKind::Embedding => {
+        TensorKind::Matrix | TensorKind::Router | TensorKind::Embedding => {
             MATRIX_TYPES.contains(&ggml_type) && has_cpu_dot_product(ggml_type)
         }
     }
 }
 
-fn dim(d: Dim, hp: &Hparams, n_vocab: u64) -> u64 {
-    match d {
-        Dim::Embd => hp.n_embd,
-        Dim::Vocab => n_vocab,
-        Dim::Ff => hp.n_ff,
-        Dim::Q => hp.head_dim * hp.n_head,
-        Dim::Kv => hp.head_dim * hp.n_head_kv,
-        Dim::Qkv => hp.head_dim * (hp.n_head + 2 * hp.n_head_kv),
-        Dim::HeadSize => hp.head_dim,
-        Dim::RotHalf => hp.n_rot / 2,
-        Dim::NExperts => hp.n_expert,
+/// Checks that llama.cpp's CPU kernels compute with every tensor's type (for an
+/// architecture without a spec, whose tensors' uses hypura does not know).
+pub(super) fn check_types(header: &GgufHeader) -> Result<(), String> {
+    for t in &header.tensors {
+        if !type_allowed(TensorKind::Matrix, t.ggml_type) {
+            return Err(format!(
+                "tensor {} is stored as {}, which llama.cpp's CPU backend cannot compute with",
+                excerpt(&t.name),
+                type_name(t.ggml_type)
+            ));
+        }
     }
-}
-
-/// Whether `rule` applies to this model at all, and whether it must be present.
-fn expected(rule: &TensorRule, hp: &Hparams, fused: bool) -> Option<bool> {
-    match rule.need {
-        Need::Required => Some(true),
-        Need::Optional => Some(false),
-        Need::UnlessFused => (!fused).then_some(true),
-        Need::Dense => (hp.n_expert == 0).then_some(true),
-        Need::Experts => (hp.n_expert > 0).then_some(true),
-        Need::ExpertsOptional => (hp.n_expert > 0).then_some(false),
-        Need::Longrope => hp.longrope.then_some(false),
-        Need::NotLongrope => (!hp.longrope).then_some(false),
-    }
+    Ok(())
 }
 
 /// Checks the tensor set, shapes and types.
 pub(super) fn check(header: &GgufHeader, spec: &ArchSpec, hp: &Hparams) -> Result<(), String> {
-    let n_vocab = match header.get("tokenizer.ggml.tokens") {
-        Some(MetaValue::Array(a)) => a.count,
-        _ => 0,
-    };
     let by_name: HashMap<&str, &TensorInfo> = header
         .tensors
         .iter()
         .map(|t| (t.name.as_str(), t))
         .collect();
     let mut expected_names: HashMap<String, (&TensorRule, bool)> = HashMap::new();
-    for rule in GLOBAL_TENSORS {
-        if let Some(required) = expected(rule, hp, false) {
+    for rule in spec.global_tensors() {
+        if let Some(required) = rule.need.expected(hp, None, false) {
             expected_names.insert(rule.name.to_string(), (rule, required));
         }
     }
     for layer in 0..hp.n_layer {
         let fused = by_name.contains_key(format!("blk.{layer}.attn_qkv.weight").as_str());
         for rule in spec.layer_tensors() {
-            if let Some(required) = expected(rule, hp, fused) {
+            if let Some(required) = rule.need.expected(hp, Some(layer), fused) {
                 expected_names.insert(
                     rule.name.replace("{}", &layer.to_string()),
                     (rule, required),
@@ -122,7 +104,7 @@ pub(super) fn check(header: &GgufHeader, spec: &ArchSpec, hp: &Hparams) -> Resul
                 spec.name
             ));
         };
-        let want: Vec<u64> = rule.dims.iter().map(|d| dim(*d, hp, n_vocab)).collect();
+        let want: Vec<u64> = rule.dims.iter().map(|d| d.value(hp)).collect();
         let mut got = t.dims.clone();
         while got.len() > want.len() && got.last() == Some(&1) {
             got.pop();
@@ -141,7 +123,7 @@ pub(super) fn check(header: &GgufHeader, spec: &ArchSpec, hp: &Hparams) -> Resul
                 type_name(t.ggml_type),
                 match rule.kind {
                     TensorKind::Vector => "an element-wise weight (it must be f32)",
-                    TensorKind::Matrix => "a matrix",
+                    TensorKind::Matrix | TensorKind::Router => "a matrix",
                     TensorKind::Embedding => "the embedding",
                 }
             ));

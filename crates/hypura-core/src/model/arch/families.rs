@@ -1,0 +1,514 @@
+//! The families hypura tiers, as data: each one's tensors (as the pinned llama.cpp's
+//! `load_arch_tensors` creates them), keys, head and attention facts. Shared pieces (the
+//! global tensors, attention, a dense FFN, experts) are tables of their own.
+
+use super::rules::{rule, Dim::*, Need::*, TensorKind::*, TensorRule};
+use super::{ArchSpec, Example, Experts, Field, KeyRule, SlidingWindow};
+
+/// Tensors outside the layers, common to the families here.
+const GLOBALS: &[TensorRule] = &[
+    rule("token_embd.weight", &[Embd, Vocab], Embedding, Required),
+    rule("output_norm.weight", &[Embd], Vector, Required),
+    rule("output.weight", &[Embd, Vocab], Matrix, Optional),
+];
+
+/// Tensors outside the layers of a family whose head is always the embedding.
+const GLOBALS_TIED: &[TensorRule] = &[
+    rule("token_embd.weight", &[Embd, Vocab], Embedding, Required),
+    rule("output_norm.weight", &[Embd], Vector, Required),
+];
+
+/// Tensors outside the layers of a family with its own head always.
+const GLOBALS_UNTIED: &[TensorRule] = &[
+    rule("token_embd.weight", &[Embd, Vocab], Embedding, Required),
+    rule("output_norm.weight", &[Embd], Vector, Required),
+    rule("output.weight", &[Embd, Vocab], Matrix, Required),
+];
+
+/// Qwen 2's optional head bias (added after the head's product).
+const OUTPUT_BIAS: &[TensorRule] = &[rule("output.bias", &[Vocab], Vector, Optional)];
+
+/// Phi 3's rope factors (either, both or none, whatever the rope scaling).
+const PHI3_ROPE_FACTORS: &[TensorRule] = &[
+    rule("rope_factors_long.weight", &[RotHalf], Vector, Optional),
+    rule("rope_factors_short.weight", &[RotHalf], Vector, Optional),
+];
+
+/// Rope factor tensors (llama.cpp creates them for every family using `rope_freqs`).
+const ROPE_FACTORS: &[TensorRule] = &[
+    rule("rope_freqs.weight", &[RotHalf], Vector, NotLongrope),
+    rule("rope_factors_long.weight", &[RotHalf], Vector, Longrope),
+    rule("rope_factors_short.weight", &[RotHalf], Vector, Longrope),
+];
+
+/// Attention projections as llama.cpp's `create_tensor_qkv` reads them.
+const QKV: &[TensorRule] = &[
+    rule("blk.{}.attn_qkv.weight", &[Embd, Qkv], Matrix, Optional),
+    rule("blk.{}.attn_qkv.bias", &[Qkv], Vector, Optional),
+    rule("blk.{}.attn_q.weight", &[Embd, Q], Matrix, UnlessFused),
+    rule("blk.{}.attn_k.weight", &[Embd, K], Matrix, UnlessFused),
+    rule("blk.{}.attn_v.weight", &[Embd, V], Matrix, UnlessFused),
+    rule("blk.{}.attn_q.bias", &[Q], Vector, Optional),
+    rule("blk.{}.attn_k.bias", &[K], Vector, Optional),
+    rule("blk.{}.attn_v.bias", &[V], Vector, Optional),
+];
+
+/// Qwen 2's attention: `n_embd`-wide query and output, with the biases real checkpoints have.
+const QWEN2_ATTENTION: &[TensorRule] = &[
+    rule("blk.{}.attn_qkv.weight", &[Embd, Qkv], Matrix, Optional),
+    rule("blk.{}.attn_qkv.bias", &[Qkv], Vector, Optional),
+    rule("blk.{}.attn_q.weight", &[Embd, Embd], Matrix, UnlessFused),
+    rule("blk.{}.attn_k.weight", &[Embd, K], Matrix, UnlessFused),
+    rule("blk.{}.attn_v.weight", &[Embd, V], Matrix, UnlessFused),
+    rule("blk.{}.attn_q.bias", &[Embd], Vector, Typical),
+    rule("blk.{}.attn_k.bias", &[K], Vector, Typical),
+    rule("blk.{}.attn_v.bias", &[V], Vector, Typical),
+    rule("blk.{}.attn_output.weight", &[Embd, Embd], Matrix, Required),
+];
+
+/// Attention projections whose query and output are `n_embd` wide (Qwen 2, OLMo 2, Phi 3).
+const QKV_EMBD: &[TensorRule] = &[
+    rule("blk.{}.attn_qkv.weight", &[Embd, Qkv], Matrix, Optional),
+    rule("blk.{}.attn_qkv.bias", &[Qkv], Vector, Optional),
+    rule("blk.{}.attn_q.weight", &[Embd, Embd], Matrix, UnlessFused),
+    rule("blk.{}.attn_k.weight", &[Embd, K], Matrix, UnlessFused),
+    rule("blk.{}.attn_v.weight", &[Embd, V], Matrix, UnlessFused),
+    rule("blk.{}.attn_q.bias", &[Embd], Vector, Optional),
+    rule("blk.{}.attn_k.bias", &[K], Vector, Optional),
+    rule("blk.{}.attn_v.bias", &[V], Vector, Optional),
+    rule("blk.{}.attn_output.weight", &[Embd, Embd], Matrix, Required),
+];
+
+/// The attention output.
+const ATTN_OUTPUT: &[TensorRule] = &[rule(
+    "blk.{}.attn_output.weight",
+    &[AttnOut, Embd],
+    Matrix,
+    Required,
+)];
+
+/// Pre-norms of attention and FFN.
+const PRE_NORMS: &[TensorRule] = &[
+    rule("blk.{}.attn_norm.weight", &[Embd], Vector, Required),
+    rule("blk.{}.ffn_norm.weight", &[Embd], Vector, Required),
+];
+
+/// OLMo 2's RMS norms over the whole query and key.
+const OLMO2_QK_NORM: &[TensorRule] = &[
+    rule("blk.{}.attn_q_norm.weight", &[Embd], Vector, Required),
+    rule("blk.{}.attn_k_norm.weight", &[K], Vector, Required),
+];
+
+/// Phi 3's FFN: gate and up fused.
+const PHI3_FFN: &[TensorRule] = &[
+    rule("blk.{}.ffn_up.weight", &[Embd, FfFused], Matrix, Required),
+    rule("blk.{}.ffn_down.weight", &[Ff, Embd], Matrix, Required),
+];
+
+/// Per-head RMS norms of queries and keys.
+const QK_NORM: &[TensorRule] = &[
+    rule("blk.{}.attn_q_norm.weight", &[HeadK], Vector, Required),
+    rule("blk.{}.attn_k_norm.weight", &[HeadK], Vector, Required),
+];
+
+/// A gated dense FFN.
+const FFN: &[TensorRule] = &[
+    rule("blk.{}.ffn_gate.weight", &[Embd, Ff], Matrix, DenseLayer),
+    rule("blk.{}.ffn_up.weight", &[Embd, Ff], Matrix, DenseLayer),
+    rule("blk.{}.ffn_down.weight", &[Ff, Embd], Matrix, DenseLayer),
+];
+
+/// Llama's optional biases.
+const LLAMA_BIASES: &[TensorRule] = &[
+    rule("blk.{}.attn_output.bias", &[Embd], Vector, Optional),
+    rule("blk.{}.ffn_gate.bias", &[Ff], Vector, Optional),
+    rule("blk.{}.ffn_up.bias", &[Ff], Vector, Optional),
+    rule("blk.{}.ffn_down.bias", &[Embd], Vector, Optional),
+];
+
+/// Llama's layer.
+const LLAMA_LAYER: &[&[TensorRule]] = &[
+    QKV,
+    ATTN_OUTPUT,
+    PRE_NORMS,
+    LLAMA_BIASES,
+    FFN,
+    LLAMA_EXPERTS,
+];
+
+/// Llama's (Mixtral's) experts.
+const LLAMA_EXPERTS: &[TensorRule] = &[
+    rule(
+        "blk.{}.ffn_gate_inp.weight",
+        &[Embd, NExperts],
+        Router,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_gate_exps.weight",
+        &[Embd, FfExp, NExperts],
+        Matrix,
+        MoeLayerOptional,
+    ),
+    rule(
+        "blk.{}.ffn_up_exps.weight",
+        &[Embd, FfExp, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_down_exps.weight",
+        &[FfExp, Embd, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+];
+
+/// Gemma's norms after attention and after the FFN.
+const GEMMA_POST_NORMS: &[TensorRule] = &[
+    rule(
+        "blk.{}.post_attention_norm.weight",
+        &[Embd],
+        Vector,
+        Required,
+    ),
+    rule("blk.{}.post_ffw_norm.weight", &[Embd], Vector, Required),
+];
+
+/// Qwen 3 MoE's experts (every layer).
+const QWEN3MOE_EXPERTS: &[TensorRule] = &[
+    rule(
+        "blk.{}.ffn_gate_inp.weight",
+        &[Embd, NExperts],
+        Router,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_gate_exps.weight",
+        &[Embd, FfExp, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_up_exps.weight",
+        &[Embd, FfExp, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_down_exps.weight",
+        &[FfExp, Embd, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+];
+
+/// gpt-oss's layer: biased attention with sinks, biased experts.
+const GPT_OSS_LAYER: &[TensorRule] = &[
+    rule("blk.{}.attn_norm.weight", &[Embd], Vector, Required),
+    rule(
+        "blk.{}.post_attention_norm.weight",
+        &[Embd],
+        Vector,
+        Required,
+    ),
+    rule("blk.{}.attn_qkv.weight", &[Embd, Qkv], Matrix, Optional),
+    rule("blk.{}.attn_qkv.bias", &[Qkv], Vector, Optional),
+    rule("blk.{}.attn_q.weight", &[Embd, Q], Matrix, UnlessFused),
+    rule("blk.{}.attn_k.weight", &[Embd, K], Matrix, UnlessFused),
+    rule("blk.{}.attn_v.weight", &[Embd, V], Matrix, UnlessFused),
+    rule("blk.{}.attn_q.bias", &[Q], Vector, Typical),
+    rule("blk.{}.attn_k.bias", &[K], Vector, Typical),
+    rule("blk.{}.attn_v.bias", &[V], Vector, Typical),
+    rule(
+        "blk.{}.attn_output.weight",
+        &[AttnOut, Embd],
+        Matrix,
+        Required,
+    ),
+    rule("blk.{}.attn_output.bias", &[Embd], Vector, Required),
+    rule("blk.{}.attn_sinks.weight", &[Heads], Vector, Required),
+    rule(
+        "blk.{}.ffn_gate_inp.weight",
+        &[Embd, NExperts],
+        Router,
+        MoeLayer,
+    ),
+    rule("blk.{}.ffn_gate_inp.bias", &[NExperts], Vector, MoeLayer),
+    rule(
+        "blk.{}.ffn_gate_exps.weight",
+        &[Embd, FfExp, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_up_exps.weight",
+        &[Embd, FfExp, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_down_exps.weight",
+        &[FfExp, Embd, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_gate_exps.bias",
+        &[FfExp, NExperts],
+        Vector,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_up_exps.bias",
+        &[FfExp, NExperts],
+        Vector,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_down_exps.bias",
+        &[Embd, NExperts],
+        Vector,
+        MoeLayer,
+    ),
+];
+
+/// GLM-4 MoE's layer: biased attention, optional QK-norms, leading dense layers, then
+/// sigmoid-gated experts with a selection bias and shared experts.
+const GLM4MOE_LAYER: &[TensorRule] = &[
+    rule("blk.{}.attn_norm.weight", &[Embd], Vector, Required),
+    rule(
+        "blk.{}.post_attention_norm.weight",
+        &[Embd],
+        Vector,
+        Required,
+    ),
+    rule("blk.{}.attn_qkv.weight", &[Embd, Qkv], Matrix, Optional),
+    rule("blk.{}.attn_qkv.bias", &[Qkv], Vector, Optional),
+    rule("blk.{}.attn_q.weight", &[Embd, Q], Matrix, UnlessFused),
+    rule("blk.{}.attn_k.weight", &[Embd, K], Matrix, UnlessFused),
+    rule("blk.{}.attn_v.weight", &[Embd, V], Matrix, UnlessFused),
+    rule("blk.{}.attn_q.bias", &[Q], Vector, Typical),
+    rule("blk.{}.attn_k.bias", &[K], Vector, Typical),
+    rule("blk.{}.attn_v.bias", &[V], Vector, Typical),
+    rule(
+        "blk.{}.attn_output.weight",
+        &[AttnOut, Embd],
+        Matrix,
+        Required,
+    ),
+    rule("blk.{}.attn_q_norm.weight", &[HeadK], Vector, Optional),
+    rule("blk.{}.attn_k_norm.weight", &[HeadK], Vector, Optional),
+    rule("blk.{}.ffn_gate.weight", &[Embd, Ff], Matrix, DenseLayer),
+    rule("blk.{}.ffn_up.weight", &[Embd, Ff], Matrix, DenseLayer),
+    rule("blk.{}.ffn_down.weight", &[Ff, Embd], Matrix, DenseLayer),
+    rule(
+        "blk.{}.ffn_gate_inp.weight",
+        &[Embd, NExperts],
+        Router,
+        MoeLayer,
+    ),
+    rule("blk.{}.exp_probs_b.bias", &[NExperts], Vector, MoeLayer),
+    rule(
+        "blk.{}.ffn_gate_exps.weight",
+        &[Embd, FfExp, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_up_exps.weight",
+        &[Embd, FfExp, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_down_exps.weight",
+        &[FfExp, Embd, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_gate_shexp.weight",
+        &[Embd, FfShexp],
+        Matrix,
+        SharedExperts,
+    ),
+    rule(
+        "blk.{}.ffn_up_shexp.weight",
+        &[Embd, FfShexp],
+        Matrix,
+        SharedExperts,
+    ),
+    rule(
+        "blk.{}.ffn_down_shexp.weight",
+        &[FfShexp, Embd],
+        Matrix,
+        SharedExperts,
+    ),
+];
+
+/// `expert_feed_forward_length`, required.
+const FF_EXP_REQUIRED: KeyRule = KeyRule {
+    key: "expert_feed_forward_length",
+    sets: Field::FfExp,
+    required: true,
+    min: 1,
+};
+
+const KV_CACHE: &[&str] = &["cache_k_l", "cache_v_l"];
+
+/// A spec with the common defaults: dense, llama-like graph, head computed by hypura.
+const fn spec(name: &'static str, layer: &'static [&'static [TensorRule]]) -> ArchSpec {
+    ArchSpec {
+        name,
+        globals: &[GLOBALS, ROPE_FACTORS],
+        layer,
+        keys: &[],
+        example_keys: &[],
+        experts: Experts::None,
+        rope_covers_head: false,
+        query_is_embedding_wide: false,
+        head_input_node: "result_norm",
+        head_streamable: true,
+        final_logit_softcap_key: None,
+        default_final_logit_softcap: 0.0,
+        sliding_window: None,
+        kv_cache_tensor_prefixes: KV_CACHE,
+    }
+}
+
+/// What hypura assumes of an architecture without a spec, which runs as stock llama.cpp
+/// runs it (so nothing here is used to stream).
+pub const UNTIERED: ArchSpec = ArchSpec {
+    globals: &[],
+    head_streamable: false,
+    ..spec("", &[])
+};
+
+/// The families hypura has verified, and that the test suite runs.
+pub const FAMILIES: &[ArchSpec] = &[
+    ArchSpec {
+        experts: Experts::Optional,
+        rope_covers_head: true,
+        ..spec("llama", LLAMA_LAYER)
+    },
+    ArchSpec {
+        experts: Experts::Optional,
+        rope_covers_head: true,
+        example_keys: &[("attention.temperature_scale", Example::F32(0.1))],
+        ..spec("mistral3", LLAMA_LAYER)
+    },
+    ArchSpec {
+        rope_covers_head: true,
+        query_is_embedding_wide: true,
+        globals: &[GLOBALS, OUTPUT_BIAS],
+        ..spec("qwen2", &[QWEN2_ATTENTION, PRE_NORMS, FFN])
+    },
+    ArchSpec {
+        rope_covers_head: true,
+        ..spec("qwen3", &[QKV, ATTN_OUTPUT, PRE_NORMS, QK_NORM, FFN])
+    },
+    ArchSpec {
+        rope_covers_head: true,
+        ..spec("smollm3", &[QKV, ATTN_OUTPUT, PRE_NORMS, FFN])
+    },
+    ArchSpec {
+        rope_covers_head: true,
+        query_is_embedding_wide: true,
+        globals: &[GLOBALS_UNTIED],
+        sliding_window: Some(SlidingWindow {
+            window_key: "attention.sliding_window",
+            default_period: 4,
+            always: false,
+        }),
+        example_keys: &[("attention.sliding_window", Example::U32(64))],
+        ..spec("olmo2", &[QKV_EMBD, OLMO2_QK_NORM, GEMMA_POST_NORMS, FFN])
+    },
+    ArchSpec {
+        rope_covers_head: false,
+        query_is_embedding_wide: true,
+        globals: &[GLOBALS, PHI3_ROPE_FACTORS],
+        ..spec("phi3", &[QKV_EMBD, PRE_NORMS, PHI3_FFN])
+    },
+    ArchSpec {
+        globals: &[GLOBALS_TIED],
+        final_logit_softcap_key: Some("final_logit_softcapping"),
+        default_final_logit_softcap: 30.0,
+        sliding_window: Some(SlidingWindow {
+            window_key: "attention.sliding_window",
+            default_period: 2,
+            always: true,
+        }),
+        example_keys: &[
+            ("attention.sliding_window", Example::U32(64)),
+            ("attn_logit_softcapping", Example::F32(50.0)),
+            ("final_logit_softcapping", Example::F32(30.0)),
+        ],
+        ..spec(
+            "gemma2",
+            &[QKV, ATTN_OUTPUT, PRE_NORMS, GEMMA_POST_NORMS, FFN],
+        )
+    },
+    ArchSpec {
+        experts: Experts::Required,
+        rope_covers_head: true,
+        keys: &[KeyRule {
+            required: false,
+            ..FF_EXP_REQUIRED
+        }],
+        ..spec(
+            "qwen3moe",
+            &[QKV, ATTN_OUTPUT, PRE_NORMS, QK_NORM, QWEN3MOE_EXPERTS],
+        )
+    },
+    ArchSpec {
+        experts: Experts::Required,
+        rope_covers_head: true,
+        globals: &[GLOBALS_UNTIED],
+        keys: &[FF_EXP_REQUIRED],
+        sliding_window: Some(SlidingWindow {
+            window_key: "attention.sliding_window",
+            default_period: 2,
+            always: true,
+        }),
+        example_keys: &[("attention.sliding_window", Example::U32(64))],
+        ..spec("gpt-oss", &[GPT_OSS_LAYER])
+    },
+    ArchSpec {
+        experts: Experts::Required,
+        keys: &[
+            FF_EXP_REQUIRED,
+            KeyRule {
+                key: "expert_shared_count",
+                sets: Field::SharedExperts,
+                required: true,
+                min: 0,
+            },
+            KeyRule {
+                key: "leading_dense_block_count",
+                sets: Field::DenseLead,
+                required: false,
+                min: 0,
+            },
+        ],
+        example_keys: &[
+            ("expert_gating_func", Example::U32(2)),
+            ("expert_weights_norm", Example::Bool(true)),
+            ("expert_weights_scale", Example::F32(2.5)),
+        ],
+        ..spec("glm4moe", &[GLM4MOE_LAYER])
+    },
+    ArchSpec {
+        final_logit_softcap_key: Some("final_logit_softcapping"),
+        sliding_window: Some(SlidingWindow {
+            window_key: "attention.sliding_window",
+            default_period: 6,
+            always: true,
+        }),
+        example_keys: &[("attention.sliding_window", Example::U32(64))],
+        ..spec(
+            "gemma3",
+            &[QKV, ATTN_OUTPUT, PRE_NORMS, QK_NORM, GEMMA_POST_NORMS, FFN],
+        )
+    },
+];

@@ -1,0 +1,217 @@
+//! One spec per architecture family hypura tiers: the facts about its llama.cpp graph that
+//! hypura relies on, kept here and nowhere else ([`families`] holds the table). Adding a
+//! family is adding a spec (and a test): validation, the planner, the streamer and the
+//! synthetic-model generator all read it.
+
+mod families;
+mod rules;
+
+use super::gguf::GgufHeader;
+pub use families::FAMILIES;
+pub(crate) use families::UNTIERED;
+pub use rules::{Dim, Hparams, Need, TensorKind, TensorRule};
+
+/// What hypura knows about one architecture family.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ArchSpec {
+    /// `general.architecture` value.
+    pub name: &'static str,
+    /// Tensors outside the layers.
+    pub globals: &'static [&'static [TensorRule]],
+    /// Tensors of each layer.
+    pub layer: &'static [&'static [TensorRule]],
+    /// Family-specific keys (after `{arch}.`) and the hyperparameter each sets.
+    pub keys: &'static [KeyRule],
+    /// Other keys a model of this family has (after `{arch}.`), with the value the
+    /// generator writes: sliding windows, soft-capping, gating functions.
+    pub example_keys: &'static [(&'static str, Example)],
+    /// Whether (and how) the family has experts.
+    pub experts: Experts,
+    /// True when llama.cpp asserts that the rotary dimensions cover the whole head.
+    pub rope_covers_head: bool,
+    /// True when the graph sizes the query and the attention output `n_embd` wide, so that
+    /// heads × head size must be the embedding width.
+    pub query_is_embedding_wide: bool,
+    /// The graph node holding the final hidden state, right before the LM head
+    /// (`mul_mat(output, result_norm)`): hypura stops the graph there when it computes the
+    /// head itself.
+    pub head_input_node: &'static str,
+    /// True when the logits are the head's product alone (optionally soft-capped), so that
+    /// hypura may compute the head itself and stream it in chunks.
+    pub head_streamable: bool,
+    /// Metadata key (after `{arch}.`) of the final logit soft-capping, if the family has it.
+    pub final_logit_softcap_key: Option<&'static str>,
+    /// The soft-capping llama.cpp applies when the key is absent (0: none).
+    pub default_final_logit_softcap: f32,
+    /// The family's sliding-window attention, if it has any.
+    pub sliding_window: Option<SlidingWindow>,
+    /// Names (prefixes) of the KV-cache tensors llama.cpp reads in the graph.
+    pub kv_cache_tensor_prefixes: &'static [&'static str],
+}
+
+/// Experts in a family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Experts {
+    /// Never.
+    None,
+    /// In some models (Llama: Mixtral).
+    Optional,
+    /// Always.
+    Required,
+}
+
+/// Sliding-window layers: the window's key (after `{arch}.`), and how many layers make one
+/// period of the pattern when the file does not say (as llama.cpp's `set_swa_pattern`: the
+/// last layer of each period attends globally; 0 means every layer slides).
+#[derive(Debug, Clone, Copy)]
+pub struct SlidingWindow {
+    /// Key of the window size.
+    pub window_key: &'static str,
+    /// Default period of the pattern.
+    pub default_period: u32,
+    /// True when every model of the family has sliding-window layers (else only those
+    /// whose window key is above 0).
+    pub always: bool,
+}
+
+/// A family-specific key and the hyperparameter it sets.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRule {
+    /// Key after `{arch}.`.
+    pub key: &'static str,
+    /// The hyperparameter it sets.
+    pub sets: Field,
+    /// True when llama.cpp requires it.
+    pub required: bool,
+    /// Smallest accepted value.
+    pub min: u64,
+}
+
+/// A hyperparameter a [`KeyRule`] sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// One expert's FFN width.
+    FfExp,
+    /// The shared experts' FFN width.
+    FfShexp,
+    /// Count of shared experts (their FFN width is this times an expert's).
+    SharedExperts,
+    /// Leading dense layers.
+    DenseLead,
+    /// Query low-rank compression.
+    QLora,
+    /// Key/value low-rank compression.
+    KvLora,
+}
+
+/// A value the generator writes for a key.
+#[derive(Debug, Clone, Copy)]
+pub enum Example {
+    /// An unsigned integer.
+    U32(u32),
+    /// A float.
+    F32(f32),
+    /// A boolean.
+    Bool(bool),
+}
+
+/// Bytes of one KV-cache element (llama.cpp's default cache type is F16).
+const KV_ELEMENT_BYTES: u64 = 2;
+/// llama.cpp pads cache sizes (cells) to this.
+const KV_CELL_PADDING: u64 = 256;
+
+impl ArchSpec {
+    /// The spec of `arch`, if hypura tiers it.
+    pub fn find(arch: &str) -> Option<&'static ArchSpec> {
+        FAMILIES.iter().find(|f| f.name == arch)
+    }
+
+    /// The supported families, comma-separated.
+    pub fn supported() -> String {
+        FAMILIES
+            .iter()
+            .map(|f| f.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `{arch}.{key}`.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.name)
+    }
+
+    /// Final logit soft-capping (0 = none).
+    pub(crate) fn final_logit_softcap(&self, header: &GgufHeader) -> f32 {
+        self.final_logit_softcap_key
+            .and_then(|k| header.get_float(&self.key(k)))
+            .map_or(self.default_final_logit_softcap, |v| v as f32)
+    }
+
+    /// The tensors of one layer.
+    pub fn layer_tensors(&self) -> impl Iterator<Item = &'static TensorRule> {
+        self.layer.iter().flat_map(|rules| rules.iter())
+    }
+
+    /// The tensors outside the layers.
+    pub fn global_tensors(&self) -> impl Iterator<Item = &'static TensorRule> {
+        self.globals.iter().flat_map(|rules| rules.iter())
+    }
+}
+
+/// Bytes of the KV cache llama.cpp allocates for a model of architecture `arch` (its keys'
+/// prefix) for `n_ctx` positions over `n_seq` sequences with micro-batches of `n_ubatch`:
+/// F16 keys and values in every layer; sliding-window layers hold only their window. An
+/// estimate for families without a spec.
+pub(crate) fn kv_cache_bytes(
+    header: &GgufHeader,
+    arch: &str,
+    sliding_window: Option<SlidingWindow>,
+    n_ctx: u32,
+    n_seq: u32,
+    n_ubatch: u32,
+) -> u64 {
+    let get = |k: &str| header.get_int(&format!("{arch}.{k}"));
+    let n_layer = get("block_count").unwrap_or(0).max(0) as u64;
+    let n_embd = get("embedding_length").unwrap_or(0).max(0) as u64;
+    let per_layer = |k: &str| match header.get(&format!("{arch}.{k}")) {
+        Some(super::gguf::MetaValue::Array(a)) => header
+            .numbers(a)
+            .into_iter()
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+            .map(|v| v.max(0.0) as u64),
+        _ => get(k).map(|v| v.max(0) as u64),
+    };
+    let n_head = per_layer("attention.head_count").unwrap_or(1).max(1);
+    let n_head_kv = per_layer("attention.head_count_kv").unwrap_or(n_head);
+    let head_k = get("attention.key_length").map_or(n_embd / n_head, |v| v.max(0) as u64);
+    let head_v = get("attention.value_length").map_or(n_embd / n_head, |v| v.max(0) as u64);
+    let n_seq = u64::from(n_seq.max(1));
+    // As llama_context pads the context: to 256 cells, then per sequence.
+    let n_ctx = u64::from(n_ctx.max(1)).next_multiple_of(KV_CELL_PADDING);
+    let full_cells = if n_seq == 1 {
+        n_ctx
+    } else {
+        (n_ctx / n_seq).next_multiple_of(KV_CELL_PADDING) * n_seq
+    };
+    let window = sliding_window
+        .and_then(|s| Some((get(s.window_key)?, s.default_period)))
+        .filter(|(w, _)| *w > 0);
+    let per_cell_per_layer = (head_k + head_v) * n_head_kv * KV_ELEMENT_BYTES;
+    let (swa_layers, swa_cells) = match window {
+        Some((w, period)) => {
+            let period = u64::from(period);
+            let swa = match period {
+                0 => n_layer,
+                p => n_layer - n_layer / p,
+            };
+            // One window per sequence's stream, plus a micro-batch.
+            let per_stream = (w as u64 + u64::from(n_ubatch))
+                .min(full_cells / n_seq)
+                .next_multiple_of(KV_CELL_PADDING);
+            (swa, per_stream * n_seq)
+        }
+        None => (0, 0),
+    };
+    ((n_layer - swa_layers) * full_cells + swa_layers * swa_cells) * per_cell_per_layer
+}

@@ -44,6 +44,16 @@ pub fn hypura(args: &[&str]) -> Output {
 
 /// Runs `hypura run` greedily and returns its statistics.
 pub fn run_stats(model: &std::path::Path, extra: &[&str], tokens: usize) -> Value {
+    run_stats_at(model, extra, tokens, "0")
+}
+
+/// Runs `hypura run` sampling at temperature 1 (seed 42: random models do not loop on one
+/// token then) and returns its statistics.
+pub fn run_sampled(model: &std::path::Path, extra: &[&str], tokens: usize) -> Value {
+    run_stats_at(model, extra, tokens, "1")
+}
+
+fn run_stats_at(model: &std::path::Path, extra: &[&str], tokens: usize, temp: &str) -> Value {
     let stats = tempfile(&format!(
         "stats-{}",
         extra.join("_").replace(['%', '-', ' '], "")
@@ -58,7 +68,9 @@ pub fn run_stats(model: &std::path::Path, extra: &[&str], tokens: usize) -> Valu
         "--max-tokens",
         &max_tokens,
         "--temp",
-        "0",
+        temp,
+        "--seed",
+        "42",
         "--threads",
         "2",
         "--ctx",
@@ -98,4 +110,123 @@ pub fn u(stats: &Value, key: &str) -> u64 {
 
 pub fn tempfile(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("hypura-test-{}-{name}", std::process::id()))
+}
+
+/// Bytes read per token match the plan, and memory stays within the budget.
+pub fn check_streaming(name: &str, budget: &str, stats: &serde_json::Value, full_peak: u64) {
+    let planned = u(stats, "streamed_bytes_per_token") as f64;
+    let per_token = stats["disk_bytes_per_token"].as_f64().unwrap();
+    assert!(planned > 0.0, "{name} {budget}: nothing planned to stream");
+    assert!(
+        (per_token - planned).abs() <= 0.10 * planned,
+        "{name} {budget}: read {per_token:.0} bytes per token, planned {planned:.0}"
+    );
+    let budget_bytes = u(stats, "ram_budget_bytes");
+    let allowance = u(stats, "rss_after_llama_load_bytes")
+        + budget_bytes
+        + u(stats, "kv_cache_bytes")
+        + u(stats, "compute_buffer_bytes")
+        + u(stats, "output_buffer_bytes")
+        + u(stats, "io_buffer_bytes")
+        + (32 << 20);
+    let peak = u(stats, "peak_rss_bytes");
+    assert!(
+        peak <= allowance,
+        "{name} {budget}: peak RSS {peak} above {allowance}"
+    );
+    // The weights not held must really be absent from memory: compared with the same
+    // model fully resident, the peak (less hypura's reader buffers, a fixed cost of
+    // streaming) shrinks by most of the bytes left on disk.
+    let not_held = u(stats, "model_bytes") - budget_bytes;
+    assert!(
+        peak - u(stats, "io_buffer_bytes") + not_held * 8 / 10 <= full_peak,
+        "{name} {budget}: peak RSS {peak} vs {full_peak} fully resident: less than 80% of the {not_held} bytes left on disk were saved"
+    );
+    // The tracker saw every streamed tensor read once per decoded token.
+    let decoded = u(stats, "tokens_decoded");
+    let accesses = stats["tensor_accesses"].as_array().unwrap();
+    let streamed: Vec<_> = accesses
+        .iter()
+        .filter(|a| a["disk_reads"].as_u64().unwrap() > 0)
+        .collect();
+    assert!(!streamed.is_empty());
+    for a in &streamed {
+        let reads = a["disk_reads"].as_u64().unwrap();
+        assert!(
+            reads >= decoded && reads <= decoded + 3,
+            "{name} {budget}: {} read {reads} times for {decoded} tokens",
+            a["name"]
+        );
+    }
+    assert!(accesses.iter().any(|a| a["accesses"].as_u64().unwrap() > 0));
+}
+
+/// Runs `model` as stock llama.cpp, then tiered at 100%, 50% and 10% of its weights (all
+/// with `--no-repack`, the same CPU layouts), with `run` (greedy or sampled): the tokens
+/// must be the same, the weights held within the budget, and the bytes read and memory as
+/// planned.
+pub fn check_against_stock(
+    label: &str,
+    model: &std::path::Path,
+    n_tokens: usize,
+    run: fn(&std::path::Path, &[&str], usize) -> Value,
+) {
+    let baseline = run(model, &["--baseline", "--no-repack"], n_tokens);
+    let expected = tokens(&baseline);
+    assert_eq!(expected.len(), n_tokens);
+    let mut full_peak = 0;
+    for budget in ["100%", "50%", "10%"] {
+        let stats = run(model, &["--no-repack", "--ram-budget", budget], n_tokens);
+        assert_eq!(
+            tokens(&stats),
+            expected,
+            "{label}: tokens differ from stock at budget {budget} (--no-repack)"
+        );
+        let budget_bytes = u(&stats, "ram_budget_bytes");
+        assert!(
+            u(&stats, "peak_held_weight_bytes") <= budget_bytes,
+            "{label} {budget}: held {} weight bytes, budget {budget_bytes}",
+            u(&stats, "peak_held_weight_bytes")
+        );
+        if budget == "100%" {
+            full_peak = u(&stats, "peak_rss_bytes");
+            assert_eq!(
+                u(&stats, "disk_bytes_read"),
+                0,
+                "nothing streams when everything is resident"
+            );
+        } else {
+            check_streaming(label, budget, &stats, full_peak);
+        }
+    }
+}
+
+/// Writes a synthetic model with `hypura synth` (16 layers of width 512, experts of width
+/// 256, so that 10% of the weights still hold a layer beside the norms and embedding rows)
+/// and returns its path.
+pub fn synth_model(name: &str, extra: &[&str]) -> PathBuf {
+    let path = tempfile(&format!("{name}.gguf"));
+    let mut args = vec![
+        "synth",
+        "--out",
+        path.to_str().unwrap(),
+        "--n-layer",
+        "16",
+        "--n-embd",
+        "512",
+        "--n-ff",
+        "2048",
+        "--n-ff-exp",
+        "256",
+        "--n-head",
+        "8",
+        "--n-head-kv",
+        "2",
+        "--n-vocab",
+        "1000",
+    ];
+    args.extend_from_slice(extra);
+    let out = hypura(&args);
+    assert_eq!(out.code, 0, "hypura {args:?} failed:\n{}", out.stderr);
+    path
 }

@@ -109,7 +109,17 @@ fn synth_copies_a_real_tokenizer_and_rejects_bad_shapes() {
         .unwrap()
         .is_empty());
     std::fs::remove_file(&path).unwrap();
-    let bad = hypura(&["synth", "--out", path.to_str().unwrap(), "--n-embd", "100"]);
+    let bad = hypura(&[
+        "synth",
+        "--out",
+        path.to_str().unwrap(),
+        "--n-embd",
+        "112",
+        "--n-head",
+        "4",
+        "--n-head-kv",
+        "4",
+    ]);
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("multiple of"), "{}", bad.stderr);
     let unknown = hypura(&["synth", "--out", path.to_str().unwrap(), "--shape", "gpt-5"]);

@@ -23,6 +23,8 @@ struct Tweak {
     tensor_dims: Vec<(&'static str, Vec<u64>)>,
     extra_tensor: Option<&'static str>,
     drop_tensor: Option<&'static str>,
+    /// Another architecture name (its keys renamed to match).
+    arch: Option<&'static str>,
 }
 
 fn vocabulary() -> (Vec<String>, Vec<i32>) {
@@ -74,6 +76,16 @@ fn write_model(name: &str, tweak: Tweak) -> std::path::PathBuf {
         ("tokenizer.ggml.eos_token_id".into(), Value::U32(2)),
         ("tokenizer.ggml.unknown_token_id".into(), Value::U32(0)),
     ];
+    if let Some(arch) = tweak.arch {
+        for (k, v) in meta.iter_mut() {
+            if let Some(rest) = k.strip_prefix("llama.") {
+                *k = format!("{arch}.{rest}");
+            }
+            if k == "general.architecture" {
+                *v = Value::Str(arch.into());
+            }
+        }
+    }
     for (key, value) in tweak.meta {
         meta.retain(|(k, _)| k != key);
         if let Some(v) = value {
@@ -208,6 +220,67 @@ fn the_valid_model_plans_and_runs_in_stock_llama_cpp_and_tiered() {
         let out = hypura(&args);
         assert_eq!(out.code, 0, "{mode:?}: {}", out.stderr);
     }
+    let _ = std::fs::remove_file(path);
+}
+
+/// A model of an architecture hypura has no spec for (EXAONE's tensors are Llama's), that
+/// stock llama.cpp loads, runs as stock llama.cpp runs it, with a one-line notice saying so.
+#[test]
+fn an_architecture_without_a_spec_runs_as_stock_with_a_notice() {
+    let path = write_model(
+        "exaone",
+        Tweak {
+            arch: Some("exaone"),
+            ..Tweak::default()
+        },
+    );
+    let p = path.to_str().unwrap();
+    let plan = hypura(&[
+        "plan",
+        "--model",
+        p,
+        "--disk-gbps",
+        "1",
+        "--ram-budget",
+        "50%",
+    ]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stdout.contains("stock llama.cpp"),
+        "the plan says how it runs:\n{}",
+        plan.stdout
+    );
+    let mut texts = Vec::new();
+    for mode in [&["--baseline"][..], &["--ram-budget", "50%"]] {
+        let mut args = vec!["run", "--model", p, "--prompt", "hi", "--max-tokens", "4"];
+        args.extend([
+            "--temp",
+            "0",
+            "--ctx",
+            "64",
+            "--disk-gbps",
+            "1",
+            "--threads",
+            "2",
+        ]);
+        args.extend_from_slice(mode);
+        let out = hypura(&args);
+        assert_eq!(out.code, 0, "{mode:?}: {}", out.stderr);
+        let notes: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("hypura: note:"))
+            .collect();
+        assert_eq!(notes.len(), 1, "one notice: {}", out.stderr);
+        assert!(
+            notes[0].contains("no spec for architecture 'exaone'")
+                && notes[0].contains("stock llama.cpp"),
+            "{}",
+            notes[0]
+        );
+        texts.push(out.stdout);
+    }
+    assert_eq!(texts[0], texts[1], "the same text in both modes");
     let _ = std::fs::remove_file(path);
 }
 
@@ -481,6 +554,6 @@ fn file_level_rules() {
     expect_refused(
         "architecture",
         meta("general.architecture", Some(Value::Str("mamba".into()))),
-        "unsupported architecture 'mamba'",
+        "mamba.block_count is missing",
     );
 }

@@ -55,16 +55,6 @@ pub enum ModelFileError {
         /// Bytes the file has.
         actual: u64,
     },
-    /// hypura does not know how to tier this architecture.
-    #[error("{}: unsupported architecture {arch} (supported: {supported})", path.display())]
-    UnsupportedArchitecture {
-        /// The file.
-        path: PathBuf,
-        /// The architecture named in the file (an escaped excerpt).
-        arch: String,
-        /// The architectures hypura supports.
-        supported: String,
-    },
     /// The header is well formed, but a value in it would make llama.cpp fail or abort.
     #[error("{}: invalid model: {reason}", path.display())]
     Invalid {
@@ -84,7 +74,6 @@ impl ModelFileError {
             | Self::Unreadable { path, .. }
             | Self::Malformed { path, .. }
             | Self::Truncated { path, .. }
-            | Self::UnsupportedArchitecture { path, .. }
             | Self::Invalid { path, .. } => path,
         }
     }

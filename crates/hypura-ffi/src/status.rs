@@ -23,7 +23,8 @@ pub enum hypura_status {
     HYPURA_STATUS_NOT_GGUF = 5,
     /// The file is shorter than its header says.
     HYPURA_STATUS_TRUNCATED = 6,
-    /// The model's architecture is not supported.
+    /// No longer returned (kept so that the numbers never change): a model of an
+    /// architecture hypura does not tier now loads as stock llama.cpp loads it.
     HYPURA_STATUS_UNSUPPORTED_ARCHITECTURE = 7,
     /// The RAM budget cannot hold one layer (the message names the minimum).
     HYPURA_STATUS_BUDGET_TOO_SMALL = 8,
@@ -64,9 +65,6 @@ impl From<&ModelFileError> for hypura_status {
             }
             ModelFileError::Malformed { .. } => HYPURA_STATUS_NOT_GGUF,
             ModelFileError::Truncated { .. } => HYPURA_STATUS_TRUNCATED,
-            ModelFileError::UnsupportedArchitecture { .. } => {
-                HYPURA_STATUS_UNSUPPORTED_ARCHITECTURE
-            }
             _ => HYPURA_STATUS_INVALID_MODEL,
         }
     }

@@ -54,10 +54,10 @@ pub fn run_sampled(model: &std::path::Path, extra: &[&str], tokens: usize) -> Va
 }
 
 fn run_stats_at(model: &std::path::Path, extra: &[&str], tokens: usize, temp: &str) -> Value {
-    let stats = tempfile(&format!(
-        "stats-{}",
-        extra.join("_").replace(['%', '-', ' '], "")
-    ));
+    // Unique per call: tests run in parallel threads of one process.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let stats = tempfile(&format!("stats-{call}.json"));
     let max_tokens = tokens.to_string();
     let mut args = vec![
         "run",

@@ -91,7 +91,8 @@ impl Keys<'_> {
         })
     }
 
-    /// A per-layer value given as one uint32 or an array of `n_layer` equal integers.
+    /// A per-layer value given as one uint32 or an array of `n_layer` equal integers
+    /// (values that differ between layers are valid, but hypura does not tier them).
     fn per_layer(&self, key: &str, n_layer: u64) -> Result<Option<u64>, String> {
         let full = self.full(key);
         let Some(meta) = self.header.meta.get(&full) else {
@@ -107,13 +108,12 @@ impl Keys<'_> {
                     ));
                 }
                 let values = self.header.numbers(a);
-                let first = values.first().copied().unwrap_or(0.0);
-                if values.iter().any(|v| *v != first) || first < 0.0 {
-                    return Err(format!(
-                        "{full} differs between layers, which hypura does not support"
-                    ));
+                if values.iter().any(|v| *v < 0.0 || *v > f64::from(u32::MAX)) {
+                    return Err(format!("{full} holds a value out of range"));
                 }
-                Ok(Some(first as u64))
+                // The largest (values that differ between layers are not tiered: see
+                // `non_uniform`).
+                Ok(Some(values.into_iter().fold(0.0f64, f64::max) as u64))
             }
             _ => Err(format!(
                 "{full} must be a uint32 or an array of integers, not a {}",
@@ -178,14 +178,69 @@ pub(crate) fn read_base(header: &GgufHeader, arch: &str) -> Result<(), String> {
     let (n_layer, _) = base(&k)?;
     let n_expert = k.u32("expert_count")?.unwrap_or(0);
     in_range(&k.full("expert_count"), n_expert, 0..=MAX_EXPERTS)?;
+    // Used counts that differ between layers: llama.cpp checks the largest.
     let used = k.per_layer("expert_used_count", n_layer)?.unwrap_or(0);
     if n_expert > 0 {
         in_range(&k.full("expert_used_count"), used, 1..=n_expert)?;
     } else {
         k.absent_or_zero("expert_used_count")?;
     }
-    k.absent_or_zero("expert_group_count")?;
-    k.absent_or_zero("expert_group_used_count")?;
+    expert_groups(&k, n_expert)
+}
+
+/// Keys that llama.cpp lets differ between layers, and hypura's tiering does not yet
+/// (its tensor shapes follow one value for every layer).
+const PER_LAYER_KEYS: &[&str] = &[
+    "attention.head_count",
+    "attention.head_count_kv",
+    "feed_forward_length",
+    "expert_used_count",
+    "expert_feed_forward_length",
+];
+
+/// Why the model is not tiered, if one of [`PER_LAYER_KEYS`] differs between layers.
+pub(crate) fn non_uniform(header: &GgufHeader, spec: &ArchSpec) -> Option<String> {
+    let k = Keys {
+        header,
+        arch: spec.name,
+    };
+    PER_LAYER_KEYS
+        .iter()
+        .find_map(|key| match k.header.get(&k.full(key)) {
+            Some(MetaValue::Array(a)) => {
+                let values = k.header.numbers(a);
+                values.iter().any(|v| *v != values[0]).then(|| {
+                    format!(
+                        "{} differs between layers, which hypura does not tier yet",
+                        k.full(key)
+                    )
+                })
+            }
+            _ => None,
+        })
+}
+
+/// Expert groups (DeepSeek V3's routing), as llama.cpp asserts them: fewer groups than
+/// experts, dividing them, and some but not all groups used.
+fn expert_groups(k: &Keys, n_expert: u64) -> Result<(), String> {
+    let groups = k.u32("expert_group_count")?.unwrap_or(0);
+    let used = k.u32("expert_group_used_count")?.unwrap_or(0);
+    if groups == 0 {
+        return k.absent_or_zero("expert_group_used_count");
+    }
+    if n_expert == 0 || groups >= n_expert || n_expert % groups != 0 {
+        return Err(format!(
+            "{} = {groups} does not divide {n_expert} experts into groups",
+            k.full("expert_group_count")
+        ));
+    }
+    if groups > 1 && (used == 0 || used >= groups) {
+        return Err(format!(
+            "{} = {used} (must be 1 to {})",
+            k.full("expert_group_used_count"),
+            groups - 1
+        ));
+    }
     Ok(())
 }
 

@@ -72,6 +72,9 @@ pub(crate) fn validate(header: &GgufHeader, path: &Path) -> Result<Family, Model
             "{nextn_key} = {n}: hypura does not tier models with next-token-prediction layers yet"
         ));
     }
+    if let Some(reason) = hparams::non_uniform(header, spec) {
+        return untiered(reason);
+    }
     let hp = hparams::read(header, spec).map_err(invalid)?;
     vocab::check(header).map_err(invalid)?;
     tensors::check(header, spec, &hp).map_err(invalid)?;

@@ -3,7 +3,8 @@
 //! (family-specific features included: GQA, QK-norms, sliding-window layers, attention
 //! sinks, biases, shared experts, gating variants, tied and untied heads), and sampled
 //! generation (temperature 1, fixed seed) at 100%, 50% and 10% of the weights must give the
-//! same tokens as stock, reading what the plan says and holding no more than the budget.
+//! same tokens as stock from bit-identical logits (their digest), reading what the plan says
+//! and holding no more than the budget.
 //! The family matrix runs on one type (Q8_0, plus the mixed Q4_K_M on one family); the type
 //! matrix on one family (llama).
 

@@ -182,6 +182,10 @@ pub fn check_against_stock(
             expected,
             "{label}: tokens differ from stock at budget {budget} (--no-repack)"
         );
+        assert_eq!(
+            stats["logits_digest"], baseline["logits_digest"],
+            "{label}: logits differ from stock at budget {budget} (--no-repack)"
+        );
         let budget_bytes = u(&stats, "ram_budget_bytes");
         assert!(
             u(&stats, "peak_held_weight_bytes") <= budget_bytes,

@@ -639,4 +639,61 @@ mod tests {
             );
         }
     }
+
+    fn names(arch: &str, shape: Shape) -> Vec<String> {
+        let (w, _) = describe(
+            hypura_core::families::find(arch).unwrap(),
+            shape,
+            WeightTypes::Uniform(sys::GGML_TYPE_Q8_0),
+            generated_tokenizer(300),
+            300,
+        )
+        .unwrap();
+        w.tensors().iter().map(|t| t.name.clone()).collect()
+    }
+
+    #[test]
+    fn latent_and_hybrid_layouts() {
+        let shape = Shape {
+            n_embd: 256,
+            n_ff: 512,
+            n_layer: 4,
+            n_head: 4,
+            n_head_kv: 2,
+            n_vocab: 300,
+            n_dense_lead: 1,
+            ..Shape::named("llama-7b").unwrap()
+        };
+        let absorbed = names("deepseek2", shape);
+        for name in [
+            "blk.1.attn_k_b.weight",
+            "blk.1.attn_q_b.weight",
+            "blk.1.exp_probs_b.bias",
+        ] {
+            assert!(absorbed.iter().any(|n| n == name), "{name}");
+        }
+        assert!(!absorbed
+            .iter()
+            .any(|n| n.contains("attn_kv_b") || n == "blk.0.ffn_gate_inp.weight"));
+        let expanded = names(
+            "deepseek2",
+            Shape {
+                latent_expanded: true,
+                q_lora_rank: Some(0),
+                ..shape
+            },
+        );
+        assert!(expanded.iter().any(|n| n == "blk.0.attn_kv_b.weight"));
+        assert!(expanded.iter().any(|n| n == "blk.0.attn_q.weight"));
+        assert!(!expanded
+            .iter()
+            .any(|n| n.contains("attn_k_b") || n.contains("attn_q_a")));
+        // Layers 0-2 recurrent, layer 3 attends.
+        let hybrid = names("qwen35moe", shape);
+        assert!(hybrid.iter().any(|n| n == "blk.2.ssm_a"));
+        assert!(hybrid.iter().any(|n| n == "blk.3.attn_q_norm.weight"));
+        assert!(!hybrid
+            .iter()
+            .any(|n| n == "blk.3.ssm_a" || n == "blk.2.attn_q.weight"));
+    }
 }

@@ -127,9 +127,11 @@ impl Hybrid {
                         }
                     }
                 }
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "{layers_key} must be one flag per layer (bool or integer array) or a uint32"
-                )),
+                ))
+                }
             }
             return Ok(set);
         }

@@ -320,3 +320,49 @@ pub(crate) const fn rule(
         need,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_sets_hold_their_layers() {
+        let mut set = LayerSet::default();
+        for layer in [0, 63, 64, 511, 512] {
+            set.insert(layer);
+        }
+        assert!(set.contains(0) && set.contains(63) && set.contains(64) && set.contains(511));
+        assert!(!set.contains(1) && !set.contains(512));
+        assert_eq!(set.len(), 4);
+    }
+
+    #[test]
+    fn conditional_needs_follow_the_layer_and_the_shape() {
+        let mut hp = Hparams {
+            n_layer: 4,
+            n_expert: 8,
+            n_dense_lead: 1,
+            ..Hparams::default()
+        };
+        hp.recurrent.insert(0);
+        let attention = Need::When(Cond::AttentionLayer, &Need::UnlessFused);
+        assert_eq!(attention.expected(&hp, Some(0), false), None);
+        assert_eq!(attention.expected(&hp, Some(1), false), Some(true));
+        assert_eq!(attention.expected(&hp, Some(1), true), None);
+        let recurrent = Need::When(Cond::RecurrentLayer, &Need::Required);
+        assert_eq!(recurrent.expected(&hp, Some(0), true), Some(true));
+        assert_eq!(recurrent.expected(&hp, Some(3), false), None);
+        let bias = Need::When(Cond::MoeLayer, &Need::Typical);
+        assert!(bias.typical());
+        assert_eq!(bias.expected(&hp, Some(0), false), None);
+        assert_eq!(bias.expected(&hp, Some(1), false), Some(false));
+        let q = Need::When(Cond::QLora, &Need::Required);
+        assert_eq!(q.expected(&hp, Some(1), false), None);
+        hp.q_lora_rank = 64;
+        assert_eq!(q.expected(&hp, Some(1), false), Some(true));
+        assert_eq!(
+            Need::When(Cond::MlaAbsorbed, &Need::Required).expected(&hp, Some(1), false),
+            None
+        );
+    }
+}

@@ -178,6 +178,9 @@ pub fn synth(args: SynthArgs) -> Result<(), Failure> {
         n_shared_experts: args.n_shared_experts.unwrap_or(1),
         n_dense_lead: args.n_dense_lead.unwrap_or(0),
         tied: args.tied,
+        q_lora_rank: args.q_lora_rank,
+        kv_lora_rank: args.kv_lora_rank,
+        latent_expanded: args.latent_expanded,
     };
     let types = WeightTypes::parse(&args.weight_type)?;
     let started = std::time::Instant::now();

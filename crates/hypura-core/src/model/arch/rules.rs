@@ -40,12 +40,68 @@ pub struct Hparams {
     pub kv_lora_rank: u64,
     /// True for `longrope` rope scaling (its own factor tensors).
     pub longrope: bool,
+    /// Latent attention: one query (and key) head's size before compression, rotary part
+    /// included (`key_length_mla`, else the key length).
+    pub head_k_mla: u64,
+    /// Latent attention: one value head's size (`value_length_mla`, else the value length).
+    pub head_v_mla: u64,
+    /// Latent attention cached as the latent itself, with the key and value expansions
+    /// (`attn_k_b`, `attn_v_b`) absorbed into the graph; else one `attn_kv_b` expands it.
+    pub mla_absorbed: bool,
+    /// Recurrent layers: the convolution's kernel size.
+    pub ssm_conv: u64,
+    /// Recurrent layers: the inner (value) width.
+    pub ssm_inner: u64,
+    /// Recurrent layers: the state size (one key or value head's size).
+    pub ssm_state: u64,
+    /// Recurrent layers: value heads (the time-step rank).
+    pub ssm_dt_rank: u64,
+    /// Recurrent layers: key heads (groups).
+    pub ssm_groups: u64,
+    /// Which layers are recurrent, in a hybrid family (the others attend).
+    pub recurrent: LayerSet,
+}
+
+/// A set of layer indices (llama.cpp's `LLAMA_MAX_LAYERS` is 512).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LayerSet([u64; 8]);
+
+impl LayerSet {
+    /// Most layers a set holds.
+    pub const CAPACITY: u64 = 512;
+
+    /// Adds `layer` (ignored beyond [`Self::CAPACITY`]).
+    pub fn insert(&mut self, layer: u64) {
+        if layer < Self::CAPACITY {
+            self.0[(layer / 64) as usize] |= 1 << (layer % 64);
+        }
+    }
+
+    /// True when `layer` is in the set.
+    pub fn contains(&self, layer: u64) -> bool {
+        layer < Self::CAPACITY && self.0[(layer / 64) as usize] & (1 << (layer % 64)) != 0
+    }
+
+    /// How many layers are in the set.
+    pub fn len(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
+    /// True when the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Hparams {
     /// True when layer `layer` has experts (not one of the leading dense layers).
     pub fn is_moe_layer(&self, layer: u64) -> bool {
         self.n_expert > 0 && layer >= self.n_dense_lead
+    }
+
+    /// True when layer `layer` is recurrent (in a hybrid family).
+    pub fn is_recurrent_layer(&self, layer: u64) -> bool {
+        self.recurrent.contains(layer)
     }
 }
 
@@ -82,6 +138,14 @@ pub enum Dim {
     RotHalf,
     /// Experts.
     NExperts,
+    /// Query low-rank compression.
+    QLora,
+    /// Key/value low-rank compression.
+    KvLora,
+    /// Recurrent layers: the state size.
+    SsmState,
+    /// Recurrent layers: value heads (the time-step rank).
+    SsmDtRank,
     /// Any other dimension, computed by the family.
     Of(fn(&Hparams) -> u64),
 }
@@ -105,6 +169,10 @@ impl Dim {
             Dim::Heads => hp.n_head,
             Dim::RotHalf => hp.n_rot / 2,
             Dim::NExperts => hp.n_expert,
+            Dim::QLora => hp.q_lora_rank,
+            Dim::KvLora => hp.kv_lora_rank,
+            Dim::SsmState => hp.ssm_state,
+            Dim::SsmDtRank => hp.ssm_dt_rank,
             Dim::Of(f) => f(hp),
         }
     }
@@ -119,8 +187,12 @@ pub enum TensorKind {
     Matrix,
     /// A matrix llama.cpp's converters keep in F32 (an MoE router); any matrix type works.
     Router,
-    /// Added or multiplied element-wise (norm weights, biases, rope factors, sinks): F32.
+    /// Added or multiplied element-wise (norm weights, biases, rope factors, sinks), or
+    /// read by a kernel that computes only in F32 (a convolution's kernel): F32.
     Vector,
+    /// A [`TensorKind::Vector`] that scales a decay's exponent, negative in real models
+    /// (a recurrent layer's `-exp(A_log)`): F32.
+    Decay,
 }
 
 /// When a tensor must, may or must not be present.
@@ -146,6 +218,43 @@ pub enum Need {
     Longrope,
     /// May be present when rope scaling is not `longrope`.
     NotLongrope,
+    /// As the inner need where the condition holds; absent elsewhere.
+    When(Cond, &'static Need),
+}
+
+/// A condition on the model (and the layer) that decides whether a tensor belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cond {
+    /// The query is compressed (`q_lora_rank` > 0).
+    QLora,
+    /// The query is not compressed (`q_lora_rank` = 0).
+    NoQLora,
+    /// Latent attention with absorbed key/value expansions (`key_length_mla` and
+    /// `value_length_mla` set).
+    MlaAbsorbed,
+    /// Latent attention with one key/value expansion.
+    MlaExpanded,
+    /// A layer with experts.
+    MoeLayer,
+    /// A recurrent layer of a hybrid family.
+    RecurrentLayer,
+    /// An attention layer (every layer of a family without recurrent layers).
+    AttentionLayer,
+}
+
+impl Cond {
+    /// Whether the condition holds in layer `layer` of a model with `hp`.
+    pub fn holds(self, hp: &Hparams, layer: u64) -> bool {
+        match self {
+            Cond::QLora => hp.q_lora_rank > 0,
+            Cond::NoQLora => hp.q_lora_rank == 0,
+            Cond::MlaAbsorbed => hp.mla_absorbed,
+            Cond::MlaExpanded => !hp.mla_absorbed,
+            Cond::MoeLayer => hp.is_moe_layer(layer),
+            Cond::RecurrentLayer => hp.is_recurrent_layer(layer),
+            Cond::AttentionLayer => !hp.is_recurrent_layer(layer),
+        }
+    }
 }
 
 impl Need {
@@ -153,17 +262,33 @@ impl Need {
     /// of a model with `hp`, and if so whether it must be present. `fused` says whether the
     /// layer has a fused `attn_qkv`.
     pub fn expected(self, hp: &Hparams, layer: Option<u64>, fused: bool) -> Option<bool> {
-        let layer = layer.unwrap_or(0);
+        let at = layer.unwrap_or(0);
         match self {
             Need::Required => Some(true),
             Need::Optional | Need::Typical => Some(false),
             Need::UnlessFused => (!fused).then_some(true),
-            Need::DenseLayer => (!hp.is_moe_layer(layer)).then_some(true),
-            Need::MoeLayer => hp.is_moe_layer(layer).then_some(true),
-            Need::MoeLayerOptional => hp.is_moe_layer(layer).then_some(false),
-            Need::SharedExperts => (hp.is_moe_layer(layer) && hp.n_ff_shexp > 0).then_some(true),
+            Need::DenseLayer => (!hp.is_moe_layer(at)).then_some(true),
+            Need::MoeLayer => hp.is_moe_layer(at).then_some(true),
+            Need::MoeLayerOptional => hp.is_moe_layer(at).then_some(false),
+            Need::SharedExperts => (hp.is_moe_layer(at) && hp.n_ff_shexp > 0).then_some(true),
             Need::Longrope => hp.longrope.then_some(false),
             Need::NotLongrope => (!hp.longrope).then_some(false),
+            Need::When(cond, inner) => {
+                if cond.holds(hp, at) {
+                    inner.expected(hp, layer, fused)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// True when real checkpoints have the (optional) tensor, so the generator writes it.
+    pub fn typical(self) -> bool {
+        match self {
+            Need::Typical => true,
+            Need::When(_, inner) => inner.typical(),
+            _ => false,
         }
     }
 }
@@ -193,5 +318,51 @@ pub(crate) const fn rule(
         dims,
         kind,
         need,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_sets_hold_their_layers() {
+        let mut set = LayerSet::default();
+        for layer in [0, 63, 64, 511, 512] {
+            set.insert(layer);
+        }
+        assert!(set.contains(0) && set.contains(63) && set.contains(64) && set.contains(511));
+        assert!(!set.contains(1) && !set.contains(512));
+        assert_eq!(set.len(), 4);
+    }
+
+    #[test]
+    fn conditional_needs_follow_the_layer_and_the_shape() {
+        let mut hp = Hparams {
+            n_layer: 4,
+            n_expert: 8,
+            n_dense_lead: 1,
+            ..Hparams::default()
+        };
+        hp.recurrent.insert(0);
+        let attention = Need::When(Cond::AttentionLayer, &Need::UnlessFused);
+        assert_eq!(attention.expected(&hp, Some(0), false), None);
+        assert_eq!(attention.expected(&hp, Some(1), false), Some(true));
+        assert_eq!(attention.expected(&hp, Some(1), true), None);
+        let recurrent = Need::When(Cond::RecurrentLayer, &Need::Required);
+        assert_eq!(recurrent.expected(&hp, Some(0), true), Some(true));
+        assert_eq!(recurrent.expected(&hp, Some(3), false), None);
+        let bias = Need::When(Cond::MoeLayer, &Need::Typical);
+        assert!(bias.typical());
+        assert_eq!(bias.expected(&hp, Some(0), false), None);
+        assert_eq!(bias.expected(&hp, Some(1), false), Some(false));
+        let q = Need::When(Cond::QLora, &Need::Required);
+        assert_eq!(q.expected(&hp, Some(1), false), None);
+        hp.q_lora_rank = 64;
+        assert_eq!(q.expected(&hp, Some(1), false), Some(true));
+        assert_eq!(
+            Need::When(Cond::MlaAbsorbed, &Need::Required).expected(&hp, Some(1), false),
+            None
+        );
     }
 }

@@ -67,6 +67,25 @@ fn every_family_matches_stock_at_every_budget() {
     assert!(ran > 0, "no family selected");
 }
 
+/// Layouts a family's default model does not have: DeepSeek's older expanded latent
+/// attention with uncompressed queries (V2-Lite), and a tied head.
+#[test]
+fn family_variants_match_stock() {
+    check(
+        "variant-deepseek2-lite-expanded",
+        &[
+            "--arch",
+            "deepseek2",
+            "--type",
+            "q8_0",
+            "--q-lora-rank",
+            "0",
+            "--latent-expanded",
+            "--tied",
+        ],
+    );
+}
+
 #[test]
 fn a_mixed_quantization_matches_stock() {
     check("mix-q4_k_m", &["--arch", "qwen3", "--type", "q4_k_m"]);

@@ -43,9 +43,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{model, GEMMA3, SMOLLM2};
-use hypura_core::families::FAMILIES;
 use gguf_walk::{tensor_bytes, walk_file, Kind, Layout};
 use harness::{abort_lines, printable, problems, run_hypura, Outcome, Status};
+use hypura_core::families::FAMILIES;
 use mutate::{case_seed, mutate, Rng};
 
 const DEFAULT_SEED: u64 = 0x4859_5055_5241_0001;
@@ -753,8 +753,8 @@ fn gguf_header_mutations() {
 
 /// The same over a small synthetic model of every family hypura tiers (their own rules:
 /// sliding windows, experts, sinks, shared experts…), fewer cases per model.
-/// `HYPURA_FUZZ_FAMILY_PLAN_CASES` (default 30 per family) and `HYPURA_FUZZ_FAMILY_RUN_CASES`
-/// (6 per family) set the counts.
+/// `HYPURA_FUZZ_FAMILY_PLAN_CASES` (default 100 per family) and `HYPURA_FUZZ_FAMILY_RUN_CASES`
+/// (20 per family) set the counts.
 #[test]
 fn family_header_mutations() {
     let cfg = Config::from_env();
@@ -763,10 +763,29 @@ fn family_header_mutations() {
         .map(|family| {
             let path = common::tempfile(&format!("fuzz-seed-{}.gguf", family.name));
             let out = common::hypura(&[
-                "synth", "--arch", family.name, "--out", path.to_str().unwrap(),
-                "--n-layer", "4", "--n-embd", "256", "--n-ff", "512", "--n-ff-exp", "256",
-                "--n-head", "4", "--n-head-kv", "2", "--n-vocab", "600", "--n-dense-lead", "1",
-                "--type", "q8_0",
+                "synth",
+                "--arch",
+                family.name,
+                "--out",
+                path.to_str().unwrap(),
+                "--n-layer",
+                "4",
+                "--n-embd",
+                "256",
+                "--n-ff",
+                "512",
+                "--n-ff-exp",
+                "256",
+                "--n-head",
+                "4",
+                "--n-head-kv",
+                "2",
+                "--n-vocab",
+                "600",
+                "--n-dense-lead",
+                "1",
+                "--type",
+                "q8_0",
             ]);
             assert_eq!(out.code, 0, "{}", out.stderr);
             let (bytes, layout) = walk_file(&path);
@@ -779,8 +798,8 @@ fn family_header_mutations() {
         })
         .collect();
     let n = models.len() as u64;
-    let plan_cases = env_u64("HYPURA_FUZZ_FAMILY_PLAN_CASES", 30 * n) as usize;
-    let run_cases = env_u64("HYPURA_FUZZ_FAMILY_RUN_CASES", 6 * n) as usize;
+    let plan_cases = env_u64("HYPURA_FUZZ_FAMILY_PLAN_CASES", 100 * n) as usize;
+    let run_cases = env_u64("HYPURA_FUZZ_FAMILY_RUN_CASES", 20 * n) as usize;
     fuzz_models(&cfg, &models, plan_cases, run_cases);
     for m in &models {
         let _ = std::fs::remove_file(&m.path);

@@ -118,6 +118,9 @@ fn quantizable(t: u32) -> bool {
         sys::GGML_TYPE_TQ1_0,
         sys::GGML_TYPE_TQ2_0,
         sys::GGML_TYPE_MXFP4,
+        sys::GGML_TYPE_NVFP4,
+        sys::GGML_TYPE_Q1_0,
+        sys::GGML_TYPE_Q2_0,
     ];
     TYPES.contains(&t)
 }

@@ -38,6 +38,9 @@ const MATRIX_TYPES: &[u32] = &[
     sys::GGML_TYPE_TQ1_0,
     sys::GGML_TYPE_TQ2_0,
     sys::GGML_TYPE_MXFP4,
+    sys::GGML_TYPE_NVFP4,
+    sys::GGML_TYPE_Q1_0,
+    sys::GGML_TYPE_Q2_0,
 ];
 
 fn has_cpu_dot_product(ggml_type: u32) -> bool {

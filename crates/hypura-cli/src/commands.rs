@@ -178,6 +178,9 @@ pub fn synth(args: SynthArgs) -> Result<(), Failure> {
         n_shared_experts: args.n_shared_experts.unwrap_or(1),
         n_dense_lead: args.n_dense_lead.unwrap_or(0),
         tied: args.tied,
+        head_dim_swa: args.head_dim_swa.unwrap_or(0),
+        n_shared_kv: args.n_shared_kv,
+        n_embd_per_layer: args.n_embd_per_layer,
     };
     let types = WeightTypes::parse(&args.weight_type)?;
     let started = std::time::Instant::now();

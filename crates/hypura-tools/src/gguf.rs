@@ -45,6 +45,8 @@ pub enum Value {
     I32Array(Vec<i32>),
     /// An array of `float32`.
     F32Array(Vec<f32>),
+    /// An array of `bool`.
+    BoolArray(Vec<bool>),
     /// A value copied from another file: its type id followed by its bytes.
     Raw(Vec<u8>),
 }
@@ -233,6 +235,10 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
             for v in items {
                 out.extend_from_slice(&v.to_le_bytes());
             }
+        }
+        Value::BoolArray(items) => {
+            put_array_header(out, value_type::BOOL, items.len());
+            out.extend(items.iter().map(|v| u8::from(*v)));
         }
         Value::Raw(bytes) => out.extend_from_slice(bytes),
     }

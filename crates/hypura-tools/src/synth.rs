@@ -11,7 +11,9 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use hypura_core::families::{ArchSpec, Example, Field, Hparams, Need, TensorKind, FAMILIES};
+use hypura_core::families::{
+    ArchSpec, Example, Field, Hparams, LayerSet, Need, SwaPattern, TensorKind, FAMILIES,
+};
 
 use crate::gguf::{raw_records, GgufWriter, RecordsError, TensorEntry, Value};
 use crate::quant::{block_of, quantized_rows, type_name, Rng};
@@ -74,6 +76,15 @@ pub struct Shape {
     pub n_dense_lead: u32,
     /// True to leave the LM head out where the family may tie it to the embedding.
     pub tied: bool,
+    /// Head size of sliding-window layers, in families where it is their own (0: half the
+    /// head size).
+    pub head_dim_swa: u64,
+    /// Last layers reusing an earlier layer's KV cache, in families that have the key
+    /// (`None`: the most, up to a quarter of the layers, that llama.cpp accepts).
+    pub n_shared_kv: Option<u32>,
+    /// Width of each layer's per-layer input embedding, in families that have it (`None`:
+    /// a sixteenth of `n_embd`; 0: none).
+    pub n_embd_per_layer: Option<u64>,
 }
 
 impl Shape {
@@ -93,6 +104,9 @@ impl Shape {
             n_shared_experts: 0,
             n_dense_lead: 0,
             tied: false,
+            head_dim_swa: 0,
+            n_shared_kv: None,
+            n_embd_per_layer: None,
         };
         Some(match name {
             "llama-7b" => dense(4096, 11008, 32, 32, 32),
@@ -229,7 +243,31 @@ fn hparams_of(spec: &ArchSpec, shape: Shape, n_vocab: u64) -> Result<Hparams, Sy
     if n_dense_lead > u64::from(shape.n_layer) {
         return bad("more leading dense layers than layers".into());
     }
-    Ok(Hparams {
+    let n_layer = u64::from(shape.n_layer);
+    // The layers sliding in the family's default pattern.
+    let mut swa_layers = LayerSet::default();
+    if let Some(window) = spec.sliding_window {
+        let p = u64::from(window.default_period);
+        for l in (0..n_layer).filter(|&l| p == 0 || l % p < p - 1) {
+            swa_layers.insert(l);
+        }
+    }
+    let head_dim_swa = match shape.head_dim_swa {
+        0 if head_dim % 4 == 0 => head_dim / 2,
+        0 => head_dim,
+        d => d,
+    };
+    if has(Field::HeadKSwa) && head_dim_swa % 2 != 0 {
+        return bad(format!(
+            "the sliding-window head size {head_dim_swa} must be even"
+        ));
+    }
+    let n_embd_per_layer = match shape.n_embd_per_layer {
+        _ if !has(Field::EmbdPerLayer) => 0,
+        Some(n) => n,
+        None => shape.n_embd / 16,
+    };
+    let mut hp = Hparams {
         n_layer: u64::from(shape.n_layer),
         n_embd: shape.n_embd,
         n_vocab,
@@ -244,8 +282,45 @@ fn hparams_of(spec: &ArchSpec, shape: Shape, n_vocab: u64) -> Result<Hparams, Sy
         n_ff_exp,
         n_ff_shexp: shared * n_ff_exp,
         n_dense_lead,
+        swa_layers,
+        head_k_swa: if has(Field::HeadKSwa) {
+            head_dim_swa
+        } else {
+            head_dim
+        },
+        head_v_swa: if has(Field::HeadVSwa) {
+            head_dim_swa
+        } else {
+            head_dim
+        },
+        n_rot_swa: if has(Field::NRotSwa) {
+            head_dim_swa
+        } else {
+            head_dim
+        },
+        n_embd_per_layer,
         ..Hparams::default()
-    })
+    };
+    if has(Field::SharedKvLayers) {
+        match shape.n_shared_kv {
+            Some(n) => {
+                hp.n_kv_shared = u64::from(n);
+                if let Some(e) = hp.kv_sharing_error() {
+                    return bad(e);
+                }
+            }
+            None => {
+                hp.n_kv_shared = n_layer / 4;
+                while hp.n_kv_shared > 0 && hp.kv_sharing_error().is_some() {
+                    hp.n_kv_shared -= 1;
+                }
+                if let Some(e) = hp.kv_sharing_error() {
+                    return bad(e);
+                }
+            }
+        }
+    }
+    Ok(hp)
 }
 
 /// What the generator writes into a tensor of kind `kind` named `name`.
@@ -253,7 +328,7 @@ fn hparams_of(spec: &ArchSpec, shape: Shape, n_vocab: u64) -> Result<Hparams, Sy
 enum Fill {
     /// Quantized random weights of a type.
     Weights(u32),
-    /// F32 ones (norm weights, rope factors).
+    /// F32 ones (norm weights, scales, rope factors).
     Ones,
     /// Small F32 random values (biases, sinks, a router's selection bias).
     Small,
@@ -265,7 +340,11 @@ fn fill_of(kind: TensorKind, name: &str, types: WeightTypes) -> Fill {
     match kind {
         TensorKind::Embedding | TensorKind::Matrix => Fill::Weights(types.of(name)),
         TensorKind::Router => Fill::Router,
-        TensorKind::Vector if name.contains("norm") || name.starts_with("rope_") => Fill::Ones,
+        TensorKind::Vector
+            if name.contains("norm") || name.contains("_scale") || name.starts_with("rope_") =>
+        {
+            Fill::Ones
+        }
         TensorKind::Vector => Fill::Small,
     }
 }
@@ -317,8 +396,23 @@ fn describe(
             Field::DenseLead => hp.n_dense_lead,
             Field::QLora => hp.q_lora_rank,
             Field::KvLora => hp.kv_lora_rank,
+            Field::HeadKSwa => hp.head_k_swa,
+            Field::HeadVSwa => hp.head_v_swa,
+            Field::NRotSwa => hp.n_rot_swa,
+            Field::SharedKvLayers => hp.n_kv_shared,
+            Field::EmbdPerLayer => hp.n_embd_per_layer,
         };
         w.meta(key(rule.key), Value::U32(value as u32));
+    }
+    if spec
+        .sliding_window
+        .is_some_and(|w| w.pattern == SwaPattern::Flags)
+    {
+        let flags = (0..hp.n_layer).map(|l| hp.is_swa(l)).collect();
+        w.meta(
+            key("attention.sliding_window_pattern"),
+            Value::BoolArray(flags),
+        );
     }
     for (k, example) in spec.example_keys {
         let value = match *example {
@@ -358,21 +452,23 @@ fn describe(
         fills.push(fill);
         Ok(())
     };
-    let wanted = |need: Need, layer: Option<u64>, name: &str| match need.expected(&hp, layer, false)
+    let wanted = |hp: &Hparams, need: Need, layer: Option<u64>, name: &str| match need
+        .expected(hp, layer, false)
     {
         Some(true) => true,
-        Some(false) => need == Need::Typical || (name == "output.weight" && !shape.tied),
+        Some(false) => need.typical(hp, layer) || (name == "output.weight" && !shape.tied),
         None => false,
     };
     for rule in spec.global_tensors() {
-        if wanted(rule.need, None, rule.name) {
+        if wanted(&hp, rule.need, None, rule.name) {
             let dims = rule.dims.iter().map(|d| d.value(&hp)).collect();
             add(&mut w, rule.name.to_string(), dims, rule.kind)?;
         }
     }
     for layer in 0..hp.n_layer {
+        let hp = hp.at_layer(layer);
         for rule in spec.layer_tensors() {
-            if wanted(rule.need, Some(layer), rule.name) {
+            if wanted(&hp, rule.need, Some(layer), rule.name) {
                 let dims = rule.dims.iter().map(|d| d.value(&hp)).collect();
                 let name = rule.name.replace("{}", &layer.to_string());
                 add(&mut w, name, dims, rule.kind)?;

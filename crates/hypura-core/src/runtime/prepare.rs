@@ -38,7 +38,7 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
     let kv_cache_bytes = kv_cache_bytes(
         &header,
         arch,
-        inventory.spec.sliding_window,
+        inventory.spec,
         options.context_length,
         options.sequences,
         options.batch_size,

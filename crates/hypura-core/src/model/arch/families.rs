@@ -3,7 +3,7 @@
 //! global tensors, attention, a dense FFN, experts) are tables of their own.
 
 use super::rules::{rule, Dim::*, Need::*, TensorKind::*, TensorRule};
-use super::{ArchSpec, Example, Experts, Field, KeyRule, SlidingWindow};
+use super::{ArchSpec, Example, Experts, Field, KeyRule, SlidingWindow, SwaPattern};
 
 /// Tensors outside the layers, common to the families here.
 const GLOBALS: &[TensorRule] = &[
@@ -347,6 +347,111 @@ const GLM4MOE_LAYER: &[TensorRule] = &[
     ),
 ];
 
+/// Gemma 4's tensors outside the layers: an optional head, the global layers' rope factors,
+/// and the per-layer input embedding with its projection from the embedding.
+const GEMMA4_GLOBALS: &[TensorRule] = &[
+    rule("token_embd.weight", &[Embd, Vocab], Embedding, Required),
+    rule("output_norm.weight", &[Embd], Vector, Required),
+    rule("output.weight", &[Embd, Vocab], Matrix, Optional),
+    rule("rope_freqs.weight", &[HeadKHalf], Vector, FullAttention),
+    rule(
+        "per_layer_token_embd.weight",
+        &[EmbdPerLayerAll, Vocab],
+        Embedding,
+        PerLayerInput,
+    ),
+    rule(
+        "per_layer_model_proj.weight",
+        &[Embd, EmbdPerLayerAll],
+        Matrix,
+        PerLayerInput,
+    ),
+    rule(
+        "per_layer_proj_norm.weight",
+        &[EmbdPerLayer],
+        Vector,
+        PerLayerInput,
+    ),
+];
+
+/// Gemma 4's layer (dense; shapes per layer: sliding-window layers have their own head
+/// size). Layers reusing an earlier layer's KV cache may leave out their key projection;
+/// the value projection is optional everywhere (absent: the keys serve as values).
+const GEMMA4_LAYER: &[TensorRule] = &[
+    rule("blk.{}.attn_norm.weight", &[Embd], Vector, Required),
+    rule("blk.{}.attn_q.weight", &[Embd, Q], Matrix, Required),
+    rule("blk.{}.attn_k.weight", &[Embd, K], Matrix, OwnKv),
+    rule("blk.{}.attn_v.weight", &[Embd, V], Matrix, OwnKvTypical),
+    rule(
+        "blk.{}.attn_output.weight",
+        &[AttnOut, Embd],
+        Matrix,
+        Required,
+    ),
+    rule("blk.{}.attn_q_norm.weight", &[HeadK], Vector, Required),
+    rule("blk.{}.attn_k_norm.weight", &[HeadK], Vector, OwnKv),
+    rule(
+        "blk.{}.post_attention_norm.weight",
+        &[Embd],
+        Vector,
+        Required,
+    ),
+    rule("blk.{}.layer_output_scale.weight", &[One], Vector, Typical),
+    rule("blk.{}.ffn_norm.weight", &[Embd], Vector, Required),
+    rule("blk.{}.ffn_gate.weight", &[Embd, Ff], Matrix, Required),
+    rule("blk.{}.ffn_up.weight", &[Embd, Ff], Matrix, Required),
+    rule("blk.{}.ffn_down.weight", &[Ff, Embd], Matrix, Required),
+    rule("blk.{}.post_ffw_norm.weight", &[Embd], Vector, Required),
+    rule(
+        "blk.{}.inp_gate.weight",
+        &[Embd, EmbdPerLayer],
+        Matrix,
+        PerLayerInput,
+    ),
+    rule(
+        "blk.{}.proj.weight",
+        &[EmbdPerLayer, Embd],
+        Matrix,
+        PerLayerInput,
+    ),
+    rule("blk.{}.post_norm.weight", &[Embd], Vector, PerLayerInput),
+];
+
+/// Gemma 4's keys: sliding-window layers' own head size and rotary dimensions, the layers
+/// reusing earlier layers' KV cache, the per-layer input embedding's width.
+const GEMMA4_KEYS: &[KeyRule] = &[
+    KeyRule {
+        key: "attention.key_length_swa",
+        sets: Field::HeadKSwa,
+        required: true,
+        min: 1,
+    },
+    KeyRule {
+        key: "attention.value_length_swa",
+        sets: Field::HeadVSwa,
+        required: true,
+        min: 1,
+    },
+    KeyRule {
+        key: "rope.dimension_count_swa",
+        sets: Field::NRotSwa,
+        required: false,
+        min: 1,
+    },
+    KeyRule {
+        key: "attention.shared_kv_layers",
+        sets: Field::SharedKvLayers,
+        required: false,
+        min: 0,
+    },
+    KeyRule {
+        key: "embedding_length_per_layer_input",
+        sets: Field::EmbdPerLayer,
+        required: true,
+        min: 0,
+    },
+];
+
 /// `expert_feed_forward_length`, required.
 const FF_EXP_REQUIRED: KeyRule = KeyRule {
     key: "expert_feed_forward_length",
@@ -420,6 +525,7 @@ pub const FAMILIES: &[ArchSpec] = &[
             window_key: "attention.sliding_window",
             default_period: 4,
             always: false,
+            pattern: SwaPattern::PeriodOrFlags,
         }),
         example_keys: &[("attention.sliding_window", Example::U32(64))],
         ..spec("olmo2", &[QKV_EMBD, OLMO2_QK_NORM, GEMMA_POST_NORMS, FFN])
@@ -438,6 +544,7 @@ pub const FAMILIES: &[ArchSpec] = &[
             window_key: "attention.sliding_window",
             default_period: 2,
             always: true,
+            pattern: SwaPattern::PeriodOrFlags,
         }),
         example_keys: &[
             ("attention.sliding_window", Example::U32(64)),
@@ -470,6 +577,7 @@ pub const FAMILIES: &[ArchSpec] = &[
             window_key: "attention.sliding_window",
             default_period: 2,
             always: true,
+            pattern: SwaPattern::PeriodOrFlags,
         }),
         example_keys: &[("attention.sliding_window", Example::U32(64))],
         ..spec("gpt-oss", &[GPT_OSS_LAYER])
@@ -504,11 +612,30 @@ pub const FAMILIES: &[ArchSpec] = &[
             window_key: "attention.sliding_window",
             default_period: 6,
             always: true,
+            pattern: SwaPattern::PeriodOrFlags,
         }),
         example_keys: &[("attention.sliding_window", Example::U32(64))],
         ..spec(
             "gemma3",
             &[QKV, ATTN_OUTPUT, PRE_NORMS, QK_NORM, GEMMA_POST_NORMS, FFN],
         )
+    },
+    ArchSpec {
+        globals: &[GEMMA4_GLOBALS],
+        keys: GEMMA4_KEYS,
+        final_logit_softcap_key: Some("final_logit_softcapping"),
+        default_final_logit_softcap: 30.0,
+        sliding_window: Some(SlidingWindow {
+            window_key: "attention.sliding_window",
+            default_period: 4,
+            always: true,
+            pattern: SwaPattern::Flags,
+        }),
+        example_keys: &[
+            ("attention.sliding_window", Example::U32(16)),
+            ("rope.freq_base_swa", Example::F32(10000.0)),
+            ("final_logit_softcapping", Example::F32(30.0)),
+        ],
+        ..spec("gemma4", &[GEMMA4_LAYER])
     },
 ];

@@ -163,7 +163,7 @@ pub struct SynthArgs {
     #[arg(long)]
     pub n_shared_kv: Option<u32>,
     /// Width of each layer's per-layer input embedding, in families that have them (gemma4;
-    /// default: n_embd / 16; 0: none).
+    /// default: n_embd / 16, in whole blocks of the weight type; 0: none).
     #[arg(long)]
     pub n_embd_per_layer: Option<u64>,
 }

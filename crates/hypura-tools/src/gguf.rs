@@ -112,6 +112,23 @@ impl GgufWriter {
         self
     }
 
+    /// Replaces the value of `key` (where it was added), adds it if absent, or removes it
+    /// when `value` is `None`.
+    pub fn set_meta(&mut self, key: &str, value: Option<Value>) -> &mut Self {
+        let at = self.metadata.iter().position(|(k, _)| k == key);
+        match (at, value) {
+            (Some(i), Some(v)) => self.metadata[i].1 = v,
+            (Some(i), None) => {
+                self.metadata.remove(i);
+            }
+            (None, Some(v)) => {
+                self.meta(key, v);
+            }
+            (None, None) => {}
+        }
+        self
+    }
+
     /// Adds a tensor; its data offset follows the previous tensor's, padded.
     pub fn tensor(&mut self, entry: TensorEntry) -> &mut Self {
         self.tensors.push(entry);

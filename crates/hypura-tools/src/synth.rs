@@ -83,7 +83,7 @@ pub struct Shape {
     /// (`None`: the most, up to a quarter of the layers, that llama.cpp accepts).
     pub n_shared_kv: Option<u32>,
     /// Width of each layer's per-layer input embedding, in families that have it (`None`:
-    /// a sixteenth of `n_embd`; 0: none).
+    /// a sixteenth of `n_embd`, in whole blocks of its type; 0: none).
     pub n_embd_per_layer: Option<u64>,
 }
 
@@ -182,7 +182,13 @@ fn generated_tokenizer(n_vocab: u64) -> Vec<(String, Value)> {
 }
 
 /// The hyperparameters of `shape` in `spec`'s terms, checked.
-fn hparams_of(spec: &ArchSpec, shape: Shape, n_vocab: u64) -> Result<Hparams, SynthError> {
+/// `ple_block` is the block of the type the per-layer input projection is stored as.
+fn hparams_of(
+    spec: &ArchSpec,
+    shape: Shape,
+    n_vocab: u64,
+    ple_block: u64,
+) -> Result<Hparams, SynthError> {
     let bad = |m: String| Err(SynthError::Shape(m));
     if shape.n_head == 0
         || shape.n_head_kv == 0
@@ -265,7 +271,10 @@ fn hparams_of(spec: &ArchSpec, shape: Shape, n_vocab: u64) -> Result<Hparams, Sy
     let n_embd_per_layer = match shape.n_embd_per_layer {
         _ if !has(Field::EmbdPerLayer) => 0,
         Some(n) => n,
-        None => shape.n_embd / 16,
+        // Whole blocks of the type the per-layer projection is stored as.
+        None => (shape.n_embd / 16)
+            .max(ple_block)
+            .next_multiple_of(ple_block),
     };
     let mut hp = Hparams {
         n_layer: u64::from(shape.n_layer),
@@ -357,7 +366,8 @@ fn describe(
     tokenizer: Vec<(String, Value)>,
     n_vocab: u64,
 ) -> Result<(GgufWriter, Vec<Fill>), SynthError> {
-    let hp = hparams_of(spec, shape, n_vocab)?;
+    let ple_block = block_of(types.of("blk.0.proj.weight")).0;
+    let hp = hparams_of(spec, shape, n_vocab, ple_block)?;
     let arch = spec.name;
     let key = |k: &str| format!("{arch}.{k}");
     let mut w = GgufWriter::new();
@@ -621,6 +631,128 @@ mod tests {
                 "{}",
                 family.name
             );
+        }
+    }
+
+    /// Plans a gemma4 model of 16 layers (sliding but layers 3, 7, 11 and 15; the last 4
+    /// reusing earlier layers' KV cache) with `tweak` applied to its header: what hypura's
+    /// validation (the same a load runs) says of it.
+    fn plan_gemma4(name: &str, tweak: impl FnOnce(&mut GgufWriter)) -> Result<Plan, String> {
+        let shape = Shape {
+            n_embd: 256,
+            n_ff: 512,
+            n_layer: 16,
+            n_head: 4,
+            n_head_kv: 2,
+            n_vocab: 300,
+            ..Shape::named("llama-7b").unwrap()
+        };
+        let spec = hypura_core::families::find("gemma4").unwrap();
+        let (mut w, _) = describe(
+            spec,
+            shape,
+            WeightTypes::Uniform(sys::GGML_TYPE_Q8_0),
+            generated_tokenizer(300),
+            300,
+        )
+        .unwrap();
+        tweak(&mut w);
+        let path = std::env::temp_dir().join(format!(
+            "hypura-synth-test-{}-{name}.gguf",
+            std::process::id()
+        ));
+        w.write_file(&path, |_, _| {}).unwrap();
+        let plan = Plan::for_options(&LoadOptions::new(&path).context_length(256))
+            .map_err(|e| e.to_string());
+        std::fs::remove_file(&path).unwrap();
+        plan
+    }
+
+    use crate::gguf::GgufWriter;
+    use hypura_core::{LoadOptions, Plan, Tier};
+
+    #[test]
+    fn gemma4_is_refused_where_llama_cpp_aborts() {
+        let plan = plan_gemma4("valid", |_| {}).unwrap();
+        // The per-layer input embedding and its projection feed every layer: resident.
+        for name in ["per_layer_token_embd.weight", "per_layer_model_proj.weight"] {
+            let t = plan.tensors.iter().find(|t| t.name == name).unwrap();
+            assert_eq!(t.tier, Tier::Ram, "{name}");
+        }
+        // Layers 0-11 keep their cache: 9 sliding (head 32, window 16 + a batch => 256
+        // cells), 3 global (head 64, 256 cells); values padded to the widest head.
+        let cells = |head: u64| 256 * (head + 64) * 2 * 2;
+        assert_eq!(plan.kv_cache_bytes, 9 * cells(32) + 3 * cells(64));
+        let pattern = |flags: &[bool]| Some(Value::BoolArray(flags.to_vec()));
+        let cases: Vec<(&str, Box<dyn FnOnce(&mut GgufWriter)>, &str)> = vec![
+            (
+                "no-sliding",
+                Box::new(move |w| {
+                    w.set_meta(
+                        "gemma4.attention.sliding_window_pattern",
+                        pattern(&[false; 16]),
+                    );
+                }),
+                "no sliding-window layer",
+            ),
+            (
+                "pattern-scalar",
+                Box::new(|w| {
+                    w.set_meta(
+                        "gemma4.attention.sliding_window_pattern",
+                        Some(Value::U32(4)),
+                    );
+                }),
+                "sliding_window_pattern = a scalar",
+            ),
+            (
+                "shared-sliding-reuses-global",
+                Box::new(|w| {
+                    w.set_meta("gemma4.attention.shared_kv_layers", Some(Value::U32(3)));
+                }),
+                "sliding-window layer reuses the KV cache of layer 11",
+            ),
+            (
+                "shared-global-reuses-sliding",
+                Box::new(|w| {
+                    w.set_meta("gemma4.attention.shared_kv_layers", Some(Value::U32(5)));
+                }),
+                "global layer reuses the KV cache of layer 10",
+            ),
+            (
+                "too-many-shared",
+                Box::new(|w| {
+                    w.set_meta("gemma4.attention.shared_kv_layers", Some(Value::U32(15)));
+                }),
+                "fewer than 2",
+            ),
+            (
+                "rope-swa-default-too-wide",
+                Box::new(|w| {
+                    w.set_meta("gemma4.rope.dimension_count_swa", None);
+                }),
+                "rope.dimension_count_swa = 64 does not fit the sliding-window head size 32",
+            ),
+            (
+                "swa-k-ne-v",
+                Box::new(|w| {
+                    w.set_meta("gemma4.attention.value_length_swa", Some(Value::U32(64)));
+                }),
+                "differs from value head size",
+            ),
+            (
+                "no-key-length-swa",
+                Box::new(|w| {
+                    w.set_meta("gemma4.attention.key_length_swa", None);
+                }),
+                "key_length_swa is missing",
+            ),
+        ];
+        for (name, tweak, needle) in cases {
+            match plan_gemma4(name, tweak) {
+                Ok(_) => panic!("{name}: accepted"),
+                Err(e) => assert!(e.contains(needle), "{name}: {e}"),
+            }
         }
     }
 }

@@ -683,73 +683,61 @@ mod tests {
         // cells), 3 global (head 64, 256 cells); values padded to the widest head.
         let cells = |head: u64| 256 * (head + 64) * 2 * 2;
         assert_eq!(plan.kv_cache_bytes, 9 * cells(32) + 3 * cells(64));
-        let pattern = |flags: &[bool]| Some(Value::BoolArray(flags.to_vec()));
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut GgufWriter)>, &str)> = vec![
+        // (case, key after `gemma4.`, its new value or none, what the refusal says)
+        let cases = [
             (
                 "no-sliding",
-                Box::new(move |w| {
-                    w.set_meta(
-                        "gemma4.attention.sliding_window_pattern",
-                        pattern(&[false; 16]),
-                    );
-                }),
+                "attention.sliding_window_pattern",
+                Some(Value::BoolArray(vec![false; 16])),
                 "no sliding-window layer",
             ),
             (
                 "pattern-scalar",
-                Box::new(|w| {
-                    w.set_meta(
-                        "gemma4.attention.sliding_window_pattern",
-                        Some(Value::U32(4)),
-                    );
-                }),
+                "attention.sliding_window_pattern",
+                Some(Value::U32(4)),
                 "sliding_window_pattern = a scalar",
             ),
             (
                 "shared-sliding-reuses-global",
-                Box::new(|w| {
-                    w.set_meta("gemma4.attention.shared_kv_layers", Some(Value::U32(3)));
-                }),
+                "attention.shared_kv_layers",
+                Some(Value::U32(3)),
                 "sliding-window layer reuses the KV cache of layer 11",
             ),
             (
                 "shared-global-reuses-sliding",
-                Box::new(|w| {
-                    w.set_meta("gemma4.attention.shared_kv_layers", Some(Value::U32(5)));
-                }),
+                "attention.shared_kv_layers",
+                Some(Value::U32(5)),
                 "global layer reuses the KV cache of layer 10",
             ),
             (
                 "too-many-shared",
-                Box::new(|w| {
-                    w.set_meta("gemma4.attention.shared_kv_layers", Some(Value::U32(15)));
-                }),
+                "attention.shared_kv_layers",
+                Some(Value::U32(15)),
                 "fewer than 2",
             ),
             (
                 "rope-swa-default-too-wide",
-                Box::new(|w| {
-                    w.set_meta("gemma4.rope.dimension_count_swa", None);
-                }),
+                "rope.dimension_count_swa",
+                None,
                 "rope.dimension_count_swa = 64 does not fit the sliding-window head size 32",
             ),
             (
                 "swa-k-ne-v",
-                Box::new(|w| {
-                    w.set_meta("gemma4.attention.value_length_swa", Some(Value::U32(64)));
-                }),
+                "attention.value_length_swa",
+                Some(Value::U32(64)),
                 "differs from value head size",
             ),
             (
                 "no-key-length-swa",
-                Box::new(|w| {
-                    w.set_meta("gemma4.attention.key_length_swa", None);
-                }),
+                "attention.key_length_swa",
+                None,
                 "key_length_swa is missing",
             ),
         ];
-        for (name, tweak, needle) in cases {
-            match plan_gemma4(name, tweak) {
+        for (name, key, value, needle) in cases {
+            match plan_gemma4(name, |w| {
+                w.set_meta(&format!("gemma4.{key}"), value);
+            }) {
                 Ok(_) => panic!("{name}: accepted"),
                 Err(e) => assert!(e.contains(needle), "{name}: {e}"),
             }

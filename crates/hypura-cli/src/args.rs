@@ -105,8 +105,8 @@ pub struct RunArgs {
 #[derive(Args)]
 pub struct SynthArgs {
     /// The architecture family: llama, mistral3, qwen2, qwen3, smollm3, olmo2, phi3, gemma2,
-    /// gemma3, qwen3moe, gpt-oss, glm4moe, gemma4 (its tensors and keys come from hypura's
-    /// spec).
+    /// gemma3, qwen3moe, gpt-oss, glm4moe, deepseek2, qwen35moe, gemma4 (its tensors and keys
+    /// come from hypura's spec).
     #[arg(long, default_value = "llama")]
     pub arch: String,
     /// A named shape: llama-7b, llama-13b, llama-70b, mixtral-8x7b (the flags below override it).
@@ -154,6 +154,17 @@ pub struct SynthArgs {
     /// Leading dense layers, in families that have them (default 0).
     #[arg(long)]
     pub n_dense_lead: Option<u32>,
+    /// Query compression rank, in latent-attention families (0: none, the "lite" layout;
+    /// default n_embd / 2).
+    #[arg(long)]
+    pub q_lora_rank: Option<u64>,
+    /// Key/value compression rank, in latent-attention families (default n_embd / 4).
+    #[arg(long)]
+    pub kv_lora_rank: Option<u64>,
+    /// Write latent attention in the older layout (one attn_kv_b expanding the latent into
+    /// ordinary heads) instead of the absorbed one (attn_k_b, attn_v_b).
+    #[arg(long)]
+    pub latent_expanded: bool,
     /// Head size of sliding-window layers, in families where it is their own (gemma4;
     /// default: half the head size).
     #[arg(long)]

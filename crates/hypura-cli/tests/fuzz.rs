@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 use common::{model, GEMMA3, SMOLLM2};
 use gguf_walk::{tensor_bytes, walk_file, Kind, Layout};
 use harness::{abort_lines, printable, problems, run_hypura, Outcome, Status};
+use hypura_core::families::FAMILIES;
 use mutate::{case_seed, mutate, Rng};
 
 const DEFAULT_SEED: u64 = 0x4859_5055_5241_0001;
@@ -133,7 +134,7 @@ enum Cmd {
 #[derive(Clone, Debug)]
 struct Case {
     cmd: Cmd,
-    /// The case index in its stream (plan cases; run candidates): model = index % 2.
+    /// The case index in its stream (plan cases; run candidates): model = index % models.
     index: usize,
     model: usize,
     case_seed: u64,
@@ -144,18 +145,18 @@ struct Case {
 }
 
 impl Case {
-    fn plan(seed: u64, index: usize) -> Self {
+    fn plan(seed: u64, index: usize, n_models: usize) -> Self {
         Case {
             cmd: Cmd::Plan,
             index,
-            model: index % 2,
+            model: index % n_models,
             case_seed: case_seed(seed, TAG_PLAN, index as u64),
             budget: vec!["--ram-budget", "50%"],
             plan_accepted: false,
         }
     }
 
-    fn run(seed: u64, index: usize, cmd: Cmd) -> Self {
+    fn run(seed: u64, index: usize, cmd: Cmd, n_models: usize) -> Self {
         let mut mode = Rng::new(case_seed(seed, TAG_MODE, index as u64));
         let budget = match mode.below(100) {
             0..=9 => vec!["--baseline"],
@@ -165,7 +166,7 @@ impl Case {
         Case {
             cmd,
             index,
-            model: index % 2,
+            model: index % n_models,
             case_seed: case_seed(seed, TAG_RUN, index as u64),
             budget: if cmd == Cmd::Screen {
                 vec!["--ram-budget", "50%"]
@@ -510,21 +511,25 @@ fn parallel<T: Sync, R: Send>(items: &[T], workers: usize, f: impl Fn(&T) -> R +
 /// mutants that plan accepted (run must cope with them) and 15% that plan rejected.
 fn select_run_cases(fuzz: &Fuzz, n: usize) -> Vec<Case> {
     let seed = fuzz.cfg.seed;
-    let per_model = [n - n / 2, n / 2];
-    let want_rejected = per_model.map(|k| (k * 15 + 50) / 100);
-    let want_accepted = [
-        per_model[0] - want_rejected[0],
-        per_model[1] - want_rejected[1],
-    ];
-    let mut accepted = [0usize; 2];
-    let mut rejected = [0usize; 2];
+    let n_models = fuzz.models.len();
+    let per_model: Vec<usize> = (0..n_models)
+        .map(|m| n / n_models + usize::from(m < n % n_models))
+        .collect();
+    let want_rejected: Vec<usize> = per_model.iter().map(|k| (k * 15 + 50) / 100).collect();
+    let want_accepted: Vec<usize> = per_model
+        .iter()
+        .zip(&want_rejected)
+        .map(|(k, r)| k - r)
+        .collect();
+    let mut accepted = vec![0usize; n_models];
+    let mut rejected = vec![0usize; n_models];
     let mut selected = Vec::new();
     let mut next = 0usize;
-    let full = |acc: &[usize; 2], rej: &[usize; 2], m: usize| {
+    let full = |acc: &[usize], rej: &[usize], m: usize| {
         acc[m] >= want_accepted[m] && rej[m] >= want_rejected[m]
     };
-    while !(full(&accepted, &rejected, 0) && full(&accepted, &rejected, 1)) && next < n * 30 {
-        let missing: usize = (0..2)
+    while !(0..n_models).all(|m| full(&accepted, &rejected, m)) && next < n * 30 {
+        let missing: usize = (0..n_models)
             .map(|m| {
                 want_accepted[m].saturating_sub(accepted[m])
                     + want_rejected[m].saturating_sub(rejected[m])
@@ -533,8 +538,8 @@ fn select_run_cases(fuzz: &Fuzz, n: usize) -> Vec<Case> {
         // About 3 in 4 candidates pass plan: screen a quarter more than is missing.
         let size = (missing + missing / 4).max(8);
         let batch: Vec<Case> = (next..next + size)
-            .filter(|c| !full(&accepted, &rejected, c % 2))
-            .map(|c| Case::run(seed, c, Cmd::Screen))
+            .filter(|c| !full(&accepted, &rejected, c % n_models))
+            .map(|c| Case::run(seed, c, Cmd::Screen, n_models))
             .collect();
         next += size;
         let results = parallel(&batch, WORKERS, |c| fuzz.execute(c));
@@ -550,18 +555,21 @@ fn select_run_cases(fuzz: &Fuzz, n: usize) -> Vec<Case> {
             } else {
                 continue;
             }
-            let mut case = Case::run(seed, c.index, Cmd::Run);
+            let mut case = Case::run(seed, c.index, Cmd::Run, n_models);
             case.plan_accepted = ok;
             selected.push(case);
         }
     }
+    let split: Vec<String> = fuzz
+        .models
+        .iter()
+        .enumerate()
+        .map(|(m, model)| format!("{} {}+{}", model.tag, accepted[m], rejected[m]))
+        .collect();
     eprintln!(
-        "fuzz: {} run cases from {next} candidates: smollm2 {}+{} (plan accepted+rejected), gemma3 {}+{}",
+        "fuzz: {} run cases from {next} candidates (plan accepted+rejected): {}",
         selected.len(),
-        accepted[0],
-        rejected[0],
-        accepted[1],
-        rejected[1]
+        split.join(", ")
     );
     selected
 }
@@ -678,40 +686,40 @@ fn summary(counters: &Counters) -> String {
     s
 }
 
-#[test]
-fn gguf_header_mutations() {
-    let cfg = Config::from_env();
-    let models = [load(SMOLLM2, "smollm2"), load(GEMMA3, "gemma3")];
+/// Fuzzes `models`: `plan_cases` plan cases and `run_cases` run cases spread over them (or the
+/// one case `HYPURA_FUZZ_ONLY` names); fails with a report of every failing case.
+fn fuzz_models(cfg: &Config, models: &[Model], plan_cases: usize, run_cases: usize) {
     // Compact stderr: no Rust backtraces (a panic still says "panicked at FILE:LINE").
     let mut env = vec![("RUST_BACKTRACE", "0")];
     if !cfg.backtrace {
         env.push(("GGML_NO_BACKTRACE", "1"));
     }
     let fuzz = Fuzz {
-        cfg: &cfg,
-        models: &models,
+        cfg,
+        models,
         kept_bytes: AtomicU64::new(0),
         failures: Mutex::new(Vec::new()),
         counters: Mutex::new(Counters::default()),
         env,
     };
+    let n_models = models.len();
     let start = Instant::now();
     match &cfg.only {
         Some((kind, i)) if kind == "plan" => {
-            fuzz.execute(&Case::plan(cfg.seed, *i));
+            fuzz.execute(&Case::plan(cfg.seed, *i, n_models));
         }
         Some((_, i)) => {
-            fuzz.execute(&Case::run(cfg.seed, *i, Cmd::Screen));
-            fuzz.execute(&Case::run(cfg.seed, *i, Cmd::Run));
+            fuzz.execute(&Case::run(cfg.seed, *i, Cmd::Screen, n_models));
+            fuzz.execute(&Case::run(cfg.seed, *i, Cmd::Run, n_models));
         }
         None => {
-            let plan: Vec<Case> = (0..cfg.plan_cases)
-                .map(|i| Case::plan(cfg.seed, i))
+            let plan: Vec<Case> = (0..plan_cases)
+                .map(|i| Case::plan(cfg.seed, i, n_models))
                 .collect();
             parallel(&plan, WORKERS, |c| fuzz.execute(c));
             eprintln!("fuzz: {} plan cases in {:.1?}", plan.len(), start.elapsed());
             let t = Instant::now();
-            let run = select_run_cases(&fuzz, cfg.run_cases);
+            let run = select_run_cases(&fuzz, run_cases);
             eprintln!("fuzz: screening in {:.1?}", t.elapsed());
             let t = Instant::now();
             parallel(&run, WORKERS, |c| fuzz.execute(c));
@@ -729,10 +737,72 @@ fn gguf_header_mutations() {
         elapsed
     );
     if !failures.is_empty() {
-        let text = report(&cfg, &failures, &counters, elapsed);
+        let text = report(cfg, &failures, &counters, elapsed);
         let file = std::env::temp_dir().join(format!("hfz-report-{}.txt", std::process::id()));
         let _ = std::fs::write(&file, &text);
         panic!("{text}\n(report also written to {})", file.display());
+    }
+}
+
+#[test]
+fn gguf_header_mutations() {
+    let cfg = Config::from_env();
+    let models = [load(SMOLLM2, "smollm2"), load(GEMMA3, "gemma3")];
+    fuzz_models(&cfg, &models, cfg.plan_cases, cfg.run_cases);
+}
+
+/// The same over a small synthetic model of every family hypura tiers (their own rules:
+/// sliding windows, experts, sinks, shared experts…), fewer cases per model.
+/// `HYPURA_FUZZ_FAMILY_PLAN_CASES` (default 100 per family) and `HYPURA_FUZZ_FAMILY_RUN_CASES`
+/// (20 per family) set the counts.
+#[test]
+fn family_header_mutations() {
+    let cfg = Config::from_env();
+    let models: Vec<Model> = FAMILIES
+        .iter()
+        .map(|family| {
+            let path = common::tempfile(&format!("fuzz-seed-{}.gguf", family.name));
+            let out = common::hypura(&[
+                "synth",
+                "--arch",
+                family.name,
+                "--out",
+                path.to_str().unwrap(),
+                "--n-layer",
+                "4",
+                "--n-embd",
+                "256",
+                "--n-ff",
+                "512",
+                "--n-ff-exp",
+                "256",
+                "--n-head",
+                "4",
+                "--n-head-kv",
+                "2",
+                "--n-vocab",
+                "600",
+                "--n-dense-lead",
+                "1",
+                "--type",
+                "q8_0",
+            ]);
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            let (bytes, layout) = walk_file(&path);
+            Model {
+                tag: family.name,
+                path,
+                bytes,
+                layout,
+            }
+        })
+        .collect();
+    let n = models.len() as u64;
+    let plan_cases = env_u64("HYPURA_FUZZ_FAMILY_PLAN_CASES", 100 * n) as usize;
+    let run_cases = env_u64("HYPURA_FUZZ_FAMILY_RUN_CASES", 20 * n) as usize;
+    fuzz_models(&cfg, &models, plan_cases, run_cases);
+    for m in &models {
+        let _ = std::fs::remove_file(&m.path);
     }
 }
 

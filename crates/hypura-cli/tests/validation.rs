@@ -327,13 +327,29 @@ fn layer_and_head_counts() {
         meta("llama.expert_count", Some(Value::U32(2000))),
         "expert_count",
     );
-    expect_refused(
+    // Valid for llama.cpp, beyond what hypura tiers: stock mode, with a notice.
+    let path = write_model(
         "per-layer-heads",
         meta(
             "llama.attention.head_count_kv",
             Some(Value::I32Array(vec![2, 4])),
         ),
-        "differs between layers",
+    );
+    let out = hypura(&[
+        "plan",
+        "--model",
+        path.to_str().unwrap(),
+        "--disk-gbps",
+        "1",
+    ]);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.starts_with("hypura: note:") && l.contains("differs between layers")),
+        "{}",
+        out.stderr
     );
 }
 

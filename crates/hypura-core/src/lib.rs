@@ -40,8 +40,8 @@ pub mod units;
 /// --arch`) writes one from it. Read-only; its shape may change between 0.x releases.
 pub mod families {
     pub use crate::model::arch::{
-        ArchSpec, Dim, Example, Experts, Field, Hparams, KeyRule, LayerSet, Need, SlidingWindow,
-        SwaPattern, TensorKind, TensorRule, FAMILIES,
+        ArchSpec, Cond, Dim, Example, Experts, Field, Hparams, Hybrid, KeyRule, Latent, LayerSet,
+        Need, SlidingWindow, SwaPattern, TensorKind, TensorRule, FAMILIES,
     };
 
     /// The spec of the family `arch` (`general.architecture`), if hypura tiers it.

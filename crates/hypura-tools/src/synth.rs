@@ -76,6 +76,13 @@ pub struct Shape {
     pub n_dense_lead: u32,
     /// True to leave the LM head out where the family may tie it to the embedding.
     pub tied: bool,
+    /// Query compression in latent-attention families (0: none; default `n_embd / 2`).
+    pub q_lora_rank: Option<u64>,
+    /// Key/value compression in latent-attention families (default `n_embd / 4`).
+    pub kv_lora_rank: Option<u64>,
+    /// True to write latent attention in the older layout (one `attn_kv_b` expanding the
+    /// latent into ordinary heads) rather than the absorbed one (`attn_k_b`, `attn_v_b`).
+    pub latent_expanded: bool,
     /// Head size of sliding-window layers, in families where it is their own (0: half the
     /// head size).
     pub head_dim_swa: u64,
@@ -104,6 +111,9 @@ impl Shape {
             n_shared_experts: 0,
             n_dense_lead: 0,
             tied: false,
+            q_lora_rank: None,
+            kv_lora_rank: None,
+            latent_expanded: false,
             head_dim_swa: 0,
             n_shared_kv: None,
             n_embd_per_layer: None,
@@ -239,7 +249,7 @@ fn hparams_of(
     let shared = if has(Field::SharedExperts) {
         u64::from(shape.n_shared_experts.max(1))
     } else {
-        0
+        u64::from(has(Field::FfShexp))
     };
     let n_dense_lead = if has(Field::DenseLead) {
         u64::from(shape.n_dense_lead)
@@ -329,7 +339,92 @@ fn hparams_of(
             }
         }
     }
+    if spec.latent.is_some() {
+        // Heads of `head_dim` non-rotary dimensions and half as many rotary ones.
+        hp.n_rot = head_dim / 2;
+        hp.head_k_mla = head_dim + hp.n_rot;
+        hp.head_v_mla = head_dim;
+        hp.q_lora_rank = shape.q_lora_rank.unwrap_or(shape.n_embd / 2);
+        hp.kv_lora_rank = shape.kv_lora_rank.unwrap_or(shape.n_embd / 4);
+        if hp.kv_lora_rank == 0 || hp.n_rot % 2 != 0 {
+            return bad(format!(
+                "latent attention needs a positive kv_lora_rank and a head size {head_dim} that is a multiple of 4"
+            ));
+        }
+        hp.mla_absorbed = !shape.latent_expanded;
+        if hp.mla_absorbed {
+            // The cache holds the latent and the rotary key: one head, no values.
+            (hp.head_k, hp.head_v, hp.n_head_kv) = (hp.kv_lora_rank + hp.n_rot, hp.kv_lora_rank, 1);
+        } else {
+            (hp.head_k, hp.head_v, hp.n_head_kv) = (hp.head_k_mla, hp.head_v_mla, hp.n_head);
+        }
+    }
+    if let Some(hybrid) = spec.hybrid {
+        // Delta-net heads as the attention's: key heads as its key/value heads, value heads
+        // as its heads.
+        hp.ssm_conv = 4;
+        hp.ssm_state = head_dim;
+        hp.ssm_groups = shape.n_head_kv;
+        hp.ssm_dt_rank = shape.n_head;
+        hp.ssm_inner = hp.ssm_state * hp.ssm_dt_rank;
+        let period = u64::from(hybrid.default_interval.max(1));
+        for layer in 0..hp.n_layer {
+            if (layer + 1) % period != 0 {
+                hp.recurrent.insert(layer);
+            }
+        }
+    }
+    // Keys llama.cpp does not read for this shape leave their fields at 0.
+    for rule in spec.keys {
+        if rule.unread_if.is_some_and(|unread| unread(&hp)) {
+            set_field(&mut hp, rule.sets, 0);
+        }
+    }
     Ok(hp)
+}
+
+/// The value of the hyperparameter `field` sets.
+fn field_value(hp: &Hparams, field: Field) -> u64 {
+    match field {
+        Field::FfExp => hp.n_ff_exp,
+        Field::FfShexp => hp.n_ff_shexp,
+        Field::SharedExperts => hp.n_ff_shexp / hp.n_ff_exp.max(1),
+        Field::DenseLead => hp.n_dense_lead,
+        Field::QLora => hp.q_lora_rank,
+        Field::KvLora => hp.kv_lora_rank,
+        Field::SsmConv => hp.ssm_conv,
+        Field::SsmInner => hp.ssm_inner,
+        Field::SsmState => hp.ssm_state,
+        Field::SsmDtRank => hp.ssm_dt_rank,
+        Field::SsmGroups => hp.ssm_groups,
+        Field::HeadKSwa => hp.head_k_swa,
+        Field::HeadVSwa => hp.head_v_swa,
+        Field::NRotSwa => hp.n_rot_swa,
+        Field::SharedKvLayers => hp.n_kv_shared,
+        Field::EmbdPerLayer => hp.n_embd_per_layer,
+    }
+}
+
+/// Sets the hyperparameter `field` sets.
+fn set_field(hp: &mut Hparams, field: Field, value: u64) {
+    match field {
+        Field::FfExp => hp.n_ff_exp = value,
+        Field::FfShexp => hp.n_ff_shexp = value,
+        Field::SharedExperts => hp.n_ff_shexp = value * hp.n_ff_exp,
+        Field::DenseLead => hp.n_dense_lead = value,
+        Field::QLora => hp.q_lora_rank = value,
+        Field::KvLora => hp.kv_lora_rank = value,
+        Field::SsmConv => hp.ssm_conv = value,
+        Field::SsmInner => hp.ssm_inner = value,
+        Field::SsmState => hp.ssm_state = value,
+        Field::SsmDtRank => hp.ssm_dt_rank = value,
+        Field::SsmGroups => hp.ssm_groups = value,
+        Field::HeadKSwa => hp.head_k_swa = value,
+        Field::HeadVSwa => hp.head_v_swa = value,
+        Field::NRotSwa => hp.n_rot_swa = value,
+        Field::SharedKvLayers => hp.n_kv_shared = value,
+        Field::EmbdPerLayer => hp.n_embd_per_layer = value,
+    }
 }
 
 /// What the generator writes into a tensor of kind `kind` named `name`.
@@ -343,6 +438,8 @@ enum Fill {
     Small,
     /// F32 random values in [-1, 1] (an MoE router).
     Router,
+    /// F32 random values in [-1.5, -0.5] (a decay's scale).
+    Decay,
 }
 
 fn fill_of(kind: TensorKind, name: &str, types: WeightTypes) -> Fill {
@@ -355,6 +452,7 @@ fn fill_of(kind: TensorKind, name: &str, types: WeightTypes) -> Fill {
             Fill::Ones
         }
         TensorKind::Vector => Fill::Small,
+        TensorKind::Decay => Fill::Decay,
     }
 }
 
@@ -399,20 +497,32 @@ fn describe(
             );
     }
     for rule in spec.keys {
-        let value = match rule.sets {
-            Field::FfExp => hp.n_ff_exp,
-            Field::FfShexp => hp.n_ff_shexp,
-            Field::SharedExperts => hp.n_ff_shexp / hp.n_ff_exp.max(1),
-            Field::DenseLead => hp.n_dense_lead,
-            Field::QLora => hp.q_lora_rank,
-            Field::KvLora => hp.kv_lora_rank,
-            Field::HeadKSwa => hp.head_k_swa,
-            Field::HeadVSwa => hp.head_v_swa,
-            Field::NRotSwa => hp.n_rot_swa,
-            Field::SharedKvLayers => hp.n_kv_shared,
-            Field::EmbdPerLayer => hp.n_embd_per_layer,
-        };
-        w.meta(key(rule.key), Value::U32(value as u32));
+        w.meta(
+            key(rule.key),
+            Value::U32(field_value(&hp, rule.sets) as u32),
+        );
+    }
+    if let Some(latent) = spec.latent.filter(|_| hp.mla_absorbed) {
+        w.meta(key(latent.key_length_key), Value::U32(hp.head_k_mla as u32))
+            .meta(
+                key(latent.value_length_key),
+                Value::U32(hp.head_v_mla as u32),
+            );
+    }
+    if let Some(hybrid) = spec.hybrid {
+        w.meta(
+            key(hybrid.interval_key),
+            Value::U32(hybrid.default_interval),
+        );
+    }
+    if let Some(sections_key) = spec.rope_sections_key {
+        // Qwen's interleaved sections: half the rotary dimensions, in three parts.
+        let half = (hp.n_rot / 2) as i32;
+        let third = half / 3;
+        w.meta(
+            key(sections_key),
+            Value::I32Array(vec![half - 2 * third, third, third, 0]),
+        );
     }
     if spec
         .sliding_window
@@ -451,7 +561,9 @@ fn describe(
                 let elements: u64 = dims.iter().product();
                 (t, elements / block * block_bytes)
             }
-            _ => (sys::GGML_TYPE_F32, dims.iter().product::<u64>() * 4),
+            Fill::Ones | Fill::Small | Fill::Router | Fill::Decay => {
+                (sys::GGML_TYPE_F32, dims.iter().product::<u64>() * 4)
+            }
         };
         w.tensor(TensorEntry {
             name,
@@ -559,6 +671,10 @@ pub fn write_model(
             // Router weights must differ between experts, or every token picks the same.
             Fill::Router => {
                 owned = f32_data(&mut || rng.uniform());
+                (&owned, 0)
+            }
+            Fill::Decay => {
+                owned = f32_data(&mut || -1.0 - 0.5 * rng.uniform());
                 (&owned, 0)
             }
             Fill::Weights(ty) => {
@@ -742,5 +858,62 @@ mod tests {
                 Err(e) => assert!(e.contains(needle), "{name}: {e}"),
             }
         }
+    }
+
+    fn names(arch: &str, shape: Shape) -> Vec<String> {
+        let (w, _) = describe(
+            hypura_core::families::find(arch).unwrap(),
+            shape,
+            WeightTypes::Uniform(sys::GGML_TYPE_Q8_0),
+            generated_tokenizer(300),
+            300,
+        )
+        .unwrap();
+        w.tensors().iter().map(|t| t.name.clone()).collect()
+    }
+
+    #[test]
+    fn latent_and_hybrid_layouts() {
+        let shape = Shape {
+            n_embd: 256,
+            n_ff: 512,
+            n_layer: 4,
+            n_head: 4,
+            n_head_kv: 2,
+            n_vocab: 300,
+            n_dense_lead: 1,
+            ..Shape::named("llama-7b").unwrap()
+        };
+        let absorbed = names("deepseek2", shape);
+        for name in [
+            "blk.1.attn_k_b.weight",
+            "blk.1.attn_q_b.weight",
+            "blk.1.exp_probs_b.bias",
+        ] {
+            assert!(absorbed.iter().any(|n| n == name), "{name}");
+        }
+        assert!(!absorbed
+            .iter()
+            .any(|n| n.contains("attn_kv_b") || n == "blk.0.ffn_gate_inp.weight"));
+        let expanded = names(
+            "deepseek2",
+            Shape {
+                latent_expanded: true,
+                q_lora_rank: Some(0),
+                ..shape
+            },
+        );
+        assert!(expanded.iter().any(|n| n == "blk.0.attn_kv_b.weight"));
+        assert!(expanded.iter().any(|n| n == "blk.0.attn_q.weight"));
+        assert!(!expanded
+            .iter()
+            .any(|n| n.contains("attn_k_b") || n.contains("attn_q_a")));
+        // Layers 0-2 recurrent, layer 3 attends.
+        let hybrid = names("qwen35moe", shape);
+        assert!(hybrid.iter().any(|n| n == "blk.2.ssm_a"));
+        assert!(hybrid.iter().any(|n| n == "blk.3.attn_q_norm.weight"));
+        assert!(!hybrid
+            .iter()
+            .any(|n| n == "blk.3.ssm_a" || n == "blk.2.attn_q.weight"));
     }
 }

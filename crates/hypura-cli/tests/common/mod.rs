@@ -54,10 +54,10 @@ pub fn run_sampled(model: &std::path::Path, extra: &[&str], tokens: usize) -> Va
 }
 
 fn run_stats_at(model: &std::path::Path, extra: &[&str], tokens: usize, temp: &str) -> Value {
-    let stats = tempfile(&format!(
-        "stats-{}",
-        extra.join("_").replace(['%', '-', ' '], "")
-    ));
+    // Unique per call: tests run in parallel threads of one process.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let stats = tempfile(&format!("stats-{call}.json"));
     let max_tokens = tokens.to_string();
     let mut args = vec![
         "run",
@@ -181,6 +181,10 @@ pub fn check_against_stock(
             tokens(&stats),
             expected,
             "{label}: tokens differ from stock at budget {budget} (--no-repack)"
+        );
+        assert_eq!(
+            stats["logits_digest"], baseline["logits_digest"],
+            "{label}: logits differ from stock at budget {budget} (--no-repack)"
         );
         let budget_bytes = u(&stats, "ram_budget_bytes");
         assert!(

@@ -168,6 +168,10 @@ pub struct GenerationStats {
     pub tensor_accesses: Vec<TensorAccess>,
     /// The generated token ids.
     pub tokens: Vec<Token>,
+    /// A digest (xxh3) of every logit vector a token was sampled from, in order: two runs
+    /// with the same digest computed bit-identical logits (sampled tokens alone can agree
+    /// while logits differ slightly).
+    pub logits_digest: u64,
 }
 
 impl Model {
@@ -219,8 +223,12 @@ impl Model {
         let mut decoded = 0usize;
         let mut stop_reason = StopReason::MaxTokens;
         let started = Instant::now();
+        let mut digest = xxhash_rust::xxh3::Xxh3::new();
         for i in 0..request.max_tokens {
-            let token = sampler.sample(self.last_logits());
+            let logits = self.last_logits();
+            let bytes: Vec<u8> = logits.iter().flat_map(|l| l.to_le_bytes()).collect();
+            digest.update(&bytes);
+            let token = sampler.sample(logits);
             tokens.push(token);
             let end = request.stop_at_end_of_generation && self.is_end_of_generation(token);
             let piece = text.push(&self.token_bytes(token));
@@ -291,6 +299,7 @@ impl Model {
                 / (stats.reader_threads.max(1) as f64 * decode_s.max(1e-9)),
             tensor_accesses: self.tensor_accesses(),
             tokens,
+            logits_digest: digest.digest(),
         })
     }
 }

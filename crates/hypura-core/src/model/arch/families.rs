@@ -2,8 +2,10 @@
 //! `load_arch_tensors` creates them), keys, head and attention facts. Shared pieces (the
 //! global tensors, attention, a dense FFN, experts) are tables of their own.
 
-use super::rules::{rule, Dim::*, Need::*, TensorKind::*, TensorRule};
-use super::{ArchSpec, Example, Experts, Field, KeyRule, SlidingWindow, SwaPattern};
+use super::rules::{rule, Cond, Dim::*, Hparams, Need::*, TensorKind::*, TensorRule};
+use super::{
+    ArchSpec, Example, Experts, Field, Hybrid, KeyRule, Latent, SlidingWindow, SwaPattern,
+};
 
 /// Tensors outside the layers, common to the families here.
 const GLOBALS: &[TensorRule] = &[
@@ -353,24 +355,29 @@ const GEMMA4_GLOBALS: &[TensorRule] = &[
     rule("token_embd.weight", &[Embd, Vocab], Embedding, Required),
     rule("output_norm.weight", &[Embd], Vector, Required),
     rule("output.weight", &[Embd, Vocab], Matrix, Optional),
-    rule("rope_freqs.weight", &[HeadKHalf], Vector, FullAttention),
+    rule(
+        "rope_freqs.weight",
+        &[HeadKHalf],
+        Vector,
+        When(Cond::FullAttention, &Required),
+    ),
     rule(
         "per_layer_token_embd.weight",
         &[EmbdPerLayerAll, Vocab],
         Embedding,
-        PerLayerInput,
+        When(Cond::PerLayerInput, &Required),
     ),
     rule(
         "per_layer_model_proj.weight",
         &[Embd, EmbdPerLayerAll],
         Matrix,
-        PerLayerInput,
+        When(Cond::PerLayerInput, &Required),
     ),
     rule(
         "per_layer_proj_norm.weight",
         &[EmbdPerLayer],
         Vector,
-        PerLayerInput,
+        When(Cond::PerLayerInput, &Required),
     ),
 ];
 
@@ -380,8 +387,18 @@ const GEMMA4_GLOBALS: &[TensorRule] = &[
 const GEMMA4_LAYER: &[TensorRule] = &[
     rule("blk.{}.attn_norm.weight", &[Embd], Vector, Required),
     rule("blk.{}.attn_q.weight", &[Embd, Q], Matrix, Required),
-    rule("blk.{}.attn_k.weight", &[Embd, K], Matrix, OwnKv),
-    rule("blk.{}.attn_v.weight", &[Embd, V], Matrix, OwnKvTypical),
+    rule(
+        "blk.{}.attn_k.weight",
+        &[Embd, K],
+        Matrix,
+        Either(Cond::OwnKv, &Required, &Optional),
+    ),
+    rule(
+        "blk.{}.attn_v.weight",
+        &[Embd, V],
+        Matrix,
+        Either(Cond::OwnKv, &Typical, &Optional),
+    ),
     rule(
         "blk.{}.attn_output.weight",
         &[AttnOut, Embd],
@@ -389,7 +406,12 @@ const GEMMA4_LAYER: &[TensorRule] = &[
         Required,
     ),
     rule("blk.{}.attn_q_norm.weight", &[HeadK], Vector, Required),
-    rule("blk.{}.attn_k_norm.weight", &[HeadK], Vector, OwnKv),
+    rule(
+        "blk.{}.attn_k_norm.weight",
+        &[HeadK],
+        Vector,
+        Either(Cond::OwnKv, &Required, &Optional),
+    ),
     rule(
         "blk.{}.post_attention_norm.weight",
         &[Embd],
@@ -406,15 +428,20 @@ const GEMMA4_LAYER: &[TensorRule] = &[
         "blk.{}.inp_gate.weight",
         &[Embd, EmbdPerLayer],
         Matrix,
-        PerLayerInput,
+        When(Cond::PerLayerInput, &Required),
     ),
     rule(
         "blk.{}.proj.weight",
         &[EmbdPerLayer, Embd],
         Matrix,
-        PerLayerInput,
+        When(Cond::PerLayerInput, &Required),
     ),
-    rule("blk.{}.post_norm.weight", &[Embd], Vector, PerLayerInput),
+    rule(
+        "blk.{}.post_norm.weight",
+        &[Embd],
+        Vector,
+        When(Cond::PerLayerInput, &Required),
+    ),
 ];
 
 /// Gemma 4's keys: sliding-window layers' own head size and rotary dimensions, the layers
@@ -425,30 +452,35 @@ const GEMMA4_KEYS: &[KeyRule] = &[
         sets: Field::HeadKSwa,
         required: true,
         min: 1,
+        unread_if: None,
     },
     KeyRule {
         key: "attention.value_length_swa",
         sets: Field::HeadVSwa,
         required: true,
         min: 1,
+        unread_if: None,
     },
     KeyRule {
         key: "rope.dimension_count_swa",
         sets: Field::NRotSwa,
         required: false,
         min: 1,
+        unread_if: None,
     },
     KeyRule {
         key: "attention.shared_kv_layers",
         sets: Field::SharedKvLayers,
         required: false,
         min: 0,
+        unread_if: None,
     },
     KeyRule {
         key: "embedding_length_per_layer_input",
         sets: Field::EmbdPerLayer,
         required: true,
         min: 0,
+        unread_if: None,
     },
 ];
 
@@ -458,9 +490,346 @@ const FF_EXP_REQUIRED: KeyRule = KeyRule {
     sets: Field::FfExp,
     required: true,
     min: 1,
+    unread_if: None,
 };
 
 const KV_CACHE: &[&str] = &["cache_k_l", "cache_v_l"];
+/// A hybrid's attention cache and recurrent states (convolution, then delta rule).
+const KV_CACHE_HYBRID: &[&str] = &["cache_k_l", "cache_v_l", "cache_r_l", "cache_s_l"];
+
+/// Latent attention: the uncompressed query heads (`q_lora_rank` → heads × query head).
+const fn mla_q(hp: &Hparams) -> u64 {
+    hp.n_head * hp.head_k_mla
+}
+/// Latent attention: the non-rotary part of a query head.
+const fn mla_nope(hp: &Hparams) -> u64 {
+    hp.head_k_mla.saturating_sub(hp.n_rot)
+}
+/// Latent attention: the compressed key/value and the shared rotary key.
+const fn mla_kv_a(hp: &Hparams) -> u64 {
+    hp.kv_lora_rank + hp.n_rot
+}
+/// Latent attention: one value head.
+const fn mla_v_head(hp: &Hparams) -> u64 {
+    hp.head_v_mla
+}
+/// Latent attention: the expansion of the latent into every head's key and value.
+const fn mla_kv_b(hp: &Hparams) -> u64 {
+    hp.n_head * (mla_nope(hp) + hp.head_v_mla)
+}
+/// Latent attention: the heads' values, into the output.
+const fn mla_out(hp: &Hparams) -> u64 {
+    hp.n_head * hp.head_v_mla
+}
+/// DeepSeek 2's "lite" layer counts, for which llama.cpp never reads `q_lora_rank`.
+const fn deepseek2_lite(hp: &Hparams) -> bool {
+    matches!(hp.n_layer, 26 | 27) || (hp.n_layer == 48 && hp.n_vocab == 128256)
+}
+
+/// DeepSeek 2's layer: latent attention with an optionally compressed query (in either
+/// cache layout), leading dense layers, then routed experts with an optional selection bias
+/// and shared experts.
+const DEEPSEEK2_LAYER: &[TensorRule] = &[
+    rule("blk.{}.attn_norm.weight", &[Embd], Vector, Required),
+    rule(
+        "blk.{}.attn_q_a_norm.weight",
+        &[QLora],
+        Vector,
+        When(Cond::QLora, &Required),
+    ),
+    rule("blk.{}.attn_kv_a_norm.weight", &[KvLora], Vector, Required),
+    rule(
+        "blk.{}.attn_q_a.weight",
+        &[Embd, QLora],
+        Matrix,
+        When(Cond::QLora, &Required),
+    ),
+    rule(
+        "blk.{}.attn_q_b.weight",
+        &[QLora, Of(mla_q)],
+        Matrix,
+        When(Cond::QLora, &Required),
+    ),
+    rule(
+        "blk.{}.attn_q.weight",
+        &[Embd, Of(mla_q)],
+        Matrix,
+        When(Cond::NoQLora, &Required),
+    ),
+    rule(
+        "blk.{}.attn_kv_a_mqa.weight",
+        &[Embd, Of(mla_kv_a)],
+        Matrix,
+        Required,
+    ),
+    rule(
+        "blk.{}.attn_k_b.weight",
+        &[Of(mla_nope), KvLora, Heads],
+        Matrix,
+        When(Cond::MlaAbsorbed, &Required),
+    ),
+    rule(
+        "blk.{}.attn_v_b.weight",
+        &[KvLora, Of(mla_v_head), Heads],
+        Matrix,
+        When(Cond::MlaAbsorbed, &Required),
+    ),
+    rule(
+        "blk.{}.attn_kv_b.weight",
+        &[KvLora, Of(mla_kv_b)],
+        Matrix,
+        When(Cond::MlaExpanded, &Required),
+    ),
+    rule(
+        "blk.{}.attn_output.weight",
+        &[Of(mla_out), Embd],
+        Matrix,
+        Required,
+    ),
+    rule("blk.{}.ffn_norm.weight", &[Embd], Vector, Required),
+    rule("blk.{}.ffn_gate.weight", &[Embd, Ff], Matrix, DenseLayer),
+    rule("blk.{}.ffn_up.weight", &[Embd, Ff], Matrix, DenseLayer),
+    rule("blk.{}.ffn_down.weight", &[Ff, Embd], Matrix, DenseLayer),
+    rule(
+        "blk.{}.ffn_gate_inp.weight",
+        &[Embd, NExperts],
+        Router,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.exp_probs_b.bias",
+        &[NExperts],
+        Vector,
+        When(Cond::MoeLayer, &Typical),
+    ),
+    rule(
+        "blk.{}.ffn_gate_exps.weight",
+        &[Embd, FfExp, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_up_exps.weight",
+        &[Embd, FfExp, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_down_exps.weight",
+        &[FfExp, Embd, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_gate_shexp.weight",
+        &[Embd, FfShexp],
+        Matrix,
+        SharedExperts,
+    ),
+    rule(
+        "blk.{}.ffn_up_shexp.weight",
+        &[Embd, FfShexp],
+        Matrix,
+        SharedExperts,
+    ),
+    rule(
+        "blk.{}.ffn_down_shexp.weight",
+        &[FfShexp, Embd],
+        Matrix,
+        SharedExperts,
+    ),
+];
+
+/// Gated attention: each query head is followed by its gate.
+const fn gated_q(hp: &Hparams) -> u64 {
+    2 * hp.head_k * hp.n_head
+}
+/// Gated attention's fused projections: queries with their gates, keys, values.
+const fn gated_qkv(hp: &Hparams) -> u64 {
+    2 * hp.head_k * hp.n_head + (hp.head_k + hp.head_v) * hp.n_head_kv
+}
+/// A recurrent layer's value width: value heads × state size.
+const fn ssm_v(hp: &Hparams) -> u64 {
+    hp.ssm_state * hp.ssm_dt_rank
+}
+/// A recurrent layer's convolved channels: queries and keys (groups × state size each)
+/// and values.
+const fn ssm_conv_channels(hp: &Hparams) -> u64 {
+    2 * hp.ssm_state * hp.ssm_groups + ssm_v(hp)
+}
+/// A recurrent layer's convolution kernel size.
+const fn ssm_conv(hp: &Hparams) -> u64 {
+    hp.ssm_conv
+}
+
+/// Qwen 3.5 MoE's layer: gated full attention in some layers, a gated delta-net in the
+/// others, experts with a gated shared expert in all.
+const QWEN35MOE_LAYER: &[TensorRule] = &[
+    rule("blk.{}.attn_norm.weight", &[Embd], Vector, Required),
+    rule(
+        "blk.{}.post_attention_norm.weight",
+        &[Embd],
+        Vector,
+        Required,
+    ),
+    rule(
+        "blk.{}.attn_qkv.weight",
+        &[Embd, Of(gated_qkv)],
+        Matrix,
+        When(Cond::AttentionLayer, &Optional),
+    ),
+    rule(
+        "blk.{}.attn_q.weight",
+        &[Embd, Of(gated_q)],
+        Matrix,
+        When(Cond::AttentionLayer, &UnlessFused),
+    ),
+    rule(
+        "blk.{}.attn_k.weight",
+        &[Embd, K],
+        Matrix,
+        When(Cond::AttentionLayer, &UnlessFused),
+    ),
+    rule(
+        "blk.{}.attn_v.weight",
+        &[Embd, V],
+        Matrix,
+        When(Cond::AttentionLayer, &UnlessFused),
+    ),
+    rule(
+        "blk.{}.attn_output.weight",
+        &[AttnOut, Embd],
+        Matrix,
+        When(Cond::AttentionLayer, &Required),
+    ),
+    rule(
+        "blk.{}.attn_q_norm.weight",
+        &[HeadK],
+        Vector,
+        When(Cond::AttentionLayer, &Required),
+    ),
+    rule(
+        "blk.{}.attn_k_norm.weight",
+        &[HeadK],
+        Vector,
+        When(Cond::AttentionLayer, &Required),
+    ),
+    // llama.cpp loads the next two as optional, but its graph always reads them (it
+    // crashes without `attn_gate`).
+    rule(
+        "blk.{}.attn_qkv.weight",
+        &[Embd, Of(ssm_conv_channels)],
+        Matrix,
+        When(Cond::RecurrentLayer, &Required),
+    ),
+    rule(
+        "blk.{}.attn_gate.weight",
+        &[Embd, Of(ssm_v)],
+        Matrix,
+        When(Cond::RecurrentLayer, &Required),
+    ),
+    rule(
+        "blk.{}.ssm_conv1d.weight",
+        &[Of(ssm_conv), Of(ssm_conv_channels)],
+        Vector,
+        When(Cond::RecurrentLayer, &Required),
+    ),
+    rule(
+        "blk.{}.ssm_dt.bias",
+        &[SsmDtRank],
+        Vector,
+        When(Cond::RecurrentLayer, &Required),
+    ),
+    rule(
+        "blk.{}.ssm_a",
+        &[SsmDtRank],
+        Decay,
+        When(Cond::RecurrentLayer, &Required),
+    ),
+    rule(
+        "blk.{}.ssm_beta.weight",
+        &[Embd, SsmDtRank],
+        Router,
+        When(Cond::RecurrentLayer, &Required),
+    ),
+    rule(
+        "blk.{}.ssm_alpha.weight",
+        &[Embd, SsmDtRank],
+        Router,
+        When(Cond::RecurrentLayer, &Required),
+    ),
+    rule(
+        "blk.{}.ssm_norm.weight",
+        &[SsmState],
+        Vector,
+        When(Cond::RecurrentLayer, &Required),
+    ),
+    rule(
+        "blk.{}.ssm_out.weight",
+        &[Of(ssm_v), Embd],
+        Matrix,
+        When(Cond::RecurrentLayer, &Required),
+    ),
+    rule(
+        "blk.{}.ffn_gate_inp.weight",
+        &[Embd, NExperts],
+        Router,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_gate_exps.weight",
+        &[Embd, FfExp, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_up_exps.weight",
+        &[Embd, FfExp, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_down_exps.weight",
+        &[FfExp, Embd, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_gate_inp_shexp.weight",
+        &[Embd],
+        Router,
+        SharedExperts,
+    ),
+    rule(
+        "blk.{}.ffn_gate_shexp.weight",
+        &[Embd, FfShexp],
+        Matrix,
+        SharedExperts,
+    ),
+    rule(
+        "blk.{}.ffn_up_shexp.weight",
+        &[Embd, FfShexp],
+        Matrix,
+        SharedExperts,
+    ),
+    rule(
+        "blk.{}.ffn_down_shexp.weight",
+        &[FfShexp, Embd],
+        Matrix,
+        SharedExperts,
+    ),
+];
+
+/// A required key of a recurrent layer's shape.
+const fn ssm_key(key: &'static str, sets: Field, min: u64) -> KeyRule {
+    KeyRule {
+        key,
+        sets,
+        required: true,
+        min,
+        unread_if: None,
+    }
+}
 
 /// A spec with the common defaults: dense, llama-like graph, head computed by hypura.
 const fn spec(name: &'static str, layer: &'static [&'static [TensorRule]]) -> ArchSpec {
@@ -479,6 +848,10 @@ const fn spec(name: &'static str, layer: &'static [&'static [TensorRule]]) -> Ar
         default_final_logit_softcap: 0.0,
         sliding_window: None,
         kv_cache_tensor_prefixes: KV_CACHE,
+        head_sizes_may_differ: false,
+        latent: None,
+        hybrid: None,
+        rope_sections_key: None,
     }
 }
 
@@ -525,6 +898,7 @@ pub const FAMILIES: &[ArchSpec] = &[
             window_key: "attention.sliding_window",
             default_period: 4,
             always: false,
+            window_required: false,
             pattern: SwaPattern::PeriodOrFlags,
         }),
         example_keys: &[("attention.sliding_window", Example::U32(64))],
@@ -544,6 +918,7 @@ pub const FAMILIES: &[ArchSpec] = &[
             window_key: "attention.sliding_window",
             default_period: 2,
             always: true,
+            window_required: false,
             pattern: SwaPattern::PeriodOrFlags,
         }),
         example_keys: &[
@@ -577,6 +952,7 @@ pub const FAMILIES: &[ArchSpec] = &[
             window_key: "attention.sliding_window",
             default_period: 2,
             always: true,
+            window_required: true,
             pattern: SwaPattern::PeriodOrFlags,
         }),
         example_keys: &[("attention.sliding_window", Example::U32(64))],
@@ -591,12 +967,14 @@ pub const FAMILIES: &[ArchSpec] = &[
                 sets: Field::SharedExperts,
                 required: true,
                 min: 0,
+                unread_if: None,
             },
             KeyRule {
                 key: "leading_dense_block_count",
                 sets: Field::DenseLead,
                 required: false,
                 min: 0,
+                unread_if: None,
             },
         ],
         example_keys: &[
@@ -607,11 +985,89 @@ pub const FAMILIES: &[ArchSpec] = &[
         ..spec("glm4moe", &[GLM4MOE_LAYER])
     },
     ArchSpec {
+        experts: Experts::Required,
+        head_sizes_may_differ: true,
+        latent: Some(Latent {
+            key_length_key: "attention.key_length_mla",
+            value_length_key: "attention.value_length_mla",
+        }),
+        keys: &[
+            FF_EXP_REQUIRED,
+            KeyRule {
+                key: "expert_shared_count",
+                sets: Field::SharedExperts,
+                required: true,
+                min: 1,
+                unread_if: None,
+            },
+            KeyRule {
+                key: "leading_dense_block_count",
+                sets: Field::DenseLead,
+                required: false,
+                min: 0,
+                unread_if: None,
+            },
+            KeyRule {
+                key: "attention.q_lora_rank",
+                sets: Field::QLora,
+                required: true,
+                min: 0,
+                unread_if: Some(deepseek2_lite),
+            },
+            KeyRule {
+                key: "attention.kv_lora_rank",
+                sets: Field::KvLora,
+                required: true,
+                min: 1,
+                unread_if: None,
+            },
+        ],
+        example_keys: &[
+            ("expert_gating_func", Example::U32(2)),
+            ("expert_weights_norm", Example::Bool(true)),
+            ("expert_weights_scale", Example::F32(2.5)),
+        ],
+        ..spec("deepseek2", &[DEEPSEEK2_LAYER])
+    },
+    ArchSpec {
+        experts: Experts::Required,
+        hybrid: Some(Hybrid {
+            layers_key: "attention.recurrent_layers",
+            interval_key: "full_attention_interval",
+            default_interval: 4,
+        }),
+        rope_sections_key: Some("rope.dimension_sections"),
+        kv_cache_tensor_prefixes: KV_CACHE_HYBRID,
+        keys: &[
+            KeyRule {
+                required: false,
+                min: 0,
+                unread_if: None,
+                ..FF_EXP_REQUIRED
+            },
+            KeyRule {
+                key: "expert_shared_feed_forward_length",
+                sets: Field::FfShexp,
+                required: false,
+                min: 0,
+                unread_if: None,
+            },
+            // A kernel of 1 would leave no convolution state.
+            ssm_key("ssm.conv_kernel", Field::SsmConv, 2),
+            ssm_key("ssm.inner_size", Field::SsmInner, 1),
+            ssm_key("ssm.state_size", Field::SsmState, 1),
+            ssm_key("ssm.time_step_rank", Field::SsmDtRank, 1),
+            ssm_key("ssm.group_count", Field::SsmGroups, 1),
+        ],
+        ..spec("qwen35moe", &[QWEN35MOE_LAYER])
+    },
+    ArchSpec {
         final_logit_softcap_key: Some("final_logit_softcapping"),
         sliding_window: Some(SlidingWindow {
             window_key: "attention.sliding_window",
             default_period: 6,
             always: true,
+            window_required: false,
             pattern: SwaPattern::PeriodOrFlags,
         }),
         example_keys: &[("attention.sliding_window", Example::U32(64))],
@@ -629,6 +1085,7 @@ pub const FAMILIES: &[ArchSpec] = &[
             window_key: "attention.sliding_window",
             default_period: 4,
             always: true,
+            window_required: true,
             pattern: SwaPattern::Flags,
         }),
         example_keys: &[

@@ -9,7 +9,7 @@ mod rules;
 use super::gguf::{value_type, GgufHeader, MetaValue};
 pub use families::FAMILIES;
 pub(crate) use families::UNTIERED;
-pub use rules::{Dim, Hparams, LayerSet, Need, TensorKind, TensorRule};
+pub use rules::{Cond, Dim, Hparams, LayerSet, Need, TensorKind, TensorRule};
 
 /// What hypura knows about one architecture family.
 #[derive(Debug)]
@@ -46,8 +46,114 @@ pub struct ArchSpec {
     pub default_final_logit_softcap: f32,
     /// The family's sliding-window attention, if it has any.
     pub sliding_window: Option<SlidingWindow>,
-    /// Names (prefixes) of the KV-cache tensors llama.cpp reads in the graph.
+    /// Names (prefixes) of the KV-cache tensors llama.cpp reads in the graph (and of the
+    /// recurrent state's, in a hybrid family).
     pub kv_cache_tensor_prefixes: &'static [&'static str],
+    /// True when the key and value head sizes may differ (else llama.cpp asserts they are
+    /// equal).
+    pub head_sizes_may_differ: bool,
+    /// The family's latent attention (keys and values compressed to one cached latent), if
+    /// it has it.
+    pub latent: Option<Latent>,
+    /// The family's recurrent layers, if it is a hybrid of recurrent and attention layers.
+    pub hybrid: Option<Hybrid>,
+    /// Key (after `{arch}.`) of the multi-section rope's sections, if the family requires
+    /// them: four integers, one of the first three positive, at most a head in all.
+    pub rope_sections_key: Option<&'static str>,
+}
+
+/// Latent attention (DeepSeek 2's MLA): keys and values compressed to `kv_lora_rank`, with
+/// a rotary part of `rope.dimension_count` beside it. Files come in two layouts, told apart
+/// by the two keys here: with both set, the cache holds the latent itself (one key/value
+/// head of `kv_lora_rank` + rotary dimensions, no values) and the graph absorbs the key and
+/// value expansions (`attn_k_b`, `attn_v_b`); else one `attn_kv_b` expands the latent into
+/// ordinary heads.
+#[derive(Debug, Clone, Copy)]
+pub struct Latent {
+    /// Key (after `{arch}.`) of the uncompressed query/key head size.
+    pub key_length_key: &'static str,
+    /// Key (after `{arch}.`) of the uncompressed value head size.
+    pub value_length_key: &'static str,
+}
+
+/// A hybrid family's recurrent layers (gated delta-net or Mamba-2 style: a causal
+/// convolution over the inner width and two groups of state-size heads, then a state of
+/// state size × inner width, both F32): which layers they are, as llama.cpp decides.
+#[derive(Debug, Clone, Copy)]
+pub struct Hybrid {
+    /// Key (after `{arch}.`) of one flag per layer (nonzero: recurrent), or one for all.
+    pub layers_key: &'static str,
+    /// Key (after `{arch}.`) of the period of full-attention layers, read when the flags
+    /// are absent: layer `i` attends when `(i + 1) % period == 0`.
+    pub interval_key: &'static str,
+    /// The period when neither key is present.
+    pub default_interval: u32,
+}
+
+impl Hybrid {
+    /// The recurrent layers of a model with `n_layer` layers whose keys are prefixed by
+    /// `arch`, as llama.cpp reads them; why not, where it would throw or crash.
+    pub(crate) fn recurrent_layers(
+        &self,
+        header: &GgufHeader,
+        arch: &str,
+        n_layer: u64,
+    ) -> Result<LayerSet, String> {
+        let mut set = LayerSet::default();
+        let layers_key = format!("{arch}.{}", self.layers_key);
+        if let Some(meta) = header.meta.get(&layers_key) {
+            match &meta.value {
+                MetaValue::Uint(v) if meta.value_type == value_type::U32 => {
+                    if *v != 0 {
+                        (0..n_layer).for_each(|l| set.insert(l));
+                    }
+                }
+                MetaValue::Array(a)
+                    if matches!(
+                        a.item_type,
+                        value_type::BOOL | value_type::U32 | value_type::I32
+                    ) =>
+                {
+                    if a.count != n_layer {
+                        return Err(format!(
+                            "{layers_key} has {} values for {n_layer} layers",
+                            a.count
+                        ));
+                    }
+                    for (l, v) in header.numbers(a).into_iter().enumerate() {
+                        if v != 0.0 {
+                            set.insert(l as u64);
+                        }
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                    "{layers_key} must be one flag per layer (bool or integer array) or a uint32"
+                ))
+                }
+            }
+            return Ok(set);
+        }
+        let interval_key = format!("{arch}.{}", self.interval_key);
+        let interval = match header.meta.get(&interval_key) {
+            None => u64::from(self.default_interval),
+            Some(m) => match &m.value {
+                MetaValue::Uint(v) if m.value_type == value_type::U32 => *v,
+                _ => return Err(format!("{interval_key} must be a uint32")),
+            },
+        };
+        if interval == 0 {
+            return Err(format!(
+                "{interval_key} = 0 (llama.cpp divides by it and crashes)"
+            ));
+        }
+        for l in 0..n_layer {
+            if (l + 1) % interval != 0 {
+                set.insert(l);
+            }
+        }
+        Ok(set)
+    }
 }
 
 /// Experts in a family.
@@ -75,6 +181,8 @@ pub struct SlidingWindow {
     /// True when every model of the family has sliding-window layers (else only those
     /// whose window key is above 0).
     pub always: bool,
+    /// True when llama.cpp requires the window key (else it has a default).
+    pub window_required: bool,
     /// How `attention.sliding_window_pattern` gives the pattern.
     pub pattern: SwaPattern,
 }
@@ -156,7 +264,7 @@ impl SlidingWindow {
                 }
             },
         }
-        if set.count_below(n_layer) == 0 {
+        if set.is_empty() {
             return Err(format!(
                 "{key} leaves no sliding-window layer, which llama.cpp asserts against"
             ));
@@ -176,6 +284,9 @@ pub struct KeyRule {
     pub required: bool,
     /// Smallest accepted value.
     pub min: u64,
+    /// A condition on the shape under which llama.cpp does not read the key at all (its
+    /// field stays 0, whatever the file says), as DeepSeek 2 for its "lite" layer counts.
+    pub unread_if: Option<fn(&Hparams) -> bool>,
 }
 
 /// A hyperparameter a [`KeyRule`] sets.
@@ -204,6 +315,16 @@ pub enum Field {
     SharedKvLayers,
     /// Width of each layer's slice of the per-layer input embedding (0: none).
     EmbdPerLayer,
+    /// Recurrent layers: the convolution's kernel size.
+    SsmConv,
+    /// Recurrent layers: the inner width.
+    SsmInner,
+    /// Recurrent layers: the state size.
+    SsmState,
+    /// Recurrent layers: value heads (the time-step rank).
+    SsmDtRank,
+    /// Recurrent layers: key heads (groups).
+    SsmGroups,
 }
 
 /// A value the generator writes for a key.
@@ -219,6 +340,8 @@ pub enum Example {
 
 /// Bytes of one KV-cache element (llama.cpp's default cache type is F16).
 const KV_ELEMENT_BYTES: u64 = 2;
+/// Bytes of one recurrent-state element (llama.cpp keeps them in F32).
+const RECURRENT_ELEMENT_BYTES: u64 = 4;
 /// llama.cpp pads cache sizes (cells) to this.
 const KV_CELL_PADDING: u64 = 256;
 
@@ -267,10 +390,12 @@ impl ArchSpec {
 
 /// Bytes of the KV cache llama.cpp allocates for a model of architecture `arch` (its keys'
 /// prefix; `spec` is its family's, [`UNTIERED`] without one) for `n_ctx` positions over
-/// `n_seq` sequences with micro-batches of `n_ubatch`: F16 keys and values in every layer
-/// with a cache of its own (not those reusing an earlier layer's); sliding-window layers
-/// hold only their window. Values are counted at the widest layer's size (llama.cpp pads
-/// them so when it stores them transposed). An estimate for families without a spec.
+/// `n_seq` sequences with micro-batches of `n_ubatch`: F16 keys and values in every
+/// attention layer with a cache of its own (not those reusing an earlier layer's);
+/// sliding-window layers hold only their window, absorbed latent attention caches one key
+/// head, the latent, and no values. Values are counted at the widest layer's size (llama.cpp
+/// pads them so when it stores them transposed). A hybrid's recurrent layers hold their F32
+/// states, one per sequence. An estimate for families without a spec.
 pub(crate) fn kv_cache_bytes(
     header: &GgufHeader,
     arch: &str,
@@ -306,6 +431,25 @@ pub(crate) fn kv_cache_bytes(
     } else {
         (n_ctx / n_seq).next_multiple_of(KV_CELL_PADDING) * n_seq
     };
+    let latent_absorbed = spec.latent.is_some_and(|l| {
+        get(l.key_length_key).unwrap_or(0) > 0 && get(l.value_length_key).unwrap_or(0) > 0
+    });
+    let recurrent = spec
+        .hybrid
+        .and_then(|h| h.recurrent_layers(header, arch, n_layer).ok())
+        .unwrap_or_default();
+    let recurrent_bytes = {
+        let ssm = |k: &str| get(&format!("ssm.{k}")).unwrap_or(0).max(0) as u64;
+        let (d_conv, d_inner, d_state, groups) = (
+            ssm("conv_kernel"),
+            ssm("inner_size"),
+            ssm("state_size"),
+            ssm("group_count"),
+        );
+        let conv = d_conv.saturating_sub(1) * (d_inner + 2 * groups * d_state);
+        let state = d_state * d_inner;
+        recurrent.len().min(n_layer) * (conv + state) * RECURRENT_ELEMENT_BYTES * n_seq
+    };
     // Sliding-window layers, where the window is known (else counted as global).
     let sliding = spec.sliding_window.and_then(|s| {
         let w = get(s.window_key).filter(|w| *w > 0)?;
@@ -317,12 +461,13 @@ pub(crate) fn kv_cache_bytes(
         Some((layers, per_stream * n_seq))
     });
     let is_swa = |l: u64| sliding.is_some_and(|(layers, _)| layers.contains(l));
-    let v_max = if sliding.is_some() {
-        head_v.max(head_v_swa)
-    } else {
-        head_v
+    let v_max = match (latent_absorbed, sliding.is_some()) {
+        (true, _) => 0,
+        (false, true) => head_v.max(head_v_swa),
+        (false, false) => head_v,
     };
-    (0..n_layer - n_kv_shared)
+    let attention_bytes: u64 = (0..n_layer - n_kv_shared)
+        .filter(|&l| !recurrent.contains(l))
         .map(|l| {
             let (cells, k) = match sliding {
                 Some((_, cells)) if is_swa(l) => (cells, head_k_swa),
@@ -330,5 +475,6 @@ pub(crate) fn kv_cache_bytes(
             };
             cells * (k + v_max) * n_head_kv * KV_ELEMENT_BYTES
         })
-        .sum()
+        .sum();
+    attention_bytes + recurrent_bytes
 }

@@ -3,31 +3,6 @@
 //! with it ([`TensorKind`]) and when it is present ([`Need`]). Validation checks a file
 //! against a table; the synthetic-model generator writes one from it.
 
-/// A set of layers (llama.cpp has at most 512).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LayerSet([u64; 8]);
-
-impl LayerSet {
-    /// Adds `layer` (ignored past the 512th).
-    pub fn insert(&mut self, layer: u64) {
-        if let Some(word) = self.0.get_mut((layer / 64) as usize) {
-            *word |= 1 << (layer % 64);
-        }
-    }
-
-    /// True when `layer` is in the set.
-    pub fn contains(&self, layer: u64) -> bool {
-        self.0
-            .get((layer / 64) as usize)
-            .is_some_and(|word| word & (1 << (layer % 64)) != 0)
-    }
-
-    /// How many of the first `n` layers are in the set.
-    pub fn count_below(&self, n: u64) -> u64 {
-        (0..n).filter(|&l| self.contains(l)).count() as u64
-    }
-}
-
 /// The hyperparameters tensor shapes follow from: uniform over the layers, except that
 /// sliding-window layers may have their own head size ([`Hparams::at_layer`] gives one
 /// layer's view), and that the last layers may reuse earlier layers' KV cache.
@@ -79,6 +54,57 @@ pub struct Hparams {
     pub n_kv_shared: u64,
     /// Width of each layer's slice of the per-layer input embedding (0: none).
     pub n_embd_per_layer: u64,
+    /// Latent attention: one query (and key) head's size before compression, rotary part
+    /// included (`key_length_mla`, else the key length).
+    pub head_k_mla: u64,
+    /// Latent attention: one value head's size (`value_length_mla`, else the value length).
+    pub head_v_mla: u64,
+    /// Latent attention cached as the latent itself, with the key and value expansions
+    /// (`attn_k_b`, `attn_v_b`) absorbed into the graph; else one `attn_kv_b` expands it.
+    pub mla_absorbed: bool,
+    /// Recurrent layers: the convolution's kernel size.
+    pub ssm_conv: u64,
+    /// Recurrent layers: the inner (value) width.
+    pub ssm_inner: u64,
+    /// Recurrent layers: the state size (one key or value head's size).
+    pub ssm_state: u64,
+    /// Recurrent layers: value heads (the time-step rank).
+    pub ssm_dt_rank: u64,
+    /// Recurrent layers: key heads (groups).
+    pub ssm_groups: u64,
+    /// Which layers are recurrent, in a hybrid family (the others attend).
+    pub recurrent: LayerSet,
+}
+
+/// A set of layer indices (llama.cpp's `LLAMA_MAX_LAYERS` is 512).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LayerSet([u64; 8]);
+
+impl LayerSet {
+    /// Most layers a set holds.
+    pub const CAPACITY: u64 = 512;
+
+    /// Adds `layer` (ignored beyond [`Self::CAPACITY`]).
+    pub fn insert(&mut self, layer: u64) {
+        if layer < Self::CAPACITY {
+            self.0[(layer / 64) as usize] |= 1 << (layer % 64);
+        }
+    }
+
+    /// True when `layer` is in the set.
+    pub fn contains(&self, layer: u64) -> bool {
+        layer < Self::CAPACITY && self.0[(layer / 64) as usize] & (1 << (layer % 64)) != 0
+    }
+
+    /// How many layers are in the set.
+    pub fn len(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
+    /// True when the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Hparams {
@@ -89,7 +115,7 @@ impl Hparams {
 
     /// True when some layer attends globally.
     pub fn has_full_attention(&self) -> bool {
-        self.swa_layers.count_below(self.n_layer) < self.n_layer
+        (0..self.n_layer).any(|l| !self.is_swa(l))
     }
 
     /// True when layer `layer` has a KV cache of its own.
@@ -144,6 +170,11 @@ impl Hparams {
     pub fn is_moe_layer(&self, layer: u64) -> bool {
         self.n_expert > 0 && layer >= self.n_dense_lead
     }
+
+    /// True when layer `layer` is recurrent (in a hybrid family).
+    pub fn is_recurrent_layer(&self, layer: u64) -> bool {
+        self.recurrent.contains(layer)
+    }
 }
 
 /// A dimension of a tensor, in terms of the hyperparameters.
@@ -187,6 +218,14 @@ pub enum Dim {
     NExperts,
     /// One element (a scalar weight).
     One,
+    /// Query low-rank compression.
+    QLora,
+    /// Key/value low-rank compression.
+    KvLora,
+    /// Recurrent layers: the state size.
+    SsmState,
+    /// Recurrent layers: value heads (the time-step rank).
+    SsmDtRank,
     /// Any other dimension, computed by the family.
     Of(fn(&Hparams) -> u64),
 }
@@ -214,6 +253,10 @@ impl Dim {
             Dim::RotHalf => hp.n_rot / 2,
             Dim::NExperts => hp.n_expert,
             Dim::One => 1,
+            Dim::QLora => hp.q_lora_rank,
+            Dim::KvLora => hp.kv_lora_rank,
+            Dim::SsmState => hp.ssm_state,
+            Dim::SsmDtRank => hp.ssm_dt_rank,
             Dim::Of(f) => f(hp),
         }
     }
@@ -228,8 +271,12 @@ pub enum TensorKind {
     Matrix,
     /// A matrix llama.cpp's converters keep in F32 (an MoE router); any matrix type works.
     Router,
-    /// Added or multiplied element-wise (norm weights, biases, rope factors, sinks): F32.
+    /// Added or multiplied element-wise (norm weights, biases, rope factors, sinks), or
+    /// read by a kernel that computes only in F32 (a convolution's kernel): F32.
     Vector,
+    /// A [`TensorKind::Vector`] that scales a decay's exponent, negative in real models
+    /// (a recurrent layer's `-exp(A_log)`): F32.
+    Decay,
 }
 
 /// When a tensor must, may or must not be present.
@@ -255,14 +302,54 @@ pub enum Need {
     Longrope,
     /// May be present when rope scaling is not `longrope`.
     NotLongrope,
-    /// Present when some layer attends globally (else must not be).
+    /// As the inner need where the condition holds; absent elsewhere.
+    When(Cond, &'static Need),
+    /// As the first need where the condition holds, as the second elsewhere.
+    Either(Cond, &'static Need, &'static Need),
+}
+
+/// A condition on the model (and the layer) that decides whether a tensor belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cond {
+    /// The query is compressed (`q_lora_rank` > 0).
+    QLora,
+    /// The query is not compressed (`q_lora_rank` = 0).
+    NoQLora,
+    /// Latent attention with absorbed key/value expansions (`key_length_mla` and
+    /// `value_length_mla` set).
+    MlaAbsorbed,
+    /// Latent attention with one key/value expansion.
+    MlaExpanded,
+    /// A layer with experts.
+    MoeLayer,
+    /// A recurrent layer of a hybrid family.
+    RecurrentLayer,
+    /// An attention layer (every layer of a family without recurrent layers).
+    AttentionLayer,
+    /// Some layer attends globally (not every one through a sliding window).
     FullAttention,
-    /// Present in layers with a KV cache of their own; may be in the others.
+    /// A layer with a KV cache of its own (not one reading an earlier layer's).
     OwnKv,
-    /// May be present; real checkpoints have it in layers with a KV cache of their own.
-    OwnKvTypical,
-    /// Present when the model has per-layer input embeddings (else must not be).
+    /// The model has per-layer input embeddings.
     PerLayerInput,
+}
+
+impl Cond {
+    /// Whether the condition holds in layer `layer` of a model with `hp`.
+    pub fn holds(self, hp: &Hparams, layer: u64) -> bool {
+        match self {
+            Cond::QLora => hp.q_lora_rank > 0,
+            Cond::NoQLora => hp.q_lora_rank == 0,
+            Cond::MlaAbsorbed => hp.mla_absorbed,
+            Cond::MlaExpanded => !hp.mla_absorbed,
+            Cond::MoeLayer => hp.is_moe_layer(layer),
+            Cond::RecurrentLayer => hp.is_recurrent_layer(layer),
+            Cond::AttentionLayer => !hp.is_recurrent_layer(layer),
+            Cond::FullAttention => hp.has_full_attention(),
+            Cond::OwnKv => hp.has_kv(layer),
+            Cond::PerLayerInput => hp.n_embd_per_layer > 0,
+        }
+    }
 }
 
 impl Need {
@@ -270,30 +357,48 @@ impl Need {
     /// of a model with `hp`, and if so whether it must be present. `fused` says whether the
     /// layer has a fused `attn_qkv`.
     pub fn expected(self, hp: &Hparams, layer: Option<u64>, fused: bool) -> Option<bool> {
-        let layer = layer.unwrap_or(0);
+        let at = layer.unwrap_or(0);
         match self {
             Need::Required => Some(true),
             Need::Optional | Need::Typical => Some(false),
             Need::UnlessFused => (!fused).then_some(true),
-            Need::DenseLayer => (!hp.is_moe_layer(layer)).then_some(true),
-            Need::MoeLayer => hp.is_moe_layer(layer).then_some(true),
-            Need::MoeLayerOptional => hp.is_moe_layer(layer).then_some(false),
-            Need::SharedExperts => (hp.is_moe_layer(layer) && hp.n_ff_shexp > 0).then_some(true),
+            Need::DenseLayer => (!hp.is_moe_layer(at)).then_some(true),
+            Need::MoeLayer => hp.is_moe_layer(at).then_some(true),
+            Need::MoeLayerOptional => hp.is_moe_layer(at).then_some(false),
+            Need::SharedExperts => (hp.is_moe_layer(at) && hp.n_ff_shexp > 0).then_some(true),
             Need::Longrope => hp.longrope.then_some(false),
             Need::NotLongrope => (!hp.longrope).then_some(false),
-            Need::FullAttention => hp.has_full_attention().then_some(true),
-            Need::OwnKv => Some(hp.has_kv(layer)),
-            Need::OwnKvTypical => Some(false),
-            Need::PerLayerInput => (hp.n_embd_per_layer > 0).then_some(true),
+            Need::When(cond, inner) => {
+                if cond.holds(hp, at) {
+                    inner.expected(hp, layer, fused)
+                } else {
+                    None
+                }
+            }
+            Need::Either(cond, then, otherwise) => {
+                if cond.holds(hp, at) {
+                    then.expected(hp, layer, fused)
+                } else {
+                    otherwise.expected(hp, layer, fused)
+                }
+            }
         }
     }
 
-    /// Whether real checkpoints have an optional tensor with this need in layer `layer`
-    /// (`None` outside the layers): what the generator writes beyond the required ones.
+    /// Whether real checkpoints have the (optional) tensor in layer `layer` (`None` outside
+    /// the layers) of a model with `hp`: what the generator writes beyond the required ones.
     pub fn typical(self, hp: &Hparams, layer: Option<u64>) -> bool {
+        let at = layer.unwrap_or(0);
         match self {
             Need::Typical => true,
-            Need::OwnKvTypical => hp.has_kv(layer.unwrap_or(0)),
+            Need::When(cond, inner) => cond.holds(hp, at) && inner.typical(hp, layer),
+            Need::Either(cond, then, otherwise) => {
+                if cond.holds(hp, at) {
+                    then.typical(hp, layer)
+                } else {
+                    otherwise.typical(hp, layer)
+                }
+            }
             _ => false,
         }
     }
@@ -324,5 +429,51 @@ pub(crate) const fn rule(
         dims,
         kind,
         need,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_sets_hold_their_layers() {
+        let mut set = LayerSet::default();
+        for layer in [0, 63, 64, 511, 512] {
+            set.insert(layer);
+        }
+        assert!(set.contains(0) && set.contains(63) && set.contains(64) && set.contains(511));
+        assert!(!set.contains(1) && !set.contains(512));
+        assert_eq!(set.len(), 4);
+    }
+
+    #[test]
+    fn conditional_needs_follow_the_layer_and_the_shape() {
+        let mut hp = Hparams {
+            n_layer: 4,
+            n_expert: 8,
+            n_dense_lead: 1,
+            ..Hparams::default()
+        };
+        hp.recurrent.insert(0);
+        let attention = Need::When(Cond::AttentionLayer, &Need::UnlessFused);
+        assert_eq!(attention.expected(&hp, Some(0), false), None);
+        assert_eq!(attention.expected(&hp, Some(1), false), Some(true));
+        assert_eq!(attention.expected(&hp, Some(1), true), None);
+        let recurrent = Need::When(Cond::RecurrentLayer, &Need::Required);
+        assert_eq!(recurrent.expected(&hp, Some(0), true), Some(true));
+        assert_eq!(recurrent.expected(&hp, Some(3), false), None);
+        let bias = Need::When(Cond::MoeLayer, &Need::Typical);
+        assert!(bias.typical(&hp, Some(1)) && !bias.typical(&hp, Some(0)));
+        assert_eq!(bias.expected(&hp, Some(0), false), None);
+        assert_eq!(bias.expected(&hp, Some(1), false), Some(false));
+        let q = Need::When(Cond::QLora, &Need::Required);
+        assert_eq!(q.expected(&hp, Some(1), false), None);
+        hp.q_lora_rank = 64;
+        assert_eq!(q.expected(&hp, Some(1), false), Some(true));
+        assert_eq!(
+            Need::When(Cond::MlaAbsorbed, &Need::Required).expected(&hp, Some(1), false),
+            None
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! demands, and the values it asserts on (layer and expert counts, head dimensions that must
 //! match, a positive finite norm epsilon, known rope scaling, …).
 
-use super::super::arch::{ArchSpec, Experts, Field, Hparams};
+use super::super::arch::{ArchSpec, Experts, Field, Hparams, Hybrid, Latent};
 use super::super::excerpt;
 use super::super::gguf::{value_type, GgufHeader, MetaValue};
 
@@ -91,7 +91,8 @@ impl Keys<'_> {
         })
     }
 
-    /// A per-layer value given as one uint32 or an array of `n_layer` equal integers.
+    /// A per-layer value given as one uint32 or an array of `n_layer` equal integers
+    /// (values that differ between layers are valid, but hypura does not tier them).
     fn per_layer(&self, key: &str, n_layer: u64) -> Result<Option<u64>, String> {
         let full = self.full(key);
         let Some(meta) = self.header.meta.get(&full) else {
@@ -107,13 +108,12 @@ impl Keys<'_> {
                     ));
                 }
                 let values = self.header.numbers(a);
-                let first = values.first().copied().unwrap_or(0.0);
-                if values.iter().any(|v| *v != first) || first < 0.0 {
-                    return Err(format!(
-                        "{full} differs between layers, which hypura does not support"
-                    ));
+                if values.iter().any(|v| *v < 0.0 || *v > f64::from(u32::MAX)) {
+                    return Err(format!("{full} holds a value out of range"));
                 }
-                Ok(Some(first as u64))
+                // The largest (values that differ between layers are not tiered: see
+                // `non_uniform`).
+                Ok(Some(values.into_iter().fold(0.0f64, f64::max) as u64))
             }
             _ => Err(format!(
                 "{full} must be a uint32 or an array of integers, not a {}",
@@ -178,15 +178,47 @@ pub(crate) fn read_base(header: &GgufHeader, arch: &str) -> Result<(), String> {
     let (n_layer, _) = base(&k)?;
     let n_expert = k.u32("expert_count")?.unwrap_or(0);
     in_range(&k.full("expert_count"), n_expert, 0..=MAX_EXPERTS)?;
+    // Used counts that differ between layers: llama.cpp checks the largest.
     let used = k.per_layer("expert_used_count", n_layer)?.unwrap_or(0);
     if n_expert > 0 {
         in_range(&k.full("expert_used_count"), used, 1..=n_expert)?;
     } else {
         k.absent_or_zero("expert_used_count")?;
     }
-    k.absent_or_zero("expert_group_count")?;
-    k.absent_or_zero("expert_group_used_count")?;
+    expert_groups(&k, n_expert, used)?;
     Ok(())
+}
+
+/// Keys that llama.cpp lets differ between layers, and hypura's tiering does not yet
+/// (its tensor shapes follow one value for every layer).
+const PER_LAYER_KEYS: &[&str] = &[
+    "attention.head_count",
+    "attention.head_count_kv",
+    "feed_forward_length",
+    "expert_used_count",
+    "expert_feed_forward_length",
+];
+
+/// Why the model is not tiered, if one of [`PER_LAYER_KEYS`] differs between layers.
+pub(crate) fn non_uniform(header: &GgufHeader, spec: &ArchSpec) -> Option<String> {
+    let k = Keys {
+        header,
+        arch: spec.name,
+    };
+    PER_LAYER_KEYS
+        .iter()
+        .find_map(|key| match k.header.get(&k.full(key)) {
+            Some(MetaValue::Array(a)) => {
+                let values = k.header.numbers(a);
+                values.iter().any(|v| *v != values[0]).then(|| {
+                    format!(
+                        "{} differs between layers, which hypura does not tier yet",
+                        k.full(key)
+                    )
+                })
+            }
+            _ => None,
+        })
 }
 
 /// Layer count and embedding length, and the keys every family has.
@@ -243,7 +275,7 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
     };
     let head_k = k.u32("attention.key_length")?.unwrap_or(n_embd / n_head);
     let head_v = k.u32("attention.value_length")?.unwrap_or(n_embd / n_head);
-    if head_k != head_v {
+    if head_k != head_v && !spec.head_sizes_may_differ {
         return Err(format!(
             "key head size {head_k} differs from value head size {head_v}"
         ));
@@ -252,6 +284,7 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
     if head_dim % 2 != 0 {
         return Err(format!("the attention head size {head_dim} is odd"));
     }
+    let head_v = in_range("the value head size", head_v, 1..=MAX_HEAD_DIM)?;
     // Sliding-window layers have the global layers' head size unless the family reads
     // their own.
     for (key, field) in [
@@ -351,19 +384,22 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
         n_head_kv,
         n_ff,
         head_k: head_dim,
-        head_v: head_dim,
+        head_v,
         n_rot,
         n_expert,
         n_expert_used,
         n_ff_exp: n_ff,
         longrope: scaling == Some("longrope"),
         head_k_swa: head_dim,
-        head_v_swa: head_dim,
+        head_v_swa: head_v,
         n_rot_swa: n_rot,
         ..Hparams::default()
     };
     let mut shared_experts = 0;
     for rule in spec.keys {
+        if rule.unread_if.is_some_and(|unread| unread(&hp)) {
+            continue;
+        }
         let value = match k.per_layer(rule.key, n_layer)? {
             Some(v) => in_range(&k.full(rule.key), v, rule.min..=MAX_FEED_FORWARD)?,
             None if rule.required => return Err(format!("{} is missing", k.full(rule.key))),
@@ -381,6 +417,11 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
             Field::NRotSwa => hp.n_rot_swa = value,
             Field::SharedKvLayers => hp.n_kv_shared = value,
             Field::EmbdPerLayer => hp.n_embd_per_layer = value,
+            Field::SsmConv => hp.ssm_conv = value,
+            Field::SsmInner => hp.ssm_inner = value,
+            Field::SsmState => hp.ssm_state = value,
+            Field::SsmDtRank => hp.ssm_dt_rank = value,
+            Field::SsmGroups => hp.ssm_groups = value,
         }
     }
     swa_head(&k, spec, &hp)?;
@@ -412,16 +453,38 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
     if shared_experts > 0 && hp.n_ff_shexp == 0 {
         hp.n_ff_shexp = shared_experts * hp.n_ff_exp;
     }
+    // llama.cpp's fallback for a shared width of 0 or absent, in families that have a key
+    // for it: the dense width.
+    if spec.keys.iter().any(|r| r.sets == Field::FfShexp) && hp.n_ff_shexp == 0 {
+        hp.n_ff_shexp = n_ff;
+        if n_expert > 0 && n_ff == 0 {
+            return Err(format!(
+                "the shared expert's FFN width is 0 ({} and {} are missing)",
+                k.full("expert_shared_feed_forward_length"),
+                k.full("feed_forward_length")
+            ));
+        }
+    }
+    if let Some(latent) = spec.latent {
+        self::latent(&k, latent, &mut hp)?;
+    }
+    if let Some(hybrid) = spec.hybrid {
+        recurrent(&k, hybrid, &mut hp)?;
+    }
+    if let Some(key) = spec.rope_sections_key {
+        rope_sections(&k, key, head_dim)?;
+    }
     if hp.n_dense_lead > n_layer {
         return Err(format!(
             "{} leading dense layers in a model of {n_layer} layers",
             hp.n_dense_lead
         ));
     }
-    k.absent_or_zero("expert_group_count")?;
-    k.absent_or_zero("expert_group_used_count")?;
+    expert_groups(&k, n_expert, n_expert_used)?;
     if let Some(window) = spec.sliding_window {
-        k.u32(window.window_key)?;
+        if k.u32(window.window_key)?.is_none() && window.window_required {
+            return Err(format!("{} is missing", k.full(window.window_key)));
+        }
         hp.swa_layers = window.layers(header, spec.name, n_layer)?;
     }
     if spec.key_of(Field::SharedKvLayers).is_some() {
@@ -449,6 +512,150 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
         }
     }
     Ok(hp)
+}
+
+/// Expert groups (routing picks the best groups first, then experts in them): llama.cpp
+/// asserts that they divide the experts and that fewer are used than there are; each
+/// group's score is its best two experts', so a group needs two, and the groups used must
+/// hold the experts used.
+fn expert_groups(k: &Keys, n_expert: u64, n_expert_used: u64) -> Result<(), String> {
+    let groups = k.u32("expert_group_count")?.unwrap_or(0);
+    let used = k.u32("expert_group_used_count")?.unwrap_or(0);
+    if groups <= 1 {
+        return Ok(()); // no group routing
+    }
+    if groups >= n_expert
+        || n_expert % groups != 0
+        || n_expert / groups < 2
+        || used == 0
+        || used >= groups
+        || n_expert_used > used * (n_expert / groups)
+    {
+        return Err(format!(
+            "{} = {groups} and {} = {used} do not fit {n_expert} experts with {n_expert_used} used",
+            k.full("expert_group_count"),
+            k.full("expert_group_used_count")
+        ));
+    }
+    Ok(())
+}
+
+/// Latent attention's sizes: the uncompressed heads (both keys set selects the absorbed
+/// layout), and what each layout's cache asserts on in the first decode.
+fn latent(k: &Keys, latent: Latent, hp: &mut Hparams) -> Result<(), String> {
+    let key_mla = k.u32(latent.key_length_key)?.unwrap_or(0);
+    let value_mla = k.u32(latent.value_length_key)?.unwrap_or(0);
+    if (key_mla == 0) != (value_mla == 0) {
+        // llama.cpp's check is an assert release builds drop; the model then loads as the
+        // expanded layout.
+        return Err(format!(
+            "{} and {} must be both set or both absent",
+            k.full(latent.key_length_key),
+            k.full(latent.value_length_key)
+        ));
+    }
+    hp.mla_absorbed = key_mla > 0;
+    (hp.head_k_mla, hp.head_v_mla) = if hp.mla_absorbed {
+        (key_mla, value_mla)
+    } else {
+        (hp.head_k, hp.head_v)
+    };
+    in_range(
+        "the latent query head size",
+        hp.head_k_mla,
+        1..=MAX_HEAD_DIM,
+    )?;
+    in_range(
+        "the latent value head size",
+        hp.head_v_mla,
+        1..=MAX_HEAD_DIM,
+    )?;
+    if hp.head_k_mla <= hp.n_rot {
+        return Err(format!(
+            "the query head size {} leaves no room beside {} rotary dimensions ({})",
+            hp.head_k_mla,
+            hp.n_rot,
+            k.full("rope.dimension_count")
+        ));
+    }
+    if hp.mla_absorbed {
+        if hp.head_k != hp.kv_lora_rank + hp.n_rot || hp.n_head_kv != 1 {
+            return Err(format!(
+                "a latent cache needs {} = kv_lora_rank + rotary dimensions = {} and {} = 1 (got {} and {})",
+                k.full("attention.key_length"),
+                hp.kv_lora_rank + hp.n_rot,
+                k.full("attention.head_count_kv"),
+                hp.head_k,
+                hp.n_head_kv
+            ));
+        }
+    } else if hp.n_head_kv != hp.n_head {
+        return Err(format!(
+            "expanded latent attention needs {} = {} = the head count (got {})",
+            k.full("attention.head_count_kv"),
+            hp.n_head,
+            hp.n_head_kv
+        ));
+    }
+    Ok(())
+}
+
+/// A hybrid's recurrent layers: which they are, and the shapes the graph asserts on.
+fn recurrent(k: &Keys, hybrid: Hybrid, hp: &mut Hparams) -> Result<(), String> {
+    hp.recurrent = hybrid.recurrent_layers(k.header, k.arch, hp.n_layer)?;
+    if hp.ssm_inner != hp.ssm_state * hp.ssm_dt_rank {
+        return Err(format!(
+            "{} = {} must be {} × {} = {}",
+            k.full("ssm.inner_size"),
+            hp.ssm_inner,
+            k.full("ssm.state_size"),
+            k.full("ssm.time_step_rank"),
+            hp.ssm_state * hp.ssm_dt_rank
+        ));
+    }
+    if hp.ssm_dt_rank % hp.ssm_groups != 0 {
+        return Err(format!(
+            "{} = {} is not a multiple of {} = {}",
+            k.full("ssm.time_step_rank"),
+            hp.ssm_dt_rank,
+            k.full("ssm.group_count"),
+            hp.ssm_groups
+        ));
+    }
+    Ok(())
+}
+
+/// The multi-section rope's four sections: integers (one for all four, or four), one of the
+/// first three positive, at most a head in all (ggml asserts both).
+fn rope_sections(k: &Keys, key: &str, head_dim: u64) -> Result<(), String> {
+    let full = k.full(key);
+    let sections: Vec<f64> = match k.header.meta.get(&full) {
+        None => return Err(format!("{full} is missing")),
+        Some(m) => match &m.value {
+            MetaValue::Int(v) if m.value_type == value_type::I32 => vec![*v as f64; 4],
+            MetaValue::Array(a)
+                if matches!(a.item_type, value_type::I32 | value_type::U32) && a.count == 4 =>
+            {
+                k.header.numbers(a)
+            }
+            other => {
+                return Err(format!(
+                    "{full} = {} (four integers, or one int32)",
+                    shown(other)
+                ))
+            }
+        },
+    };
+    let sum: f64 = sections.iter().sum();
+    if sections.iter().any(|s| *s < 0.0)
+        || sections[..3].iter().all(|s| *s == 0.0)
+        || sum > head_dim as f64
+    {
+        return Err(format!(
+            "{full} = {sections:?}: one of the first three must be positive, the sum at most the head size {head_dim}"
+        ));
+    }
+    Ok(())
 }
 
 /// The head size and rotary dimensions of sliding-window layers, in a family that reads

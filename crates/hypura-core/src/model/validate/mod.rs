@@ -72,6 +72,9 @@ pub(crate) fn validate(header: &GgufHeader, path: &Path) -> Result<Family, Model
             "{nextn_key} = {n}: hypura does not tier models with next-token-prediction layers yet"
         ));
     }
+    if let Some(reason) = hparams::non_uniform(header, spec) {
+        return untiered(reason);
+    }
     let hp = hparams::read(header, spec).map_err(invalid)?;
     vocab::check(header).map_err(invalid)?;
     tensors::check(header, spec, &hp).map_err(invalid)?;
@@ -81,7 +84,7 @@ pub(crate) fn validate(header: &GgufHeader, path: &Path) -> Result<Family, Model
 /// GGUF types llama.cpp demands of the keys it reads (it refuses any other, by key name;
 /// `{}` stands for the architecture). Keys it does not read are not checked.
 const KEY_TYPES: &[(&str, &[u32])] = {
-    use super::gguf::value_type::{ARRAY, BOOL, F32, STRING, U32};
+    use super::gguf::value_type::{ARRAY, BOOL, F32, I32, STRING, U32};
     &[
         ("general.name", &[STRING]),
         ("general.file_type", &[U32]),
@@ -123,6 +126,23 @@ const KEY_TYPES: &[(&str, &[u32])] = {
         ("{}.nextn_predict_layers", &[U32]),
         ("{}.attention.temperature_scale", &[F32]),
         ("{}.expert_used_count", &[U32, ARRAY]),
+        ("{}.expert_group_count", &[U32]),
+        ("{}.expert_group_used_count", &[U32]),
+        ("{}.expert_shared_feed_forward_length", &[U32]),
+        ("{}.attention.q_lora_rank", &[U32]),
+        ("{}.attention.kv_lora_rank", &[U32]),
+        ("{}.attention.key_length_mla", &[U32]),
+        ("{}.attention.value_length_mla", &[U32]),
+        ("{}.rope.dimension_sections", &[I32, ARRAY]),
+        ("{}.rope.scaling.yarn_log_multiplier", &[F32]),
+        ("{}.attention.temperature_length", &[U32]),
+        ("{}.ssm.conv_kernel", &[U32]),
+        ("{}.ssm.inner_size", &[U32]),
+        ("{}.ssm.state_size", &[U32]),
+        ("{}.ssm.time_step_rank", &[U32]),
+        ("{}.ssm.group_count", &[U32]),
+        ("{}.full_attention_interval", &[U32]),
+        ("{}.attention.recurrent_layers", &[U32, ARRAY]),
         ("{}.feed_forward_length", &[U32, ARRAY]),
         ("{}.attention.head_count", &[U32, ARRAY]),
         ("{}.attention.head_count_kv", &[U32, ARRAY]),

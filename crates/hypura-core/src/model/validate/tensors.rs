@@ -50,7 +50,7 @@ fn has_cpu_dot_product(ggml_type: u32) -> bool {
 
 fn type_allowed(kind: TensorKind, ggml_type: u32) -> bool {
     match kind {
-        TensorKind::Vector => ggml_type == sys::GGML_TYPE_F32,
+        TensorKind::Vector | TensorKind::Decay => ggml_type == sys::GGML_TYPE_F32,
         TensorKind::Matrix | TensorKind::Router | TensorKind::Embedding => {
             MATRIX_TYPES.contains(&ggml_type) && has_cpu_dot_product(ggml_type)
         }
@@ -124,7 +124,8 @@ pub(super) fn check(header: &GgufHeader, spec: &ArchSpec, hp: &Hparams) -> Resul
                 excerpt(&t.name),
                 type_name(t.ggml_type),
                 match rule.kind {
-                    TensorKind::Vector => "an element-wise weight (it must be f32)",
+                    TensorKind::Vector | TensorKind::Decay =>
+                        "an element-wise weight (it must be f32)",
                     TensorKind::Matrix | TensorKind::Router => "a matrix",
                     TensorKind::Embedding => "the embedding",
                 }

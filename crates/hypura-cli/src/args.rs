@@ -105,8 +105,8 @@ pub struct RunArgs {
 #[derive(Args)]
 pub struct SynthArgs {
     /// The architecture family: llama, mistral3, qwen2, qwen3, smollm3, olmo2, phi3, gemma2,
-    /// gemma3, qwen3moe, gpt-oss, glm4moe, deepseek2, qwen35moe (its tensors and keys come
-    /// from hypura's spec).
+    /// gemma3, qwen3moe, gpt-oss, glm4moe, deepseek2, qwen35moe, gemma4 (its tensors and keys
+    /// come from hypura's spec).
     #[arg(long, default_value = "llama")]
     pub arch: String,
     /// A named shape: llama-7b, llama-13b, llama-70b, mixtral-8x7b (the flags below override it).
@@ -165,6 +165,18 @@ pub struct SynthArgs {
     /// ordinary heads) instead of the absorbed one (attn_k_b, attn_v_b).
     #[arg(long)]
     pub latent_expanded: bool,
+    /// Head size of sliding-window layers, in families where it is their own (gemma4;
+    /// default: half the head size).
+    #[arg(long)]
+    pub head_dim_swa: Option<u64>,
+    /// Last layers reusing an earlier layer's KV cache, in families that have them (gemma4;
+    /// default: the most, up to a quarter of the layers, that llama.cpp accepts).
+    #[arg(long)]
+    pub n_shared_kv: Option<u32>,
+    /// Width of each layer's per-layer input embedding, in families that have them (gemma4;
+    /// default: n_embd / 16, in whole blocks of the weight type; 0: none).
+    #[arg(long)]
+    pub n_embd_per_layer: Option<u64>,
 }
 
 #[derive(Args)]

@@ -181,6 +181,9 @@ pub fn synth(args: SynthArgs) -> Result<(), Failure> {
         q_lora_rank: args.q_lora_rank,
         kv_lora_rank: args.kv_lora_rank,
         latent_expanded: args.latent_expanded,
+        head_dim_swa: args.head_dim_swa.unwrap_or(0),
+        n_shared_kv: args.n_shared_kv,
+        n_embd_per_layer: args.n_embd_per_layer,
     };
     let types = WeightTypes::parse(&args.weight_type)?;
     let started = std::time::Instant::now();

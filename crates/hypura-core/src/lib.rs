@@ -41,7 +41,7 @@ pub mod units;
 pub mod families {
     pub use crate::model::arch::{
         ArchSpec, Cond, Dim, Example, Experts, Field, Hparams, Hybrid, KeyRule, Latent, LayerSet,
-        Need, SlidingWindow, TensorKind, TensorRule, FAMILIES,
+        Need, SlidingWindow, SwaPattern, TensorKind, TensorRule, FAMILIES,
     };
 
     /// The spec of the family `arch` (`general.architecture`), if hypura tiers it.

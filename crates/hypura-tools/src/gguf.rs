@@ -45,6 +45,8 @@ pub enum Value {
     I32Array(Vec<i32>),
     /// An array of `float32`.
     F32Array(Vec<f32>),
+    /// An array of `bool`.
+    BoolArray(Vec<bool>),
     /// A value copied from another file: its type id followed by its bytes.
     Raw(Vec<u8>),
 }
@@ -107,6 +109,23 @@ impl GgufWriter {
             }
         }
         self.metadata.push((key, value));
+        self
+    }
+
+    /// Replaces the value of `key` (where it was added), adds it if absent, or removes it
+    /// when `value` is `None`.
+    pub fn set_meta(&mut self, key: &str, value: Option<Value>) -> &mut Self {
+        let at = self.metadata.iter().position(|(k, _)| k == key);
+        match (at, value) {
+            (Some(i), Some(v)) => self.metadata[i].1 = v,
+            (Some(i), None) => {
+                self.metadata.remove(i);
+            }
+            (None, Some(v)) => {
+                self.meta(key, v);
+            }
+            (None, None) => {}
+        }
         self
     }
 
@@ -233,6 +252,10 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
             for v in items {
                 out.extend_from_slice(&v.to_le_bytes());
             }
+        }
+        Value::BoolArray(items) => {
+            put_array_header(out, value_type::BOOL, items.len());
+            out.extend(items.iter().map(|v| u8::from(*v)));
         }
         Value::Raw(bytes) => out.extend_from_slice(bytes),
     }

@@ -11,7 +11,9 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use hypura_core::families::{ArchSpec, Example, Field, Hparams, Need, TensorKind, FAMILIES};
+use hypura_core::families::{
+    ArchSpec, Example, Field, Hparams, LayerSet, Need, SwaPattern, TensorKind, FAMILIES,
+};
 
 use crate::gguf::{raw_records, GgufWriter, RecordsError, TensorEntry, Value};
 use crate::quant::{block_of, quantized_rows, type_name, Rng};
@@ -81,6 +83,15 @@ pub struct Shape {
     /// True to write latent attention in the older layout (one `attn_kv_b` expanding the
     /// latent into ordinary heads) rather than the absorbed one (`attn_k_b`, `attn_v_b`).
     pub latent_expanded: bool,
+    /// Head size of sliding-window layers, in families where it is their own (0: half the
+    /// head size).
+    pub head_dim_swa: u64,
+    /// Last layers reusing an earlier layer's KV cache, in families that have the key
+    /// (`None`: the most, up to a quarter of the layers, that llama.cpp accepts).
+    pub n_shared_kv: Option<u32>,
+    /// Width of each layer's per-layer input embedding, in families that have it (`None`:
+    /// a sixteenth of `n_embd`, in whole blocks of its type; 0: none).
+    pub n_embd_per_layer: Option<u64>,
 }
 
 impl Shape {
@@ -103,6 +114,9 @@ impl Shape {
             q_lora_rank: None,
             kv_lora_rank: None,
             latent_expanded: false,
+            head_dim_swa: 0,
+            n_shared_kv: None,
+            n_embd_per_layer: None,
         };
         Some(match name {
             "llama-7b" => dense(4096, 11008, 32, 32, 32),
@@ -178,7 +192,13 @@ fn generated_tokenizer(n_vocab: u64) -> Vec<(String, Value)> {
 }
 
 /// The hyperparameters of `shape` in `spec`'s terms, checked.
-fn hparams_of(spec: &ArchSpec, shape: Shape, n_vocab: u64) -> Result<Hparams, SynthError> {
+/// `ple_block` is the block of the type the per-layer input projection is stored as.
+fn hparams_of(
+    spec: &ArchSpec,
+    shape: Shape,
+    n_vocab: u64,
+    ple_block: u64,
+) -> Result<Hparams, SynthError> {
     let bad = |m: String| Err(SynthError::Shape(m));
     if shape.n_head == 0
         || shape.n_head_kv == 0
@@ -239,6 +259,33 @@ fn hparams_of(spec: &ArchSpec, shape: Shape, n_vocab: u64) -> Result<Hparams, Sy
     if n_dense_lead > u64::from(shape.n_layer) {
         return bad("more leading dense layers than layers".into());
     }
+    let n_layer = u64::from(shape.n_layer);
+    // The layers sliding in the family's default pattern.
+    let mut swa_layers = LayerSet::default();
+    if let Some(window) = spec.sliding_window {
+        let p = u64::from(window.default_period);
+        for l in (0..n_layer).filter(|&l| p == 0 || l % p < p - 1) {
+            swa_layers.insert(l);
+        }
+    }
+    let head_dim_swa = match shape.head_dim_swa {
+        0 if head_dim % 4 == 0 => head_dim / 2,
+        0 => head_dim,
+        d => d,
+    };
+    if has(Field::HeadKSwa) && head_dim_swa % 2 != 0 {
+        return bad(format!(
+            "the sliding-window head size {head_dim_swa} must be even"
+        ));
+    }
+    let n_embd_per_layer = match shape.n_embd_per_layer {
+        _ if !has(Field::EmbdPerLayer) => 0,
+        Some(n) => n,
+        // Whole blocks of the type the per-layer projection is stored as.
+        None => (shape.n_embd / 16)
+            .max(ple_block)
+            .next_multiple_of(ple_block),
+    };
     let mut hp = Hparams {
         n_layer: u64::from(shape.n_layer),
         n_embd: shape.n_embd,
@@ -254,8 +301,44 @@ fn hparams_of(spec: &ArchSpec, shape: Shape, n_vocab: u64) -> Result<Hparams, Sy
         n_ff_exp,
         n_ff_shexp: shared * n_ff_exp,
         n_dense_lead,
+        swa_layers,
+        head_k_swa: if has(Field::HeadKSwa) {
+            head_dim_swa
+        } else {
+            head_dim
+        },
+        head_v_swa: if has(Field::HeadVSwa) {
+            head_dim_swa
+        } else {
+            head_dim
+        },
+        n_rot_swa: if has(Field::NRotSwa) {
+            head_dim_swa
+        } else {
+            head_dim
+        },
+        n_embd_per_layer,
         ..Hparams::default()
     };
+    if has(Field::SharedKvLayers) {
+        match shape.n_shared_kv {
+            Some(n) => {
+                hp.n_kv_shared = u64::from(n);
+                if let Some(e) = hp.kv_sharing_error() {
+                    return bad(e);
+                }
+            }
+            None => {
+                hp.n_kv_shared = n_layer / 4;
+                while hp.n_kv_shared > 0 && hp.kv_sharing_error().is_some() {
+                    hp.n_kv_shared -= 1;
+                }
+                if let Some(e) = hp.kv_sharing_error() {
+                    return bad(e);
+                }
+            }
+        }
+    }
     if spec.latent.is_some() {
         // Heads of `head_dim` non-rotary dimensions and half as many rotary ones.
         hp.n_rot = head_dim / 2;
@@ -314,6 +397,11 @@ fn field_value(hp: &Hparams, field: Field) -> u64 {
         Field::SsmState => hp.ssm_state,
         Field::SsmDtRank => hp.ssm_dt_rank,
         Field::SsmGroups => hp.ssm_groups,
+        Field::HeadKSwa => hp.head_k_swa,
+        Field::HeadVSwa => hp.head_v_swa,
+        Field::NRotSwa => hp.n_rot_swa,
+        Field::SharedKvLayers => hp.n_kv_shared,
+        Field::EmbdPerLayer => hp.n_embd_per_layer,
     }
 }
 
@@ -331,6 +419,11 @@ fn set_field(hp: &mut Hparams, field: Field, value: u64) {
         Field::SsmState => hp.ssm_state = value,
         Field::SsmDtRank => hp.ssm_dt_rank = value,
         Field::SsmGroups => hp.ssm_groups = value,
+        Field::HeadKSwa => hp.head_k_swa = value,
+        Field::HeadVSwa => hp.head_v_swa = value,
+        Field::NRotSwa => hp.n_rot_swa = value,
+        Field::SharedKvLayers => hp.n_kv_shared = value,
+        Field::EmbdPerLayer => hp.n_embd_per_layer = value,
     }
 }
 
@@ -339,7 +432,7 @@ fn set_field(hp: &mut Hparams, field: Field, value: u64) {
 enum Fill {
     /// Quantized random weights of a type.
     Weights(u32),
-    /// F32 ones (norm weights, rope factors).
+    /// F32 ones (norm weights, scales, rope factors).
     Ones,
     /// Small F32 random values (biases, sinks, a router's selection bias).
     Small,
@@ -353,7 +446,11 @@ fn fill_of(kind: TensorKind, name: &str, types: WeightTypes) -> Fill {
     match kind {
         TensorKind::Embedding | TensorKind::Matrix => Fill::Weights(types.of(name)),
         TensorKind::Router => Fill::Router,
-        TensorKind::Vector if name.contains("norm") || name.starts_with("rope_") => Fill::Ones,
+        TensorKind::Vector
+            if name.contains("norm") || name.contains("_scale") || name.starts_with("rope_") =>
+        {
+            Fill::Ones
+        }
         TensorKind::Vector => Fill::Small,
         TensorKind::Decay => Fill::Decay,
     }
@@ -367,7 +464,8 @@ fn describe(
     tokenizer: Vec<(String, Value)>,
     n_vocab: u64,
 ) -> Result<(GgufWriter, Vec<Fill>), SynthError> {
-    let hp = hparams_of(spec, shape, n_vocab)?;
+    let ple_block = block_of(types.of("blk.0.proj.weight")).0;
+    let hp = hparams_of(spec, shape, n_vocab, ple_block)?;
     let arch = spec.name;
     let key = |k: &str| format!("{arch}.{k}");
     let mut w = GgufWriter::new();
@@ -426,6 +524,16 @@ fn describe(
             Value::I32Array(vec![half - 2 * third, third, third, 0]),
         );
     }
+    if spec
+        .sliding_window
+        .is_some_and(|w| w.pattern == SwaPattern::Flags)
+    {
+        let flags = (0..hp.n_layer).map(|l| hp.is_swa(l)).collect();
+        w.meta(
+            key("attention.sliding_window_pattern"),
+            Value::BoolArray(flags),
+        );
+    }
     for (k, example) in spec.example_keys {
         let value = match *example {
             Example::U32(v) => Value::U32(v),
@@ -466,21 +574,23 @@ fn describe(
         fills.push(fill);
         Ok(())
     };
-    let wanted = |need: Need, layer: Option<u64>, name: &str| match need.expected(&hp, layer, false)
+    let wanted = |hp: &Hparams, need: Need, layer: Option<u64>, name: &str| match need
+        .expected(hp, layer, false)
     {
         Some(true) => true,
-        Some(false) => need.typical() || (name == "output.weight" && !shape.tied),
+        Some(false) => need.typical(hp, layer) || (name == "output.weight" && !shape.tied),
         None => false,
     };
     for rule in spec.global_tensors() {
-        if wanted(rule.need, None, rule.name) {
+        if wanted(&hp, rule.need, None, rule.name) {
             let dims = rule.dims.iter().map(|d| d.value(&hp)).collect();
             add(&mut w, rule.name.to_string(), dims, rule.kind)?;
         }
     }
     for layer in 0..hp.n_layer {
+        let hp = hp.at_layer(layer);
         for rule in spec.layer_tensors() {
-            if wanted(rule.need, Some(layer), rule.name) {
+            if wanted(&hp, rule.need, Some(layer), rule.name) {
                 let dims = rule.dims.iter().map(|d| d.value(&hp)).collect();
                 let name = rule.name.replace("{}", &layer.to_string());
                 add(&mut w, name, dims, rule.kind)?;
@@ -637,6 +747,116 @@ mod tests {
                 "{}",
                 family.name
             );
+        }
+    }
+
+    /// Plans a gemma4 model of 16 layers (sliding but layers 3, 7, 11 and 15; the last 4
+    /// reusing earlier layers' KV cache) with `tweak` applied to its header: what hypura's
+    /// validation (the same a load runs) says of it.
+    fn plan_gemma4(name: &str, tweak: impl FnOnce(&mut GgufWriter)) -> Result<Plan, String> {
+        let shape = Shape {
+            n_embd: 256,
+            n_ff: 512,
+            n_layer: 16,
+            n_head: 4,
+            n_head_kv: 2,
+            n_vocab: 300,
+            ..Shape::named("llama-7b").unwrap()
+        };
+        let spec = hypura_core::families::find("gemma4").unwrap();
+        let (mut w, _) = describe(
+            spec,
+            shape,
+            WeightTypes::Uniform(sys::GGML_TYPE_Q8_0),
+            generated_tokenizer(300),
+            300,
+        )
+        .unwrap();
+        tweak(&mut w);
+        let path = std::env::temp_dir().join(format!(
+            "hypura-synth-test-{}-{name}.gguf",
+            std::process::id()
+        ));
+        w.write_file(&path, |_, _| {}).unwrap();
+        let plan = Plan::for_options(&LoadOptions::new(&path).context_length(256))
+            .map_err(|e| e.to_string());
+        std::fs::remove_file(&path).unwrap();
+        plan
+    }
+
+    use crate::gguf::GgufWriter;
+    use hypura_core::{LoadOptions, Plan, Tier};
+
+    #[test]
+    fn gemma4_is_refused_where_llama_cpp_aborts() {
+        let plan = plan_gemma4("valid", |_| {}).unwrap();
+        // The per-layer input embedding and its projection feed every layer: resident.
+        for name in ["per_layer_token_embd.weight", "per_layer_model_proj.weight"] {
+            let t = plan.tensors.iter().find(|t| t.name == name).unwrap();
+            assert_eq!(t.tier, Tier::Ram, "{name}");
+        }
+        // Layers 0-11 keep their cache: 9 sliding (head 32, window 16 + a batch => 256
+        // cells), 3 global (head 64, 256 cells); values padded to the widest head.
+        let cells = |head: u64| 256 * (head + 64) * 2 * 2;
+        assert_eq!(plan.kv_cache_bytes, 9 * cells(32) + 3 * cells(64));
+        // (case, key after `gemma4.`, its new value or none, what the refusal says)
+        let cases = [
+            (
+                "no-sliding",
+                "attention.sliding_window_pattern",
+                Some(Value::BoolArray(vec![false; 16])),
+                "no sliding-window layer",
+            ),
+            (
+                "pattern-scalar",
+                "attention.sliding_window_pattern",
+                Some(Value::U32(4)),
+                "sliding_window_pattern = a scalar",
+            ),
+            (
+                "shared-sliding-reuses-global",
+                "attention.shared_kv_layers",
+                Some(Value::U32(3)),
+                "sliding-window layer reuses the KV cache of layer 11",
+            ),
+            (
+                "shared-global-reuses-sliding",
+                "attention.shared_kv_layers",
+                Some(Value::U32(5)),
+                "global layer reuses the KV cache of layer 10",
+            ),
+            (
+                "too-many-shared",
+                "attention.shared_kv_layers",
+                Some(Value::U32(15)),
+                "fewer than 2",
+            ),
+            (
+                "rope-swa-default-too-wide",
+                "rope.dimension_count_swa",
+                None,
+                "rope.dimension_count_swa = 64 does not fit the sliding-window head size 32",
+            ),
+            (
+                "swa-k-ne-v",
+                "attention.value_length_swa",
+                Some(Value::U32(64)),
+                "differs from value head size",
+            ),
+            (
+                "no-key-length-swa",
+                "attention.key_length_swa",
+                None,
+                "key_length_swa is missing",
+            ),
+        ];
+        for (name, key, value, needle) in cases {
+            match plan_gemma4(name, |w| {
+                w.set_meta(&format!("gemma4.{key}"), value);
+            }) {
+                Ok(_) => panic!("{name}: accepted"),
+                Err(e) => assert!(e.contains(needle), "{name}: {e}"),
+            }
         }
     }
 

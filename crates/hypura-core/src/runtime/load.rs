@@ -92,6 +92,11 @@ impl Model {
             LoadMode::Stock => sys::LLAMA_LOAD_MODE_MMAP,
             LoadMode::Tiered => sys::LLAMA_LOAD_MODE_NONE,
         };
+        // Rows read on demand would come from the stand-in file, which holds no weights:
+        // hypura places every tensor itself.
+        if tiered {
+            model_params.lazy_mode = sys::LLAMA_LAZY_MODE_OFF;
+        }
         let buffer_type = tiered.then(|| HypuraBufferType::new("HYPURA"));
         let pattern = CString::from(c".");
         let overrides = buffer_type.as_ref().map(|b| {

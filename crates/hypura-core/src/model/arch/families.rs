@@ -3,7 +3,9 @@
 //! global tensors, attention, a dense FFN, experts) are tables of their own.
 
 use super::rules::{rule, Cond, Dim::*, Hparams, Need::*, TensorKind::*, TensorRule};
-use super::{ArchSpec, Example, Experts, Field, Hybrid, KeyRule, Latent, SlidingWindow};
+use super::{
+    ArchSpec, Example, Experts, Field, Hybrid, KeyRule, Latent, SlidingWindow, SwaPattern,
+};
 
 /// Tensors outside the layers, common to the families here.
 const GLOBALS: &[TensorRule] = &[
@@ -345,6 +347,141 @@ const GLM4MOE_LAYER: &[TensorRule] = &[
         Matrix,
         SharedExperts,
     ),
+];
+
+/// Gemma 4's tensors outside the layers: an optional head, the global layers' rope factors,
+/// and the per-layer input embedding with its projection from the embedding.
+const GEMMA4_GLOBALS: &[TensorRule] = &[
+    rule("token_embd.weight", &[Embd, Vocab], Embedding, Required),
+    rule("output_norm.weight", &[Embd], Vector, Required),
+    rule("output.weight", &[Embd, Vocab], Matrix, Optional),
+    rule(
+        "rope_freqs.weight",
+        &[HeadKHalf],
+        Vector,
+        When(Cond::FullAttention, &Required),
+    ),
+    rule(
+        "per_layer_token_embd.weight",
+        &[EmbdPerLayerAll, Vocab],
+        Embedding,
+        When(Cond::PerLayerInput, &Required),
+    ),
+    rule(
+        "per_layer_model_proj.weight",
+        &[Embd, EmbdPerLayerAll],
+        Matrix,
+        When(Cond::PerLayerInput, &Required),
+    ),
+    rule(
+        "per_layer_proj_norm.weight",
+        &[EmbdPerLayer],
+        Vector,
+        When(Cond::PerLayerInput, &Required),
+    ),
+];
+
+/// Gemma 4's layer (dense; shapes per layer: sliding-window layers have their own head
+/// size). Layers reusing an earlier layer's KV cache may leave out their key projection;
+/// the value projection is optional everywhere (absent: the keys serve as values).
+const GEMMA4_LAYER: &[TensorRule] = &[
+    rule("blk.{}.attn_norm.weight", &[Embd], Vector, Required),
+    rule("blk.{}.attn_q.weight", &[Embd, Q], Matrix, Required),
+    rule(
+        "blk.{}.attn_k.weight",
+        &[Embd, K],
+        Matrix,
+        Either(Cond::OwnKv, &Required, &Optional),
+    ),
+    rule(
+        "blk.{}.attn_v.weight",
+        &[Embd, V],
+        Matrix,
+        Either(Cond::OwnKv, &Typical, &Optional),
+    ),
+    rule(
+        "blk.{}.attn_output.weight",
+        &[AttnOut, Embd],
+        Matrix,
+        Required,
+    ),
+    rule("blk.{}.attn_q_norm.weight", &[HeadK], Vector, Required),
+    rule(
+        "blk.{}.attn_k_norm.weight",
+        &[HeadK],
+        Vector,
+        Either(Cond::OwnKv, &Required, &Optional),
+    ),
+    rule(
+        "blk.{}.post_attention_norm.weight",
+        &[Embd],
+        Vector,
+        Required,
+    ),
+    rule("blk.{}.layer_output_scale.weight", &[One], Vector, Typical),
+    rule("blk.{}.ffn_norm.weight", &[Embd], Vector, Required),
+    rule("blk.{}.ffn_gate.weight", &[Embd, Ff], Matrix, Required),
+    rule("blk.{}.ffn_up.weight", &[Embd, Ff], Matrix, Required),
+    rule("blk.{}.ffn_down.weight", &[Ff, Embd], Matrix, Required),
+    rule("blk.{}.post_ffw_norm.weight", &[Embd], Vector, Required),
+    rule(
+        "blk.{}.inp_gate.weight",
+        &[Embd, EmbdPerLayer],
+        Matrix,
+        When(Cond::PerLayerInput, &Required),
+    ),
+    rule(
+        "blk.{}.proj.weight",
+        &[EmbdPerLayer, Embd],
+        Matrix,
+        When(Cond::PerLayerInput, &Required),
+    ),
+    rule(
+        "blk.{}.post_norm.weight",
+        &[Embd],
+        Vector,
+        When(Cond::PerLayerInput, &Required),
+    ),
+];
+
+/// Gemma 4's keys: sliding-window layers' own head size and rotary dimensions, the layers
+/// reusing earlier layers' KV cache, the per-layer input embedding's width.
+const GEMMA4_KEYS: &[KeyRule] = &[
+    KeyRule {
+        key: "attention.key_length_swa",
+        sets: Field::HeadKSwa,
+        required: true,
+        min: 1,
+        unread_if: None,
+    },
+    KeyRule {
+        key: "attention.value_length_swa",
+        sets: Field::HeadVSwa,
+        required: true,
+        min: 1,
+        unread_if: None,
+    },
+    KeyRule {
+        key: "rope.dimension_count_swa",
+        sets: Field::NRotSwa,
+        required: false,
+        min: 1,
+        unread_if: None,
+    },
+    KeyRule {
+        key: "attention.shared_kv_layers",
+        sets: Field::SharedKvLayers,
+        required: false,
+        min: 0,
+        unread_if: None,
+    },
+    KeyRule {
+        key: "embedding_length_per_layer_input",
+        sets: Field::EmbdPerLayer,
+        required: true,
+        min: 0,
+        unread_if: None,
+    },
 ];
 
 /// `expert_feed_forward_length`, required.
@@ -761,6 +898,8 @@ pub const FAMILIES: &[ArchSpec] = &[
             window_key: "attention.sliding_window",
             default_period: 4,
             always: false,
+            window_required: false,
+            pattern: SwaPattern::PeriodOrFlags,
         }),
         example_keys: &[("attention.sliding_window", Example::U32(64))],
         ..spec("olmo2", &[QKV_EMBD, OLMO2_QK_NORM, GEMMA_POST_NORMS, FFN])
@@ -779,6 +918,8 @@ pub const FAMILIES: &[ArchSpec] = &[
             window_key: "attention.sliding_window",
             default_period: 2,
             always: true,
+            window_required: false,
+            pattern: SwaPattern::PeriodOrFlags,
         }),
         example_keys: &[
             ("attention.sliding_window", Example::U32(64)),
@@ -811,6 +952,8 @@ pub const FAMILIES: &[ArchSpec] = &[
             window_key: "attention.sliding_window",
             default_period: 2,
             always: true,
+            window_required: true,
+            pattern: SwaPattern::PeriodOrFlags,
         }),
         example_keys: &[("attention.sliding_window", Example::U32(64))],
         ..spec("gpt-oss", &[GPT_OSS_LAYER])
@@ -899,6 +1042,7 @@ pub const FAMILIES: &[ArchSpec] = &[
             KeyRule {
                 required: false,
                 min: 0,
+                unread_if: None,
                 ..FF_EXP_REQUIRED
             },
             KeyRule {
@@ -923,11 +1067,32 @@ pub const FAMILIES: &[ArchSpec] = &[
             window_key: "attention.sliding_window",
             default_period: 6,
             always: true,
+            window_required: false,
+            pattern: SwaPattern::PeriodOrFlags,
         }),
         example_keys: &[("attention.sliding_window", Example::U32(64))],
         ..spec(
             "gemma3",
             &[QKV, ATTN_OUTPUT, PRE_NORMS, QK_NORM, GEMMA_POST_NORMS, FFN],
         )
+    },
+    ArchSpec {
+        globals: &[GEMMA4_GLOBALS],
+        keys: GEMMA4_KEYS,
+        final_logit_softcap_key: Some("final_logit_softcapping"),
+        default_final_logit_softcap: 30.0,
+        sliding_window: Some(SlidingWindow {
+            window_key: "attention.sliding_window",
+            default_period: 4,
+            always: true,
+            window_required: true,
+            pattern: SwaPattern::Flags,
+        }),
+        example_keys: &[
+            ("attention.sliding_window", Example::U32(16)),
+            ("rope.freq_base_swa", Example::F32(10000.0)),
+            ("final_logit_softcapping", Example::F32(30.0)),
+        ],
+        ..spec("gemma4", &[GEMMA4_LAYER])
     },
 ];

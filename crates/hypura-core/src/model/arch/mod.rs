@@ -6,7 +6,7 @@
 mod families;
 mod rules;
 
-use super::gguf::GgufHeader;
+use super::gguf::{value_type, GgufHeader, MetaValue};
 pub use families::FAMILIES;
 pub(crate) use families::UNTIERED;
 pub use rules::{Cond, Dim, Hparams, LayerSet, Need, TensorKind, TensorRule};
@@ -99,7 +99,6 @@ impl Hybrid {
         arch: &str,
         n_layer: u64,
     ) -> Result<LayerSet, String> {
-        use super::gguf::{value_type, MetaValue};
         let mut set = LayerSet::default();
         let layers_key = format!("{arch}.{}", self.layers_key);
         if let Some(meta) = header.meta.get(&layers_key) {
@@ -168,18 +167,110 @@ pub enum Experts {
     Required,
 }
 
-/// Sliding-window layers: the window's key (after `{arch}.`), and how many layers make one
-/// period of the pattern when the file does not say (as llama.cpp's `set_swa_pattern`: the
-/// last layer of each period attends globally; 0 means every layer slides).
+/// Sliding-window layers: the window's key (after `{arch}.`), how the file says which layers
+/// slide, and how many layers make one period of the pattern when the file does not say (as
+/// llama.cpp's `set_swa_pattern`: the last layer of each period attends globally; 0 means
+/// every layer slides).
 #[derive(Debug, Clone, Copy)]
 pub struct SlidingWindow {
     /// Key of the window size.
     pub window_key: &'static str,
-    /// Default period of the pattern.
+    /// Default period of the pattern (where the file must give flags: the period the
+    /// generator writes).
     pub default_period: u32,
     /// True when every model of the family has sliding-window layers (else only those
     /// whose window key is above 0).
     pub always: bool,
+    /// True when llama.cpp requires the window key (else it has a default).
+    pub window_required: bool,
+    /// How `attention.sliding_window_pattern` gives the pattern.
+    pub pattern: SwaPattern,
+}
+
+/// How a family's `attention.sliding_window_pattern` says which layers slide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwaPattern {
+    /// A period (a uint32), or one flag per layer (an array of exactly `block_count`); the
+    /// default period when absent.
+    PeriodOrFlags,
+    /// Flags only, required (llama.cpp's `get_arr`): an array of at most 512; layers past
+    /// its end attend globally.
+    Flags,
+}
+
+/// The pattern key, after `{arch}.`.
+const PATTERN_KEY: &str = "attention.sliding_window_pattern";
+/// llama.cpp's `LLAMA_MAX_LAYERS`.
+const MAX_LAYERS: u64 = 512;
+
+impl SlidingWindow {
+    /// The layers of a model of `n_layer` layers (architecture `arch`: the keys' prefix)
+    /// that slide, as llama.cpp reads the pattern; an error where it would refuse the
+    /// pattern, or assert that no layer slides.
+    pub(crate) fn layers(
+        &self,
+        header: &GgufHeader,
+        arch: &str,
+        n_layer: u64,
+    ) -> Result<LayerSet, String> {
+        let mut set = LayerSet::default();
+        let window = header.get_int(&format!("{arch}.{}", self.window_key));
+        if !self.always && window.unwrap_or(0) <= 0 {
+            return Ok(set);
+        }
+        let key = format!("{arch}.{PATTERN_KEY}");
+        let period = |set: &mut LayerSet, p: u64| {
+            for l in (0..n_layer).filter(|&l| p == 0 || l % p < p - 1) {
+                set.insert(l);
+            }
+        };
+        match (header.meta.get(&key), self.pattern) {
+            (None, SwaPattern::PeriodOrFlags) => period(&mut set, u64::from(self.default_period)),
+            (None, SwaPattern::Flags) => return Err(format!("{key} is missing")),
+            (Some(m), _) => match &m.value {
+                MetaValue::Uint(p)
+                    if m.value_type == value_type::U32
+                        && self.pattern == SwaPattern::PeriodOrFlags =>
+                {
+                    period(&mut set, *p)
+                }
+                MetaValue::Array(a)
+                    if matches!(
+                        a.item_type,
+                        value_type::BOOL | value_type::U32 | value_type::I32
+                    ) && match self.pattern {
+                        SwaPattern::PeriodOrFlags => a.count == n_layer,
+                        SwaPattern::Flags => a.count <= MAX_LAYERS,
+                    } =>
+                {
+                    for (l, flag) in header.numbers(a).iter().enumerate() {
+                        if *flag != 0.0 && (l as u64) < n_layer {
+                            set.insert(l as u64);
+                        }
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "{key} = {} ({})",
+                        match other {
+                            MetaValue::Array(a) => format!("an array of {}", a.count),
+                            _ => "a scalar".into(),
+                        },
+                        match self.pattern {
+                            SwaPattern::PeriodOrFlags => "a period, or one flag per layer",
+                            SwaPattern::Flags => "an array of at most 512 integer or bool flags",
+                        }
+                    ))
+                }
+            },
+        }
+        if set.is_empty() {
+            return Err(format!(
+                "{key} leaves no sliding-window layer, which llama.cpp asserts against"
+            ));
+        }
+        Ok(set)
+    }
 }
 
 /// A family-specific key and the hyperparameter it sets.
@@ -213,6 +304,17 @@ pub enum Field {
     QLora,
     /// Key/value low-rank compression.
     KvLora,
+    /// Key head size of sliding-window layers (else the global layers').
+    HeadKSwa,
+    /// Value head size of sliding-window layers (else the global layers').
+    HeadVSwa,
+    /// Rotary dimensions of sliding-window layers (else the global layers').
+    NRotSwa,
+    /// Last layers reusing an earlier layer's KV cache; a family with this key has
+    /// llama.cpp's KV reuse (which asserts on the layers, even when it is 0).
+    SharedKvLayers,
+    /// Width of each layer's slice of the per-layer input embedding (0: none).
+    EmbdPerLayer,
     /// Recurrent layers: the convolution's kernel size.
     SsmConv,
     /// Recurrent layers: the inner width.
@@ -275,6 +377,11 @@ impl ArchSpec {
         self.layer.iter().flat_map(|rules| rules.iter())
     }
 
+    /// The family's key (after `{arch}.`) setting `field`, if it has one.
+    pub fn key_of(&self, field: Field) -> Option<&'static str> {
+        self.keys.iter().find(|k| k.sets == field).map(|k| k.key)
+    }
+
     /// The tensors outside the layers.
     pub fn global_tensors(&self) -> impl Iterator<Item = &'static TensorRule> {
         self.globals.iter().flat_map(|rules| rules.iter())
@@ -282,11 +389,13 @@ impl ArchSpec {
 }
 
 /// Bytes of the KV cache llama.cpp allocates for a model of architecture `arch` (its keys'
-/// prefix, `spec` its family) for `n_ctx` positions over `n_seq` sequences with
-/// micro-batches of `n_ubatch`: F16 keys and values in every attention layer
-/// (sliding-window layers hold only their window; absorbed latent attention caches one key
-/// head, the latent, and no values), and a hybrid's recurrent layers their F32 states, one
-/// per sequence. An estimate for families without a spec.
+/// prefix; `spec` is its family's, [`UNTIERED`] without one) for `n_ctx` positions over
+/// `n_seq` sequences with micro-batches of `n_ubatch`: F16 keys and values in every
+/// attention layer with a cache of its own (not those reusing an earlier layer's);
+/// sliding-window layers hold only their window, absorbed latent attention caches one key
+/// head, the latent, and no values. Values are counted at the widest layer's size (llama.cpp
+/// pads them so when it stores them transposed). A hybrid's recurrent layers hold their F32
+/// states, one per sequence. An estimate for families without a spec.
 pub(crate) fn kv_cache_bytes(
     header: &GgufHeader,
     arch: &str,
@@ -296,20 +405,24 @@ pub(crate) fn kv_cache_bytes(
     n_ubatch: u32,
 ) -> u64 {
     let get = |k: &str| header.get_int(&format!("{arch}.{k}"));
-    let n_layer = get("block_count").unwrap_or(0).max(0) as u64;
+    let n_layer = get("block_count").unwrap_or(0).clamp(0, MAX_LAYERS as i128) as u64;
     let n_embd = get("embedding_length").unwrap_or(0).max(0) as u64;
     let per_layer = |k: &str| match header.get(&format!("{arch}.{k}")) {
-        Some(super::gguf::MetaValue::Array(a)) => header
+        Some(MetaValue::Array(a)) => header
             .numbers(a)
             .into_iter()
             .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
             .map(|v| v.max(0.0) as u64),
         _ => get(k).map(|v| v.max(0) as u64),
     };
+    let field = |f: Field| spec.key_of(f).and_then(get).map(|v| v.max(0) as u64);
     let n_head = per_layer("attention.head_count").unwrap_or(1).max(1);
     let n_head_kv = per_layer("attention.head_count_kv").unwrap_or(n_head);
     let head_k = get("attention.key_length").map_or(n_embd / n_head, |v| v.max(0) as u64);
     let head_v = get("attention.value_length").map_or(n_embd / n_head, |v| v.max(0) as u64);
+    let head_k_swa = field(Field::HeadKSwa).unwrap_or(head_k);
+    let head_v_swa = field(Field::HeadVSwa).unwrap_or(head_v);
+    let n_kv_shared = field(Field::SharedKvLayers).unwrap_or(0).min(n_layer);
     let n_seq = u64::from(n_seq.max(1));
     // As llama_context pads the context: to 256 cells, then per sequence.
     let n_ctx = u64::from(n_ctx.max(1)).next_multiple_of(KV_CELL_PADDING);
@@ -323,13 +436,8 @@ pub(crate) fn kv_cache_bytes(
     });
     let recurrent = spec
         .hybrid
-        .map(|h| {
-            h.recurrent_layers(header, arch, n_layer)
-                .unwrap_or_default()
-                .len()
-        })
-        .unwrap_or(0)
-        .min(n_layer);
+        .and_then(|h| h.recurrent_layers(header, arch, n_layer).ok())
+        .unwrap_or_default();
     let recurrent_bytes = {
         let ssm = |k: &str| get(&format!("ssm.{k}")).unwrap_or(0).max(0) as u64;
         let (d_conv, d_inner, d_state, groups) = (
@@ -340,33 +448,33 @@ pub(crate) fn kv_cache_bytes(
         );
         let conv = d_conv.saturating_sub(1) * (d_inner + 2 * groups * d_state);
         let state = d_state * d_inner;
-        recurrent * (conv + state) * RECURRENT_ELEMENT_BYTES * n_seq
+        recurrent.len().min(n_layer) * (conv + state) * RECURRENT_ELEMENT_BYTES * n_seq
     };
-    let n_layer = n_layer - recurrent;
-    let window = spec
-        .sliding_window
-        .and_then(|s| Some((get(s.window_key)?, s.default_period)))
-        .filter(|(w, _)| *w > 0);
-    let per_cell_per_layer = if latent_absorbed {
-        head_k * n_head_kv * KV_ELEMENT_BYTES
-    } else {
-        (head_k + head_v) * n_head_kv * KV_ELEMENT_BYTES
+    // Sliding-window layers, where the window is known (else counted as global).
+    let sliding = spec.sliding_window.and_then(|s| {
+        let w = get(s.window_key).filter(|w| *w > 0)?;
+        let layers = s.layers(header, arch, n_layer).ok()?;
+        // One window per sequence's stream, plus a micro-batch.
+        let per_stream = (w as u64 + u64::from(n_ubatch))
+            .min(full_cells / n_seq)
+            .next_multiple_of(KV_CELL_PADDING);
+        Some((layers, per_stream * n_seq))
+    });
+    let is_swa = |l: u64| sliding.is_some_and(|(layers, _)| layers.contains(l));
+    let v_max = match (latent_absorbed, sliding.is_some()) {
+        (true, _) => 0,
+        (false, true) => head_v.max(head_v_swa),
+        (false, false) => head_v,
     };
-    let (swa_layers, swa_cells) = match window {
-        Some((w, period)) => {
-            let period = u64::from(period);
-            let swa = match period {
-                0 => n_layer,
-                p => n_layer - n_layer / p,
+    let attention_bytes: u64 = (0..n_layer - n_kv_shared)
+        .filter(|&l| !recurrent.contains(l))
+        .map(|l| {
+            let (cells, k) = match sliding {
+                Some((_, cells)) if is_swa(l) => (cells, head_k_swa),
+                _ => (full_cells, head_k),
             };
-            // One window per sequence's stream, plus a micro-batch.
-            let per_stream = (w as u64 + u64::from(n_ubatch))
-                .min(full_cells / n_seq)
-                .next_multiple_of(KV_CELL_PADDING);
-            (swa, per_stream * n_seq)
-        }
-        None => (0, 0),
-    };
-    ((n_layer - swa_layers) * full_cells + swa_layers * swa_cells) * per_cell_per_layer
-        + recurrent_bytes
+            cells * (k + v_max) * n_head_kv * KV_ELEMENT_BYTES
+        })
+        .sum();
+    attention_bytes + recurrent_bytes
 }

@@ -3,7 +3,9 @@
 //! with it ([`TensorKind`]) and when it is present ([`Need`]). Validation checks a file
 //! against a table; the synthetic-model generator writes one from it.
 
-/// The hyperparameters tensor shapes follow from (uniform over the layers).
+/// The hyperparameters tensor shapes follow from: uniform over the layers, except that
+/// sliding-window layers may have their own head size ([`Hparams::at_layer`] gives one
+/// layer's view), and that the last layers may reuse earlier layers' KV cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Hparams {
     /// Repeating layers.
@@ -40,6 +42,18 @@ pub struct Hparams {
     pub kv_lora_rank: u64,
     /// True for `longrope` rope scaling (its own factor tensors).
     pub longrope: bool,
+    /// The sliding-window layers.
+    pub swa_layers: LayerSet,
+    /// Key head size of sliding-window layers.
+    pub head_k_swa: u64,
+    /// Value head size of sliding-window layers.
+    pub head_v_swa: u64,
+    /// Rotary dimensions of sliding-window layers.
+    pub n_rot_swa: u64,
+    /// Last layers that have no KV cache of their own (they read an earlier layer's).
+    pub n_kv_shared: u64,
+    /// Width of each layer's slice of the per-layer input embedding (0: none).
+    pub n_embd_per_layer: u64,
     /// Latent attention: one query (and key) head's size before compression, rotary part
     /// included (`key_length_mla`, else the key length).
     pub head_k_mla: u64,
@@ -94,6 +108,64 @@ impl LayerSet {
 }
 
 impl Hparams {
+    /// True when layer `layer` attends through a sliding window.
+    pub fn is_swa(&self, layer: u64) -> bool {
+        self.swa_layers.contains(layer)
+    }
+
+    /// True when some layer attends globally.
+    pub fn has_full_attention(&self) -> bool {
+        (0..self.n_layer).any(|l| !self.is_swa(l))
+    }
+
+    /// True when layer `layer` has a KV cache of its own.
+    pub fn has_kv(&self, layer: u64) -> bool {
+        layer + self.n_kv_shared < self.n_layer
+    }
+
+    /// The hyperparameters as layer `layer` sees them: a sliding-window layer's head sizes
+    /// and rotary dimensions are its own.
+    pub fn at_layer(&self, layer: u64) -> Hparams {
+        let mut hp = *self;
+        if self.is_swa(layer) {
+            hp.head_k = self.head_k_swa;
+            hp.head_v = self.head_v_swa;
+            hp.n_rot = self.n_rot_swa;
+        }
+        hp
+    }
+
+    /// Why llama.cpp would abort on the layers sharing their KV cache (each reads the cache
+    /// of the last layer with one of its kind, sliding or global, that has its own): at
+    /// least two layers must keep their cache, the last of them global when a global layer
+    /// shares, the one before sliding when a sliding layer shares.
+    pub fn kv_sharing_error(&self) -> Option<String> {
+        let n_kv = self
+            .n_layer
+            .checked_sub(self.n_kv_shared)
+            .filter(|&n| n >= 2);
+        let Some(n_kv) = n_kv else {
+            return Some(format!(
+                "{} layers sharing the KV cache of {} leave fewer than 2 with their own, which llama.cpp asserts against",
+                self.n_kv_shared, self.n_layer
+            ));
+        };
+        let shared = n_kv..self.n_layer;
+        if shared.clone().any(|l| self.is_swa(l)) && !self.is_swa(n_kv - 2) {
+            return Some(format!(
+                "a sliding-window layer reuses the KV cache of layer {}, which is global (llama.cpp asserts)",
+                n_kv - 2
+            ));
+        }
+        if shared.clone().any(|l| !self.is_swa(l)) && self.is_swa(n_kv - 1) {
+            return Some(format!(
+                "a global layer reuses the KV cache of layer {}, which slides (llama.cpp asserts)",
+                n_kv - 1
+            ));
+        }
+        None
+    }
+
     /// True when layer `layer` has experts (not one of the leading dense layers).
     pub fn is_moe_layer(&self, layer: u64) -> bool {
         self.n_expert > 0 && layer >= self.n_dense_lead
@@ -132,12 +204,20 @@ pub enum Dim {
     Qkv,
     /// One key head's size.
     HeadK,
+    /// Half a key head's size.
+    HeadKHalf,
+    /// One layer's slice of the per-layer input embedding.
+    EmbdPerLayer,
+    /// The per-layer input embedding of all the layers.
+    EmbdPerLayerAll,
     /// Heads.
     Heads,
     /// Half the rotary dimensions.
     RotHalf,
     /// Experts.
     NExperts,
+    /// One element (a scalar weight).
+    One,
     /// Query low-rank compression.
     QLora,
     /// Key/value low-rank compression.
@@ -166,9 +246,13 @@ impl Dim {
             Dim::AttnOut => hp.head_v * hp.n_head,
             Dim::Qkv => hp.head_k * (hp.n_head + hp.n_head_kv) + hp.head_v * hp.n_head_kv,
             Dim::HeadK => hp.head_k,
+            Dim::HeadKHalf => hp.head_k / 2,
+            Dim::EmbdPerLayer => hp.n_embd_per_layer,
+            Dim::EmbdPerLayerAll => hp.n_embd_per_layer * hp.n_layer,
             Dim::Heads => hp.n_head,
             Dim::RotHalf => hp.n_rot / 2,
             Dim::NExperts => hp.n_expert,
+            Dim::One => 1,
             Dim::QLora => hp.q_lora_rank,
             Dim::KvLora => hp.kv_lora_rank,
             Dim::SsmState => hp.ssm_state,
@@ -220,6 +304,8 @@ pub enum Need {
     NotLongrope,
     /// As the inner need where the condition holds; absent elsewhere.
     When(Cond, &'static Need),
+    /// As the first need where the condition holds, as the second elsewhere.
+    Either(Cond, &'static Need, &'static Need),
 }
 
 /// A condition on the model (and the layer) that decides whether a tensor belongs.
@@ -240,6 +326,12 @@ pub enum Cond {
     RecurrentLayer,
     /// An attention layer (every layer of a family without recurrent layers).
     AttentionLayer,
+    /// Some layer attends globally (not every one through a sliding window).
+    FullAttention,
+    /// A layer with a KV cache of its own (not one reading an earlier layer's).
+    OwnKv,
+    /// The model has per-layer input embeddings.
+    PerLayerInput,
 }
 
 impl Cond {
@@ -253,6 +345,9 @@ impl Cond {
             Cond::MoeLayer => hp.is_moe_layer(layer),
             Cond::RecurrentLayer => hp.is_recurrent_layer(layer),
             Cond::AttentionLayer => !hp.is_recurrent_layer(layer),
+            Cond::FullAttention => hp.has_full_attention(),
+            Cond::OwnKv => hp.has_kv(layer),
+            Cond::PerLayerInput => hp.n_embd_per_layer > 0,
         }
     }
 }
@@ -280,14 +375,30 @@ impl Need {
                     None
                 }
             }
+            Need::Either(cond, then, otherwise) => {
+                if cond.holds(hp, at) {
+                    then.expected(hp, layer, fused)
+                } else {
+                    otherwise.expected(hp, layer, fused)
+                }
+            }
         }
     }
 
-    /// True when real checkpoints have the (optional) tensor, so the generator writes it.
-    pub fn typical(self) -> bool {
+    /// Whether real checkpoints have the (optional) tensor in layer `layer` (`None` outside
+    /// the layers) of a model with `hp`: what the generator writes beyond the required ones.
+    pub fn typical(self, hp: &Hparams, layer: Option<u64>) -> bool {
+        let at = layer.unwrap_or(0);
         match self {
             Need::Typical => true,
-            Need::When(_, inner) => inner.typical(),
+            Need::When(cond, inner) => cond.holds(hp, at) && inner.typical(hp, layer),
+            Need::Either(cond, then, otherwise) => {
+                if cond.holds(hp, at) {
+                    then.typical(hp, layer)
+                } else {
+                    otherwise.typical(hp, layer)
+                }
+            }
             _ => false,
         }
     }
@@ -353,7 +464,7 @@ mod tests {
         assert_eq!(recurrent.expected(&hp, Some(0), true), Some(true));
         assert_eq!(recurrent.expected(&hp, Some(3), false), None);
         let bias = Need::When(Cond::MoeLayer, &Need::Typical);
-        assert!(bias.typical());
+        assert!(bias.typical(&hp, Some(1)) && !bias.typical(&hp, Some(0)));
         assert_eq!(bias.expected(&hp, Some(0), false), None);
         assert_eq!(bias.expected(&hp, Some(1), false), Some(false));
         let q = Need::When(Cond::QLora, &Need::Required);

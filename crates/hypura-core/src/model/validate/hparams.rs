@@ -285,11 +285,16 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
         return Err(format!("the attention head size {head_dim} is odd"));
     }
     let head_v = in_range("the value head size", head_v, 1..=MAX_HEAD_DIM)?;
-    for key in [
-        "attention.key_length_swa",
-        "attention.value_length_swa",
-        "rope.dimension_count_swa",
+    // Sliding-window layers have the global layers' head size unless the family reads
+    // their own.
+    for (key, field) in [
+        ("attention.key_length_swa", Field::HeadKSwa),
+        ("attention.value_length_swa", Field::HeadVSwa),
+        ("rope.dimension_count_swa", Field::NRotSwa),
     ] {
+        if spec.key_of(field).is_some() {
+            continue;
+        }
         if let Some(v) = k.u32(key)? {
             if v != head_dim {
                 return Err(format!(
@@ -385,6 +390,9 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
         n_expert_used,
         n_ff_exp: n_ff,
         longrope: scaling == Some("longrope"),
+        head_k_swa: head_dim,
+        head_v_swa: head_v,
+        n_rot_swa: n_rot,
         ..Hparams::default()
     };
     let mut shared_experts = 0;
@@ -404,6 +412,11 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
             Field::DenseLead => hp.n_dense_lead = value,
             Field::QLora => hp.q_lora_rank = value,
             Field::KvLora => hp.kv_lora_rank = value,
+            Field::HeadKSwa => hp.head_k_swa = value,
+            Field::HeadVSwa => hp.head_v_swa = value,
+            Field::NRotSwa => hp.n_rot_swa = value,
+            Field::SharedKvLayers => hp.n_kv_shared = value,
+            Field::EmbdPerLayer => hp.n_embd_per_layer = value,
             Field::SsmConv => hp.ssm_conv = value,
             Field::SsmInner => hp.ssm_inner = value,
             Field::SsmState => hp.ssm_state = value,
@@ -411,6 +424,7 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
             Field::SsmGroups => hp.ssm_groups = value,
         }
     }
+    swa_head(&k, spec, &hp)?;
     // llama.cpp's fallback for an expert width of 0 or absent, in families that have a
     // key for it.
     if spec.keys.iter().any(|r| r.sets == Field::FfExp)
@@ -468,9 +482,14 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
     }
     expert_groups(&k, n_expert, n_expert_used)?;
     if let Some(window) = spec.sliding_window {
-        let size = k.u32(window.window_key)?;
-        if window.always || size.unwrap_or(0) > 0 {
-            sliding_window_pattern(&k, n_layer)?;
+        if k.u32(window.window_key)?.is_none() && window.window_required {
+            return Err(format!("{} is missing", k.full(window.window_key)));
+        }
+        hp.swa_layers = window.layers(header, spec.name, n_layer)?;
+    }
+    if spec.key_of(Field::SharedKvLayers).is_some() {
+        if let Some(e) = hp.kv_sharing_error() {
+            return Err(e);
         }
     }
     if spec.query_is_embedding_wide && head_dim * n_head != n_embd {
@@ -639,35 +658,36 @@ fn rope_sections(k: &Keys, key: &str, head_dim: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// `attention.sliding_window_pattern`: a period (llama.cpp's `set_swa_pattern`) or one flag
-/// per layer, that must leave at least one sliding-window layer (llama.cpp asserts so when
-/// it builds the cache).
-fn sliding_window_pattern(k: &Keys, n_layer: u64) -> Result<(), String> {
-    let key = k.full("attention.sliding_window_pattern");
-    let Some(m) = k.header.meta.get(&key) else {
+/// The head size and rotary dimensions of sliding-window layers, in a family that reads
+/// their own: llama.cpp refuses differing key and value sizes, and its rope asserts that the
+/// rotary dimensions (which default to the global layers') fit the head.
+fn swa_head(k: &Keys, spec: &ArchSpec, hp: &Hparams) -> Result<(), String> {
+    if spec.key_of(Field::HeadKSwa).is_none() && spec.key_of(Field::NRotSwa).is_none() {
         return Ok(());
-    };
-    let any_sliding = match &m.value {
-        MetaValue::Uint(p) if m.value_type == value_type::U32 => *p != 1,
-        MetaValue::Array(a)
-            if matches!(
-                a.item_type,
-                value_type::BOOL | value_type::U32 | value_type::I32
-            ) && a.count == n_layer =>
-        {
-            k.header.numbers(a).iter().any(|v| *v != 0.0)
-        }
-        other => {
-            return Err(format!(
-                "{key} = {} (a period, or one flag per layer)",
-                shown(other)
-            ))
-        }
-    };
-    if !any_sliding {
+    }
+    let (head, head_v, n_rot) = (hp.head_k_swa, hp.head_v_swa, hp.n_rot_swa);
+    if head != head_v {
         return Err(format!(
-            "{key} leaves no sliding-window layer, which llama.cpp asserts against"
+            "sliding-window key head size {head} differs from value head size {head_v}"
         ));
+    }
+    let head = in_range("the sliding-window head size", head, 2..=MAX_HEAD_DIM)?;
+    if head % 2 != 0 {
+        return Err(format!("the sliding-window head size {head} is odd"));
+    }
+    if n_rot == 0 || n_rot > head || n_rot % 2 != 0 || (spec.rope_covers_head && n_rot != head) {
+        let key = spec
+            .key_of(Field::NRotSwa)
+            .unwrap_or("rope.dimension_count");
+        return Err(format!(
+            "{} = {n_rot} does not fit the sliding-window head size {head}",
+            k.full(key)
+        ));
+    }
+    for (what, value) in [("heads", hp.n_head), ("key/value heads", hp.n_head_kv)] {
+        if value * head >= 1 << 31 {
+            return Err(format!("{value} {what} of size {head} are too many"));
+        }
     }
     Ok(())
 }

@@ -82,37 +82,39 @@ pub(super) fn check(header: &GgufHeader, spec: &ArchSpec, hp: &Hparams) -> Resul
         .iter()
         .map(|t| (t.name.as_str(), t))
         .collect();
-    let mut expected_names: HashMap<String, (&TensorRule, bool)> = HashMap::new();
+    // Each expected name with its rule, whether it is required, and its shape.
+    let mut expected_names: HashMap<String, (&TensorRule, bool, Vec<u64>)> = HashMap::new();
+    let shape = |rule: &TensorRule, hp: &Hparams| rule.dims.iter().map(|d| d.value(hp)).collect();
     for rule in spec.global_tensors() {
         if let Some(required) = rule.need.expected(hp, None, false) {
-            expected_names.insert(rule.name.to_string(), (rule, required));
+            expected_names.insert(rule.name.to_string(), (rule, required, shape(rule, hp)));
         }
     }
     for layer in 0..hp.n_layer {
         let fused = by_name.contains_key(format!("blk.{layer}.attn_qkv.weight").as_str());
+        let at_layer = hp.at_layer(layer);
         for rule in spec.layer_tensors() {
-            if let Some(required) = rule.need.expected(hp, Some(layer), fused) {
+            if let Some(required) = rule.need.expected(&at_layer, Some(layer), fused) {
                 expected_names.insert(
                     rule.name.replace("{}", &layer.to_string()),
-                    (rule, required),
+                    (rule, required, shape(rule, &at_layer)),
                 );
             }
         }
     }
     for t in &header.tensors {
-        let Some((rule, _)) = expected_names.get(t.name.as_str()) else {
+        let Some((rule, _, want)) = expected_names.get(t.name.as_str()) else {
             return Err(format!(
                 "tensor {} is not one a {} model has",
                 excerpt(&t.name),
                 spec.name
             ));
         };
-        let want: Vec<u64> = rule.dims.iter().map(|d| d.value(hp)).collect();
         let mut got = t.dims.clone();
         while got.len() > want.len() && got.last() == Some(&1) {
             got.pop();
         }
-        if got != want {
+        if &got != want {
             return Err(format!(
                 "tensor {} has shape {:?}, the hyperparameters give {want:?}",
                 excerpt(&t.name),
@@ -135,7 +137,7 @@ pub(super) fn check(header: &GgufHeader, spec: &ArchSpec, hp: &Hparams) -> Resul
     }
     let mut missing: Vec<&String> = expected_names
         .iter()
-        .filter(|(name, (_, required))| *required && !by_name.contains_key(name.as_str()))
+        .filter(|(name, (_, required, _))| *required && !by_name.contains_key(name.as_str()))
         .map(|(name, _)| name)
         .collect();
     missing.sort();

@@ -112,7 +112,7 @@ impl Keys<'_> {
                     return Err(format!("{full} holds a value out of range"));
                 }
                 // The largest (values that differ between layers are not tiered: see
-                // `non_uniform`).
+                // `not_tiered`).
                 Ok(Some(values.into_iter().fold(0.0f64, f64::max) as u64))
             }
             _ => Err(format!(
@@ -199,12 +199,23 @@ const PER_LAYER_KEYS: &[&str] = &[
     "expert_feed_forward_length",
 ];
 
-/// Why the model is not tiered, if one of [`PER_LAYER_KEYS`] differs between layers.
-pub(crate) fn non_uniform(header: &GgufHeader, spec: &ArchSpec) -> Option<String> {
+/// Why a valid model of a spec'd family is not tiered, if it is not: one of
+/// [`PER_LAYER_KEYS`] differs between layers, or it has experts where the spec has none (an
+/// MoE variant hypura has not described yet).
+pub(crate) fn not_tiered(header: &GgufHeader, spec: &ArchSpec) -> Option<String> {
     let k = Keys {
         header,
         arch: spec.name,
     };
+    if spec.experts == Experts::None {
+        if let Some(MetaValue::Uint(n @ 1..)) = header.get(&k.full("expert_count")) {
+            return Some(format!(
+                "{} = {n}: hypura's {} spec has no experts yet",
+                k.full("expert_count"),
+                spec.name
+            ));
+        }
+    }
     PER_LAYER_KEYS
         .iter()
         .find_map(|key| match k.header.get(&k.full(key)) {

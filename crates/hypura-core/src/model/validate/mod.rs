@@ -72,7 +72,7 @@ pub(crate) fn validate(header: &GgufHeader, path: &Path) -> Result<Family, Model
             "{nextn_key} = {n}: hypura does not tier models with next-token-prediction layers yet"
         ));
     }
-    if let Some(reason) = hparams::non_uniform(header, spec) {
+    if let Some(reason) = hparams::not_tiered(header, spec) {
         return untiered(reason);
     }
     let hp = hparams::read(header, spec).map_err(invalid)?;

@@ -2,10 +2,12 @@
 //! reaching it, all in one place, so that `plan` and a load agree on what is valid. Each
 //! rule follows an `GGML_ASSERT`, abort, uncaught exception or refusal in the pinned
 //! llama.cpp (crate llama-cpp-sys-2 0.1.161); the rules are grouped by what they look at:
-//! the header's structure (here), hyperparameters ([`hparams`]), the vocabulary
-//! ([`vocab`]) and the tensors' names, shapes and types ([`tensors`]).
+//! the header's structure (here), hyperparameters ([`hparams`], reading keys through
+//! [`keys`]), the vocabulary ([`vocab`]) and the tensors' names, shapes and types
+//! ([`tensors`]).
 
 mod hparams;
+mod keys;
 mod tensors;
 mod vocab;
 

@@ -22,6 +22,8 @@ use crate::error::ModelFileError;
 const MAX_KEYS: usize = 1 << 16;
 /// Longest array outside the tokenizer (llama.cpp prints every array in full at load).
 const MAX_OTHER_ARRAY_ITEMS: u64 = 4096;
+/// Longest architecture name taken for one llama.cpp might know (its longest is about 20).
+const MAX_ARCH_NAME_BYTES: usize = 40;
 /// Smallest alignment llama.cpp's mmap loader accepts (`TENSOR_ALIGNMENT`).
 const MIN_ALIGNMENT: u64 = 32;
 
@@ -62,6 +64,19 @@ pub(crate) fn validate(header: &GgufHeader, path: &Path) -> Result<Family, Model
         Ok(Family::Untiered(reason))
     };
     let Some(spec) = ArchSpec::find(arch) else {
+        // llama.cpp knows its architectures by short lowercase names; any other refuses to
+        // load (and would make the key names in messages unprintable).
+        if arch.is_empty()
+            || arch.len() > MAX_ARCH_NAME_BYTES
+            || !arch
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(invalid(format!(
+                "general.architecture {} is not an architecture llama.cpp knows",
+                excerpt(arch)
+            )));
+        }
         return untiered(format!(
             "hypura has no spec for architecture {} (it tiers {})",
             excerpt(arch),

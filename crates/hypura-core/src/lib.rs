@@ -43,6 +43,9 @@ pub mod families {
         ArchSpec, Cond, Dim, Example, Experts, Field, Hparams, Hybrid, KeyRule, Latent, LayerSet,
         Need, SlidingWindow, SwaPattern, TensorKind, TensorRule, FAMILIES,
     };
+    /// The ggml types a weight matrix may be stored as: llama.cpp's CPU kernels multiply
+    /// with each (validation accepts these; the generator writes them).
+    pub use crate::model::validate::MATRIX_TYPES as WEIGHT_TYPES;
 
     /// The spec of the family `arch` (`general.architecture`), if hypura tiers it.
     pub fn find(arch: &str) -> Option<&'static ArchSpec> {

@@ -89,40 +89,10 @@ pub(crate) fn type_name(t: u32) -> Option<String> {
     })
 }
 
-/// True for the types this generator writes: what `ggml_quantize_chunk` produces and the CPU
-/// backend multiplies with.
+/// True for the types this generator writes: every type a weight matrix may be stored as
+/// (`hypura_core::families::WEIGHT_TYPES`), each of which `ggml_quantize_chunk` produces.
 fn quantizable(t: u32) -> bool {
-    const TYPES: &[u32] = &[
-        sys::GGML_TYPE_F32,
-        sys::GGML_TYPE_F16,
-        sys::GGML_TYPE_BF16,
-        sys::GGML_TYPE_Q4_0,
-        sys::GGML_TYPE_Q4_1,
-        sys::GGML_TYPE_Q5_0,
-        sys::GGML_TYPE_Q5_1,
-        sys::GGML_TYPE_Q8_0,
-        sys::GGML_TYPE_Q2_K,
-        sys::GGML_TYPE_Q3_K,
-        sys::GGML_TYPE_Q4_K,
-        sys::GGML_TYPE_Q5_K,
-        sys::GGML_TYPE_Q6_K,
-        sys::GGML_TYPE_IQ2_XXS,
-        sys::GGML_TYPE_IQ2_XS,
-        sys::GGML_TYPE_IQ2_S,
-        sys::GGML_TYPE_IQ3_XXS,
-        sys::GGML_TYPE_IQ3_S,
-        sys::GGML_TYPE_IQ1_S,
-        sys::GGML_TYPE_IQ1_M,
-        sys::GGML_TYPE_IQ4_NL,
-        sys::GGML_TYPE_IQ4_XS,
-        sys::GGML_TYPE_TQ1_0,
-        sys::GGML_TYPE_TQ2_0,
-        sys::GGML_TYPE_MXFP4,
-        sys::GGML_TYPE_NVFP4,
-        sys::GGML_TYPE_Q1_0,
-        sys::GGML_TYPE_Q2_0,
-    ];
-    TYPES.contains(&t)
+    hypura_core::families::WEIGHT_TYPES.contains(&t)
 }
 
 /// The names of the types the generator writes.

@@ -120,6 +120,81 @@ const FFN: &[TensorRule] = &[
     rule("blk.{}.ffn_down.weight", &[Ff, Embd], Matrix, DenseLayer),
 ];
 
+/// An MoE layer's router.
+const ROUTER: &[TensorRule] = &[rule(
+    "blk.{}.ffn_gate_inp.weight",
+    &[Embd, NExperts],
+    Router,
+    MoeLayer,
+)];
+
+/// An MoE layer's gated experts (all three projections).
+const EXPERTS: &[TensorRule] = &[
+    rule(
+        "blk.{}.ffn_gate_exps.weight",
+        &[Embd, FfExp, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_up_exps.weight",
+        &[Embd, FfExp, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+    rule(
+        "blk.{}.ffn_down_exps.weight",
+        &[FfExp, Embd, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+];
+
+/// Shared experts, in the MoE layers of a model that has them.
+const SHARED_EXPERTS: &[TensorRule] = &[
+    rule(
+        "blk.{}.ffn_gate_shexp.weight",
+        &[Embd, FfShexp],
+        Matrix,
+        SharedExperts,
+    ),
+    rule(
+        "blk.{}.ffn_up_shexp.weight",
+        &[Embd, FfShexp],
+        Matrix,
+        SharedExperts,
+    ),
+    rule(
+        "blk.{}.ffn_down_shexp.weight",
+        &[FfShexp, Embd],
+        Matrix,
+        SharedExperts,
+    ),
+];
+
+/// [`QKV`] with the query/key/value biases real checkpoints have (gpt-oss, GLM-4 MoE).
+const QKV_TYPICAL_BIASES: &[TensorRule] = &[
+    rule("blk.{}.attn_qkv.weight", &[Embd, Qkv], Matrix, Optional),
+    rule("blk.{}.attn_qkv.bias", &[Qkv], Vector, Optional),
+    rule("blk.{}.attn_q.weight", &[Embd, Q], Matrix, UnlessFused),
+    rule("blk.{}.attn_k.weight", &[Embd, K], Matrix, UnlessFused),
+    rule("blk.{}.attn_v.weight", &[Embd, V], Matrix, UnlessFused),
+    rule("blk.{}.attn_q.bias", &[Q], Vector, Typical),
+    rule("blk.{}.attn_k.bias", &[K], Vector, Typical),
+    rule("blk.{}.attn_v.bias", &[V], Vector, Typical),
+];
+
+/// A pre-attention norm, and a norm after attention that also serves the FFN.
+const NORM_AND_POST_ATTENTION_NORM: &[TensorRule] = &[
+    rule("blk.{}.attn_norm.weight", &[Embd], Vector, Required),
+    rule(
+        "blk.{}.post_attention_norm.weight",
+        &[Embd],
+        Vector,
+        Required,
+    ),
+];
+
 /// Llama's optional biases.
 const LLAMA_BIASES: &[TensorRule] = &[
     rule("blk.{}.attn_output.bias", &[Embd], Vector, Optional),
@@ -177,51 +252,8 @@ const GEMMA_POST_NORMS: &[TensorRule] = &[
     rule("blk.{}.post_ffw_norm.weight", &[Embd], Vector, Required),
 ];
 
-/// Qwen 3 MoE's experts (every layer).
-const QWEN3MOE_EXPERTS: &[TensorRule] = &[
-    rule(
-        "blk.{}.ffn_gate_inp.weight",
-        &[Embd, NExperts],
-        Router,
-        MoeLayer,
-    ),
-    rule(
-        "blk.{}.ffn_gate_exps.weight",
-        &[Embd, FfExp, NExperts],
-        Matrix,
-        MoeLayer,
-    ),
-    rule(
-        "blk.{}.ffn_up_exps.weight",
-        &[Embd, FfExp, NExperts],
-        Matrix,
-        MoeLayer,
-    ),
-    rule(
-        "blk.{}.ffn_down_exps.weight",
-        &[FfExp, Embd, NExperts],
-        Matrix,
-        MoeLayer,
-    ),
-];
-
-/// gpt-oss's layer: biased attention with sinks, biased experts.
-const GPT_OSS_LAYER: &[TensorRule] = &[
-    rule("blk.{}.attn_norm.weight", &[Embd], Vector, Required),
-    rule(
-        "blk.{}.post_attention_norm.weight",
-        &[Embd],
-        Vector,
-        Required,
-    ),
-    rule("blk.{}.attn_qkv.weight", &[Embd, Qkv], Matrix, Optional),
-    rule("blk.{}.attn_qkv.bias", &[Qkv], Vector, Optional),
-    rule("blk.{}.attn_q.weight", &[Embd, Q], Matrix, UnlessFused),
-    rule("blk.{}.attn_k.weight", &[Embd, K], Matrix, UnlessFused),
-    rule("blk.{}.attn_v.weight", &[Embd, V], Matrix, UnlessFused),
-    rule("blk.{}.attn_q.bias", &[Q], Vector, Typical),
-    rule("blk.{}.attn_k.bias", &[K], Vector, Typical),
-    rule("blk.{}.attn_v.bias", &[V], Vector, Typical),
+/// gpt-oss's attention output (biased) and sinks.
+const GPT_OSS_ATTENTION: &[TensorRule] = &[
     rule(
         "blk.{}.attn_output.weight",
         &[AttnOut, Embd],
@@ -230,31 +262,18 @@ const GPT_OSS_LAYER: &[TensorRule] = &[
     ),
     rule("blk.{}.attn_output.bias", &[Embd], Vector, Required),
     rule("blk.{}.attn_sinks.weight", &[Heads], Vector, Required),
-    rule(
-        "blk.{}.ffn_gate_inp.weight",
-        &[Embd, NExperts],
-        Router,
-        MoeLayer,
-    ),
-    rule("blk.{}.ffn_gate_inp.bias", &[NExperts], Vector, MoeLayer),
-    rule(
-        "blk.{}.ffn_gate_exps.weight",
-        &[Embd, FfExp, NExperts],
-        Matrix,
-        MoeLayer,
-    ),
-    rule(
-        "blk.{}.ffn_up_exps.weight",
-        &[Embd, FfExp, NExperts],
-        Matrix,
-        MoeLayer,
-    ),
-    rule(
-        "blk.{}.ffn_down_exps.weight",
-        &[FfExp, Embd, NExperts],
-        Matrix,
-        MoeLayer,
-    ),
+];
+
+/// gpt-oss's router bias.
+const GPT_OSS_ROUTER_BIAS: &[TensorRule] = &[rule(
+    "blk.{}.ffn_gate_inp.bias",
+    &[NExperts],
+    Vector,
+    MoeLayer,
+)];
+
+/// gpt-oss's expert biases.
+const GPT_OSS_EXPERT_BIASES: &[TensorRule] = &[
     rule(
         "blk.{}.ffn_gate_exps.bias",
         &[FfExp, NExperts],
@@ -275,24 +294,19 @@ const GPT_OSS_LAYER: &[TensorRule] = &[
     ),
 ];
 
-/// GLM-4 MoE's layer: biased attention, optional QK-norms, leading dense layers, then
-/// sigmoid-gated experts with a selection bias and shared experts.
-const GLM4MOE_LAYER: &[TensorRule] = &[
-    rule("blk.{}.attn_norm.weight", &[Embd], Vector, Required),
-    rule(
-        "blk.{}.post_attention_norm.weight",
-        &[Embd],
-        Vector,
-        Required,
-    ),
-    rule("blk.{}.attn_qkv.weight", &[Embd, Qkv], Matrix, Optional),
-    rule("blk.{}.attn_qkv.bias", &[Qkv], Vector, Optional),
-    rule("blk.{}.attn_q.weight", &[Embd, Q], Matrix, UnlessFused),
-    rule("blk.{}.attn_k.weight", &[Embd, K], Matrix, UnlessFused),
-    rule("blk.{}.attn_v.weight", &[Embd, V], Matrix, UnlessFused),
-    rule("blk.{}.attn_q.bias", &[Q], Vector, Typical),
-    rule("blk.{}.attn_k.bias", &[K], Vector, Typical),
-    rule("blk.{}.attn_v.bias", &[V], Vector, Typical),
+/// gpt-oss's layer: biased attention with sinks, biased experts.
+const GPT_OSS_LAYER: &[&[TensorRule]] = &[
+    NORM_AND_POST_ATTENTION_NORM,
+    QKV_TYPICAL_BIASES,
+    GPT_OSS_ATTENTION,
+    ROUTER,
+    GPT_OSS_ROUTER_BIAS,
+    EXPERTS,
+    GPT_OSS_EXPERT_BIASES,
+];
+
+/// GLM-4 MoE's attention output and optional QK-norms.
+const GLM4MOE_ATTENTION: &[TensorRule] = &[
     rule(
         "blk.{}.attn_output.weight",
         &[AttnOut, Embd],
@@ -301,52 +315,27 @@ const GLM4MOE_LAYER: &[TensorRule] = &[
     ),
     rule("blk.{}.attn_q_norm.weight", &[HeadK], Vector, Optional),
     rule("blk.{}.attn_k_norm.weight", &[HeadK], Vector, Optional),
-    rule("blk.{}.ffn_gate.weight", &[Embd, Ff], Matrix, DenseLayer),
-    rule("blk.{}.ffn_up.weight", &[Embd, Ff], Matrix, DenseLayer),
-    rule("blk.{}.ffn_down.weight", &[Ff, Embd], Matrix, DenseLayer),
-    rule(
-        "blk.{}.ffn_gate_inp.weight",
-        &[Embd, NExperts],
-        Router,
-        MoeLayer,
-    ),
-    rule("blk.{}.exp_probs_b.bias", &[NExperts], Vector, MoeLayer),
-    rule(
-        "blk.{}.ffn_gate_exps.weight",
-        &[Embd, FfExp, NExperts],
-        Matrix,
-        MoeLayer,
-    ),
-    rule(
-        "blk.{}.ffn_up_exps.weight",
-        &[Embd, FfExp, NExperts],
-        Matrix,
-        MoeLayer,
-    ),
-    rule(
-        "blk.{}.ffn_down_exps.weight",
-        &[FfExp, Embd, NExperts],
-        Matrix,
-        MoeLayer,
-    ),
-    rule(
-        "blk.{}.ffn_gate_shexp.weight",
-        &[Embd, FfShexp],
-        Matrix,
-        SharedExperts,
-    ),
-    rule(
-        "blk.{}.ffn_up_shexp.weight",
-        &[Embd, FfShexp],
-        Matrix,
-        SharedExperts,
-    ),
-    rule(
-        "blk.{}.ffn_down_shexp.weight",
-        &[FfShexp, Embd],
-        Matrix,
-        SharedExperts,
-    ),
+];
+
+/// GLM-4 MoE's expert-selection bias.
+const GLM4MOE_SELECTION_BIAS: &[TensorRule] = &[rule(
+    "blk.{}.exp_probs_b.bias",
+    &[NExperts],
+    Vector,
+    MoeLayer,
+)];
+
+/// GLM-4 MoE's layer: biased attention, optional QK-norms, leading dense layers, then
+/// sigmoid-gated experts with a selection bias and shared experts.
+const GLM4MOE_LAYER: &[&[TensorRule]] = &[
+    NORM_AND_POST_ATTENTION_NORM,
+    QKV_TYPICAL_BIASES,
+    GLM4MOE_ATTENTION,
+    FFN,
+    ROUTER,
+    GLM4MOE_SELECTION_BIAS,
+    EXPERTS,
+    SHARED_EXPERTS,
 ];
 
 /// Gemma 4's tensors outside the layers: an optional head, the global layers' rope factors,
@@ -526,10 +515,9 @@ const fn deepseek2_lite(hp: &Hparams) -> bool {
     matches!(hp.n_layer, 26 | 27) || (hp.n_layer == 48 && hp.n_vocab == 128256)
 }
 
-/// DeepSeek 2's layer: latent attention with an optionally compressed query (in either
-/// cache layout), leading dense layers, then routed experts with an optional selection bias
-/// and shared experts.
-const DEEPSEEK2_LAYER: &[TensorRule] = &[
+/// DeepSeek 2's latent attention, with an optionally compressed query, in either cache
+/// layout, and its norms.
+const DEEPSEEK2_ATTENTION: &[TensorRule] = &[
     rule("blk.{}.attn_norm.weight", &[Embd], Vector, Required),
     rule(
         "blk.{}.attn_q_a_norm.weight",
@@ -587,57 +575,26 @@ const DEEPSEEK2_LAYER: &[TensorRule] = &[
         Required,
     ),
     rule("blk.{}.ffn_norm.weight", &[Embd], Vector, Required),
-    rule("blk.{}.ffn_gate.weight", &[Embd, Ff], Matrix, DenseLayer),
-    rule("blk.{}.ffn_up.weight", &[Embd, Ff], Matrix, DenseLayer),
-    rule("blk.{}.ffn_down.weight", &[Ff, Embd], Matrix, DenseLayer),
-    rule(
-        "blk.{}.ffn_gate_inp.weight",
-        &[Embd, NExperts],
-        Router,
-        MoeLayer,
-    ),
-    rule(
-        "blk.{}.exp_probs_b.bias",
-        &[NExperts],
-        Vector,
-        When(Cond::MoeLayer, &Typical),
-    ),
-    rule(
-        "blk.{}.ffn_gate_exps.weight",
-        &[Embd, FfExp, NExperts],
-        Matrix,
-        MoeLayer,
-    ),
-    rule(
-        "blk.{}.ffn_up_exps.weight",
-        &[Embd, FfExp, NExperts],
-        Matrix,
-        MoeLayer,
-    ),
-    rule(
-        "blk.{}.ffn_down_exps.weight",
-        &[FfExp, Embd, NExperts],
-        Matrix,
-        MoeLayer,
-    ),
-    rule(
-        "blk.{}.ffn_gate_shexp.weight",
-        &[Embd, FfShexp],
-        Matrix,
-        SharedExperts,
-    ),
-    rule(
-        "blk.{}.ffn_up_shexp.weight",
-        &[Embd, FfShexp],
-        Matrix,
-        SharedExperts,
-    ),
-    rule(
-        "blk.{}.ffn_down_shexp.weight",
-        &[FfShexp, Embd],
-        Matrix,
-        SharedExperts,
-    ),
+];
+
+/// DeepSeek's expert-selection bias (V3 and later).
+const DEEPSEEK2_SELECTION_BIAS: &[TensorRule] = &[rule(
+    "blk.{}.exp_probs_b.bias",
+    &[NExperts],
+    Vector,
+    When(Cond::MoeLayer, &Typical),
+)];
+
+/// DeepSeek 2's layer: latent attention with an optionally compressed query (in either
+/// cache layout), leading dense layers, then routed experts with an optional selection bias
+/// and shared experts.
+const DEEPSEEK2_LAYER: &[&[TensorRule]] = &[
+    DEEPSEEK2_ATTENTION,
+    FFN,
+    ROUTER,
+    DEEPSEEK2_SELECTION_BIAS,
+    EXPERTS,
+    SHARED_EXPERTS,
 ];
 
 /// Gated attention: each query head is followed by its gate.
@@ -662,9 +619,9 @@ const fn ssm_conv(hp: &Hparams) -> u64 {
     hp.ssm_conv
 }
 
-/// Qwen 3.5 MoE's layer: gated full attention in some layers, a gated delta-net in the
-/// others, experts with a gated shared expert in all.
-const QWEN35MOE_LAYER: &[TensorRule] = &[
+/// Qwen 3.5 MoE's mixing part: gated full attention in some layers, a gated delta-net in
+/// the others, and the norms.
+const QWEN35MOE_ATTENTION: &[TensorRule] = &[
     rule("blk.{}.attn_norm.weight", &[Embd], Vector, Required),
     rule(
         "blk.{}.post_attention_norm.weight",
@@ -714,8 +671,6 @@ const QWEN35MOE_LAYER: &[TensorRule] = &[
         Vector,
         When(Cond::AttentionLayer, &Required),
     ),
-    // llama.cpp loads the next two as optional, but its graph always reads them (it
-    // crashes without `attn_gate`).
     rule(
         "blk.{}.attn_qkv.weight",
         &[Embd, Of(ssm_conv_channels)],
@@ -770,54 +725,24 @@ const QWEN35MOE_LAYER: &[TensorRule] = &[
         Matrix,
         When(Cond::RecurrentLayer, &Required),
     ),
-    rule(
-        "blk.{}.ffn_gate_inp.weight",
-        &[Embd, NExperts],
-        Router,
-        MoeLayer,
-    ),
-    rule(
-        "blk.{}.ffn_gate_exps.weight",
-        &[Embd, FfExp, NExperts],
-        Matrix,
-        MoeLayer,
-    ),
-    rule(
-        "blk.{}.ffn_up_exps.weight",
-        &[Embd, FfExp, NExperts],
-        Matrix,
-        MoeLayer,
-    ),
-    rule(
-        "blk.{}.ffn_down_exps.weight",
-        &[FfExp, Embd, NExperts],
-        Matrix,
-        MoeLayer,
-    ),
-    rule(
-        "blk.{}.ffn_gate_inp_shexp.weight",
-        &[Embd],
-        Router,
-        SharedExperts,
-    ),
-    rule(
-        "blk.{}.ffn_gate_shexp.weight",
-        &[Embd, FfShexp],
-        Matrix,
-        SharedExperts,
-    ),
-    rule(
-        "blk.{}.ffn_up_shexp.weight",
-        &[Embd, FfShexp],
-        Matrix,
-        SharedExperts,
-    ),
-    rule(
-        "blk.{}.ffn_down_shexp.weight",
-        &[FfShexp, Embd],
-        Matrix,
-        SharedExperts,
-    ),
+];
+
+/// Qwen 3.5 MoE's gate of the shared expert.
+const QWEN35MOE_SHARED_GATE: &[TensorRule] = &[rule(
+    "blk.{}.ffn_gate_inp_shexp.weight",
+    &[Embd],
+    Router,
+    SharedExperts,
+)];
+
+/// Qwen 3.5 MoE's layer: gated full attention in some layers, a gated delta-net in the
+/// others, experts with a gated shared expert in all.
+const QWEN35MOE_LAYER: &[&[TensorRule]] = &[
+    QWEN35MOE_ATTENTION,
+    ROUTER,
+    EXPERTS,
+    QWEN35MOE_SHARED_GATE,
+    SHARED_EXPERTS,
 ];
 
 /// A required key of a recurrent layer's shape.
@@ -940,7 +865,7 @@ pub const FAMILIES: &[ArchSpec] = &[
         }],
         ..spec(
             "qwen3moe",
-            &[QKV, ATTN_OUTPUT, PRE_NORMS, QK_NORM, QWEN3MOE_EXPERTS],
+            &[QKV, ATTN_OUTPUT, PRE_NORMS, QK_NORM, ROUTER, EXPERTS],
         )
     },
     ArchSpec {
@@ -956,7 +881,7 @@ pub const FAMILIES: &[ArchSpec] = &[
             pattern: SwaPattern::PeriodOrFlags,
         }),
         example_keys: &[("attention.sliding_window", Example::U32(64))],
-        ..spec("gpt-oss", &[GPT_OSS_LAYER])
+        ..spec("gpt-oss", GPT_OSS_LAYER)
     },
     ArchSpec {
         experts: Experts::Required,
@@ -982,7 +907,7 @@ pub const FAMILIES: &[ArchSpec] = &[
             ("expert_weights_norm", Example::Bool(true)),
             ("expert_weights_scale", Example::F32(2.5)),
         ],
-        ..spec("glm4moe", &[GLM4MOE_LAYER])
+        ..spec("glm4moe", GLM4MOE_LAYER)
     },
     ArchSpec {
         experts: Experts::Required,
@@ -1027,7 +952,7 @@ pub const FAMILIES: &[ArchSpec] = &[
             ("expert_weights_norm", Example::Bool(true)),
             ("expert_weights_scale", Example::F32(2.5)),
         ],
-        ..spec("deepseek2", &[DEEPSEEK2_LAYER])
+        ..spec("deepseek2", DEEPSEEK2_LAYER)
     },
     ArchSpec {
         experts: Experts::Required,
@@ -1059,7 +984,7 @@ pub const FAMILIES: &[ArchSpec] = &[
             ssm_key("ssm.time_step_rank", Field::SsmDtRank, 1),
             ssm_key("ssm.group_count", Field::SsmGroups, 1),
         ],
-        ..spec("qwen35moe", &[QWEN35MOE_LAYER])
+        ..spec("qwen35moe", QWEN35MOE_LAYER)
     },
     ArchSpec {
         final_logit_softcap_key: Some("final_logit_softcapping"),

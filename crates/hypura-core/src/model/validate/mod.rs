@@ -9,6 +9,8 @@
 mod hparams;
 mod keys;
 mod tensors;
+
+pub use tensors::MATRIX_TYPES;
 mod vocab;
 
 use std::path::Path;

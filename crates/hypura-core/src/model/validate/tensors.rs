@@ -11,8 +11,8 @@ use super::super::gguf::{type_name, GgufHeader, TensorInfo};
 use crate::sys;
 
 /// Types whose CPU kernels llama.cpp's graphs can multiply with (each also has a CPU dot
-/// product, checked at run time).
-const MATRIX_TYPES: &[u32] = &[
+/// product, checked at run time): what a weight matrix may be stored as.
+pub const MATRIX_TYPES: &[u32] = &[
     sys::GGML_TYPE_F32,
     sys::GGML_TYPE_F16,
     sys::GGML_TYPE_BF16,

@@ -177,6 +177,22 @@ pub struct SynthArgs {
     /// default: n_embd / 16, in whole blocks of the weight type; 0: none).
     #[arg(long)]
     pub n_embd_per_layer: Option<u64>,
+    /// Next-token-prediction layers after the trunk, in families that have them (glm4moe,
+    /// deepseek2, qwen35moe): llama.cpp checks and skips them, hypura never reads them.
+    #[arg(long, default_value_t = 0)]
+    pub n_nextn: u32,
+    /// Leave the next-token-prediction layers' tensors out (their count stays in the
+    /// header), as some converters do (glm4moe, deepseek2).
+    #[arg(long, requires = "n_nextn")]
+    pub nextn_left_out: bool,
+    /// Key/value heads layer by layer, comma-separated, repeated over the layers (e.g. 2,4:
+    /// 2 in even layers, 4 in odd ones), in families that size each layer by its own (gemma4).
+    #[arg(long, value_delimiter = ',')]
+    pub n_head_kv_layers: Vec<u64>,
+    /// Dense FFN widths layer by layer, comma-separated, repeated over the layers, in
+    /// families that size each layer by its own (gemma4).
+    #[arg(long, value_delimiter = ',')]
+    pub n_ff_layers: Vec<u64>,
 }
 
 #[derive(Args)]

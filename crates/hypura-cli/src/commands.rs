@@ -184,6 +184,10 @@ pub fn synth(args: SynthArgs) -> Result<(), Failure> {
         head_dim_swa: args.head_dim_swa.unwrap_or(0),
         n_shared_kv: args.n_shared_kv,
         n_embd_per_layer: args.n_embd_per_layer,
+        n_nextn: args.n_nextn,
+        nextn_left_out: args.nextn_left_out,
+        n_head_kv_layers: args.n_head_kv_layers,
+        n_ff_layers: args.n_ff_layers,
     };
     let types = WeightTypes::parse(&args.weight_type)?;
     let started = std::time::Instant::now();

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use hypura_core::units::format_bytes;
-use hypura_core::{Plan, Role, Tier};
+use hypura_core::{Placement, Plan, Role, Tier};
 
 fn name_of<T: std::fmt::Debug>(value: T) -> String {
     format!("{value:?}").to_lowercase()
@@ -41,10 +41,26 @@ pub fn plan_table(plan: &Plan) -> String {
         "embedding rows window",
         format_bytes(plan.embedding_rows_bytes),
     );
+    let unused: Vec<_> = plan
+        .tensors
+        .iter()
+        .filter(|t| t.placement == Placement::Unused)
+        .collect();
+    if !unused.is_empty() {
+        line(
+            "never read",
+            format!(
+                "{} in {} tensors of next-token-prediction layers (llama.cpp does not load them)",
+                format_bytes(unused.iter().map(|t| t.bytes).sum()),
+                unused.len()
+            ),
+        );
+    }
     let streamed = plan.streamed_layers();
     let layers = plan
         .tensors
         .iter()
+        .filter(|t| t.placement != Placement::Unused)
         .filter_map(|t| t.layer)
         .max()
         .map_or(0, |l| l + 1);
@@ -82,7 +98,11 @@ pub fn plan_table(plan: &Plan) -> String {
     let _ = writeln!(out);
     let _ = writeln!(out, "{:<8} {:<12} {:>12}  tensors", "tier", "role", "bytes");
     let mut rows: Vec<((Tier, Role), (u64, u32))> = Vec::new();
-    for t in &plan.tensors {
+    for t in plan
+        .tensors
+        .iter()
+        .filter(|t| t.placement != Placement::Unused)
+    {
         match rows.iter_mut().find(|(k, _)| *k == (t.tier, t.role)) {
             Some((_, (bytes, count))) => {
                 *bytes += t.bytes;

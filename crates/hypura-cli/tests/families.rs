@@ -86,6 +86,114 @@ fn family_variants_match_stock() {
     );
 }
 
+/// Gemma 4 sized layer by layer, as real Gemma 4 files are: key/value heads and FFN widths
+/// per layer: here 1, 2, 2 and 4 key/value heads cycling with the sliding pattern (every
+/// fourth layer attends globally, with 4), so that one of the last layers reuses the KV
+/// cache of a layer wider than itself, and two FFN widths.
+#[test]
+fn per_layer_widths_match_stock() {
+    check(
+        "variant-gemma4-per-layer",
+        &[
+            "--arch",
+            "gemma4",
+            "--type",
+            "q8_0",
+            "--n-head-kv-layers",
+            "1,2,2,4",
+            "--n-ff-layers",
+            "2048,1792",
+            "--n-shared-kv",
+            "4",
+        ],
+    );
+}
+
+/// Next-token-prediction layers (GLM-4.5, DeepSeek 3 and Qwen 3.5 files have one): the
+/// trunk matches stock at every budget, and the plan leaves the layer unused, never read
+/// nor held.
+#[test]
+fn next_token_prediction_layers_are_never_read() {
+    for arch in ["glm4moe", "qwen35moe", "deepseek2"] {
+        if !selected(arch, "HYPURA_FAMILIES") {
+            continue;
+        }
+        let label = format!("variant-{arch}-nextn");
+        let path = synth_model(
+            &label,
+            &[
+                "--arch",
+                arch,
+                "--type",
+                "q8_0",
+                "--n-dense-lead",
+                "1",
+                "--n-nextn",
+                "1",
+            ],
+        );
+        check_against_stock(&label, &path, TOKENS, run_sampled);
+        let out = hypura(&[
+            "plan",
+            "--model",
+            path.to_str().unwrap(),
+            "--ram-budget",
+            "50%",
+            "--disk-gbps",
+            "1.6",
+            "--json",
+        ]);
+        assert_eq!(out.code, 0, "{label}: plan failed:\n{}", out.stderr);
+        let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let tensors = plan["tensors"].as_array().unwrap();
+        let (unused, used): (Vec<_>, Vec<_>) = tensors
+            .iter()
+            .partition(|t| t["placement"]["kind"] == "unused");
+        assert!(
+            unused
+                .iter()
+                .any(|t| t["name"] == "blk.16.nextn.eh_proj.weight")
+                && unused.iter().all(|t| t["layer"] == 16),
+            "{label}: the prediction layer (16) is not what the plan leaves unused"
+        );
+        assert!(
+            used.iter().all(|t| t["layer"] != 16),
+            "{label}: the plan reads part of the prediction layer"
+        );
+        assert_eq!(
+            u(&plan, "model_bytes"),
+            used.iter()
+                .map(|t| t["bytes"].as_u64().unwrap())
+                .sum::<u64>(),
+            "{label}: the model's bytes count the unused layer"
+        );
+        let stats = run_sampled(&path, &["--no-repack", "--ram-budget", "50%"], TOKENS);
+        let accessed = stats["tensor_accesses"].as_array().unwrap();
+        assert!(
+            accessed
+                .iter()
+                .all(|a| !a["name"].as_str().unwrap().starts_with("blk.16.")),
+            "{label}: a tensor of the prediction layer was loaded"
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+    // Converted without the layer (its count kept), as llama.cpp accepts for GLM-4.5.
+    if selected("glm4moe", "HYPURA_FAMILIES") {
+        check(
+            "variant-glm4moe-nextn-left-out",
+            &[
+                "--arch",
+                "glm4moe",
+                "--type",
+                "q8_0",
+                "--n-nextn",
+                "1",
+                "--nextn-left-out",
+            ],
+        );
+    }
+}
+
 #[test]
 fn a_mixed_quantization_matches_stock() {
     check("mix-q4_k_m", &["--arch", "qwen3", "--type", "q4_k_m"]);

@@ -762,7 +762,16 @@ fn family_header_mutations() {
         .iter()
         .map(|family| {
             let path = common::tempfile(&format!("fuzz-seed-{}.gguf", family.name));
-            let out = common::hypura(&[
+            // The family's layer-by-layer widths and next-token-prediction layer, where it
+            // has them, so that mutations reach their rules too.
+            let mut extra = Vec::new();
+            if family.widths_per_layer {
+                extra.extend(["--n-head-kv-layers", "1,2", "--n-ff-layers", "512,256"]);
+            }
+            if family.nextn.is_some() {
+                extra.extend(["--n-nextn", "1"]);
+            }
+            let mut args = vec![
                 "synth",
                 "--arch",
                 family.name,
@@ -786,7 +795,9 @@ fn family_header_mutations() {
                 "1",
                 "--type",
                 "q8_0",
-            ]);
+            ];
+            args.extend(extra);
+            let out = common::hypura(&args);
             assert_eq!(out.code, 0, "{}", out.stderr);
             let (bytes, layout) = walk_file(&path);
             Model {

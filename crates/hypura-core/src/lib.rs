@@ -41,7 +41,7 @@ pub mod units;
 pub mod families {
     pub use crate::model::arch::{
         ArchSpec, Cond, Dim, Example, Experts, Field, Hparams, Hybrid, KeyRule, Latent, LayerSet,
-        Need, SlidingWindow, SwaPattern, TensorKind, TensorRule, FAMILIES,
+        LayerWidths, Need, Nextn, SlidingWindow, SwaPattern, TensorKind, TensorRule, FAMILIES,
     };
     /// The ggml types a weight matrix may be stored as: llama.cpp's CPU kernels multiply
     /// with each (validation accepts these; the generator writes them).

@@ -52,7 +52,8 @@ pub(crate) struct ModelInventory {
     pub spec: &'static ArchSpec,
     /// Why hypura does not tier the model, if it does not.
     pub untiered: Option<String>,
-    /// Number of repeating layers.
+    /// Number of repeating layers (the trunk's: tensors of the next-token-prediction
+    /// layers after it are never loaded, see [`ModelInventory::is_unused`]).
     pub n_layers: u32,
     /// Embedding width.
     pub n_embd: u64,
@@ -76,12 +77,20 @@ impl ModelInventory {
     /// Classifies the tensors of a validated header (which has `token_embd.weight`, a 2-D
     /// matrix, and `{arch}.block_count`) of architecture `arch`, tiered as `family` says.
     pub fn new(header: &GgufHeader, arch: &str, family: Family) -> Self {
-        let n_layers = header
-            .get_int(&format!("{arch}.block_count"))
-            .map_or(0, |n| n.clamp(0, i128::from(u32::MAX)) as u32);
+        let count = |key: &str| {
+            header
+                .get_int(&format!("{arch}.{key}"))
+                .map_or(0, |n| n.clamp(0, i128::from(u32::MAX)) as u32)
+        };
         let (spec, untiered) = match family {
             Family::Tiered(spec) => (spec, None),
             Family::Untiered(reason) => (&UNTIERED, Some(reason)),
+        };
+        // A tiered model's next-token-prediction layers follow its trunk (validation
+        // checked that there is one); stock mode loads what llama.cpp loads.
+        let n_layers = match untiered {
+            None => count("block_count").saturating_sub(count("nextn_predict_layers")),
+            Some(_) => count("block_count"),
         };
         let mut inventory = Self::from_tensors(spec, n_layers, header.tensors.clone());
         inventory.arch = arch.to_string();
@@ -135,9 +144,20 @@ impl ModelInventory {
         &self.tensors[self.embedding].info
     }
 
-    /// Sum of all weight bytes.
+    /// True when llama.cpp never loads `tensor`: one of a next-token-prediction layer after
+    /// the trunk (llama.cpp checks its shape and skips it, as it serves speculative decoding
+    /// alone), which hypura then never reads nor holds.
+    pub fn is_unused(&self, tensor: &ModelTensor) -> bool {
+        tensor.layer.is_some_and(|l| l >= self.n_layers)
+    }
+
+    /// Sum of the weight bytes llama.cpp loads (all but the unused tensors').
     pub fn weight_bytes(&self) -> u64 {
-        self.tensors.iter().map(|t| t.info.nbytes).sum()
+        self.tensors
+            .iter()
+            .filter(|t| !self.is_unused(t))
+            .map(|t| t.info.nbytes)
+            .sum()
     }
 }
 

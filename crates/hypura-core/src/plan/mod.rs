@@ -42,6 +42,9 @@ pub enum Placement {
     /// Read in row chunks (the [`GroupKind::HeadChunk`] groups) by hypura's own LM-head
     /// computation; the graph never reads it.
     HeadChunks,
+    /// Never read: llama.cpp does not load it (a next-token-prediction layer's tensor,
+    /// which serves speculative decoding alone). Its bytes stay in the file.
+    Unused,
 }
 
 impl Placement {
@@ -108,7 +111,8 @@ pub struct StreamGroup {
 pub struct Plan {
     /// Architecture.
     pub arch: String,
-    /// Sum of all weight bytes.
+    /// Sum of the weight bytes llama.cpp loads (the [`Placement::Unused`] tensors'
+    /// are not counted).
     pub model_bytes: u64,
     /// Bytes of weights hypura may hold (the budget, resolved to bytes).
     pub ram_budget_bytes: u64,

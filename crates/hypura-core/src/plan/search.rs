@@ -113,7 +113,11 @@ pub(crate) fn plan(
                     t.role,
                     t.layer,
                     t.info.nbytes,
-                    Placement::Resident,
+                    if inventory.is_unused(t) {
+                        Placement::Unused
+                    } else {
+                        Placement::Resident
+                    },
                 )
             })
             .collect();
@@ -133,7 +137,7 @@ pub(crate) fn plan(
     // tensor for direct reads in place.
     let mut layer_window_bytes = vec![0u64; n_layers as usize];
     let mut always = 0u64;
-    for t in &inventory.tensors {
+    for t in inventory.tensors.iter().filter(|t| !inventory.is_unused(t)) {
         match (t.role, t.layer) {
             (Role::Embedding | Role::Output, _) => {}
             (Role::Small, _) | (_, None) => always += page_round(t.info.nbytes),
@@ -259,6 +263,7 @@ pub(crate) fn plan(
         .iter()
         .map(|t| {
             let where_ = match (t.role, t.layer) {
+                _ if inventory.is_unused(t) => Placement::Unused,
                 (Role::Embedding, _) if inventory.tied_head && !choice.head_streamed => {
                     Placement::Resident
                 }

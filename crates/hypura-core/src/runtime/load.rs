@@ -299,7 +299,7 @@ fn build_streamer(
         .map(|t| (t.info.name.as_str(), &t.info))
         .collect();
     let registered = buffer_type.tensors();
-    for t in &inventory.tensors {
+    for t in inventory.tensors.iter().filter(|t| !inventory.is_unused(t)) {
         if !registered.iter().any(|r| r.name == t.info.name) {
             return Err(internal(format!(
                 "llama.cpp did not create tensor {} in hypura's buffer",
@@ -366,6 +366,12 @@ fn build_streamer(
                 g.tensors.push(tensor as usize);
                 g.names.push(reg.name.clone());
                 placement
+            }
+            (Placement::Unused, _) => {
+                return Err(internal(format!(
+                    "llama.cpp loaded tensor {}, which the plan leaves unused",
+                    excerpt(name)
+                )))
             }
             (other, _) => other,
         };

@@ -117,6 +117,15 @@ fn on_ask(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
         streamer.accessed(tracked.slot);
         match tracked.placement {
             Placement::Resident => {}
+            // llama.cpp never creates an unused tensor, so no node reads one: fail rather than
+            // compute with bytes that were never read.
+            Placement::Unused => {
+                streamer.fail(StreamFailure::Graph(format!(
+                    "node '{}' reads a tensor llama.cpp does not load",
+                    node_name(node)
+                )));
+                return true;
+            }
             // The graph stops at the head's input node before anything reads the head hypura
             // computes; a node reading it means that node was never seen: fail, rather than
             // compute with bytes that were never read.

@@ -142,7 +142,8 @@ fn describe(
     n_vocab: u64,
 ) -> Result<(GgufWriter, Vec<Fill>), SynthError> {
     let ple_block = block_of(types.of("blk.0.proj.weight")).0;
-    let hp = hparams_of(spec, shape, n_vocab, ple_block)?;
+    let hp = hparams_of(spec, &shape, n_vocab, ple_block)?;
+    let n_layer_all = hp.n_layer + hp.n_nextn;
     let arch = spec.name;
     let key = |k: &str| format!("{arch}.{k}");
     let mut w = GgufWriter::new();
@@ -151,18 +152,33 @@ fn describe(
         .meta("general.alignment", Value::U32(32))
         .meta(key("context_length"), Value::U32(4096))
         .meta(key("embedding_length"), Value::U32(hp.n_embd as u32))
-        .meta(key("block_count"), Value::U32(hp.n_layer as u32))
-        .meta(key("feed_forward_length"), Value::U32(hp.n_ff as u32))
+        .meta(key("block_count"), Value::U32(n_layer_all as u32))
         .meta(key("attention.head_count"), Value::U32(hp.n_head as u32))
-        .meta(
-            key("attention.head_count_kv"),
-            Value::U32(hp.n_head_kv as u32),
-        )
         .meta(key("attention.key_length"), Value::U32(hp.head_k as u32))
         .meta(key("attention.value_length"), Value::U32(hp.head_v as u32))
         .meta(key("rope.dimension_count"), Value::U32(hp.n_rot as u32))
         .meta(key("attention.layer_norm_rms_epsilon"), Value::F32(1e-5))
         .meta(key("rope.freq_base"), Value::F32(10000.0));
+    match &hp.widths {
+        // Per layer, as an array of every layer's value.
+        Some(widths) => {
+            let each = |of: fn((u64, u64, u64)) -> u64| {
+                Value::I32Array((0..n_layer_all).map(|l| of(widths.get(l)) as i32).collect())
+            };
+            w.meta(key("feed_forward_length"), each(|w| w.2))
+                .meta(key("attention.head_count_kv"), each(|w| w.1));
+        }
+        None => {
+            w.meta(key("feed_forward_length"), Value::U32(hp.n_ff as u32))
+                .meta(
+                    key("attention.head_count_kv"),
+                    Value::U32(hp.n_head_kv as u32),
+                );
+        }
+    }
+    if hp.n_nextn > 0 {
+        w.meta(key("nextn_predict_layers"), Value::U32(hp.n_nextn as u32));
+    }
     if let Some(file_type) = types.file_type() {
         w.meta("general.file_type", Value::U32(file_type));
     }
@@ -205,7 +221,7 @@ fn describe(
         .sliding_window
         .is_some_and(|w| w.pattern == SwaPattern::Flags)
     {
-        let flags = (0..hp.n_layer).map(|l| hp.is_swa(l)).collect();
+        let flags = (0..n_layer_all).map(|l| hp.is_swa(l)).collect();
         w.meta(
             key("attention.sliding_window_pattern"),
             Value::BoolArray(flags),
@@ -264,11 +280,16 @@ fn describe(
             add(&mut w, rule.name.to_string(), dims, rule.kind)?;
         }
     }
-    for layer in 0..hp.n_layer {
-        let hp = hp.at_layer(layer);
-        for rule in spec.layer_tensors() {
-            if wanted(&hp, rule.need, Some(layer), rule.name) {
-                let dims = rule.dims.iter().map(|d| d.value(&hp)).collect();
+    let written_layers = if shape.nextn_left_out {
+        hp.n_layer
+    } else {
+        n_layer_all
+    };
+    for layer in 0..written_layers {
+        let at_layer = hp.at_layer(layer);
+        for rule in spec.tensors_of_layer(&hp, layer) {
+            if wanted(&at_layer, rule.need, Some(layer), rule.name) {
+                let dims = rule.dims.iter().map(|d| d.value(&at_layer)).collect();
                 let name = rule.name.replace("{}", &layer.to_string());
                 add(&mut w, name, dims, rule.kind)?;
             }
@@ -410,7 +431,7 @@ mod tests {
         for family in FAMILIES {
             let (w, fills) = describe(
                 family,
-                shape,
+                shape.clone(),
                 WeightTypes::Uniform(sys::GGML_TYPE_Q8_0),
                 generated_tokenizer(300),
                 300,
@@ -561,7 +582,7 @@ mod tests {
             n_dense_lead: 1,
             ..Shape::named("llama-7b").unwrap()
         };
-        let absorbed = names("deepseek2", shape);
+        let absorbed = names("deepseek2", shape.clone());
         for name in [
             "blk.1.attn_k_b.weight",
             "blk.1.attn_q_b.weight",
@@ -577,7 +598,7 @@ mod tests {
             Shape {
                 latent_expanded: true,
                 q_lora_rank: Some(0),
-                ..shape
+                ..shape.clone()
             },
         );
         assert!(expanded.iter().any(|n| n == "blk.0.attn_kv_b.weight"));
@@ -592,5 +613,123 @@ mod tests {
         assert!(!hybrid
             .iter()
             .any(|n| n == "blk.3.ssm_a" || n == "blk.2.attn_q.weight"));
+    }
+
+    fn small(arch_shape: Shape) -> Shape {
+        Shape {
+            n_embd: 256,
+            n_ff: 512,
+            n_layer: 4,
+            n_head: 4,
+            n_head_kv: 2,
+            n_vocab: 300,
+            ..arch_shape
+        }
+    }
+
+    #[test]
+    fn next_token_prediction_layers_follow_the_trunk() {
+        let base = small(Shape::named("llama-7b").unwrap());
+        let with = names(
+            "glm4moe",
+            Shape {
+                n_nextn: 1,
+                ..base.clone()
+            },
+        );
+        // Layer 4 is a trunk layer with experts, plus its own projection and norms.
+        for name in [
+            "blk.4.nextn.eh_proj.weight",
+            "blk.4.nextn.enorm.weight",
+            "blk.4.ffn_gate_exps.weight",
+            "blk.4.attn_q.weight",
+        ] {
+            assert!(with.iter().any(|n| n == name), "{name}");
+        }
+        assert!(!with.iter().any(|n| n.starts_with("blk.3.nextn")));
+        let left_out = names(
+            "glm4moe",
+            Shape {
+                n_nextn: 1,
+                nextn_left_out: true,
+                ..base.clone()
+            },
+        );
+        assert!(!left_out.iter().any(|n| n.starts_with("blk.4.")));
+        // Qwen 3.5's prediction layer attends (never recurrent), and cannot be left out.
+        let hybrid = names(
+            "qwen35moe",
+            Shape {
+                n_nextn: 1,
+                ..base.clone()
+            },
+        );
+        assert!(hybrid.iter().any(|n| n == "blk.4.attn_q_norm.weight"));
+        assert!(!hybrid.iter().any(|n| n == "blk.4.ssm_a"));
+        let refused = |arch: &str, shape: Shape| {
+            describe(
+                hypura_core::families::find(arch).unwrap(),
+                shape,
+                WeightTypes::Uniform(sys::GGML_TYPE_Q8_0),
+                generated_tokenizer(300),
+                300,
+            )
+            .is_err()
+        };
+        assert!(refused(
+            "qwen35moe",
+            Shape {
+                n_nextn: 1,
+                nextn_left_out: true,
+                ..base.clone()
+            }
+        ));
+        assert!(refused(
+            "llama",
+            Shape {
+                n_nextn: 1,
+                ..base.clone()
+            }
+        ));
+    }
+
+    #[test]
+    fn per_layer_widths_shape_each_layer() {
+        let shape = Shape {
+            n_head_kv_layers: vec![1, 2],
+            n_ff_layers: vec![512, 256],
+            n_shared_kv: Some(0),
+            ..small(Shape::named("llama-7b").unwrap())
+        };
+        let (w, _) = describe(
+            hypura_core::families::find("gemma4").unwrap(),
+            shape.clone(),
+            WeightTypes::Uniform(sys::GGML_TYPE_Q8_0),
+            generated_tokenizer(300),
+            300,
+        )
+        .unwrap();
+        let dims = |name: &str| {
+            w.tensors()
+                .iter()
+                .find(|t| t.name == name)
+                .unwrap_or_else(|| panic!("{name}"))
+                .dims
+                .clone()
+        };
+        // Layer 0 slides (head 32 here) with 1 key/value head, layer 1 with 2.
+        assert_eq!(dims("blk.0.attn_k.weight"), vec![256, 32]);
+        assert_eq!(dims("blk.1.attn_k.weight"), vec![256, 64]);
+        assert_eq!(dims("blk.0.ffn_up.weight"), vec![256, 512]);
+        assert_eq!(dims("blk.1.ffn_up.weight"), vec![256, 256]);
+        // Only a family that sizes each layer by its own takes them.
+        assert!(describe(
+            hypura_core::families::find("llama").unwrap(),
+            shape,
+            WeightTypes::Uniform(sys::GGML_TYPE_Q8_0),
+            generated_tokenizer(300),
+            300,
+        )
+        .is_err());
     }
 }

@@ -2,12 +2,12 @@
 //! family's hyperparameters: defaults for what the shape leaves open, and the checks that
 //! keep the generator from writing a model llama.cpp would refuse or abort on.
 
-use hypura_core::families::{ArchSpec, Field, Hparams, LayerSet};
+use hypura_core::families::{ArchSpec, Field, Hparams, LayerSet, LayerWidths};
 
 use super::SynthError;
 
 /// Dimensions of a synthetic model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shape {
     /// Embedding width.
     pub n_embd: u64,
@@ -51,6 +51,17 @@ pub struct Shape {
     /// Width of each layer's per-layer input embedding, in families that have it (`None`:
     /// a sixteenth of `n_embd`, in whole blocks of its type; 0: none).
     pub n_embd_per_layer: Option<u64>,
+    /// Next-token-prediction layers after the trunk, in families that have them.
+    pub n_nextn: u32,
+    /// True to leave the next-token-prediction layers' tensors out (their count stays in
+    /// the header), as some converters do, in families where llama.cpp accepts that.
+    pub nextn_left_out: bool,
+    /// Key/value heads layer by layer, repeated over the layers (empty: `n_head_kv` in
+    /// every layer), in families that size each layer by its own.
+    pub n_head_kv_layers: Vec<u64>,
+    /// Dense FFN widths layer by layer, repeated over the layers (empty: `n_ff` in every
+    /// layer), in families that size each layer by its own.
+    pub n_ff_layers: Vec<u64>,
 }
 
 impl Shape {
@@ -76,6 +87,10 @@ impl Shape {
             head_dim_swa: 0,
             n_shared_kv: None,
             n_embd_per_layer: None,
+            n_nextn: 0,
+            nextn_left_out: false,
+            n_head_kv_layers: Vec::new(),
+            n_ff_layers: Vec::new(),
         };
         Some(match name {
             "llama-7b" => dense(4096, 11008, 32, 32, 32),
@@ -99,7 +114,7 @@ impl Shape {
 /// `ple_block` is the block of the type the per-layer input projection is stored as.
 pub(super) fn hparams_of(
     spec: &ArchSpec,
-    shape: Shape,
+    shape: &Shape,
     n_vocab: u64,
     ple_block: u64,
 ) -> Result<Hparams, SynthError> {
@@ -190,8 +205,24 @@ pub(super) fn hparams_of(
             .max(ple_block)
             .next_multiple_of(ple_block),
     };
+    let n_nextn = u64::from(shape.n_nextn);
+    if n_nextn > 0 && spec.nextn.is_none() {
+        return bad(format!("{} has no next-token-prediction layers", spec.name));
+    }
+    if shape.nextn_left_out && !spec.nextn.is_some_and(|n| n.may_be_left_out) {
+        return bad(format!(
+            "{} needs its next-token-prediction layers' tensors",
+            spec.name
+        ));
+    }
+    if n_layer + n_nextn > 512 {
+        return bad("at most 512 layers, next-token-prediction layers included".into());
+    }
+    let widths = layer_widths(spec, shape, n_layer + n_nextn)?;
     let mut hp = Hparams {
         n_layer: u64::from(shape.n_layer),
+        n_nextn,
+        widths,
         n_embd: shape.n_embd,
         n_vocab,
         n_head: shape.n_head,
@@ -224,6 +255,12 @@ pub(super) fn hparams_of(
         n_embd_per_layer,
         ..Hparams::default()
     };
+    if let Some(widths) = &hp.widths {
+        // The keys' largest values, as validation reads them.
+        let all = 0..hp.n_layer + hp.n_nextn;
+        hp.n_head_kv = all.clone().map(|l| widths.get(l).1).max().unwrap_or(0);
+        hp.n_ff = all.map(|l| widths.get(l).2).max().unwrap_or(0);
+    }
     if has(Field::SharedKvLayers) {
         match shape.n_shared_kv {
             Some(n) => {
@@ -285,6 +322,44 @@ pub(super) fn hparams_of(
         }
     }
     Ok(hp)
+}
+
+/// Each layer's widths, where the shape gives them per layer (for `n_layer_all` layers,
+/// next-token-prediction layers included): the family must size each layer by its own, and
+/// each layer's key/value heads divide its heads.
+fn layer_widths(
+    spec: &ArchSpec,
+    shape: &Shape,
+    n_layer_all: u64,
+) -> Result<Option<LayerWidths>, SynthError> {
+    if shape.n_head_kv_layers.is_empty() && shape.n_ff_layers.is_empty() {
+        return Ok(None);
+    }
+    if !spec.widths_per_layer {
+        return Err(SynthError::Shape(format!(
+            "{} sizes every layer alike (per-layer key/value heads and FFN widths need a family that sizes each layer by its own, as gemma4)",
+            spec.name
+        )));
+    }
+    let cycle = |values: &[u64], default: u64, layer: u64| {
+        values
+            .get((layer as usize) % values.len().max(1))
+            .copied()
+            .unwrap_or(default)
+    };
+    let mut widths = LayerWidths::default();
+    for layer in 0..n_layer_all {
+        let n_head_kv = cycle(&shape.n_head_kv_layers, shape.n_head_kv, layer);
+        let n_ff = cycle(&shape.n_ff_layers, shape.n_ff, layer);
+        if n_head_kv == 0 || shape.n_head % n_head_kv != 0 || n_ff == 0 {
+            return Err(SynthError::Shape(format!(
+                "layer {layer}: {n_head_kv} key/value heads must divide {} heads, and its FFN width {n_ff} be positive",
+                shape.n_head
+            )));
+        }
+        widths.set(layer, shape.n_head, n_head_kv, n_ff);
+    }
+    Ok(Some(widths))
 }
 
 /// The value of the hyperparameter `field` sets.

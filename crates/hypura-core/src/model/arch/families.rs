@@ -4,7 +4,7 @@
 
 use super::rules::{rule, Cond, Dim::*, Hparams, Need::*, TensorKind::*, TensorRule};
 use super::{
-    ArchSpec, Example, Experts, Field, Hybrid, KeyRule, Latent, SlidingWindow, SwaPattern,
+    ArchSpec, Example, Experts, Field, Hybrid, KeyRule, Latent, Nextn, SlidingWindow, SwaPattern,
 };
 
 /// Tensors outside the layers, common to the families here.
@@ -473,6 +473,48 @@ const GEMMA4_KEYS: &[KeyRule] = &[
     },
 ];
 
+const fn twice_embd(hp: &Hparams) -> u64 {
+    2 * hp.n_embd
+}
+
+/// What a next-token-prediction layer has beyond a trunk layer (GLM-4.5, DeepSeek 3,
+/// Qwen 3.5): the projection of the embedding and hidden state, their norms, and optionally
+/// its own embedding and head.
+const NEXTN_TENSORS: &[TensorRule] = &[
+    rule(
+        "blk.{}.nextn.eh_proj.weight",
+        &[Of(twice_embd), Embd],
+        Matrix,
+        Required,
+    ),
+    rule("blk.{}.nextn.enorm.weight", &[Embd], Vector, Required),
+    rule("blk.{}.nextn.hnorm.weight", &[Embd], Vector, Required),
+    rule(
+        "blk.{}.nextn.embed_tokens.weight",
+        &[Embd, Vocab],
+        Embedding,
+        Optional,
+    ),
+    rule(
+        "blk.{}.nextn.shared_head_head.weight",
+        &[Embd, Vocab],
+        Matrix,
+        Optional,
+    ),
+    rule(
+        "blk.{}.nextn.shared_head_norm.weight",
+        &[Embd],
+        Vector,
+        Typical,
+    ),
+];
+
+/// Next-token-prediction layers a converter may leave out (GLM-4.5, DeepSeek 3).
+const NEXTN: Nextn = Nextn {
+    tensors: NEXTN_TENSORS,
+    may_be_left_out: true,
+};
+
 /// `expert_feed_forward_length`, required.
 const FF_EXP_REQUIRED: KeyRule = KeyRule {
     key: "expert_feed_forward_length",
@@ -777,6 +819,8 @@ const fn spec(name: &'static str, layer: &'static [&'static [TensorRule]]) -> Ar
         latent: None,
         hybrid: None,
         rope_sections_key: None,
+        widths_per_layer: false,
+        nextn: None,
     }
 }
 
@@ -907,6 +951,7 @@ pub const FAMILIES: &[ArchSpec] = &[
             ("expert_weights_norm", Example::Bool(true)),
             ("expert_weights_scale", Example::F32(2.5)),
         ],
+        nextn: Some(NEXTN),
         ..spec("glm4moe", GLM4MOE_LAYER)
     },
     ArchSpec {
@@ -952,6 +997,7 @@ pub const FAMILIES: &[ArchSpec] = &[
             ("expert_weights_norm", Example::Bool(true)),
             ("expert_weights_scale", Example::F32(2.5)),
         ],
+        nextn: Some(NEXTN),
         ..spec("deepseek2", DEEPSEEK2_LAYER)
     },
     ArchSpec {
@@ -984,6 +1030,10 @@ pub const FAMILIES: &[ArchSpec] = &[
             ssm_key("ssm.time_step_rank", Field::SsmDtRank, 1),
             ssm_key("ssm.group_count", Field::SsmGroups, 1),
         ],
+        nextn: Some(Nextn {
+            may_be_left_out: false,
+            ..NEXTN
+        }),
         ..spec("qwen35moe", QWEN35MOE_LAYER)
     },
     ArchSpec {
@@ -1018,6 +1068,7 @@ pub const FAMILIES: &[ArchSpec] = &[
             ("rope.freq_base_swa", Example::F32(10000.0)),
             ("final_logit_softcapping", Example::F32(30.0)),
         ],
+        widths_per_layer: true,
         ..spec("gemma4", &[GEMMA4_LAYER])
     },
 ];

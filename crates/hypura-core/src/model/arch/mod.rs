@@ -9,7 +9,7 @@ mod rules;
 use super::gguf::{value_type, GgufHeader, MetaValue};
 pub use families::FAMILIES;
 pub(crate) use families::UNTIERED;
-pub use rules::{Cond, Dim, Hparams, LayerSet, Need, TensorKind, TensorRule};
+pub use rules::{Cond, Dim, Hparams, LayerSet, LayerWidths, Need, TensorKind, TensorRule};
 
 /// What hypura knows about one architecture family.
 #[derive(Debug)]
@@ -60,6 +60,25 @@ pub struct ArchSpec {
     /// Key (after `{arch}.`) of the multi-section rope's sections, if the family requires
     /// them: four integers, one of the first three positive, at most a head in all.
     pub rope_sections_key: Option<&'static str>,
+    /// True when llama.cpp sizes each layer by its own head counts and FFN width (the
+    /// per-layer arrays of `attention.head_count`, `attention.head_count_kv` and
+    /// `feed_forward_length`); else it sizes every layer by the first layer's.
+    pub widths_per_layer: bool,
+    /// The family's next-token-prediction layers, if llama.cpp knows them for it.
+    pub nextn: Option<Nextn>,
+}
+
+/// Next-token-prediction (MTP) layers: `nextn_predict_layers` layers after the trunk, each
+/// a trunk layer (attention and experts) plus the tensors here. llama.cpp checks their
+/// tensors' shapes and never loads them (they serve speculative decoding, which hypura does
+/// not do): hypura never reads them either.
+#[derive(Debug, Clone, Copy)]
+pub struct Nextn {
+    /// The tensors an MTP layer has beyond a trunk layer's (`{}` is the layer).
+    pub tensors: &'static [TensorRule],
+    /// True when llama.cpp loads a file whose MTP layers were left out (it tells by the
+    /// first MTP layer's `nextn.eh_proj`): their tensors are then all optional.
+    pub may_be_left_out: bool,
 }
 
 /// Latent attention (DeepSeek 2's MLA): keys and values compressed to `kv_lora_rank`, with
@@ -91,9 +110,24 @@ pub struct Hybrid {
 }
 
 impl Hybrid {
-    /// The recurrent layers of a model with `n_layer` layers whose keys are prefixed by
+    /// The recurrent layers of a model with `n_layer` layers (`n_layer_all` with its
+    /// next-token-prediction layers, which always attend) whose keys are prefixed by
     /// `arch`, as llama.cpp reads them; why not, where it would throw or crash.
     pub(crate) fn recurrent_layers(
+        &self,
+        header: &GgufHeader,
+        arch: &str,
+        n_layer_all: u64,
+        n_layer: u64,
+    ) -> Result<LayerSet, String> {
+        let mut set = self.flagged_layers(header, arch, n_layer_all)?;
+        for l in n_layer..n_layer_all {
+            set.remove(l);
+        }
+        Ok(set)
+    }
+
+    fn flagged_layers(
         &self,
         header: &GgufHeader,
         arch: &str,
@@ -377,6 +411,20 @@ impl ArchSpec {
         self.layer.iter().flat_map(|rules| rules.iter())
     }
 
+    /// The tensors of layer `layer` of a model with `hp`: a trunk layer's, and for a
+    /// next-token-prediction layer its own beyond them.
+    pub fn tensors_of_layer(
+        &self,
+        hp: &Hparams,
+        layer: u64,
+    ) -> impl Iterator<Item = &'static TensorRule> {
+        let nextn: &'static [TensorRule] = match self.nextn {
+            Some(nextn) if hp.is_nextn_layer(layer) => nextn.tensors,
+            _ => &[],
+        };
+        self.layer_tensors().chain(nextn.iter())
+    }
+
     /// The family's key (after `{arch}.`) setting `field`, if it has one.
     pub fn key_of(&self, field: Field) -> Option<&'static str> {
         self.keys.iter().find(|k| k.sets == field).map(|k| k.key)
@@ -391,11 +439,13 @@ impl ArchSpec {
 /// Bytes of the KV cache llama.cpp allocates for a model of architecture `arch` (its keys'
 /// prefix; `spec` is its family's, [`UNTIERED`] without one) for `n_ctx` positions over
 /// `n_seq` sequences with micro-batches of `n_ubatch`: F16 keys and values in every
-/// attention layer with a cache of its own (not those reusing an earlier layer's);
-/// sliding-window layers hold only their window, absorbed latent attention caches one key
-/// head, the latent, and no values. Values are counted at the widest layer's size (llama.cpp
-/// pads them so when it stores them transposed). A hybrid's recurrent layers hold their F32
-/// states, one per sequence. An estimate for families without a spec.
+/// attention layer of the trunk with a cache of its own (not those reusing an earlier
+/// layer's, nor next-token-prediction layers), each with its own key/value heads where the
+/// file gives them per layer; sliding-window layers hold only their window, absorbed latent
+/// attention caches one key head, the latent, and no values. Values are counted at the
+/// widest layer's size (llama.cpp pads them so when it stores them transposed). A hybrid's
+/// recurrent layers hold their F32 states, one per sequence. An estimate for families
+/// without a spec.
 pub(crate) fn kv_cache_bytes(
     header: &GgufHeader,
     arch: &str,
@@ -405,19 +455,37 @@ pub(crate) fn kv_cache_bytes(
     n_ubatch: u32,
 ) -> u64 {
     let get = |k: &str| header.get_int(&format!("{arch}.{k}"));
-    let n_layer = get("block_count").unwrap_or(0).clamp(0, MAX_LAYERS as i128) as u64;
+    let n_layer_all = get("block_count").unwrap_or(0).clamp(0, MAX_LAYERS as i128) as u64;
+    let n_nextn = get("nextn_predict_layers")
+        .unwrap_or(0)
+        .clamp(0, n_layer_all as i128) as u64;
+    let n_layer = n_layer_all - n_nextn;
     let n_embd = get("embedding_length").unwrap_or(0).max(0) as u64;
-    let per_layer = |k: &str| match header.get(&format!("{arch}.{k}")) {
-        Some(MetaValue::Array(a)) => header
-            .numbers(a)
-            .into_iter()
-            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
-            .map(|v| v.max(0.0) as u64),
-        _ => get(k).map(|v| v.max(0) as u64),
+    // One value per layer (an array's, or the one value repeated).
+    let per_layer = |k: &str| -> Option<Vec<u64>> {
+        match header.get(&format!("{arch}.{k}")) {
+            Some(MetaValue::Array(a)) => Some(
+                header
+                    .numbers(a)
+                    .into_iter()
+                    .map(|v| v.max(0.0) as u64)
+                    .chain(std::iter::repeat(0))
+                    .take(n_layer_all as usize)
+                    .collect(),
+            ),
+            _ => get(k).map(|v| vec![v.max(0) as u64; n_layer_all as usize]),
+        }
     };
     let field = |f: Field| spec.key_of(f).and_then(get).map(|v| v.max(0) as u64);
-    let n_head = per_layer("attention.head_count").unwrap_or(1).max(1);
-    let n_head_kv = per_layer("attention.head_count_kv").unwrap_or(n_head);
+    let heads = per_layer("attention.head_count");
+    let n_head = heads
+        .as_ref()
+        .and_then(|h| h.iter().copied().max())
+        .unwrap_or(1)
+        .max(1);
+    let heads_kv = per_layer("attention.head_count_kv")
+        .or(heads)
+        .unwrap_or_else(|| vec![1; n_layer_all as usize]);
     let head_k = get("attention.key_length").map_or(n_embd / n_head, |v| v.max(0) as u64);
     let head_v = get("attention.value_length").map_or(n_embd / n_head, |v| v.max(0) as u64);
     let head_k_swa = field(Field::HeadKSwa).unwrap_or(head_k);
@@ -436,7 +504,7 @@ pub(crate) fn kv_cache_bytes(
     });
     let recurrent = spec
         .hybrid
-        .and_then(|h| h.recurrent_layers(header, arch, n_layer).ok())
+        .and_then(|h| h.recurrent_layers(header, arch, n_layer_all, n_layer).ok())
         .unwrap_or_default();
     let recurrent_bytes = {
         let ssm = |k: &str| get(&format!("ssm.{k}")).unwrap_or(0).max(0) as u64;
@@ -453,7 +521,7 @@ pub(crate) fn kv_cache_bytes(
     // Sliding-window layers, where the window is known (else counted as global).
     let sliding = spec.sliding_window.and_then(|s| {
         let w = get(s.window_key).filter(|w| *w > 0)?;
-        let layers = s.layers(header, arch, n_layer).ok()?;
+        let layers = s.layers(header, arch, n_layer_all).ok()?;
         // One window per sequence's stream, plus a micro-batch.
         let per_stream = (w as u64 + u64::from(n_ubatch))
             .min(full_cells / n_seq)
@@ -461,20 +529,26 @@ pub(crate) fn kv_cache_bytes(
         Some((layers, per_stream * n_seq))
     });
     let is_swa = |l: u64| sliding.is_some_and(|(layers, _)| layers.contains(l));
-    let v_max = match (latent_absorbed, sliding.is_some()) {
-        (true, _) => 0,
-        (false, true) => head_v.max(head_v_swa),
-        (false, false) => head_v,
+    let attention_layers = || (0..n_layer - n_kv_shared).filter(|&l| !recurrent.contains(l));
+    let n_head_kv = |l: u64| heads_kv.get(l as usize).copied().unwrap_or(0);
+    let v_max = if latent_absorbed {
+        0
+    } else {
+        attention_layers()
+            .map(|l| if is_swa(l) { head_v_swa } else { head_v }.saturating_mul(n_head_kv(l)))
+            .max()
+            .unwrap_or(0)
     };
-    let attention_bytes: u64 = (0..n_layer - n_kv_shared)
-        .filter(|&l| !recurrent.contains(l))
+    let attention_bytes: u64 = attention_layers()
         .map(|l| {
             let (cells, k) = match sliding {
                 Some((_, cells)) if is_swa(l) => (cells, head_k_swa),
                 _ => (full_cells, head_k),
             };
-            cells * (k + v_max) * n_head_kv * KV_ELEMENT_BYTES
+            k.saturating_mul(n_head_kv(l))
+                .saturating_add(v_max)
+                .saturating_mul(cells * KV_ELEMENT_BYTES)
         })
-        .sum();
-    attention_bytes + recurrent_bytes
+        .fold(0u64, u64::saturating_add);
+    attention_bytes.saturating_add(recurrent_bytes)
 }

@@ -4,12 +4,20 @@
 //! against a table; the synthetic-model generator writes one from it.
 
 /// The hyperparameters tensor shapes follow from: uniform over the layers, except that
-/// sliding-window layers may have their own head size ([`Hparams::at_layer`] gives one
-/// layer's view), and that the last layers may reuse earlier layers' KV cache.
+/// sliding-window layers may have their own head size, that some families size each layer
+/// by its own head counts and FFN width ([`Hparams::at_layer`] gives one layer's view), and
+/// that the last layers may reuse earlier layers' KV cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Hparams {
-    /// Repeating layers.
+    /// Repeating layers (the trunk: next-token-prediction layers are not counted).
     pub n_layer: u64,
+    /// Next-token-prediction (MTP) layers after the trunk, `n_layer..n_layer + n_nextn`:
+    /// llama.cpp checks their tensors and never loads them.
+    pub n_nextn: u64,
+    /// Each layer's head counts and FFN width, where the family sizes layers by their own
+    /// and the file gives values per layer (else every layer has `n_head`, `n_head_kv` and
+    /// `n_ff`, which then hold the largest).
+    pub widths: Option<LayerWidths>,
     /// Embedding width.
     pub n_embd: u64,
     /// Vocabulary size.
@@ -76,6 +84,66 @@ pub struct Hparams {
     pub recurrent: LayerSet,
 }
 
+/// Each layer's attention heads, key/value heads and FFN width (llama.cpp's per-layer
+/// arrays, `attention.head_count`, `attention.head_count_kv`, `feed_forward_length`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LayerWidths {
+    n_head: [u32; LayerSet::CAPACITY as usize],
+    n_head_kv: [u32; LayerSet::CAPACITY as usize],
+    n_ff: [u32; LayerSet::CAPACITY as usize],
+}
+
+impl Default for LayerWidths {
+    fn default() -> Self {
+        Self {
+            n_head: [0; LayerSet::CAPACITY as usize],
+            n_head_kv: [0; LayerSet::CAPACITY as usize],
+            n_ff: [0; LayerSet::CAPACITY as usize],
+        }
+    }
+}
+
+impl std::fmt::Debug for LayerWidths {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let used = self
+            .n_head
+            .iter()
+            .rposition(|h| *h != 0)
+            .map_or(0, |i| i + 1);
+        f.debug_struct("LayerWidths")
+            .field("n_head", &&self.n_head[..used])
+            .field("n_head_kv", &&self.n_head_kv[..used])
+            .field("n_ff", &&self.n_ff[..used])
+            .finish()
+    }
+}
+
+impl LayerWidths {
+    /// Sets layer `layer`'s heads, key/value heads and FFN width (ignored beyond
+    /// [`LayerSet::CAPACITY`] layers; values saturate at `u32::MAX`).
+    pub fn set(&mut self, layer: u64, n_head: u64, n_head_kv: u64, n_ff: u64) {
+        if layer < LayerSet::CAPACITY {
+            let l = layer as usize;
+            let narrow = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+            (self.n_head[l], self.n_head_kv[l], self.n_ff[l]) =
+                (narrow(n_head), narrow(n_head_kv), narrow(n_ff));
+        }
+    }
+
+    /// Layer `layer`'s heads, key/value heads and FFN width (0s beyond the capacity).
+    pub fn get(&self, layer: u64) -> (u64, u64, u64) {
+        if layer >= LayerSet::CAPACITY {
+            return (0, 0, 0);
+        }
+        let l = layer as usize;
+        (
+            u64::from(self.n_head[l]),
+            u64::from(self.n_head_kv[l]),
+            u64::from(self.n_ff[l]),
+        )
+    }
+}
+
 /// A set of layer indices (llama.cpp's `LLAMA_MAX_LAYERS` is 512).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LayerSet([u64; 8]);
@@ -88,6 +156,13 @@ impl LayerSet {
     pub fn insert(&mut self, layer: u64) {
         if layer < Self::CAPACITY {
             self.0[(layer / 64) as usize] |= 1 << (layer % 64);
+        }
+    }
+
+    /// Removes `layer`.
+    pub fn remove(&mut self, layer: u64) {
+        if layer < Self::CAPACITY {
+            self.0[(layer / 64) as usize] &= !(1 << (layer % 64));
         }
     }
 
@@ -124,9 +199,13 @@ impl Hparams {
     }
 
     /// The hyperparameters as layer `layer` sees them: a sliding-window layer's head sizes
-    /// and rotary dimensions are its own.
+    /// and rotary dimensions are its own, and so are its head counts and FFN width where
+    /// the file gives them per layer.
     pub fn at_layer(&self, layer: u64) -> Hparams {
         let mut hp = *self;
+        if let Some(widths) = &self.widths {
+            (hp.n_head, hp.n_head_kv, hp.n_ff) = widths.get(layer);
+        }
         if self.is_swa(layer) {
             hp.head_k = self.head_k_swa;
             hp.head_v = self.head_v_swa;
@@ -163,7 +242,25 @@ impl Hparams {
                 n_kv - 1
             ));
         }
+        // A layer reads its source's cache as if it were its own: it must not be wider.
+        for layer in shared {
+            let source = n_kv - if self.is_swa(layer) { 2 } else { 1 };
+            let (reader, cache) = (self.at_layer(layer), self.at_layer(source));
+            if reader.n_head_kv * reader.head_k > cache.n_head_kv * cache.head_k
+                || reader.n_head_kv * reader.head_v > cache.n_head_kv * cache.head_v
+            {
+                return Some(format!(
+                    "layer {layer} reuses the KV cache of layer {source} with {} key/value heads where it has {} (llama.cpp asserts)",
+                    reader.n_head_kv, cache.n_head_kv
+                ));
+            }
+        }
         None
+    }
+
+    /// True when layer `layer` is a next-token-prediction layer (after the trunk).
+    pub fn is_nextn_layer(&self, layer: u64) -> bool {
+        layer >= self.n_layer && layer < self.n_layer + self.n_nextn
     }
 
     /// True when layer `layer` has experts (not one of the leading dense layers).
@@ -445,6 +542,34 @@ mod tests {
         assert!(set.contains(0) && set.contains(63) && set.contains(64) && set.contains(511));
         assert!(!set.contains(1) && !set.contains(512));
         assert_eq!(set.len(), 4);
+    }
+
+    #[test]
+    fn layers_see_their_own_widths_and_may_not_read_a_narrower_cache() {
+        let mut widths = LayerWidths::default();
+        for (layer, kv) in [(0, 1), (1, 2), (2, 2), (3, 4)] {
+            widths.set(layer, 4, kv, 100 * (layer + 1));
+        }
+        let mut hp = Hparams {
+            n_layer: 4,
+            n_head: 4,
+            n_head_kv: 4,
+            n_ff: 400,
+            head_k: 8,
+            head_v: 8,
+            widths: Some(widths),
+            ..Hparams::default()
+        };
+        assert_eq!((hp.at_layer(1).n_head_kv, hp.at_layer(1).n_ff), (2, 200));
+        assert_eq!(Dim::K.value(&hp.at_layer(0)), 8);
+        // Layer 3 (global) reads layer 2's cache: 4 heads over 2.
+        hp.n_kv_shared = 1;
+        assert!(hp
+            .kv_sharing_error()
+            .is_some_and(|e| e.contains("layer 3 reuses the KV cache of layer 2")));
+        widths.set(3, 4, 1, 400);
+        hp.widths = Some(widths);
+        assert_eq!(hp.kv_sharing_error(), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! demands, and the values it asserts on (layer and expert counts, head dimensions that must
 //! match, a positive finite norm epsilon, known rope scaling, …).
 
-use super::super::arch::{ArchSpec, Experts, Field, Hparams, Hybrid, Latent};
+use super::super::arch::{ArchSpec, Experts, Field, Hparams, Hybrid, Latent, LayerWidths};
 use super::super::excerpt;
 use super::super::gguf::{value_type, GgufHeader, MetaValue};
 use super::keys::{finite, in_range, shown, Keys};
@@ -39,7 +39,8 @@ pub(crate) fn read_base(header: &GgufHeader, arch: &str) -> Result<(), String> {
 }
 
 /// Keys that llama.cpp lets differ between layers, and hypura's tiering does not yet
-/// (its tensor shapes follow one value for every layer).
+/// (its tensor shapes follow one value for every layer), except the widths of a family that
+/// sizes each layer by its own ([`ArchSpec::widths_per_layer`]).
 const PER_LAYER_KEYS: &[&str] = &[
     "attention.head_count",
     "attention.head_count_kv",
@@ -48,9 +49,17 @@ const PER_LAYER_KEYS: &[&str] = &[
     "expert_feed_forward_length",
 ];
 
+/// The keys of the widths a family may size each layer by.
+const WIDTH_KEYS: &[&str] = &[
+    "attention.head_count",
+    "attention.head_count_kv",
+    "feed_forward_length",
+];
+
 /// Why a valid model of a spec'd family is not tiered, if it is not: one of
-/// [`PER_LAYER_KEYS`] differs between layers, or it has experts where the spec has none (an
-/// MoE variant hypura has not described yet).
+/// [`PER_LAYER_KEYS`] differs between layers where the family does not size layers by their
+/// own, it has experts where the spec has none (an MoE variant hypura has not described
+/// yet), or next-token-prediction layers hypura's spec does not describe.
 pub(crate) fn not_tiered(header: &GgufHeader, spec: &ArchSpec) -> Option<String> {
     let k = Keys {
         header,
@@ -65,8 +74,18 @@ pub(crate) fn not_tiered(header: &GgufHeader, spec: &ArchSpec) -> Option<String>
             ));
         }
     }
+    let nextn_key = k.full("nextn_predict_layers");
+    if let Some(MetaValue::Uint(n @ 1..)) = header.get(&nextn_key) {
+        if spec.nextn.is_none() {
+            return Some(format!(
+                "{nextn_key} = {n}: hypura's {} spec has no next-token-prediction layers",
+                spec.name
+            ));
+        }
+    }
     PER_LAYER_KEYS
         .iter()
+        .filter(|key| !(spec.widths_per_layer && WIDTH_KEYS.contains(key)))
         .find_map(|key| match k.header.get(&k.full(key)) {
             Some(MetaValue::Array(a)) => {
                 let values = k.header.numbers(a);
@@ -112,29 +131,30 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
         header,
         arch: spec.name,
     };
-    let (n_layer, n_embd) = base(&k)?;
-    k.absent_or_zero("nextn_predict_layers")?;
-    let n_head = k
-        .per_layer("attention.head_count", n_layer)?
-        .ok_or_else(|| format!("{} is missing", k.full("attention.head_count")))?;
-    let n_head = in_range(&k.full("attention.head_count"), n_head, 1..=MAX_HEADS)?;
-    let n_head_kv = k
-        .per_layer("attention.head_count_kv", n_layer)?
-        .unwrap_or(n_head);
-    let n_head_kv = in_range(&k.full("attention.head_count_kv"), n_head_kv, 1..=n_head)?;
-    if n_head % n_head_kv != 0 {
+    let (n_layer_all, n_embd) = base(&k)?;
+    // Next-token-prediction layers follow the trunk (`not_tiered` keeps a family without
+    // them from here). Without a trunk they are a draft model for speculative decoding,
+    // which generates nothing by itself (llama.cpp loads its trunk tensors as optional and
+    // would build a graph of missing weights).
+    let n_nextn = k.u32("nextn_predict_layers")?.unwrap_or(0);
+    if n_nextn > 0 && (spec.nextn.is_none() || n_nextn >= n_layer_all) {
         return Err(format!(
-            "{n_head} attention heads are not a multiple of {n_head_kv} key/value heads"
+            "{} = {n_nextn} of {n_layer_all} layers leaves no layer to generate with (a next-token-prediction draft alone)",
+            k.full("nextn_predict_layers")
         ));
     }
-    // A family whose every layer has experts may leave the dense width out.
-    let n_ff = match k.per_layer("feed_forward_length", n_layer)? {
-        Some(n) => in_range(&k.full("feed_forward_length"), n, 1..=MAX_FEED_FORWARD)?,
-        None if spec.experts == Experts::Required => 0,
-        None => return Err(format!("{} is missing", k.full("feed_forward_length"))),
-    };
-    let head_k = k.u32("attention.key_length")?.unwrap_or(n_embd / n_head);
-    let head_v = k.u32("attention.value_length")?.unwrap_or(n_embd / n_head);
+    let n_layer = n_layer_all - n_nextn;
+    let widths = layer_widths(&k, spec, n_layer_all)?;
+    let largest = |of: fn(&(u64, u64, u64)) -> u64| widths.iter().map(of).max().unwrap_or(0);
+    let (n_head, n_head_kv, n_ff) = (largest(|w| w.0), largest(|w| w.1), largest(|w| w.2));
+    // llama.cpp's default head size divides by the first layer's heads.
+    let n_head_first = widths.first().map_or(1, |w| w.0);
+    let head_k = k
+        .u32("attention.key_length")?
+        .unwrap_or(n_embd / n_head_first);
+    let head_v = k
+        .u32("attention.value_length")?
+        .unwrap_or(n_embd / n_head_first);
     if head_k != head_v && !spec.head_sizes_may_differ {
         return Err(format!(
             "key head size {head_k} differs from value head size {head_v}"
@@ -232,12 +252,20 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
     } else {
         in_range(&k.full("expert_count"), n_expert, 1..=MAX_EXPERTS)?;
         let used = k
-            .per_layer("expert_used_count", n_layer)?
+            .per_layer("expert_used_count", n_layer_all)?
             .ok_or_else(|| format!("{} is missing", k.full("expert_used_count")))?;
         n_expert_used = in_range(&k.full("expert_used_count"), used, 1..=n_expert)?;
     }
     let mut hp = Hparams {
         n_layer,
+        n_nextn,
+        widths: spec.widths_per_layer.then(|| {
+            let mut per_layer = LayerWidths::default();
+            for (l, (h, kv, ff)) in widths.iter().enumerate() {
+                per_layer.set(l as u64, *h, *kv, *ff);
+            }
+            per_layer
+        }),
         n_embd,
         n_vocab: n_vocab(header),
         n_head,
@@ -260,7 +288,7 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
         if rule.unread_if.is_some_and(|unread| unread(&hp)) {
             continue;
         }
-        let value = match k.per_layer(rule.key, n_layer)? {
+        let value = match k.per_layer(rule.key, n_layer_all)? {
             Some(v) => in_range(&k.full(rule.key), v, rule.min..=MAX_FEED_FORWARD)?,
             None if rule.required => return Err(format!("{} is missing", k.full(rule.key))),
             None => continue,
@@ -288,7 +316,7 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
     // llama.cpp's fallback for an expert width of 0 or absent, in families that have a
     // key for it.
     if spec.keys.iter().any(|r| r.sets == Field::FfExp)
-        && k.per_layer("expert_feed_forward_length", n_layer)?
+        && k.per_layer("expert_feed_forward_length", n_layer_all)?
             .unwrap_or(0)
             == 0
         && n_expert_used > 0
@@ -345,7 +373,7 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
         if k.u32(window.window_key)?.is_none() && window.window_required {
             return Err(format!("{} is missing", k.full(window.window_key)));
         }
-        hp.swa_layers = window.layers(header, spec.name, n_layer)?;
+        hp.swa_layers = window.layers(header, spec.name, n_layer_all)?;
     }
     if spec.key_of(Field::SharedKvLayers).is_some() {
         if let Some(e) = hp.kv_sharing_error() {
@@ -372,6 +400,73 @@ pub(crate) fn read(header: &GgufHeader, spec: &'static ArchSpec) -> Result<Hpara
         }
     }
     Ok(hp)
+}
+
+/// Each layer's heads, key/value heads and FFN width (`n_layer_all` of them, next-token
+/// prediction layers included), checked as llama.cpp asserts on them in each layer: heads
+/// present, a positive number of key/value heads that divides them.
+fn layer_widths(
+    k: &Keys,
+    spec: &ArchSpec,
+    n_layer_all: u64,
+) -> Result<Vec<(u64, u64, u64)>, String> {
+    let missing = |key: &str| format!("{} is missing", k.full(key));
+    let heads = k
+        .layer_values("attention.head_count", n_layer_all)?
+        .ok_or_else(|| missing("attention.head_count"))?;
+    let heads_kv = k
+        .layer_values("attention.head_count_kv", n_layer_all)?
+        .unwrap_or_else(|| heads.clone());
+    // A family whose every layer has experts may leave the dense width out.
+    let ffs = match k.layer_values("feed_forward_length", n_layer_all)? {
+        Some(ffs) => Some(ffs),
+        None if spec.experts == Experts::Required => None,
+        None => return Err(missing("feed_forward_length")),
+    };
+    // A key's name in messages: with the layer where the values differ between layers.
+    let name = |key: &str, values: &[u64], layer: usize| {
+        if values.iter().all(|v| *v == values[0]) {
+            k.full(key)
+        } else {
+            format!("{}[{layer}]", k.full(key))
+        }
+    };
+    let differ = [&heads, &heads_kv]
+        .iter()
+        .any(|v| v.iter().any(|x| *x != v[0]));
+    let mut widths = Vec::with_capacity(heads.len());
+    for l in 0..heads.len() {
+        let n_head = in_range(
+            &name("attention.head_count", &heads, l),
+            heads[l],
+            1..=MAX_HEADS,
+        )?;
+        let n_head_kv = in_range(
+            &name("attention.head_count_kv", &heads_kv, l),
+            heads_kv[l],
+            1..=n_head,
+        )?;
+        if n_head % n_head_kv != 0 {
+            return Err(format!(
+                "{n_head} attention heads are not a multiple of {n_head_kv} key/value heads{}",
+                if differ {
+                    format!(" (layer {l})")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        let n_ff = match &ffs {
+            Some(ffs) => in_range(
+                &name("feed_forward_length", ffs, l),
+                ffs[l],
+                1..=MAX_FEED_FORWARD,
+            )?,
+            None => 0,
+        };
+        widths.push((n_head, n_head_kv, n_ff));
+    }
+    Ok(widths)
 }
 
 /// Expert groups (routing picks the best groups first, then experts in them): llama.cpp
@@ -462,7 +557,8 @@ fn latent(k: &Keys, latent: Latent, hp: &mut Hparams) -> Result<(), String> {
 
 /// A hybrid's recurrent layers: which they are, and the shapes the graph asserts on.
 fn recurrent(k: &Keys, hybrid: Hybrid, hp: &mut Hparams) -> Result<(), String> {
-    hp.recurrent = hybrid.recurrent_layers(k.header, k.arch, hp.n_layer)?;
+    hp.recurrent =
+        hybrid.recurrent_layers(k.header, k.arch, hp.n_layer + hp.n_nextn, hp.n_layer)?;
     if hp.ssm_inner != hp.ssm_state * hp.ssm_dt_rank {
         return Err(format!(
             "{} = {} must be {} × {} = {}",

@@ -112,6 +112,31 @@ impl Keys<'_> {
         }
     }
 
+    /// Each layer's value of a per-layer key: an array of `n_layer` integers, or one uint32
+    /// for every layer.
+    pub(super) fn layer_values(&self, key: &str, n_layer: u64) -> Result<Option<Vec<u64>>, String> {
+        let full = self.full(key);
+        let Some(meta) = self.header.meta.get(&full) else {
+            return Ok(None);
+        };
+        match &meta.value {
+            MetaValue::Array(a) if matches!(a.item_type, value_type::U32 | value_type::I32) => {
+                // Checked as `per_layer` checks it (count and range).
+                self.per_layer(key, n_layer)?;
+                Ok(Some(
+                    self.header
+                        .numbers(a)
+                        .into_iter()
+                        .map(|v| v as u64)
+                        .collect(),
+                ))
+            }
+            _ => Ok(self
+                .per_layer(key, n_layer)?
+                .map(|v| vec![v; n_layer as usize])),
+        }
+    }
+
     pub(super) fn absent_or_zero(&self, key: &str) -> Result<(), String> {
         match self.header.get(&self.full(key)) {
             None | Some(MetaValue::Uint(0)) | Some(MetaValue::Int(0)) => Ok(()),

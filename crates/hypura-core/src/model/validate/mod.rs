@@ -85,12 +85,6 @@ pub(crate) fn validate(header: &GgufHeader, path: &Path) -> Result<Family, Model
             ArchSpec::supported()
         ));
     };
-    let nextn_key = spec.key("nextn_predict_layers");
-    if let Some(MetaValue::Uint(n @ 1..)) = header.get(&nextn_key) {
-        return untiered(format!(
-            "{nextn_key} = {n}: hypura does not tier models with next-token-prediction layers yet"
-        ));
-    }
     if let Some(reason) = hparams::not_tiered(header, spec) {
         return untiered(reason);
     }

@@ -90,14 +90,19 @@ pub(super) fn check(header: &GgufHeader, spec: &ArchSpec, hp: &Hparams) -> Resul
             expected_names.insert(rule.name.to_string(), (rule, required, shape(rule, hp)));
         }
     }
-    for layer in 0..hp.n_layer {
+    // Next-token-prediction layers a converter left out (llama.cpp tells by the first's
+    // projection) leave every tensor of theirs optional.
+    let nextn_left_out = spec.nextn.is_some_and(|n| n.may_be_left_out)
+        && !by_name.contains_key(format!("blk.{}.nextn.eh_proj.weight", hp.n_layer).as_str());
+    for layer in 0..hp.n_layer + hp.n_nextn {
         let fused = by_name.contains_key(format!("blk.{layer}.attn_qkv.weight").as_str());
         let at_layer = hp.at_layer(layer);
-        for rule in spec.layer_tensors() {
+        let optional = hp.is_nextn_layer(layer) && nextn_left_out;
+        for rule in spec.tensors_of_layer(hp, layer) {
             if let Some(required) = rule.need.expected(&at_layer, Some(layer), fused) {
                 expected_names.insert(
                     rule.name.replace("{}", &layer.to_string()),
-                    (rule, required, shape(rule, &at_layer)),
+                    (rule, required && !optional, shape(rule, &at_layer)),
                 );
             }
         }

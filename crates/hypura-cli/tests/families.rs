@@ -68,9 +68,23 @@ fn every_family_matches_stock_at_every_budget() {
 }
 
 /// Layouts a family's default model does not have: DeepSeek's older expanded latent
-/// attention with uncompressed queries (V2-Lite), and a tied head.
+/// attention with uncompressed queries (V2-Lite), and a tied head; Gemma 4 with experts
+/// (26B A4B: a routed expert FFN beside the dense one in every layer).
 #[test]
 fn family_variants_match_stock() {
+    check(
+        "variant-gemma4-moe",
+        &[
+            "--arch",
+            "gemma4",
+            "--type",
+            "q8_0",
+            "--n-expert",
+            "8",
+            "--n-expert-used",
+            "2",
+        ],
+    );
     check(
         "variant-deepseek2-lite-expanded",
         &[

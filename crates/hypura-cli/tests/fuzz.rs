@@ -762,11 +762,13 @@ fn family_header_mutations() {
         .iter()
         .map(|family| {
             let path = common::tempfile(&format!("fuzz-seed-{}.gguf", family.name));
-            // The family's layer-by-layer widths and next-token-prediction layer, where it
-            // has them, so that mutations reach their rules too.
+            // The family's layer-by-layer widths (with experts: Gemma 4) and
+            // next-token-prediction layer, where it has them, so that mutations reach their
+            // rules too.
             let mut extra = Vec::new();
             if family.widths_per_layer {
                 extra.extend(["--n-head-kv-layers", "1,2", "--n-ff-layers", "512,256"]);
+                extra.extend(["--n-expert", "4", "--n-expert-used", "2"]);
             }
             if family.nextn.is_some() {
                 extra.extend(["--n-nextn", "1"]);

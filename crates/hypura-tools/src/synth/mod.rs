@@ -267,9 +267,11 @@ fn describe(
         fills.push(fill);
         Ok(())
     };
-    let wanted = |hp: &Hparams, need: Need, layer: Option<u64>, name: &str| match need
-        .expected(hp, layer, false)
-    {
+    let wanted = |hp: &Hparams, need: Need, layer: Option<u64>, name: &str| match need.expected(
+        hp,
+        layer,
+        &|_| false,
+    ) {
         Some(true) => true,
         Some(false) => need.typical(hp, layer) || (name == "output.weight" && !shape.tied),
         None => false,

@@ -370,9 +370,10 @@ const GEMMA4_GLOBALS: &[TensorRule] = &[
     ),
 ];
 
-/// Gemma 4's layer (dense; shapes per layer: sliding-window layers have their own head
-/// size). Layers reusing an earlier layer's KV cache may leave out their key projection;
-/// the value projection is optional everywhere (absent: the keys serve as values).
+/// Gemma 4's layer, with its dense FFN (shapes per layer: sliding-window layers have their
+/// own head size, and a file may give each layer its own key/value heads and FFN width).
+/// Layers reusing an earlier layer's KV cache may leave out their key projection; the value
+/// projection is optional everywhere (absent: the keys serve as values).
 const GEMMA4_LAYER: &[TensorRule] = &[
     rule("blk.{}.attn_norm.weight", &[Embd], Vector, Required),
     rule("blk.{}.attn_q.weight", &[Embd, Q], Matrix, Required),
@@ -433,6 +434,56 @@ const GEMMA4_LAYER: &[TensorRule] = &[
     ),
 ];
 
+const fn twice_ff_exp(hp: &Hparams) -> u64 {
+    2 * hp.n_ff_exp
+}
+
+/// Gemma 4's experts (26B A4B): in each layer beside the dense FFN, which then serves as
+/// the shared expert, a router scaled by its own vector, their own pre- and post-norms,
+/// and gate and up projections fused or apart.
+const GEMMA4_EXPERTS: &[TensorRule] = &[
+    rule(
+        "blk.{}.ffn_gate_inp.weight",
+        &[Embd, NExperts],
+        Router,
+        MoeLayer,
+    ),
+    rule("blk.{}.ffn_gate_inp.scale", &[Embd], Vector, MoeLayer),
+    rule("blk.{}.pre_ffw_norm_2.weight", &[Embd], Vector, MoeLayer),
+    rule("blk.{}.post_ffw_norm_1.weight", &[Embd], Vector, MoeLayer),
+    rule("blk.{}.post_ffw_norm_2.weight", &[Embd], Vector, MoeLayer),
+    rule(
+        "blk.{}.ffn_gate_up_exps.weight",
+        &[Embd, Of(twice_ff_exp), NExperts],
+        Matrix,
+        MoeLayerOptional,
+    ),
+    rule(
+        "blk.{}.ffn_gate_exps.weight",
+        &[Embd, FfExp, NExperts],
+        Matrix,
+        When(
+            Cond::MoeLayer,
+            &UnlessPresent("blk.{}.ffn_gate_up_exps.weight"),
+        ),
+    ),
+    rule(
+        "blk.{}.ffn_up_exps.weight",
+        &[Embd, FfExp, NExperts],
+        Matrix,
+        When(
+            Cond::MoeLayer,
+            &UnlessPresent("blk.{}.ffn_gate_up_exps.weight"),
+        ),
+    ),
+    rule(
+        "blk.{}.ffn_down_exps.weight",
+        &[FfExp, Embd, NExperts],
+        Matrix,
+        MoeLayer,
+    ),
+];
+
 /// Gemma 4's keys: sliding-window layers' own head size and rotary dimensions, the layers
 /// reusing earlier layers' KV cache, the per-layer input embedding's width.
 const GEMMA4_KEYS: &[KeyRule] = &[
@@ -468,6 +519,13 @@ const GEMMA4_KEYS: &[KeyRule] = &[
         key: "embedding_length_per_layer_input",
         sets: Field::EmbdPerLayer,
         required: true,
+        min: 0,
+        unread_if: None,
+    },
+    KeyRule {
+        key: "expert_feed_forward_length",
+        sets: Field::FfExp,
+        required: false,
         min: 0,
         unread_if: None,
     },
@@ -1069,6 +1127,7 @@ pub const FAMILIES: &[ArchSpec] = &[
             ("final_logit_softcapping", Example::F32(30.0)),
         ],
         widths_per_layer: true,
-        ..spec("gemma4", &[GEMMA4_LAYER])
+        experts: Experts::Optional,
+        ..spec("gemma4", &[GEMMA4_LAYER, GEMMA4_EXPERTS])
     },
 ];

@@ -387,6 +387,9 @@ pub enum Need {
     Typical,
     /// Present unless the fused `attn_qkv` is.
     UnlessFused,
+    /// Present unless the layer has the tensor named (`{}` is the layer): the fused form
+    /// of this one and others.
+    UnlessPresent(&'static str),
     /// Present in layers with a dense FFN (every layer of a dense model).
     DenseLayer,
     /// Present in layers with experts.
@@ -451,14 +454,21 @@ impl Cond {
 
 impl Need {
     /// Whether a tensor with this need belongs in layer `layer` (`None` outside the layers)
-    /// of a model with `hp`, and if so whether it must be present. `fused` says whether the
-    /// layer has a fused `attn_qkv`.
-    pub fn expected(self, hp: &Hparams, layer: Option<u64>, fused: bool) -> Option<bool> {
+    /// of a model with `hp`, and if so whether it must be present. `present` says whether
+    /// the file has a tensor (by full name), for the needs that depend on a fused form.
+    pub fn expected(
+        self,
+        hp: &Hparams,
+        layer: Option<u64>,
+        present: &dyn Fn(&str) -> bool,
+    ) -> Option<bool> {
         let at = layer.unwrap_or(0);
+        let has = |pattern: &str| present(&pattern.replace("{}", &at.to_string()));
         match self {
             Need::Required => Some(true),
             Need::Optional | Need::Typical => Some(false),
-            Need::UnlessFused => (!fused).then_some(true),
+            Need::UnlessFused => (!has("blk.{}.attn_qkv.weight")).then_some(true),
+            Need::UnlessPresent(fused) => (!has(fused)).then_some(true),
             Need::DenseLayer => (!hp.is_moe_layer(at)).then_some(true),
             Need::MoeLayer => hp.is_moe_layer(at).then_some(true),
             Need::MoeLayerOptional => hp.is_moe_layer(at).then_some(false),
@@ -467,16 +477,16 @@ impl Need {
             Need::NotLongrope => (!hp.longrope).then_some(false),
             Need::When(cond, inner) => {
                 if cond.holds(hp, at) {
-                    inner.expected(hp, layer, fused)
+                    inner.expected(hp, layer, present)
                 } else {
                     None
                 }
             }
             Need::Either(cond, then, otherwise) => {
                 if cond.holds(hp, at) {
-                    then.expected(hp, layer, fused)
+                    then.expected(hp, layer, present)
                 } else {
-                    otherwise.expected(hp, layer, fused)
+                    otherwise.expected(hp, layer, present)
                 }
             }
         }
@@ -581,23 +591,31 @@ mod tests {
             ..Hparams::default()
         };
         hp.recurrent.insert(0);
+        let (unfused, fused) = (&|_: &str| false, &|n: &str| n == "blk.1.attn_qkv.weight");
         let attention = Need::When(Cond::AttentionLayer, &Need::UnlessFused);
-        assert_eq!(attention.expected(&hp, Some(0), false), None);
-        assert_eq!(attention.expected(&hp, Some(1), false), Some(true));
-        assert_eq!(attention.expected(&hp, Some(1), true), None);
+        assert_eq!(attention.expected(&hp, Some(0), unfused), None);
+        assert_eq!(attention.expected(&hp, Some(1), unfused), Some(true));
+        assert_eq!(attention.expected(&hp, Some(1), fused), None);
+        let experts = Need::UnlessPresent("blk.{}.ffn_gate_up_exps.weight");
+        assert_eq!(experts.expected(&hp, Some(1), fused), Some(true));
+        assert_eq!(
+            experts.expected(&hp, Some(1), &|n: &str| n
+                == "blk.1.ffn_gate_up_exps.weight"),
+            None
+        );
         let recurrent = Need::When(Cond::RecurrentLayer, &Need::Required);
-        assert_eq!(recurrent.expected(&hp, Some(0), true), Some(true));
-        assert_eq!(recurrent.expected(&hp, Some(3), false), None);
+        assert_eq!(recurrent.expected(&hp, Some(0), fused), Some(true));
+        assert_eq!(recurrent.expected(&hp, Some(3), unfused), None);
         let bias = Need::When(Cond::MoeLayer, &Need::Typical);
         assert!(bias.typical(&hp, Some(1)) && !bias.typical(&hp, Some(0)));
-        assert_eq!(bias.expected(&hp, Some(0), false), None);
-        assert_eq!(bias.expected(&hp, Some(1), false), Some(false));
+        assert_eq!(bias.expected(&hp, Some(0), unfused), None);
+        assert_eq!(bias.expected(&hp, Some(1), unfused), Some(false));
         let q = Need::When(Cond::QLora, &Need::Required);
-        assert_eq!(q.expected(&hp, Some(1), false), None);
+        assert_eq!(q.expected(&hp, Some(1), unfused), None);
         hp.q_lora_rank = 64;
-        assert_eq!(q.expected(&hp, Some(1), false), Some(true));
+        assert_eq!(q.expected(&hp, Some(1), unfused), Some(true));
         assert_eq!(
-            Need::When(Cond::MlaAbsorbed, &Need::Required).expected(&hp, Some(1), false),
+            Need::When(Cond::MlaAbsorbed, &Need::Required).expected(&hp, Some(1), unfused),
             None
         );
     }

@@ -82,11 +82,12 @@ pub(super) fn check(header: &GgufHeader, spec: &ArchSpec, hp: &Hparams) -> Resul
         .iter()
         .map(|t| (t.name.as_str(), t))
         .collect();
+    let present = |name: &str| by_name.contains_key(name);
     // Each expected name with its rule, whether it is required, and its shape.
     let mut expected_names: HashMap<String, (&TensorRule, bool, Vec<u64>)> = HashMap::new();
     let shape = |rule: &TensorRule, hp: &Hparams| rule.dims.iter().map(|d| d.value(hp)).collect();
     for rule in spec.global_tensors() {
-        if let Some(required) = rule.need.expected(hp, None, false) {
+        if let Some(required) = rule.need.expected(hp, None, &present) {
             expected_names.insert(rule.name.to_string(), (rule, required, shape(rule, hp)));
         }
     }
@@ -95,11 +96,10 @@ pub(super) fn check(header: &GgufHeader, spec: &ArchSpec, hp: &Hparams) -> Resul
     let nextn_left_out = spec.nextn.is_some_and(|n| n.may_be_left_out)
         && !by_name.contains_key(format!("blk.{}.nextn.eh_proj.weight", hp.n_layer).as_str());
     for layer in 0..hp.n_layer + hp.n_nextn {
-        let fused = by_name.contains_key(format!("blk.{layer}.attn_qkv.weight").as_str());
         let at_layer = hp.at_layer(layer);
         let optional = hp.is_nextn_layer(layer) && nextn_left_out;
         for rule in spec.tensors_of_layer(hp, layer) {
-            if let Some(required) = rule.need.expected(&at_layer, Some(layer), fused) {
+            if let Some(required) = rule.need.expected(&at_layer, Some(layer), &present) {
                 expected_names.insert(
                     rule.name.replace("{}", &layer.to_string()),
                     (rule, required && !optional, shape(rule, &at_layer)),

@@ -114,7 +114,8 @@ typedef struct {
 // Statistics of a model, per tier. See [`hypura_get_stats`]. New fields are only ever added
 // at the end, and `hypura_get_stats` writes no more than the size the caller passes.
 typedef struct {
-  // Sum of the model's weight bytes.
+  // Sum of the weight bytes llama.cpp loads (not those of next-token-prediction layers,
+  // which it never loads).
   uint64_t model_bytes;
   // The RAM budget in force, in bytes of weights.
   uint64_t ram_budget_bytes;

@@ -147,18 +147,7 @@ fn next_token_prediction_layers_are_never_read() {
             ],
         );
         check_against_stock(&label, &path, TOKENS, run_sampled);
-        let out = hypura(&[
-            "plan",
-            "--model",
-            path.to_str().unwrap(),
-            "--ram-budget",
-            "50%",
-            "--disk-gbps",
-            "1.6",
-            "--json",
-        ]);
-        assert_eq!(out.code, 0, "{label}: plan failed:\n{}", out.stderr);
-        let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let plan = plan_json(&path, "50%");
         let tensors = plan["tensors"].as_array().unwrap();
         let (unused, used): (Vec<_>, Vec<_>) = tensors
             .iter()

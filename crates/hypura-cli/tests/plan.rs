@@ -3,21 +3,6 @@
 mod common;
 use common::*;
 
-fn plan_json(model: &std::path::Path, budget: &str) -> serde_json::Value {
-    let out = hypura(&[
-        "plan",
-        "--model",
-        model.to_str().unwrap(),
-        "--ram-budget",
-        budget,
-        "--disk-gbps",
-        "2",
-        "--json",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    serde_json::from_str(&out.stdout).unwrap()
-}
-
 #[test]
 fn plan_fits_the_budget_and_predicts_the_bound() {
     for name in [SMOLLM2, GEMMA3] {

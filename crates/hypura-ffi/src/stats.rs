@@ -9,7 +9,8 @@ use crate::status::hypura_status::{self, *};
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct hypura_stats {
-    /// Sum of the model's weight bytes.
+    /// Sum of the weight bytes llama.cpp loads (not those of next-token-prediction layers,
+    /// which it never loads).
     pub model_bytes: u64,
     /// The RAM budget in force, in bytes of weights.
     pub ram_budget_bytes: u64,

@@ -108,6 +108,22 @@ pub fn u(stats: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} missing in {stats}"))
 }
 
+/// `hypura plan --json` of `model` at `budget` (with a fixed disk bandwidth).
+pub fn plan_json(model: &std::path::Path, budget: &str) -> Value {
+    let out = hypura(&[
+        "plan",
+        "--model",
+        model.to_str().unwrap(),
+        "--ram-budget",
+        budget,
+        "--disk-gbps",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
 pub fn tempfile(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("hypura-test-{}-{name}", std::process::id()))
 }

@@ -417,19 +417,27 @@ pub fn write_model(
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_family_describes_a_model() {
-        let shape = Shape {
+    /// `shape` made small: 4 layers of width 256, 4 heads over 2 key/value heads, a
+    /// vocabulary of 300.
+    fn small(shape: Shape) -> Shape {
+        Shape {
             n_embd: 256,
             n_ff: 512,
             n_layer: 4,
             n_head: 4,
             n_head_kv: 2,
             n_vocab: 300,
+            ..shape
+        }
+    }
+
+    #[test]
+    fn every_family_describes_a_model() {
+        let shape = small(Shape {
             n_shared_experts: 1,
             n_dense_lead: 1,
             ..Shape::named("llama-7b").unwrap()
-        };
+        });
         for family in FAMILIES {
             let (w, fills) = describe(
                 family,
@@ -455,13 +463,8 @@ mod tests {
     /// validation (the same a load runs) says of it.
     fn plan_gemma4(name: &str, tweak: impl FnOnce(&mut GgufWriter)) -> Result<Plan, String> {
         let shape = Shape {
-            n_embd: 256,
-            n_ff: 512,
             n_layer: 16,
-            n_head: 4,
-            n_head_kv: 2,
-            n_vocab: 300,
-            ..Shape::named("llama-7b").unwrap()
+            ..small(Shape::named("llama-7b").unwrap())
         };
         let spec = hypura_core::families::find("gemma4").unwrap();
         let (mut w, _) = describe(
@@ -549,6 +552,36 @@ mod tests {
                 None,
                 "key_length_swa is missing",
             ),
+            (
+                "kv-heads-not-dividing-in-a-layer",
+                "attention.head_count_kv",
+                Some(Value::I32Array(
+                    (0..16).map(|l| if l == 3 { 3 } else { 2 }).collect(),
+                )),
+                "4 attention heads are not a multiple of 3 key/value heads (layer 3)",
+            ),
+            (
+                "kv-reuse-wider-than-its-cache",
+                "attention.head_count_kv",
+                Some(Value::I32Array(
+                    (0..16).map(|l| if l == 12 { 4 } else { 2 }).collect(),
+                )),
+                "layer 12 reuses the KV cache of layer 10 with 4 key/value heads where it has 2",
+            ),
+            (
+                "ffn-width-0-in-a-layer",
+                "feed_forward_length",
+                Some(Value::I32Array(
+                    (0..16).map(|l| if l == 5 { 0 } else { 512 }).collect(),
+                )),
+                "feed_forward_length[5] = 0",
+            ),
+            (
+                "per-layer-array-too-short",
+                "feed_forward_length",
+                Some(Value::I32Array(vec![512; 15])),
+                "has 15 values for 16 layers",
+            ),
         ];
         for (name, key, value, needle) in cases {
             match plan_gemma4(name, |w| {
@@ -574,16 +607,10 @@ mod tests {
 
     #[test]
     fn latent_and_hybrid_layouts() {
-        let shape = Shape {
-            n_embd: 256,
-            n_ff: 512,
-            n_layer: 4,
-            n_head: 4,
-            n_head_kv: 2,
-            n_vocab: 300,
+        let shape = small(Shape {
             n_dense_lead: 1,
             ..Shape::named("llama-7b").unwrap()
-        };
+        });
         let absorbed = names("deepseek2", shape.clone());
         for name in [
             "blk.1.attn_k_b.weight",
@@ -615,18 +642,6 @@ mod tests {
         assert!(!hybrid
             .iter()
             .any(|n| n == "blk.3.ssm_a" || n == "blk.2.attn_q.weight"));
-    }
-
-    fn small(arch_shape: Shape) -> Shape {
-        Shape {
-            n_embd: 256,
-            n_ff: 512,
-            n_layer: 4,
-            n_head: 4,
-            n_head_kv: 2,
-            n_vocab: 300,
-            ..arch_shape
-        }
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub struct ModelArgs {
     /// Context length in tokens.
     #[arg(long, default_value_t = defaults::CONTEXT_LENGTH)]
     pub ctx: u32,
+    /// Mixture-of-experts models: read only the experts the router picks, and keep the most
+    /// recently used in the budget left after everything else (which must fit with one
+    /// layer's experts); else whole layers stream.
+    #[arg(long)]
+    pub expert_slices: bool,
 }
 
 #[derive(Args)]

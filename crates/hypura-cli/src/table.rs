@@ -27,6 +27,15 @@ pub fn plan_table(plan: &Plan) -> String {
         );
     }
     line("resident in RAM", format_bytes(plan.ram_resident_bytes));
+    if plan.expert_cache_bytes > 0 {
+        line(
+            "expert cache",
+            format!(
+                "{} (experts read as the router picks them, most recently used kept)",
+                format_bytes(plan.expert_cache_bytes)
+            ),
+        );
+    }
     line(
         "streaming window",
         format!(

@@ -108,9 +108,15 @@ pub fn u(stats: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} missing in {stats}"))
 }
 
-/// `hypura plan --json` of `model` at `budget` (with a fixed disk bandwidth).
+/// `hypura plan --json` of `model` at `budget` (with a fixed disk bandwidth; `extra` flags
+/// after).
 pub fn plan_json(model: &std::path::Path, budget: &str) -> Value {
-    let out = hypura(&[
+    plan_json_with(model, budget, &[])
+}
+
+/// [`plan_json`] with more flags.
+pub fn plan_json_with(model: &std::path::Path, budget: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
         "plan",
         "--model",
         model.to_str().unwrap(),
@@ -119,7 +125,9 @@ pub fn plan_json(model: &std::path::Path, budget: &str) -> Value {
         "--disk-gbps",
         "2",
         "--json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = hypura(&args);
     assert_eq!(out.code, 0, "{}", out.stderr);
     serde_json::from_str(&out.stdout).unwrap()
 }

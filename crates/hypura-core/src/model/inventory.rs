@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::arch::{ArchSpec, UNTIERED};
-use super::gguf::{GgufHeader, TensorInfo};
+use super::gguf::{GgufHeader, MetaValue, TensorInfo};
 use super::validate::Family;
 
 /// What a tensor is for.
@@ -64,6 +64,8 @@ pub(crate) struct ModelInventory {
     /// True when hypura may compute the LM head itself: the logits are the head's product
     /// alone, soft-capped at most (no head bias or scale).
     pub head_streamable: bool,
+    /// Experts each token uses (0: dense), the largest over the layers.
+    pub n_expert_used: u64,
     /// All tensors in file order.
     pub tensors: Vec<ModelTensor>,
     embedding: usize,
@@ -96,6 +98,16 @@ impl ModelInventory {
         inventory.arch = arch.to_string();
         inventory.untiered = untiered;
         inventory.final_logit_softcap = spec.final_logit_softcap(header);
+        inventory.n_expert_used = match header.get(&format!("{arch}.expert_used_count")) {
+            Some(MetaValue::Array(a)) => header
+                .numbers(a)
+                .into_iter()
+                .fold(0.0f64, f64::max)
+                .max(0.0) as u64,
+            _ => header
+                .get_int(&format!("{arch}.expert_used_count"))
+                .map_or(0, |n| n.clamp(0, i128::from(u32::MAX)) as u64),
+        };
         inventory
     }
 
@@ -119,6 +131,7 @@ impl ModelInventory {
             n_embd: tensors.get(embedding).map_or(0, |t| t.info.dims[0]),
             tied_head: output.is_none(),
             final_logit_softcap: 0.0,
+            n_expert_used: 0,
             head_streamable: spec.head_streamable
                 && !tensors
                     .iter()

@@ -7,6 +7,7 @@
 //! for into bytes of weights; [`search`] picks the placement.
 
 pub(crate) mod budget;
+pub(crate) mod experts;
 pub(crate) mod search;
 
 use serde::Serialize;
@@ -42,6 +43,10 @@ pub enum Placement {
     /// Read in row chunks (the [`GroupKind::HeadChunk`] groups) by hypura's own LM-head
     /// computation; the graph never reads it.
     HeadChunks,
+    /// An expert tensor read slice by slice: only the experts the router picks are read,
+    /// when it picks them, into the tensor's own place, and the most recently used stay in
+    /// the expert cache ([`Plan::expert_cache_bytes`]).
+    ExpertSlices,
     /// Never read: llama.cpp does not load it (a next-token-prediction layer's tensor,
     /// which serves speculative decoding alone). Its bytes stay in the file.
     Unused,
@@ -155,12 +160,18 @@ pub struct Plan {
     /// Why hypura does not tier this model, if it does not: it then runs as stock
     /// llama.cpp runs it.
     pub untiered: Option<String>,
+    /// Bytes of expert slices held at once ([`Placement::ExpertSlices`]; 0: none).
+    pub expert_cache_bytes: u64,
 }
 
 impl Plan {
-    /// Bytes of weights hypura may hold at once: resident + window + embedding rows.
+    /// Bytes of weights hypura may hold at once: resident + window + embedding rows +
+    /// expert cache.
     pub fn held_limit_bytes(&self) -> u64 {
-        self.ram_resident_bytes + self.window_bytes + self.embedding_rows_bytes
+        self.ram_resident_bytes
+            + self.window_bytes
+            + self.embedding_rows_bytes
+            + self.expert_cache_bytes
     }
 
     /// The layers whose tensors stream, in order.

@@ -28,6 +28,8 @@ pub(crate) struct SearchParams {
     pub io_threads: u32,
     /// The KV cache predicted for the context (reported, not planned).
     pub kv_cache_bytes: u64,
+    /// Read experts slice by slice when the budget allows it (see [`super::experts`]).
+    pub expert_slices: bool,
 }
 
 /// Largest single read request.
@@ -40,7 +42,7 @@ pub(crate) const MAX_PREFETCH_DEPTH: u32 = 2;
 /// Memory bandwidth assumed for the compute part of the bound.
 pub(crate) const RAM_BYTES_PER_S: f64 = 20e9;
 
-fn page_round(bytes: u64) -> u64 {
+pub(super) fn page_round(bytes: u64) -> u64 {
     bytes.div_ceil(PAGE_BYTES as u64) * PAGE_BYTES as u64
 }
 
@@ -131,6 +133,11 @@ pub(crate) fn plan(
         ));
     }
 
+    if params.expert_slices {
+        if let Some(plan) = super::experts::plan(inventory, params, model_bytes) {
+            return Ok(plan);
+        }
+    }
     let n_layers = inventory.n_layers;
     let mut layer_bytes = vec![0u64; n_layers as usize];
     // What a layer takes in the streaming window: its bytes plus the slack of placing each
@@ -312,6 +319,7 @@ pub(crate) fn plan(
             0
         },
         streamed: choice.streamed + embedding_rows_per_token,
+        expert_cache: 0,
     };
     Ok(finish(
         inventory,
@@ -323,7 +331,7 @@ pub(crate) fn plan(
     ))
 }
 
-fn placement(
+pub(super) fn placement(
     name: String,
     role: Role,
     layer: Option<u32>,
@@ -340,17 +348,18 @@ fn placement(
     }
 }
 
-struct Chosen {
-    resident: u64,
-    window: u64,
-    rows_bytes: u64,
-    depth: u32,
-    head_streamed: bool,
-    head_chunk_rows: u64,
-    streamed: u64,
+pub(super) struct Chosen {
+    pub resident: u64,
+    pub window: u64,
+    pub rows_bytes: u64,
+    pub depth: u32,
+    pub head_streamed: bool,
+    pub head_chunk_rows: u64,
+    pub streamed: u64,
+    pub expert_cache: u64,
 }
 
-fn finish(
+pub(super) fn finish(
     inventory: &ModelInventory,
     params: &SearchParams,
     model_bytes: u64,
@@ -367,6 +376,7 @@ fn finish(
         head_streamed: false,
         head_chunk_rows: 0,
         streamed: 0,
+        expert_cache: 0,
     });
     let disk_time_s = c.streamed as f64 / params.disk_bytes_per_s.max(1.0);
     let compute_time_s = model_bytes as f64 / params.ram_bytes_per_s.max(1.0);
@@ -393,6 +403,7 @@ fn finish(
         n_ubatch: params.n_ubatch,
         kv_cache_bytes: params.kv_cache_bytes,
         untiered: None,
+        expert_cache_bytes: c.expert_cache,
     }
 }
 

@@ -164,6 +164,17 @@ pub struct GenerationStats {
     /// Share of the decode time the reader threads spent inside reads (1.0: every thread
     /// always had a read in flight; lower: read-ahead left the disk idle part of the time).
     pub reader_utilization: f64,
+    /// Bytes of expert slices the plan lets hypura hold (0: experts are not read slice by
+    /// slice).
+    pub expert_cache_bytes: u64,
+    /// Expert slices a batch needed that were held, while generating.
+    pub expert_hits: u64,
+    /// Expert slices a batch needed that were read, while generating.
+    pub expert_misses: u64,
+    /// Bytes read for them.
+    pub expert_bytes_read: u64,
+    /// Expert slices evicted to make room, while generating.
+    pub expert_evictions: u64,
     /// Per-tensor use and disk-read counts while generating.
     pub tensor_accesses: Vec<TensorAccess>,
     /// The generated token ids.
@@ -297,6 +308,11 @@ impl Model {
             stream_wait_s: stats.stream_wait_s,
             reader_utilization: stats.reader_busy_s
                 / (stats.reader_threads.max(1) as f64 * decode_s.max(1e-9)),
+            expert_cache_bytes: plan.expert_cache_bytes,
+            expert_hits: stats.expert_hits,
+            expert_misses: stats.expert_misses,
+            expert_bytes_read: stats.expert_bytes_read,
+            expert_evictions: stats.expert_evictions,
             tensor_accesses: self.tensor_accesses(),
             tokens,
             logits_digest: digest.digest(),

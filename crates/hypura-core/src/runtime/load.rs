@@ -259,6 +259,8 @@ fn streamer_setup(
         head,
         head_input_node: inventory.spec.head_input_node,
         kv_cache_prefixes: inventory.spec.kv_cache_tensor_prefixes,
+        expert_cache_bytes: plan.expert_cache_bytes,
+        selected_experts_node: inventory.spec.selected_experts_node,
     }
 }
 
@@ -451,6 +453,27 @@ fn build_streamer(
             }
         })?;
     for (tensor, name, placement, rows) in registrations {
+        if placement == Placement::ExpertSlices {
+            let (Some(info), Some(layer)) = (
+                infos.get(name.as_str()),
+                crate::model::inventory::layer_of(&name),
+            ) else {
+                return Err(internal(format!(
+                    "expert tensor {} has no layer",
+                    excerpt(&name)
+                )));
+            };
+            let n_expert = info.dims[2];
+            // SAFETY: a live tensor of the model, in hypura's buffer on its own pages.
+            let base = unsafe { (*tensor).data } as usize;
+            streamer.register_expert_tensor(
+                base,
+                layer,
+                info.file_offset,
+                (info.nbytes / n_expert) as usize,
+                n_expert as u32,
+            );
+        }
         streamer.register(tensor, &name, placement, rows);
     }
     Ok(streamer)

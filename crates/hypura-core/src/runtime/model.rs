@@ -78,6 +78,14 @@ pub struct ModelStats {
     pub late_groups: u64,
     /// Times the graph needed a group out of the planned order since the counters were reset.
     pub out_of_order_groups: u64,
+    /// Expert slices a batch needed that were held, since the counters were reset.
+    pub expert_hits: u64,
+    /// Expert slices a batch needed that were read, since the counters were reset.
+    pub expert_misses: u64,
+    /// Bytes read for them.
+    pub expert_bytes_read: u64,
+    /// Expert slices evicted to make room, since the counters were reset.
+    pub expert_evictions: u64,
     /// Peak resident set size of the process since the model was loaded (Linux; 0
     /// elsewhere).
     pub peak_rss_bytes: u64,
@@ -425,6 +433,7 @@ impl Model {
             reader_threads,
             late_groups,
             out_of_order,
+            experts,
             ..
         } = c;
         ModelStats {
@@ -445,6 +454,10 @@ impl Model {
             reader_threads,
             late_groups,
             out_of_order_groups: out_of_order,
+            expert_hits: experts.hits,
+            expert_misses: experts.misses,
+            expert_bytes_read: experts.bytes_read,
+            expert_evictions: experts.evictions,
             peak_rss_bytes: super::proc_stats::peak_rss_bytes(),
         }
     }

@@ -68,6 +68,7 @@ pub struct LoadOptions {
     pub(crate) disk_bytes_per_s: f64,
     pub(crate) io_threads: u32,
     pub(crate) verify_reads: bool,
+    pub(crate) expert_slices: bool,
 }
 
 impl LoadOptions {
@@ -87,6 +88,7 @@ impl LoadOptions {
             disk_bytes_per_s: defaults::DISK_BYTES_PER_S,
             io_threads: defaults::IO_THREADS,
             verify_reads: true,
+            expert_slices: false,
         }
     }
 
@@ -157,6 +159,15 @@ impl LoadOptions {
     /// model file overwritten while running is detected (on by default).
     pub fn verify_reads(mut self, on: bool) -> Self {
         self.verify_reads = on;
+        self
+    }
+
+    /// For a mixture-of-experts model whose budget holds everything but the experts (and
+    /// one layer's experts besides): read only the experts the router picks, when it picks
+    /// them, and keep the most recently used ones in the rest of the budget, instead of
+    /// streaming each layer's experts whole (off by default while it is being measured).
+    pub fn expert_slices(mut self, on: bool) -> Self {
+        self.expert_slices = on;
         self
     }
 

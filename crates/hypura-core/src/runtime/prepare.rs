@@ -58,6 +58,7 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
         n_ubatch: options.batch_size,
         io_threads: options.io_threads,
         kv_cache_bytes,
+        expert_slices: options.expert_slices,
     };
     let mut plan = search::plan(&inventory, &params, file.path())?;
     plan.untiered = inventory.untiered.as_ref().map(|why| {

@@ -88,6 +88,11 @@ fn on_ask(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
     if streamer.head_streamed() && node_name(node) == streamer.head_input_node() {
         return true;
     }
+    // The router's selection: computed last in its batch, so that its experts are read
+    // before the expert products run.
+    if streamer.experts_active() && selection_layer(streamer, node).is_some() {
+        return true;
+    }
     let mut claim = false;
     let mut acquired: Option<usize> = None;
     for i in 0..node.src.len() {
@@ -117,6 +122,26 @@ fn on_ask(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
         streamer.accessed(tracked.slot);
         match tracked.placement {
             Placement::Resident => {}
+            Placement::ExpertSlices => {
+                // SAFETY: a live tensor; its data stays at its own pages (never moved).
+                let base = unsafe { (*weight).data } as usize;
+                let Some(layer) = streamer.expert_layer(base) else {
+                    streamer.fail(StreamFailure::Graph(format!(
+                        "node '{}' reads an expert tensor hypura does not know",
+                        node_name(node)
+                    )));
+                    return true;
+                };
+                // An expert product reads the selection as its ids: served when that
+                // selection was. Anything else gets every expert of the layer.
+                let served = streamer.experts_served(layer);
+                let by_selection = node.op == sys::GGML_OP_MUL_MAT_ID
+                    && i == 0
+                    && served.is_some_and(|s| s == node.src[2] as usize);
+                if !by_selection {
+                    streamer.serve_experts(layer, None, 0);
+                }
+            }
             // llama.cpp never creates an unused tensor, so no node reads one: fail rather than
             // compute with bytes that were never read.
             Placement::Unused => {
@@ -193,7 +218,56 @@ fn on_ask(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
     claim
 }
 
+/// The layer of the router selection `node` (`{selected_experts_node}-{layer}`), if it is one.
+fn selection_layer(streamer: &Streamer, node: &sys::ggml_tensor) -> Option<u32> {
+    node_name(node)
+        .strip_prefix(streamer.selected_experts_node())?
+        .strip_prefix('-')?
+        .parse()
+        .ok()
+}
+
+/// The distinct experts a computed selection node (I32, experts used × tokens) holds.
+fn selected_experts(node: &sys::ggml_tensor) -> Option<Vec<u32>> {
+    if node.type_ != sys::GGML_TYPE_I32 || node.data.is_null() {
+        return None;
+    }
+    let mut experts = Vec::new();
+    for j in 0..node.ne[1].max(0) as usize {
+        for i in 0..node.ne[0].max(0) as usize {
+            // SAFETY: an I32 tensor in host memory, just computed: element (i, j) is at
+            // `i * nb[0] + j * nb[1]`, inside it.
+            let id = unsafe {
+                node.data
+                    .cast::<u8>()
+                    .add(i * node.nb[0] + j * node.nb[1])
+                    .cast::<i32>()
+                    .read_unaligned()
+            };
+            let id = u32::try_from(id).ok()?;
+            if !experts.contains(&id) {
+                experts.push(id);
+            }
+        }
+    }
+    Some(experts)
+}
+
 fn on_computed(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
+    if streamer.experts_active() {
+        if let Some(layer) = selection_layer(streamer, node) {
+            match selected_experts(node) {
+                Some(experts) => {
+                    streamer.serve_experts(layer, Some(&experts), node as *const _ as usize)
+                }
+                None => streamer.fail(StreamFailure::Graph(format!(
+                    "the router selection '{}' is not I32 ids in host memory",
+                    node_name(node)
+                ))),
+            }
+            return streamer.ok();
+        }
+    }
     if streamer.head_streamed() && node_name(node) == streamer.head_input_node() {
         if node.type_ != sys::GGML_TYPE_F32 || node.data.is_null() {
             streamer.fail(StreamFailure::Graph(

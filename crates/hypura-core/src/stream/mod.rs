@@ -13,6 +13,7 @@
 //! tensors' own reserved pages and released with `MADV_DONTNEED`.
 
 pub(crate) mod callback;
+pub(crate) mod experts;
 mod groups;
 pub(crate) mod head;
 pub(crate) mod policy;
@@ -82,6 +83,8 @@ pub(crate) struct StreamCounters {
     pub out_of_order: u64,
     /// Seconds spent waiting for reads inside the graph.
     pub wait_s: f64,
+    /// The expert cache's hits, misses and bytes read.
+    pub experts: experts::ExpertCounters,
     /// Seconds the reader threads spent inside reads, summed over threads.
     pub reader_busy_s: f64,
     /// Reader threads.
@@ -121,6 +124,8 @@ pub(crate) struct Streamer {
     /// Buffers seen in the graph: (address, bytes), KV cache and compute separately.
     kv_buffers: Vec<(usize, u64)>,
     compute_buffers: Vec<(usize, u64)>,
+    experts: experts::ExpertCache,
+    selected_experts_node: &'static str,
 }
 
 // SAFETY: the raw addresses inside (tensors, buffers, window memory) are only dereferenced
@@ -140,6 +145,8 @@ pub(crate) struct StreamerSetup {
     pub head: Option<head::StreamedHead>,
     pub head_input_node: &'static str,
     pub kv_cache_prefixes: &'static [&'static str],
+    pub expert_cache_bytes: u64,
+    pub selected_experts_node: &'static str,
 }
 
 impl Streamer {
@@ -156,6 +163,8 @@ impl Streamer {
             head,
             head_input_node,
             kv_cache_prefixes,
+            expert_cache_bytes,
+            selected_experts_node,
         } = setup;
         let window = if groups.is_empty() || window_limit == 0 {
             None
@@ -208,7 +217,53 @@ impl Streamer {
             reader_busy_at_reset: 0.0,
             kv_buffers: Vec::new(),
             compute_buffers: Vec::new(),
+            experts: experts::ExpertCache::new(expert_cache_bytes),
+            selected_experts_node,
         })
+    }
+
+    /// Tells the streamer of an expert tensor read slice by slice: see
+    /// [`experts::ExpertCache::register`].
+    pub fn register_expert_tensor(
+        &mut self,
+        base: usize,
+        layer: u32,
+        file_offset: u64,
+        slice_bytes: usize,
+        n_expert: u32,
+    ) {
+        self.experts
+            .register(base, layer, file_offset, slice_bytes, n_expert);
+    }
+
+    /// True when the model has expert tensors read slice by slice.
+    pub(crate) fn experts_active(&self) -> bool {
+        self.experts.is_active()
+    }
+
+    /// The name (before `-{layer}`) of the node holding the selected experts.
+    pub(crate) fn selected_experts_node(&self) -> &'static str {
+        self.selected_experts_node
+    }
+
+    /// The layer of the expert tensor at `base`, if it is one read slice by slice.
+    pub(crate) fn expert_layer(&self, base: usize) -> Option<u32> {
+        self.experts.layer_of(base)
+    }
+
+    /// The selection node that served `layer`'s experts in this graph, if one did.
+    pub(crate) fn experts_served(&self, layer: u32) -> Option<usize> {
+        self.experts.served(layer)
+    }
+
+    /// Makes `experts` (all of the layer's when `None`) of `layer` held: see
+    /// [`experts::ExpertCache::serve`].
+    pub(crate) fn serve_experts(&mut self, layer: u32, experts: Option<&[u32]>, selection: usize) {
+        match self.experts.serve(layer, experts, selection, &self.pool) {
+            Ok(waited) => self.counters.wait_s += waited,
+            Err(e) => self.fail(e),
+        }
+        self.note_held();
     }
 
     /// Tells the streamer how `tensor` (named `name` in the statistics) is placed.
@@ -234,6 +289,7 @@ impl Streamer {
     /// logits, and makes sure the first groups are on their way.
     pub fn begin_decode(&mut self) {
         self.release_rows();
+        self.experts.begin_graph();
         if let Some(h) = &mut self.head {
             h.logits_ready = false;
         }
@@ -330,6 +386,7 @@ impl Streamer {
     /// Resets access counts and counters (e.g. after the prompt).
     pub fn reset_counts(&mut self) {
         self.tracker.reset();
+        self.experts.reset_counts();
         self.policy.reset_counts();
         // Groups already read ahead for the next tokens count in the new period.
         let ahead: Vec<usize> = self.policy.read_ahead().collect();
@@ -351,12 +408,13 @@ impl Streamer {
             reader_threads: self.pool.threads(),
             late_groups: counts.late_groups,
             out_of_order: counts.out_of_order,
+            experts: self.experts.counters(),
             ..self.counters.clone()
         }
     }
 
     fn held_bytes(&self) -> u64 {
-        self.policy.held_bytes() + self.rows.held_bytes()
+        self.policy.held_bytes() + self.rows.held_bytes() + self.experts.held_bytes()
     }
 
     fn note_held(&mut self) {

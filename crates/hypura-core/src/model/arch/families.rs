@@ -868,6 +868,8 @@ const fn spec(name: &'static str, layer: &'static [&'static [TensorRule]]) -> Ar
         rope_covers_head: false,
         query_is_embedding_wide: false,
         head_input_node: "result_norm",
+        // llama.cpp's `build_moe_ffn`, which every MoE family here routes through.
+        selected_experts_node: "ffn_moe_topk",
         head_streamable: true,
         final_logit_softcap_key: None,
         default_final_logit_softcap: 0.0,

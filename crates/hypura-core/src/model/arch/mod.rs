@@ -37,6 +37,10 @@ pub struct ArchSpec {
     /// (`mul_mat(output, result_norm)`): hypura stops the graph there when it computes the
     /// head itself.
     pub head_input_node: &'static str,
+    /// The graph node holding the experts the router selected (`{node}-{layer}`, an I32
+    /// tensor of the experts used × the batch's tokens), which the expert products read as
+    /// their ids: hypura reads the selected experts once it is computed.
+    pub selected_experts_node: &'static str,
     /// True when the logits are the head's product alone (optionally soft-capped), so that
     /// hypura may compute the head itself and stream it in chunks.
     pub head_streamable: bool,

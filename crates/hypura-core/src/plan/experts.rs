@@ -1,0 +1,89 @@
+//! The expert-slice placement of a mixture-of-experts model: everything but the experts
+//! resident, and each expert tensor (`ffn_{gate,up,down}_exps`, one slice per expert) read
+//! slice by slice as the router picks experts, into an expert cache of the budget's rest.
+//! Chosen when the budget holds everything else plus one layer's experts in full (a batch of
+//! many tokens may pick every expert of a layer); else the model streams whole layers.
+
+use super::search::{finish, page_round, placement, Chosen, SearchParams};
+use super::{Placement, Plan};
+use crate::memory::PAGE_BYTES;
+use crate::model::inventory::ModelTensor;
+use crate::model::{ModelInventory, Role};
+
+/// True for an expert tensor read slice by slice: one of the layers' 3-D expert matrices
+/// (their biases, one row per expert, are small and stay resident).
+pub(crate) fn is_sliced(inventory: &ModelInventory, t: &ModelTensor) -> bool {
+    t.role == Role::Experts
+        && t.info.dims.len() == 3
+        && t.info.dims[2] > 1
+        && t.layer.is_some_and(|l| l < inventory.n_layers)
+}
+
+/// The expert-slice plan of `inventory` under `params`, if it has experts and the budget
+/// holds everything else and one layer's experts.
+pub(crate) fn plan(
+    inventory: &ModelInventory,
+    params: &SearchParams,
+    model_bytes: u64,
+) -> Option<Plan> {
+    let mut resident = 0u64;
+    let mut expert_bytes = 0u64;
+    let mut layer_expert_bytes = vec![0u64; inventory.n_layers as usize];
+    let mut n_expert = 0u64;
+    for t in inventory.tensors.iter().filter(|t| !inventory.is_unused(t)) {
+        if is_sliced(inventory, t) {
+            expert_bytes += t.info.nbytes;
+            n_expert = n_expert.max(t.info.dims[2]);
+            if let Some(l) = t.layer {
+                // Each held slice counts the pages it touches: at most two more than its
+                // bytes.
+                layer_expert_bytes[l as usize] +=
+                    page_round(t.info.nbytes) + t.info.dims[2] * 2 * PAGE_BYTES as u64;
+            }
+        } else {
+            resident += page_round(t.info.nbytes);
+        }
+    }
+    let largest_layer = layer_expert_bytes.iter().copied().max().unwrap_or(0);
+    let cache = params.ram_budget_bytes.checked_sub(resident)?;
+    if expert_bytes == 0 || inventory.n_expert_used == 0 || cache < largest_layer {
+        return None;
+    }
+    let tensors = inventory
+        .tensors
+        .iter()
+        .map(|t| {
+            let where_ = if inventory.is_unused(t) {
+                Placement::Unused
+            } else if is_sliced(inventory, t) {
+                Placement::ExpertSlices
+            } else {
+                Placement::Resident
+            };
+            placement(t.info.name.clone(), t.role, t.layer, t.info.nbytes, where_)
+        })
+        .collect();
+    // Each token reads its experts' slices unless cached: with routing spread evenly, the
+    // cache holds each slice with the chance capacity / all slices.
+    let used_share = inventory.n_expert_used as f64 / n_expert.max(1) as f64;
+    let miss = 1.0 - (cache as f64 / expert_bytes as f64).min(1.0);
+    let streamed = (expert_bytes as f64 * used_share.min(1.0) * miss) as u64;
+    let chosen = Chosen {
+        resident,
+        window: 0,
+        rows_bytes: 0,
+        depth: 0,
+        head_streamed: false,
+        head_chunk_rows: 0,
+        streamed,
+        expert_cache: cache,
+    };
+    Some(finish(
+        inventory,
+        params,
+        model_bytes,
+        Some(chosen),
+        tensors,
+        Vec::new(),
+    ))
+}

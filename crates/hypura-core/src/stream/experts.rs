@@ -1,0 +1,314 @@
+//! The expert cache: expert tensors ([`crate::plan::Placement::ExpertSlices`]) live in their
+//! own reserved pages, of which only some experts' slices are populated. When a layer's
+//! router has picked (the callback sees the selection node computed), the picked slices
+//! that are not held are read straight into their place, all at once, and waited for before
+//! the layer's expert products run. A batch of many tokens reads each slice it needs once.
+//!
+//! When the cache's bytes would go over its capacity, slices not picked in this batch make
+//! room: from the layer holding most above an even share of the capacity (layers run in
+//! order every token, so a global least-recently-used order would evict exactly the slices
+//! about to be needed, and hit nothing once a token's experts outgrow the cache), and
+//! within it the least recently used. A layer may borrow beyond its share (a batch of many
+//! tokens can pick every expert of a layer), and gives it back first.
+//!
+//! A slice's pages are handed back with `MADV_DONTNEED` when it is evicted: the pages wholly
+//! inside it, and the pages it shares with a neighbouring slice when that one is not held
+//! either (a tensor starts on a page boundary and shares no page with another tensor).
+
+use std::collections::HashMap;
+
+use crate::io::{ReadPool, ReadRequest};
+use crate::memory::{release_pages, PAGE_BYTES};
+
+use super::StreamFailure;
+
+/// One expert tensor: `n_expert` slices of `slice_bytes`, the file's and memory's alike.
+#[derive(Debug, Clone, Copy)]
+struct ExpertTensor {
+    /// Its memory (page-aligned), where slice `e` starts at `e * slice_bytes`.
+    base: usize,
+    layer: u32,
+    file_offset: u64,
+    slice_bytes: usize,
+    n_expert: u32,
+}
+
+/// What the expert cache counted since the last reset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ExpertCounters {
+    /// Slices a batch needed that were held.
+    pub hits: u64,
+    /// Slices a batch needed that were read.
+    pub misses: u64,
+    /// Bytes read for them.
+    pub bytes_read: u64,
+    /// Slices evicted to make room.
+    pub evictions: u64,
+}
+
+/// The held slices and where every expert tensor is.
+#[derive(Debug, Default)]
+pub(crate) struct ExpertCache {
+    capacity: u64,
+    held: u64,
+    tensors: Vec<ExpertTensor>,
+    by_layer: HashMap<u32, Vec<usize>>,
+    by_address: HashMap<usize, usize>,
+    /// Held slices (tensor index, expert) with the clock of their last use.
+    last_use: HashMap<(usize, u32), u64>,
+    /// Bytes held per layer.
+    held_by_layer: HashMap<u32, u64>,
+    clock: u64,
+    /// Layers whose selection this graph has served, with the selection node's address.
+    ready: HashMap<u32, usize>,
+    counters: ExpertCounters,
+}
+
+/// `[start, end)` widened to whole pages.
+fn page_span(start: usize, end: usize) -> (usize, usize) {
+    (
+        start / PAGE_BYTES * PAGE_BYTES,
+        end.div_ceil(PAGE_BYTES) * PAGE_BYTES,
+    )
+}
+
+impl ExpertCache {
+    /// A cache of at most `capacity` bytes of slices (counted in whole pages).
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            capacity,
+            ..Self::default()
+        }
+    }
+
+    /// True when the model has expert tensors read slice by slice.
+    pub fn is_active(&self) -> bool {
+        !self.tensors.is_empty()
+    }
+
+    /// Adds an expert tensor of layer `layer` at `base` (page-aligned, its own pages),
+    /// `n_expert` slices of `slice_bytes` starting at `file_offset` in the file.
+    pub fn register(
+        &mut self,
+        base: usize,
+        layer: u32,
+        file_offset: u64,
+        slice_bytes: usize,
+        n_expert: u32,
+    ) {
+        let index = self.tensors.len();
+        self.tensors.push(ExpertTensor {
+            base,
+            layer,
+            file_offset,
+            slice_bytes,
+            n_expert,
+        });
+        self.by_layer.entry(layer).or_default().push(index);
+        self.by_address.insert(base, index);
+    }
+
+    /// The layer of the expert tensor whose memory starts at `base`, if it is one.
+    pub fn layer_of(&self, base: usize) -> Option<u32> {
+        self.by_address.get(&base).map(|&i| self.tensors[i].layer)
+    }
+
+    /// The experts of the layer with the most.
+    fn n_expert(&self, layer: u32) -> u32 {
+        self.by_layer
+            .get(&layer)
+            .into_iter()
+            .flatten()
+            .map(|&i| self.tensors[i].n_expert)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Bytes of held memory slice `e` of tensor `t` counts for.
+    fn slice_pages(&self, t: usize, e: u32) -> u64 {
+        let x = &self.tensors[t];
+        let start = x.base + e as usize * x.slice_bytes;
+        let (lo, hi) = page_span(start, start + x.slice_bytes);
+        (hi - lo) as u64
+    }
+
+    /// Forgets which layers this graph served (a new graph starts).
+    pub fn begin_graph(&mut self) {
+        self.ready.clear();
+    }
+
+    /// The selection node that served `layer` in this graph, if one did.
+    pub fn served(&self, layer: u32) -> Option<usize> {
+        self.ready.get(&layer).copied()
+    }
+
+    /// Bytes of slices held now.
+    pub fn held_bytes(&self) -> u64 {
+        self.held
+    }
+
+    /// The counters since the last reset.
+    pub fn counters(&self) -> ExpertCounters {
+        self.counters
+    }
+
+    /// Zeroes the counters.
+    pub fn reset_counts(&mut self) {
+        self.counters = ExpertCounters::default();
+    }
+
+    /// Makes the slices of `experts` (every expert of the layer when `None`) of every expert
+    /// tensor of `layer` held, reading the missing ones through `pool` and waiting for them;
+    /// `selection` is the selection node's address. Returns the seconds spent waiting.
+    pub fn serve(
+        &mut self,
+        layer: u32,
+        experts: Option<&[u32]>,
+        selection: usize,
+        pool: &ReadPool,
+    ) -> Result<f64, StreamFailure> {
+        let n_expert = self.n_expert(layer);
+        let all: Vec<u32>;
+        let experts = match experts {
+            Some(e) => e,
+            None => {
+                all = (0..n_expert).collect();
+                &all
+            }
+        };
+        if let Some(bad) = experts.iter().find(|&&e| e >= n_expert) {
+            return Err(StreamFailure::Graph(format!(
+                "layer {layer} selected expert {bad} of {n_expert}"
+            )));
+        }
+        self.clock += 1;
+        let clock = self.clock;
+        let tensors = self.by_layer.get(&layer).cloned().unwrap_or_default();
+        let mut missing = Vec::new();
+        for &t in &tensors {
+            for &e in experts {
+                match self.last_use.get_mut(&(t, e)) {
+                    Some(used) => {
+                        *used = clock;
+                        self.counters.hits += 1;
+                    }
+                    None => missing.push((t, e)),
+                }
+            }
+        }
+        for &(t, e) in &missing {
+            let bytes = self.slice_pages(t, e);
+            while self.held + bytes > self.capacity {
+                self.evict_one(layer, clock, &missing)?;
+            }
+            self.held += bytes;
+            *self.held_by_layer.entry(layer).or_default() += bytes;
+            self.last_use.insert((t, e), clock);
+        }
+        let reads: Vec<ReadRequest> = missing
+            .iter()
+            .map(|&(t, e)| {
+                let x = &self.tensors[t];
+                ReadRequest {
+                    dst: x.base + e as usize * x.slice_bytes,
+                    len: x.slice_bytes,
+                    offset: x.file_offset + e as u64 * x.slice_bytes as u64,
+                }
+            })
+            .collect();
+        self.counters.misses += missing.len() as u64;
+        self.counters.bytes_read += reads.iter().map(|r| r.len as u64).sum::<u64>();
+        self.ready.insert(layer, selection);
+        if reads.is_empty() {
+            return Ok(0.0);
+        }
+        // SAFETY: each destination is a slice of an expert tensor's own pages that no other
+        // read targets (each missing slice once) and that no graph node reads before this
+        // returns: the callback runs between node batches and waits right here.
+        let completion = unsafe { pool.submit(&reads) };
+        let started = std::time::Instant::now();
+        completion.wait().map_err(StreamFailure::from)?;
+        Ok(started.elapsed().as_secs_f64())
+    }
+
+    /// Evicts a slice not used at `clock` nor about to be read (`incoming`) while serving
+    /// layer `serving`: from the layer holding most above its even share (another layer
+    /// before `serving`), its least recently used; hands back its pages.
+    fn evict_one(
+        &mut self,
+        serving: u32,
+        clock: u64,
+        incoming: &[(usize, u32)],
+    ) -> Result<(), StreamFailure> {
+        let share = self.capacity / self.by_layer.len().max(1) as u64;
+        let evictable = |k: &(usize, u32), used: u64| used < clock && !incoming.contains(k);
+        let layer = self
+            .last_use
+            .iter()
+            .filter(|(k, used)| evictable(k, **used))
+            .map(|(k, _)| self.tensors[k.0].layer)
+            .max_by_key(|&l| {
+                let held = self.held_by_layer.get(&l).copied().unwrap_or(0);
+                (l != serving, held.saturating_sub(share), held, u32::MAX - l)
+            });
+        let victim = layer.and_then(|layer| {
+            self.last_use
+                .iter()
+                .filter(|(k, used)| evictable(k, **used) && self.tensors[k.0].layer == layer)
+                .min_by_key(|(k, used)| (**used, **k))
+                .map(|(k, _)| *k)
+        });
+        let Some((t, e)) = victim else {
+            return Err(StreamFailure::Graph(format!(
+                "the expert cache ({} bytes) cannot hold one batch's experts",
+                self.capacity
+            )));
+        };
+        let bytes = self.slice_pages(t, e);
+        self.last_use.remove(&(t, e));
+        self.held = self.held.saturating_sub(bytes);
+        if let Some(h) = self.held_by_layer.get_mut(&self.tensors[t].layer) {
+            *h = h.saturating_sub(bytes);
+        }
+        self.counters.evictions += 1;
+        let x = self.tensors[t];
+        let start = x.base + e as usize * x.slice_bytes;
+        let end = start + x.slice_bytes;
+        let held = |n: u32| self.last_use.contains_key(&(t, n));
+        // Pages shared with a held neighbour stay; the tensor's first and last pages are its
+        // own.
+        let lo = if e == 0 || !held(e - 1) {
+            start / PAGE_BYTES * PAGE_BYTES
+        } else {
+            start.div_ceil(PAGE_BYTES) * PAGE_BYTES
+        };
+        let hi = if e + 1 >= x.n_expert || !held(e + 1) {
+            end.div_ceil(PAGE_BYTES) * PAGE_BYTES
+        } else {
+            end / PAGE_BYTES * PAGE_BYTES
+        };
+        if lo < hi {
+            // SAFETY: the pages lie inside the expert tensor's own pages and hold no byte of
+            // a held slice (shared pages with held neighbours are excluded); no read targets
+            // them (the evicted slice is not being read) and no node reads it before it is
+            // read again.
+            unsafe { release_pages(lo as *mut u8, hi - lo) };
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_spans_cover_whole_pages() {
+        assert_eq!(page_span(0, 1), (0, PAGE_BYTES));
+        assert_eq!(
+            page_span(PAGE_BYTES, 2 * PAGE_BYTES),
+            (PAGE_BYTES, 2 * PAGE_BYTES)
+        );
+        assert_eq!(page_span(10, PAGE_BYTES + 1), (0, 2 * PAGE_BYTES));
+    }
+}

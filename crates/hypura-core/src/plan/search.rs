@@ -456,6 +456,7 @@ mod tests {
             n_ubatch: 128,
             io_threads: 4,
             kv_cache_bytes: 0,
+            expert_slices: false,
         }
     }
 

@@ -3,7 +3,7 @@
 # (default .device/hypura; build with `cargo build --release -p hypura-cli` and strip it).
 # Generates synthetic models, measures the disk, and benchmarks stock llama.cpp vs hypura in
 # memory-capped cgroups, CPU compute. Prints tables; writes JSON under $OUT (or /tmp).
-#   scripts/device-bench.sh [io|ab|verify|7b|13b|fits|70b|moe|moe-slices|all] ...   (several may be given)
+#   scripts/device-bench.sh [io|ab|verify|7b|13b|fits|70b|moe|moe-whole|moe-ceiling|all] ...   (several may be given)
 # io: hypura's reader against one sequential reader (`hypura read-rate`, 4 and 8 threads, into
 #     fresh pages and reused ones), and the criterion `io` benchmark when .device/io-bench
 #     exists (built with `cargo bench -p hypura-benches --no-run`, copied and stripped).
@@ -120,13 +120,21 @@ PY
     # Sampled, not greedy: greedy decoding of a random model repeats one token, and so routes
     # the same experts every token.
     moe) run_bench "$(synth mixtral-8x7b q4_0)" 16G moe-16g 15.5G --temp 1 --seed 42 ;;
-    moe-slices) run_bench "$(synth mixtral-8x7b q4_0)" 16G moe-16g-slices 15.5G --temp 1 --seed 42 \
-        --hypura-flag=--expert-slices ;;
+    moe-ceiling) # both in RAM, uncapped: the CPU compute ceiling of the moe case
+        M=$(synth mixtral-8x7b q4_0)
+        for mode in --baseline "--ram-budget 100%"; do
+            "$H" run --model "$M" $mode --no-repack --prompt "The history of the city begins" \
+                --max-tokens "$TOKENS" --temp 1 --seed 42 --threads "$THREADS" --ignore-eos \
+                --stats-json "$OUT/ceiling.json" >/dev/null 2>&1
+            python3 -c "import json; s = json.load(open('$OUT/ceiling.json')); print('uncapped $mode:', round(s['decode_tok_s'], 3), 'tok/s decode,', round(s['prompt_s'], 2), 's prompt')"
+        done ;;
+    moe-whole) run_bench "$(synth mixtral-8x7b q4_0)" 16G moe-16g-whole 15.5G --temp 1 --seed 42 \
+        --hypura-flag=--no-expert-slices ;;
     all)
         run_bench "$M7" 2G 7b-2g 1.78G
         run_bench "$(synth llama-13b q4_0)" 4G 13b-4g 3.75G
         run_bench "$M7" 12G 7b-12g
         ;;
-    *) echo "unknown: $what (io|ab|verify|7b|13b|fits|70b|moe|moe-slices|all)" >&2; exit 2 ;;
+    *) echo "unknown: $what (io|ab|verify|7b|13b|fits|70b|moe|moe-whole|moe-ceiling|all)" >&2; exit 2 ;;
 esac
 done

@@ -54,11 +54,11 @@ pub struct ModelArgs {
     /// Context length in tokens.
     #[arg(long, default_value_t = defaults::CONTEXT_LENGTH)]
     pub ctx: u32,
-    /// Mixture-of-experts models: read only the experts the router picks, and keep the most
-    /// recently used in the budget left after everything else (which must fit with one
-    /// layer's experts); else whole layers stream.
+    /// Mixture-of-experts models: stream each layer's experts whole, as dense layers stream,
+    /// instead of reading only the experts the router picks (the default when the budget
+    /// holds everything but the experts, and one layer's experts besides).
     #[arg(long)]
-    pub expert_slices: bool,
+    pub no_expert_slices: bool,
 }
 
 #[derive(Args)]

@@ -41,7 +41,7 @@ fn options_of(args: &ModelArgs) -> Result<LoadOptions, Failure> {
         .budget(budget_of(args)?)
         .io_threads(args.io_threads)
         .context_length(args.ctx)
-        .expert_slices(args.expert_slices);
+        .expert_slices(!args.no_expert_slices);
     if let Some(gbps) = args.disk_gbps {
         if !(gbps.is_finite() && gbps > 0.0 && gbps < 1e6) {
             return Err(usage("--disk-gbps must be a positive number of GB/s"));
@@ -240,7 +240,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         disk_gbps: args.disk_gbps,
         io_threads: args.io_threads,
         ctx: args.ctx,
-        expert_slices: args.hypura_flags.iter().any(|f| f == "--expert-slices"),
+        no_expert_slices: args.hypura_flags.iter().any(|f| f == "--no-expert-slices"),
     };
     let options = with_measured_disk(&model_args, options_of(&model_args)?)?;
     let whole = Plan::for_options(&options)?;

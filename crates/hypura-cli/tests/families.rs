@@ -218,7 +218,7 @@ fn every_weight_type_matches_stock_at_every_budget() {
     assert!(ran > 0, "no type selected");
 }
 
-/// Experts read slice by slice (`--expert-slices`), for a Mixtral-style `llama`, `qwen3moe`
+/// Experts read slice by slice (the default where the budget allows), for a Mixtral-style `llama`, `qwen3moe`
 /// and `gpt-oss` (32 experts, 4 used): at 100%, 50%, 25% and 15% of the weights the tokens
 /// and logits are stock's, the weights held stay within the budget, and every byte read
 /// is a selected expert's slice (nothing else streams).
@@ -244,12 +244,8 @@ fn expert_slices_match_stock() {
         );
         let baseline = run_sampled(&path, &["--baseline", "--no-repack"], TOKENS);
         for budget in ["100%", "50%", "25%", "15%"] {
-            let plan = plan_json_with(&path, budget, &["--expert-slices"]);
-            let stats = run_sampled(
-                &path,
-                &["--no-repack", "--expert-slices", "--ram-budget", budget],
-                TOKENS,
-            );
+            let plan = plan_json(&path, budget);
+            let stats = run_sampled(&path, &["--no-repack", "--ram-budget", budget], TOKENS);
             let at = format!("{label} {budget}");
             assert_eq!(tokens(&stats), tokens(&baseline), "{at}: tokens differ");
             assert_eq!(

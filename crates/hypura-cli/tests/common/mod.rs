@@ -108,15 +108,9 @@ pub fn u(stats: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} missing in {stats}"))
 }
 
-/// `hypura plan --json` of `model` at `budget` (with a fixed disk bandwidth; `extra` flags
-/// after).
+/// `hypura plan --json` of `model` at `budget` (with a fixed disk bandwidth).
 pub fn plan_json(model: &std::path::Path, budget: &str) -> Value {
-    plan_json_with(model, budget, &[])
-}
-
-/// [`plan_json`] with more flags.
-pub fn plan_json_with(model: &std::path::Path, budget: &str, extra: &[&str]) -> Value {
-    let mut args = vec![
+    let args = vec![
         "plan",
         "--model",
         model.to_str().unwrap(),
@@ -126,7 +120,6 @@ pub fn plan_json_with(model: &std::path::Path, budget: &str, extra: &[&str]) -> 
         "2",
         "--json",
     ];
-    args.extend_from_slice(extra);
     let out = hypura(&args);
     assert_eq!(out.code, 0, "{}", out.stderr);
     serde_json::from_str(&out.stdout).unwrap()
@@ -136,15 +129,26 @@ pub fn tempfile(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("hypura-test-{}-{name}", std::process::id()))
 }
 
-/// Bytes read per token match the plan, and memory stays within the budget.
+/// Bytes read per token match the plan (where experts are read slice by slice, which
+/// depends on the routing: every byte read is a selected expert's), and memory stays within
+/// the budget.
 pub fn check_streaming(name: &str, budget: &str, stats: &serde_json::Value, full_peak: u64) {
-    let planned = u(stats, "streamed_bytes_per_token") as f64;
-    let per_token = stats["disk_bytes_per_token"].as_f64().unwrap();
-    assert!(planned > 0.0, "{name} {budget}: nothing planned to stream");
-    assert!(
-        (per_token - planned).abs() <= 0.10 * planned,
-        "{name} {budget}: read {per_token:.0} bytes per token, planned {planned:.0}"
-    );
+    let expert_slices = u(stats, "expert_cache_bytes") > 0;
+    if expert_slices {
+        assert_eq!(
+            u(stats, "disk_bytes_read"),
+            u(stats, "expert_bytes_read"),
+            "{name} {budget}: bytes read besides the selected experts' slices"
+        );
+    } else {
+        let planned = u(stats, "streamed_bytes_per_token") as f64;
+        let per_token = stats["disk_bytes_per_token"].as_f64().unwrap();
+        assert!(planned > 0.0, "{name} {budget}: nothing planned to stream");
+        assert!(
+            (per_token - planned).abs() <= 0.10 * planned,
+            "{name} {budget}: read {per_token:.0} bytes per token, planned {planned:.0}"
+        );
+    }
     let budget_bytes = u(stats, "ram_budget_bytes");
     let allowance = u(stats, "rss_after_llama_load_bytes")
         + budget_bytes
@@ -166,6 +170,9 @@ pub fn check_streaming(name: &str, budget: &str, stats: &serde_json::Value, full
         peak - u(stats, "io_buffer_bytes") + not_held * 8 / 10 <= full_peak,
         "{name} {budget}: peak RSS {peak} vs {full_peak} fully resident: less than 80% of the {not_held} bytes left on disk were saved"
     );
+    if expert_slices {
+        return; // which slices are read depends on the routing
+    }
     // The tracker saw every streamed tensor read once per decoded token.
     let decoded = u(stats, "tokens_decoded");
     let accesses = stats["tensor_accesses"].as_array().unwrap();

@@ -88,7 +88,7 @@ impl LoadOptions {
             disk_bytes_per_s: defaults::DISK_BYTES_PER_S,
             io_threads: defaults::IO_THREADS,
             verify_reads: true,
-            expert_slices: false,
+            expert_slices: true,
         }
     }
 
@@ -164,8 +164,8 @@ impl LoadOptions {
 
     /// For a mixture-of-experts model whose budget holds everything but the experts (and
     /// one layer's experts besides): read only the experts the router picks, when it picks
-    /// them, and keep the most recently used ones in the rest of the budget, instead of
-    /// streaming each layer's experts whole (off by default while it is being measured).
+    /// them, and keep the most recently used ones in the rest of the budget (on by default);
+    /// off, each streamed layer's experts are read whole, as dense layers are.
     pub fn expert_slices(mut self, on: bool) -> Self {
         self.expert_slices = on;
         self

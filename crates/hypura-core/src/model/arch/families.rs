@@ -221,11 +221,12 @@ const LLAMA_EXPERTS: &[TensorRule] = &[
         Router,
         MoeLayer,
     ),
+    // Optional to llama.cpp; Mixtral has it (the generator writes it).
     rule(
         "blk.{}.ffn_gate_exps.weight",
         &[Embd, FfExp, NExperts],
         Matrix,
-        MoeLayerOptional,
+        When(Cond::MoeLayer, &Typical),
     ),
     rule(
         "blk.{}.ffn_up_exps.weight",

@@ -258,11 +258,7 @@ fn expert_slices_match_stock() {
                 "{at}: held {} weight bytes, budget {budget_bytes}",
                 u(&stats, "peak_held_weight_bytes")
             );
-            assert_eq!(
-                u(&stats, "disk_bytes_read"),
-                u(&stats, "expert_bytes_read"),
-                "{at}: bytes read besides the selected experts' slices"
-            );
+            check_expert_reads(&at, &stats);
             if budget == "100%" {
                 assert_eq!(u(&stats, "disk_bytes_read"), 0, "{at}: read at full budget");
                 continue;
@@ -280,7 +276,10 @@ fn expert_slices_match_stock() {
                     .any(|t| t["placement"]["kind"] == "expert_slices"),
                 "{at}: no expert tensor read slice by slice"
             );
-            assert!(u(&stats, "expert_misses") > 0, "{at}: no expert read");
+            assert!(
+                u(&stats, "expert_misses") + u(&stats, "expert_filled_hits") > 0,
+                "{at}: no expert read"
+            );
             let allowance = u(&stats, "rss_after_llama_load_bytes")
                 + budget_bytes
                 + u(&stats, "kv_cache_bytes")

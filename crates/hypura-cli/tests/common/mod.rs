@@ -135,11 +135,7 @@ pub fn tempfile(name: &str) -> PathBuf {
 pub fn check_streaming(name: &str, budget: &str, stats: &serde_json::Value, full_peak: u64) {
     let expert_slices = u(stats, "expert_cache_bytes") > 0;
     if expert_slices {
-        assert_eq!(
-            u(stats, "disk_bytes_read"),
-            u(stats, "expert_bytes_read"),
-            "{name} {budget}: bytes read besides the selected experts' slices"
-        );
+        check_expert_reads(&format!("{name} {budget}"), stats);
     } else {
         let planned = u(stats, "streamed_bytes_per_token") as f64;
         let per_token = stats["disk_bytes_per_token"].as_f64().unwrap();
@@ -190,6 +186,20 @@ pub fn check_streaming(name: &str, budget: &str, stats: &serde_json::Value, full
         );
     }
     assert!(accesses.iter().any(|a| a["accesses"].as_u64().unwrap() > 0));
+}
+
+/// Every byte read while generating is a slice a batch needed, or one the expert cache's
+/// background reader was asked for (those may still be in flight at the end).
+pub fn check_expert_reads(at: &str, stats: &Value) {
+    let (read, needed, filled) = (
+        u(stats, "disk_bytes_read"),
+        u(stats, "expert_bytes_read"),
+        u(stats, "expert_filled_bytes"),
+    );
+    assert!(
+        needed <= read && read <= needed + filled,
+        "{at}: read {read} bytes, {needed} for slices needed and {filled} asked of the background reader"
+    );
 }
 
 /// Runs `model` as stock llama.cpp, then tiered at 100%, 50% and 10% of its weights (all

@@ -175,6 +175,11 @@ pub struct GenerationStats {
     pub expert_bytes_read: u64,
     /// Expert slices evicted to make room, while generating.
     pub expert_evictions: u64,
+    /// Of the hits, slices the expert cache's background reader had read (it fills the
+    /// cache's free room), while generating.
+    pub expert_filled_hits: u64,
+    /// Bytes the background reader was asked to read while generating.
+    pub expert_filled_bytes: u64,
     /// Per-tensor use and disk-read counts while generating.
     pub tensor_accesses: Vec<TensorAccess>,
     /// The generated token ids.
@@ -313,6 +318,8 @@ impl Model {
             expert_misses: stats.expert_misses,
             expert_bytes_read: stats.expert_bytes_read,
             expert_evictions: stats.expert_evictions,
+            expert_filled_hits: stats.expert_filled_hits,
+            expert_filled_bytes: stats.expert_filled_bytes,
             tensor_accesses: self.tensor_accesses(),
             tokens,
             logits_digest: digest.digest(),

@@ -86,6 +86,11 @@ pub struct ModelStats {
     pub expert_bytes_read: u64,
     /// Expert slices evicted to make room, since the counters were reset.
     pub expert_evictions: u64,
+    /// Of the hits, slices the cache's background reader had read, since the counters were
+    /// reset.
+    pub expert_filled_hits: u64,
+    /// Bytes the background reader was asked to read since the counters were reset.
+    pub expert_filled_bytes: u64,
     /// Peak resident set size of the process since the model was loaded (Linux; 0
     /// elsewhere).
     pub peak_rss_bytes: u64,
@@ -458,6 +463,8 @@ impl Model {
             expert_misses: experts.misses,
             expert_bytes_read: experts.bytes_read,
             expert_evictions: experts.evictions,
+            expert_filled_hits: experts.filled_hits,
+            expert_filled_bytes: experts.filled_bytes,
             peak_rss_bytes: super::proc_stats::peak_rss_bytes(),
         }
     }

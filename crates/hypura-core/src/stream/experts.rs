@@ -11,13 +11,19 @@
 //! within it the least recently used. A layer may borrow beyond its share (a batch of many
 //! tokens can pick every expert of a layer), and gives it back first.
 //!
+//! While the cache has room, a background reader fills it with slices not held yet (a
+//! batch at a time, layer by layer), so that experts no token has picked before are often
+//! there when one does; it never evicts to do so. A slice it is still reading counts as
+//! held, is not evicted, and is waited for when a batch needs it.
+//!
 //! A slice's pages are handed back with `MADV_DONTNEED` when it is evicted: the pages wholly
 //! inside it, and the pages it shares with a neighbouring slice when that one is not held
 //! either (a tensor starts on a page boundary and shares no page with another tensor).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use crate::io::{ReadPool, ReadRequest};
+use crate::io::{Completion, ReadPool, ReadRequest};
 use crate::memory::{release_pages, PAGE_BYTES};
 
 use super::StreamFailure;
@@ -44,7 +50,15 @@ pub(crate) struct ExpertCounters {
     pub bytes_read: u64,
     /// Slices evicted to make room.
     pub evictions: u64,
+    /// Slices a batch needed that the background reader had read (or was reading): counted
+    /// in `hits` too.
+    pub filled_hits: u64,
+    /// Bytes the background reader was asked to read (in flight ones included).
+    pub filled_bytes: u64,
 }
+
+/// Most bytes the background reader has in flight at once.
+const FILL_BATCH_BYTES: u64 = 64 << 20;
 
 /// The held slices and where every expert tensor is.
 #[derive(Debug, Default)]
@@ -62,6 +76,12 @@ pub(crate) struct ExpertCache {
     /// Layers whose selection this graph has served, with the selection node's address.
     ready: HashMap<u32, usize>,
     counters: ExpertCounters,
+    /// Slices the background reader is reading (held, not evictable), with its completion.
+    pending: HashMap<(usize, u32), Arc<Completion>>,
+    /// Slices the background reader read that no batch has needed yet.
+    filled: std::collections::HashSet<(usize, u32)>,
+    /// Where the background reader goes on: (tensor index, expert).
+    fill_cursor: (usize, u32),
 }
 
 /// `[start, end)` widened to whole pages.
@@ -152,8 +172,11 @@ impl ExpertCache {
         self.counters
     }
 
-    /// Zeroes the counters.
+    /// Zeroes the counters, once the background reader's reads in flight are done (so that
+    /// every byte read from now on is counted from now on).
     pub fn reset_counts(&mut self) {
+        self.wait_background();
+        self.settle_pending();
         self.counters = ExpertCounters::default();
     }
 
@@ -185,17 +208,36 @@ impl ExpertCache {
         let clock = self.clock;
         let tensors = self.by_layer.get(&layer).cloned().unwrap_or_default();
         let mut missing = Vec::new();
+        let mut filling: Vec<Arc<Completion>> = Vec::new();
         for &t in &tensors {
             for &e in experts {
                 match self.last_use.get_mut(&(t, e)) {
                     Some(used) => {
                         *used = clock;
                         self.counters.hits += 1;
+                        if self.filled.remove(&(t, e)) {
+                            self.counters.filled_hits += 1;
+                        }
+                        if let Some(c) = self.pending.get(&(t, e)) {
+                            if !filling.iter().any(|f| Arc::ptr_eq(f, c)) {
+                                filling.push(Arc::clone(c));
+                            }
+                        }
                     }
                     None => missing.push((t, e)),
                 }
             }
         }
+        let started = std::time::Instant::now();
+        for c in &filling {
+            c.wait().map_err(StreamFailure::from)?;
+        }
+        let mut waited = if filling.is_empty() {
+            0.0
+        } else {
+            started.elapsed().as_secs_f64()
+        };
+        self.settle_pending();
         for &(t, e) in &missing {
             let bytes = self.slice_pages(t, e);
             while self.held + bytes > self.capacity {
@@ -219,16 +261,107 @@ impl ExpertCache {
         self.counters.misses += missing.len() as u64;
         self.counters.bytes_read += reads.iter().map(|r| r.len as u64).sum::<u64>();
         self.ready.insert(layer, selection);
-        if reads.is_empty() {
-            return Ok(0.0);
+        if !reads.is_empty() {
+            // SAFETY: each destination is a slice of an expert tensor's own pages that no
+            // other read targets (each missing slice once; the background reader's slices
+            // are held, so never missing) and that no graph node reads before this returns:
+            // the callback runs between node batches and waits right here.
+            let completion = unsafe { pool.submit(&reads) };
+            let started = std::time::Instant::now();
+            completion.wait().map_err(StreamFailure::from)?;
+            waited += started.elapsed().as_secs_f64();
         }
-        // SAFETY: each destination is a slice of an expert tensor's own pages that no other
-        // read targets (each missing slice once) and that no graph node reads before this
-        // returns: the callback runs between node batches and waits right here.
+        Ok(waited)
+    }
+
+    /// Forgets the background reader's finished slices (they are held like any other); a
+    /// slice it failed to read is dropped, so that a batch needing it reads it again and
+    /// reports the failure.
+    fn settle_pending(&mut self) {
+        let done: Vec<((usize, u32), bool)> = self
+            .pending
+            .iter()
+            .filter(|(_, c)| c.is_done())
+            .map(|(k, c)| (*k, c.wait().is_ok()))
+            .collect();
+        for (k, ok) in done {
+            self.pending.remove(&k);
+            if !ok {
+                let bytes = self.slice_pages(k.0, k.1);
+                self.last_use.remove(&k);
+                self.filled.remove(&k);
+                self.held = self.held.saturating_sub(bytes);
+                if let Some(h) = self.held_by_layer.get_mut(&self.tensors[k.0].layer) {
+                    *h = h.saturating_sub(bytes);
+                }
+            }
+        }
+    }
+
+    /// While the cache has room and the background reader is idle, starts it on the next
+    /// slices not held (up to [`FILL_BATCH_BYTES`], layer by layer), through `pool`.
+    pub fn fill(&mut self, pool: &ReadPool) {
+        self.settle_pending();
+        if !self.pending.is_empty() || self.tensors.is_empty() {
+            return;
+        }
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0u64;
+        let total: usize = self.tensors.iter().map(|t| t.n_expert as usize).sum();
+        let mut visited = 0usize;
+        while visited < total && batch_bytes < FILL_BATCH_BYTES {
+            let (t, e) = self.fill_cursor;
+            self.fill_cursor = if e + 1 < self.tensors[t].n_expert {
+                (t, e + 1)
+            } else {
+                ((t + 1) % self.tensors.len(), 0)
+            };
+            visited += 1;
+            if self.last_use.contains_key(&(t, e)) {
+                continue;
+            }
+            let bytes = self.slice_pages(t, e);
+            if self.held + bytes > self.capacity {
+                break; // no room: the reader never evicts
+            }
+            self.held += bytes;
+            *self.held_by_layer.entry(self.tensors[t].layer).or_default() += bytes;
+            // Older than any use: the first to go within its layer.
+            self.last_use.insert((t, e), 0);
+            self.filled.insert((t, e));
+            batch_bytes += bytes;
+            batch.push((t, e));
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let reads: Vec<ReadRequest> = batch
+            .iter()
+            .map(|&(t, e)| {
+                let x = &self.tensors[t];
+                ReadRequest {
+                    dst: x.base + e as usize * x.slice_bytes,
+                    len: x.slice_bytes,
+                    offset: x.file_offset + e as u64 * x.slice_bytes as u64,
+                }
+            })
+            .collect();
+        self.counters.filled_bytes += reads.iter().map(|r| r.len as u64).sum::<u64>();
+        // SAFETY: each destination is a slice of an expert tensor's own pages, not held
+        // before (so no node reads it and no other read targets it); it is held and pending
+        // from now on, so it is neither evicted nor read again, and every batch that needs
+        // it waits for this completion first.
         let completion = unsafe { pool.submit(&reads) };
-        let started = std::time::Instant::now();
-        completion.wait().map_err(StreamFailure::from)?;
-        Ok(started.elapsed().as_secs_f64())
+        for k in batch {
+            self.pending.insert(k, Arc::clone(&completion));
+        }
+    }
+
+    /// Waits for the background reader (its reads write into the model's memory).
+    pub fn wait_background(&self) {
+        for c in self.pending.values() {
+            let _ = c.wait();
+        }
     }
 
     /// Evicts a slice not used at `clock` nor about to be read (`incoming`) while serving
@@ -241,7 +374,10 @@ impl ExpertCache {
         incoming: &[(usize, u32)],
     ) -> Result<(), StreamFailure> {
         let share = self.capacity / self.by_layer.len().max(1) as u64;
-        let evictable = |k: &(usize, u32), used: u64| used < clock && !incoming.contains(k);
+        let pending = &self.pending;
+        let evictable = |k: &(usize, u32), used: u64| {
+            used < clock && !incoming.contains(k) && !pending.contains_key(k)
+        };
         let layer = self
             .last_use
             .iter()
@@ -266,6 +402,7 @@ impl ExpertCache {
         };
         let bytes = self.slice_pages(t, e);
         self.last_use.remove(&(t, e));
+        self.filled.remove(&(t, e));
         self.held = self.held.saturating_sub(bytes);
         if let Some(h) = self.held_by_layer.get_mut(&self.tensors[t].layer) {
             *h = h.saturating_sub(bytes);

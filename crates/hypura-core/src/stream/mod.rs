@@ -125,6 +125,9 @@ pub(crate) struct Streamer {
     kv_buffers: Vec<(usize, u64)>,
     compute_buffers: Vec<(usize, u64)>,
     experts: experts::ExpertCache,
+    /// The expert cache's background reader (one thread, so that a batch's own reads are
+    /// never queued behind it).
+    fill_pool: Option<ReadPool>,
     selected_experts_node: &'static str,
 }
 
@@ -177,6 +180,11 @@ impl Streamer {
                 }
             }
         };
+        let fill_pool = if expert_cache_bytes > 0 {
+            Some(ReadPool::new(Arc::clone(&file), 1, request_bytes)?)
+        } else {
+            None
+        };
         let layouts: Vec<(Vec<usize>, usize)> =
             groups.iter().map(GroupReads::window_layout).collect();
         let sizes = groups
@@ -218,6 +226,7 @@ impl Streamer {
             kv_buffers: Vec::new(),
             compute_buffers: Vec::new(),
             experts: experts::ExpertCache::new(expert_cache_bytes),
+            fill_pool,
             selected_experts_node,
         })
     }
@@ -262,6 +271,9 @@ impl Streamer {
         match self.experts.serve(layer, experts, selection, &self.pool) {
             Ok(waited) => self.counters.wait_s += waited,
             Err(e) => self.fail(e),
+        }
+        if let Some(pool) = &self.fill_pool {
+            self.experts.fill(pool);
         }
         self.note_held();
     }
@@ -527,6 +539,7 @@ impl Streamer {
 
 impl Drop for Streamer {
     fn drop(&mut self) {
+        self.experts.wait_background();
         // Wait for reads in flight: they write into memory that is about to be freed.
         for completion in self.completions.iter().flatten() {
             let _ = completion.wait();

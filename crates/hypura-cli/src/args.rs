@@ -31,6 +31,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// hypura's reader against a sequential read of the same file (bytes/s and ratio).
     ReadRate(ReadRateArgs),
+    /// Replay a run's expert requests (its --stats-json) against Belady's optimum, LRU and
+    /// hypura's policy at one capacity, with the routing's spread and reuse.
+    ExpertSim(ExpertSimArgs),
 }
 
 #[derive(Args)]
@@ -257,6 +260,16 @@ pub struct BenchArgs {
     /// Extra flags for hypura's runs (e.g. --no-verify-reads), one per occurrence.
     #[arg(long = "hypura-flag", allow_hyphen_values = true)]
     pub hypura_flags: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ExpertSimArgs {
+    /// The statistics of a `hypura run --stats-json` on a mixture-of-experts model.
+    #[arg(long)]
+    pub stats: PathBuf,
+    /// The capacity in experts (one expert of one layer); default: the run's expert cache.
+    #[arg(long)]
+    pub capacity_experts: Option<usize>,
 }
 
 #[derive(Args)]

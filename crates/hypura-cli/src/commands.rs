@@ -8,7 +8,9 @@ use hypura_core::units::{format_bytes, parse_bytes};
 use hypura_core::{limits, Budget, GenerateOptions, LoadMode, LoadOptions, Model, Plan};
 use hypura_tools::{bench as bench_tool, disk, read_rate as read_rate_tool, synth as synth_tool};
 
-use crate::args::{BenchArgs, ModelArgs, PlanArgs, ReadRateArgs, RunArgs, SynthArgs};
+use crate::args::{
+    BenchArgs, ExpertSimArgs, ModelArgs, PlanArgs, ReadRateArgs, RunArgs, SynthArgs,
+};
 use crate::table::plan_table;
 
 /// A command's failure: printed as one line.
@@ -321,6 +323,56 @@ pub fn read_rate(args: ReadRateArgs) -> Result<(), Failure> {
         rate.pool_bytes_per_s / 1e9,
         rate.sequential_bytes_per_s / 1e9,
         rate.pool_bytes_per_s / rate.sequential_bytes_per_s
+    );
+    Ok(())
+}
+
+pub fn expert_sim(args: ExpertSimArgs) -> Result<(), Failure> {
+    use hypura_tools::expert_sim::{routing, simulate};
+    let path = &args.stats;
+    let bad = |why: String| usage(format!("{}: {why}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let stats: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let trace: Vec<hypura_core::ExpertRequest> =
+        serde_json::from_value(stats["expert_trace"].clone())
+            .map_err(|e| bad(format!("no expert trace ({e})")))?;
+    if trace.is_empty() {
+        return Err(bad(
+            "the trace is empty (experts were not read slice by slice in that run)".into(),
+        ));
+    }
+    let number = |key: &str| stats[key].as_u64().unwrap_or(0);
+    let unit = number("expert_unit_bytes");
+    let capacity = match args.capacity_experts {
+        Some(n) => n,
+        None if unit > 0 => (number("expert_cache_bytes") / unit) as usize,
+        None => return Err(bad("no expert_unit_bytes: give --capacity-experts".into())),
+    };
+    let results = simulate(&trace, capacity).map_err(|e| bad(e.to_string()))?;
+    let r = routing(&trace);
+    println!(
+        "{} requests; routing: popularity entropy {:.3} of the most, {:.1}% of picks repeat the layer's previous batch",
+        r.requests,
+        r.normalized_entropy,
+        100.0 * r.reused_share
+    );
+    println!("capacity {capacity} experts ({} each)", format_bytes(unit));
+    println!("| policy | hit rate | hits | misses |");
+    println!("|---|---|---|---|");
+    for p in &results {
+        println!(
+            "| {} | {:.1}% | {} | {} |",
+            p.policy,
+            100.0 * p.hit_rate(),
+            p.hits,
+            p.misses
+        );
+    }
+    let (hits, misses) = (number("expert_hits"), number("expert_misses"));
+    println!(
+        "| the run itself (slices, background reader included) | {:.1}% | {hits} | {misses} |",
+        100.0 * hits as f64 / (hits + misses).max(1) as f64
     );
     Ok(())
 }

@@ -73,6 +73,7 @@ fn main() -> ExitCode {
         Command::Synth(args) => commands::synth(args),
         Command::Bench(args) => commands::bench(args),
         Command::ReadRate(args) => commands::read_rate(args),
+        Command::ExpertSim(args) => commands::expert_sim(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -280,6 +280,7 @@ fn expert_slices_match_stock() {
                 u(&stats, "expert_misses") + u(&stats, "expert_filled_hits") > 0,
                 "{at}: no expert read"
             );
+            check_expert_sim(&at, &stats);
             let allowance = u(&stats, "rss_after_llama_load_bytes")
                 + budget_bytes
                 + u(&stats, "kv_cache_bytes")
@@ -295,4 +296,34 @@ fn expert_slices_match_stock() {
         }
         std::fs::remove_file(path).unwrap();
     }
+}
+
+/// `hypura expert-sim` replays the run's requests: one per layer and decoded token, and the
+/// optimum hits at least as often as LRU and hypura's policy.
+fn check_expert_sim(at: &str, stats: &serde_json::Value) {
+    let trace = stats["expert_trace"].as_array().unwrap();
+    assert_eq!(
+        trace.len() as u64,
+        16 * u(stats, "tokens_decoded"),
+        "{at}: not one request per layer and token"
+    );
+    let path = tempfile(&format!("{}-stats.json", at.replace(['%', ' '], "-")));
+    std::fs::write(&path, stats.to_string()).unwrap();
+    let out = hypura(&["expert-sim", "--stats", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(out.code, 0, "{at}: expert-sim failed:\n{}", out.stderr);
+    let hits = |policy: &str| -> u64 {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {policy}")))
+            .unwrap_or_else(|| panic!("{at}: no {policy} row in\n{}", out.stdout));
+        line.split('|').nth(3).unwrap().trim().parse().unwrap()
+    };
+    let optimum = hits("belady");
+    assert!(
+        optimum >= hits("lru") && optimum >= hits("hypura"),
+        "{at}: the optimum hits less than another policy:\n{}",
+        out.stdout
+    );
 }

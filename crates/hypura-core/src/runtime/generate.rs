@@ -15,6 +15,7 @@ use super::proc_stats;
 use super::sample::Sampler;
 use super::text::Utf8Pieces;
 use crate::error::GenerateError;
+use crate::stream::experts::ExpertRequest;
 use crate::stream::track::TensorAccess;
 
 /// What to generate.
@@ -180,6 +181,11 @@ pub struct GenerationStats {
     pub expert_filled_hits: u64,
     /// Bytes the background reader was asked to read while generating.
     pub expert_filled_bytes: u64,
+    /// Bytes of one expert of one layer (its slices of the layer's expert tensors).
+    pub expert_unit_bytes: u64,
+    /// Which experts each batch's router picked, layer by layer, while generating: the
+    /// request trace `hypura expert-sim` replays.
+    pub expert_trace: Vec<ExpertRequest>,
     /// Per-tensor use and disk-read counts while generating.
     pub tensor_accesses: Vec<TensorAccess>,
     /// The generated token ids.
@@ -261,6 +267,7 @@ impl Model {
                 decoded += 1;
             }
         }
+        let (expert_trace, expert_unit_bytes) = self.expert_trace();
         let rest = text.finish();
         if !rest.is_empty() && stop_reason != StopReason::Caller {
             let _ = on_text(&rest);
@@ -320,6 +327,8 @@ impl Model {
             expert_evictions: stats.expert_evictions,
             expert_filled_hits: stats.expert_filled_hits,
             expert_filled_bytes: stats.expert_filled_bytes,
+            expert_unit_bytes,
+            expert_trace,
             tensor_accesses: self.tensor_accesses(),
             tokens,
             logits_digest: digest.digest(),

@@ -12,6 +12,7 @@ use crate::io::ModelFile;
 use crate::llama::{Batch, LlamaContext, LlamaModel, ThreadPool};
 use crate::memory::HypuraBufferType;
 use crate::plan::Plan;
+use crate::stream::experts::ExpertRequest;
 use crate::stream::track::TensorAccess;
 use crate::stream::{StreamCounters, StreamFailure, Streamer};
 
@@ -477,6 +478,15 @@ impl Model {
     /// Per-tensor access counts since the last [`Self::reset_counters`].
     pub fn tensor_accesses(&self) -> Vec<TensorAccess> {
         self.streamer().map(|s| s.accesses()).unwrap_or_default()
+    }
+
+    /// The expert cache's requests since the counters were reset (which experts each
+    /// batch's router picked, layer by layer), with the bytes of one expert of one layer;
+    /// empty and 0 when experts are not read slice by slice.
+    pub fn expert_trace(&self) -> (Vec<ExpertRequest>, u64) {
+        self.streamer()
+            .map(|s| (s.expert_trace().to_vec(), s.expert_unit_bytes()))
+            .unwrap_or_default()
     }
 
     /// Zeroes the access counts and streaming counters (e.g. after a prompt).

@@ -57,6 +57,20 @@ pub(crate) struct ExpertCounters {
     pub filled_bytes: u64,
 }
 
+/// Most batches the request trace keeps (beyond, it stops recording).
+const MAX_TRACE: usize = 1 << 20;
+
+/// One batch's request to the expert cache: the experts a layer's router picked (all of
+/// the layer's when the graph read its experts otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ExpertRequest {
+    /// The layer.
+    pub layer: u32,
+    /// The distinct experts picked, in the order first picked.
+    pub experts: Vec<u32>,
+}
+
 /// Most bytes the background reader has in flight at once.
 const FILL_BATCH_BYTES: u64 = 64 << 20;
 
@@ -82,6 +96,8 @@ pub(crate) struct ExpertCache {
     filled: std::collections::HashSet<(usize, u32)>,
     /// Where the background reader goes on: (tensor index, expert).
     fill_cursor: (usize, u32),
+    /// The requests since the counters were reset.
+    trace: Vec<ExpertRequest>,
 }
 
 /// `[start, end)` widened to whole pages.
@@ -178,6 +194,26 @@ impl ExpertCache {
         self.wait_background();
         self.settle_pending();
         self.counters = ExpertCounters::default();
+        self.trace.clear();
+    }
+
+    /// The requests since the counters were reset (at most [`MAX_TRACE`]).
+    pub fn trace(&self) -> &[ExpertRequest] {
+        &self.trace
+    }
+
+    /// Bytes of one expert of one layer: its slice of every expert tensor of the layer (the
+    /// largest over the layers).
+    pub fn unit_bytes(&self) -> u64 {
+        self.by_layer
+            .values()
+            .map(|ts| {
+                ts.iter()
+                    .map(|&t| self.tensors[t].slice_bytes as u64)
+                    .sum::<u64>()
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// Makes the slices of `experts` (every expert of the layer when `None`) of every expert
@@ -203,6 +239,12 @@ impl ExpertCache {
             return Err(StreamFailure::Graph(format!(
                 "layer {layer} selected expert {bad} of {n_expert}"
             )));
+        }
+        if self.trace.len() < MAX_TRACE {
+            self.trace.push(ExpertRequest {
+                layer,
+                experts: experts.to_vec(),
+            });
         }
         self.clock += 1;
         let clock = self.clock;

@@ -245,6 +245,16 @@ impl Streamer {
             .register(base, layer, file_offset, slice_bytes, n_expert);
     }
 
+    /// The expert cache's requests since the counters were reset.
+    pub(crate) fn expert_trace(&self) -> &[experts::ExpertRequest] {
+        self.experts.trace()
+    }
+
+    /// Bytes of one expert of one layer.
+    pub(crate) fn expert_unit_bytes(&self) -> u64 {
+        self.experts.unit_bytes()
+    }
+
     /// True when the model has expert tensors read slice by slice.
     pub(crate) fn experts_active(&self) -> bool {
         self.experts.is_active()

@@ -3,7 +3,7 @@
 # (default .device/hypura; build with `cargo build --release -p hypura-cli` and strip it).
 # Generates synthetic models, measures the disk, and benchmarks stock llama.cpp vs hypura in
 # memory-capped cgroups, CPU compute. Prints tables; writes JSON under $OUT (or /tmp).
-#   scripts/device-bench.sh [io|ab|verify|7b|13b|fits|70b|moe|moe-whole|moe-ceiling|all] ...   (several may be given)
+#   scripts/device-bench.sh [io|ab|verify|7b|13b|fits|70b|moe|moe10|moe-whole|moe-ceiling|all] ...   (several may be given)
 # io: hypura's reader against one sequential reader (`hypura read-rate`, 4 and 8 threads, into
 #     fresh pages and reused ones), and the criterion `io` benchmark when .device/io-bench
 #     exists (built with `cargo bench -p hypura-benches --no-run`, copied and stripped).
@@ -128,6 +128,7 @@ PY
                 --stats-json "$OUT/ceiling.json" >/dev/null 2>&1
             python3 -c "import json; s = json.load(open('$OUT/ceiling.json')); print('uncapped $mode:', round(s['decode_tok_s'], 3), 'tok/s decode,', round(s['prompt_s'], 2), 's prompt')"
         done ;;
+    moe10) run_bench "$(synth mixtral-8x7b q4_0)" 10G moe-10g 9.5G --temp 1 --seed 42 ;;
     moe-whole) run_bench "$(synth mixtral-8x7b q4_0)" 16G moe-16g-whole 15.5G --temp 1 --seed 42 \
         --hypura-flag=--no-expert-slices ;;
     all)
@@ -135,6 +136,6 @@ PY
         run_bench "$(synth llama-13b q4_0)" 4G 13b-4g 3.75G
         run_bench "$M7" 12G 7b-12g
         ;;
-    *) echo "unknown: $what (io|ab|verify|7b|13b|fits|70b|moe|moe-whole|moe-ceiling|all)" >&2; exit 2 ;;
+    *) echo "unknown: $what (io|ab|verify|7b|13b|fits|70b|moe|moe10|moe-whole|moe-ceiling|all)" >&2; exit 2 ;;
 esac
 done

@@ -61,7 +61,7 @@ pub(crate) struct ExpertCounters {
 }
 
 /// Most batches the request trace keeps (beyond, it stops recording).
-const MAX_TRACE: usize = 1 << 20;
+const MAX_TRACE: usize = 1 << 17;
 
 /// One batch's request to the expert cache: the experts a layer's router picked (all of
 /// the layer's when the graph read its experts otherwise).
@@ -284,7 +284,14 @@ impl ExpertCache {
         for &(t, e) in &missing {
             let bytes = self.slice_pages(t, e);
             while self.held + bytes > self.capacity {
-                self.evict_one(clock, &missing)?;
+                if let Err(e) = self.evict_one(clock, &missing) {
+                    // The background reader's slices in flight cannot go: let it finish.
+                    if self.pending.is_empty() {
+                        return Err(e);
+                    }
+                    self.wait_background();
+                    self.settle_pending();
+                }
             }
             self.held += bytes;
             self.last_use.insert((t, e), clock);
@@ -461,6 +468,91 @@ impl ExpertCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::ModelFile;
+    use crate::memory::ReservedMemory;
+
+    /// Slices of 10 000 bytes (not a page multiple: neighbours share pages).
+    const SLICE: usize = 10_000;
+
+    /// Two layers of one expert tensor each (4 experts), in a file whose byte `i` is `i % 251`:
+    /// the cache, its memory, the file's pool and the file.
+    fn setup(capacity: u64) -> (ExpertCache, ReservedMemory, ReadPool, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!(
+            "hypura-experts-test-{}-{capacity}",
+            std::process::id()
+        ));
+        let bytes: Vec<u8> = (0..2 * 4 * SLICE).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let file = Arc::new(ModelFile::open(&path).unwrap());
+        let pool = ReadPool::new(file, 2, 4096).unwrap();
+        // Each tensor on its own pages, as in hypura's buffer.
+        let tensor_bytes = (4 * SLICE).div_ceil(PAGE_BYTES) * PAGE_BYTES;
+        let memory = ReservedMemory::new(2 * tensor_bytes).unwrap();
+        let mut cache = ExpertCache::new(capacity);
+        for layer in 0..2u32 {
+            let base = memory.base() as usize + layer as usize * tensor_bytes;
+            cache.register(base, layer, (layer as usize * 4 * SLICE) as u64, SLICE, 4);
+        }
+        (cache, memory, pool, path)
+    }
+
+    /// The bytes of expert `e` of `layer` in memory equal the file's.
+    fn holds(memory: &ReservedMemory, layer: usize, e: usize) -> bool {
+        let tensor_bytes = (4 * SLICE).div_ceil(PAGE_BYTES) * PAGE_BYTES;
+        let start = layer * tensor_bytes + e * SLICE;
+        let file_start = (layer * 4 + e) * SLICE;
+        // SAFETY: inside the reservation; nothing writes it meanwhile (no reads in flight).
+        let got = unsafe { std::slice::from_raw_parts(memory.base().add(start), SLICE) };
+        got.iter()
+            .enumerate()
+            .all(|(i, b)| *b == ((file_start + i) % 251) as u8)
+    }
+
+    #[test]
+    fn picked_slices_land_in_place_and_the_stale_go_first() {
+        // Room for 4 slices (each counts the 3 or 4 pages it touches).
+        let (mut cache, memory, pool, path) = setup(4 * 4 * PAGE_BYTES as u64);
+        cache.serve(0, Some(&[1, 2]), 1, &pool).unwrap();
+        cache.serve(1, Some(&[0, 3]), 2, &pool).unwrap();
+        assert!(holds(&memory, 0, 1) && holds(&memory, 0, 2));
+        assert!(holds(&memory, 1, 0) && holds(&memory, 1, 3));
+        assert_eq!(cache.counters().misses, 4);
+        // The next token repeats layer 0's picks: hits, nothing read.
+        cache.serve(0, Some(&[1, 2]), 1, &pool).unwrap();
+        assert_eq!((cache.counters().hits, cache.counters().misses), (2, 4));
+        // Layer 1 keeps expert 0 and picks 2 instead of 3: something must go. Its expert 3
+        // was predicted for this very request and not picked (stale): it goes before layer
+        // 0's, which are predicted again at the next request.
+        cache.serve(1, Some(&[0, 2]), 2, &pool).unwrap();
+        assert_eq!(cache.counters().evictions, 1);
+        assert!(holds(&memory, 1, 0) && holds(&memory, 1, 2));
+        assert!(holds(&memory, 0, 1) && holds(&memory, 0, 2));
+        assert!(!cache.last_use.contains_key(&(1, 3)));
+        assert!(cache.held_bytes() <= 4 * 4 * PAGE_BYTES as u64);
+        // An expert out of range is refused, not read.
+        assert!(cache.serve(0, Some(&[4]), 1, &pool).is_err());
+        // The trace has every request served (not the refused one).
+        assert_eq!(cache.trace().len(), 4);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn the_background_reader_fills_free_room_and_waits_when_needed() {
+        let (mut cache, memory, pool, path) = setup(1 << 20);
+        cache.fill(&pool);
+        cache.wait_background();
+        // Everything fits: every slice read once, in place, none by a batch.
+        for layer in 0..2 {
+            for e in 0..4 {
+                assert!(holds(&memory, layer, e), "layer {layer} expert {e}");
+            }
+        }
+        cache.serve(1, Some(&[3]), 1, &pool).unwrap();
+        let c = cache.counters();
+        assert_eq!((c.hits, c.misses, c.filled_hits), (1, 0, 1));
+        assert_eq!(c.filled_bytes, 8 * SLICE as u64);
+        std::fs::remove_file(path).unwrap();
+    }
 
     #[test]
     fn page_spans_cover_whole_pages() {

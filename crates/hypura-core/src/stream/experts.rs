@@ -317,7 +317,15 @@ impl ExpertCache {
             // the callback runs between node batches and waits right here.
             let completion = unsafe { pool.submit(&reads) };
             let started = std::time::Instant::now();
-            completion.wait().map_err(StreamFailure::from)?;
+            if let Err(failure) = completion.wait() {
+                // Not held after all: a later batch reads them again (and reports again).
+                for &(t, e) in &missing {
+                    let bytes = self.slice_pages(t, e);
+                    self.last_use.remove(&(t, e));
+                    self.held = self.held.saturating_sub(bytes);
+                }
+                return Err(failure.into());
+            }
             waited += started.elapsed().as_secs_f64();
         }
         Ok(waited)
@@ -533,6 +541,22 @@ mod tests {
         assert!(cache.serve(0, Some(&[4]), 1, &pool).is_err());
         // The trace has every request served (not the refused one).
         assert_eq!(cache.trace().len(), 4);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn slices_that_fail_to_read_are_not_held() {
+        let (mut cache, _memory, pool, path) = setup(1 << 20);
+        cache.serve(0, Some(&[0]), 1, &pool).unwrap();
+        let held = cache.held_bytes();
+        // Layer 1's slices now lie past the end of the file.
+        std::fs::write(&path, vec![0u8; 4 * SLICE]).unwrap();
+        assert!(cache.serve(1, Some(&[1, 2]), 2, &pool).is_err());
+        assert_eq!(cache.held_bytes(), held);
+        assert!(!cache.last_use.contains_key(&(1, 1)) && !cache.last_use.contains_key(&(1, 2)));
+        // Asked again, they are read again (and fail again), never taken as held.
+        assert!(cache.serve(1, Some(&[1]), 2, &pool).is_err());
+        assert_eq!(cache.counters().hits, 0);
         std::fs::remove_file(path).unwrap();
     }
 

@@ -281,6 +281,17 @@ fn expert_slices_match_stock() {
                 "{at}: no expert read"
             );
             check_expert_sim(&at, &stats);
+            // Per layer, the counts add up to the totals.
+            let layers = stats["expert_layers"].as_array().unwrap();
+            assert_eq!(layers.len(), 16, "{at}: not every layer counted");
+            for key in ["hits", "misses", "bytes_read"] {
+                let sum: u64 = layers.iter().map(|l| l[key].as_u64().unwrap()).sum();
+                assert_eq!(
+                    sum,
+                    u(&stats, &format!("expert_{key}")),
+                    "{at}: per-layer {key}"
+                );
+            }
             let allowance = u(&stats, "rss_after_llama_load_bytes")
                 + budget_bytes
                 + u(&stats, "kv_cache_bytes")

@@ -62,7 +62,7 @@ pub use runtime::generate::{GenerateOptions, GenerationStats, StopReason};
 pub use runtime::model::{BatchToken, LoadStats, Model, ModelStats, Token};
 pub use runtime::options::{defaults, limits, LoadMode, LoadOptions};
 pub use runtime::sample::Sampler;
-pub use stream::experts::ExpertRequest;
+pub use stream::experts::{ExpertLayerStats, ExpertRequest};
 pub use stream::track::TensorAccess;
 
 #[cfg(test)]

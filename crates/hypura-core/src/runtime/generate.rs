@@ -15,7 +15,7 @@ use super::proc_stats;
 use super::sample::Sampler;
 use super::text::Utf8Pieces;
 use crate::error::GenerateError;
-use crate::stream::experts::ExpertRequest;
+use crate::stream::experts::{ExpertLayerStats, ExpertRequest};
 use crate::stream::track::TensorAccess;
 
 /// What to generate.
@@ -183,6 +183,8 @@ pub struct GenerationStats {
     pub expert_filled_bytes: u64,
     /// Bytes of one expert of one layer (its slices of the layer's expert tensors).
     pub expert_unit_bytes: u64,
+    /// The expert cache's hits, misses and bytes read per layer, while generating.
+    pub expert_layers: Vec<ExpertLayerStats>,
     /// Which experts each batch's router picked, layer by layer, while generating: the
     /// request trace `hypura expert-sim` replays.
     pub expert_trace: Vec<ExpertRequest>,
@@ -328,6 +330,7 @@ impl Model {
             expert_filled_hits: stats.expert_filled_hits,
             expert_filled_bytes: stats.expert_filled_bytes,
             expert_unit_bytes,
+            expert_layers: self.expert_layer_stats(),
             expert_trace,
             tensor_accesses: self.tensor_accesses(),
             tokens,

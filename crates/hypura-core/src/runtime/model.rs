@@ -12,7 +12,7 @@ use crate::io::ModelFile;
 use crate::llama::{Batch, LlamaContext, LlamaModel, ThreadPool};
 use crate::memory::HypuraBufferType;
 use crate::plan::Plan;
-use crate::stream::experts::ExpertRequest;
+use crate::stream::experts::{ExpertLayerStats, ExpertRequest};
 use crate::stream::track::TensorAccess;
 use crate::stream::{StreamCounters, StreamFailure, Streamer};
 
@@ -486,6 +486,14 @@ impl Model {
     pub fn expert_trace(&self) -> (Vec<ExpertRequest>, u64) {
         self.streamer()
             .map(|s| (s.expert_trace().to_vec(), s.expert_unit_bytes()))
+            .unwrap_or_default()
+    }
+
+    /// The expert cache's hits, misses and bytes read per layer since the counters were
+    /// reset (empty when experts are not read slice by slice).
+    pub fn expert_layer_stats(&self) -> Vec<ExpertLayerStats> {
+        self.streamer()
+            .map(|s| s.expert_layer_stats())
             .unwrap_or_default()
     }
 

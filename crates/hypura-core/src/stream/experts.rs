@@ -60,6 +60,20 @@ pub(crate) struct ExpertCounters {
     pub filled_bytes: u64,
 }
 
+/// One layer's expert-cache counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ExpertLayerStats {
+    /// The layer.
+    pub layer: u32,
+    /// Slices a batch needed that were held.
+    pub hits: u64,
+    /// Slices a batch needed that were read.
+    pub misses: u64,
+    /// Bytes read for them.
+    pub bytes_read: u64,
+}
+
 /// Most batches the request trace keeps (beyond, it stops recording).
 const MAX_TRACE: usize = 1 << 17;
 
@@ -99,6 +113,8 @@ pub(crate) struct ExpertCache {
     fill_cursor: (usize, u32),
     /// The requests since the counters were reset.
     trace: Vec<ExpertRequest>,
+    /// Per-layer counts since the counters were reset.
+    per_layer: HashMap<u32, ExpertLayerStats>,
 }
 
 /// `[start, end)` widened to whole pages.
@@ -196,6 +212,14 @@ impl ExpertCache {
         self.settle_pending();
         self.counters = ExpertCounters::default();
         self.trace.clear();
+        self.per_layer.clear();
+    }
+
+    /// Per-layer counts since the counters were reset, by layer.
+    pub fn layer_stats(&self) -> Vec<ExpertLayerStats> {
+        let mut stats: Vec<ExpertLayerStats> = self.per_layer.values().copied().collect();
+        stats.sort_by_key(|s| s.layer);
+        stats
     }
 
     /// The requests since the counters were reset (at most [`MAX_TRACE`]).
@@ -307,8 +331,17 @@ impl ExpertCache {
                 }
             })
             .collect();
+        let bytes_read = reads.iter().map(|r| r.len as u64).sum::<u64>();
+        let hits = (tensors.len() * experts.len() - missing.len()) as u64;
         self.counters.misses += missing.len() as u64;
-        self.counters.bytes_read += reads.iter().map(|r| r.len as u64).sum::<u64>();
+        self.counters.bytes_read += bytes_read;
+        let of_layer = self.per_layer.entry(layer).or_insert(ExpertLayerStats {
+            layer,
+            ..ExpertLayerStats::default()
+        });
+        of_layer.hits += hits;
+        of_layer.misses += missing.len() as u64;
+        of_layer.bytes_read += bytes_read;
         self.ready.insert(layer, selection);
         if !reads.is_empty() {
             // SAFETY: each destination is a slice of an expert tensor's own pages that no

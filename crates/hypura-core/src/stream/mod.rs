@@ -250,6 +250,11 @@ impl Streamer {
         self.experts.trace()
     }
 
+    /// The expert cache's per-layer counts.
+    pub(crate) fn expert_layer_stats(&self) -> Vec<experts::ExpertLayerStats> {
+        self.experts.layer_stats()
+    }
+
     /// Bytes of one expert of one layer.
     pub(crate) fn expert_unit_bytes(&self) -> u64 {
         self.experts.unit_bytes()

@@ -517,11 +517,13 @@ mod tests {
 
     /// Two layers of one expert tensor each (4 experts), in a file whose byte `i` is `i % 251`:
     /// the cache, its memory, the file's pool and the file.
-    fn setup(capacity: u64) -> (ExpertCache, ReservedMemory, ReadPool, std::path::PathBuf) {
-        let path = std::env::temp_dir().join(format!(
-            "hypura-experts-test-{}-{capacity}",
-            std::process::id()
-        ));
+    /// `name` keeps each test's file its own (tests run in parallel).
+    fn setup(
+        name: &str,
+        capacity: u64,
+    ) -> (ExpertCache, ReservedMemory, ReadPool, std::path::PathBuf) {
+        let path =
+            std::env::temp_dir().join(format!("hypura-experts-test-{}-{name}", std::process::id()));
         let bytes: Vec<u8> = (0..2 * 4 * SLICE).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &bytes).unwrap();
         let file = Arc::new(ModelFile::open(&path).unwrap());
@@ -552,7 +554,7 @@ mod tests {
     #[test]
     fn picked_slices_land_in_place_and_the_stale_go_first() {
         // Room for 4 slices (each counts the 3 or 4 pages it touches).
-        let (mut cache, memory, pool, path) = setup(4 * 4 * PAGE_BYTES as u64);
+        let (mut cache, memory, pool, path) = setup("in-place", 4 * 4 * PAGE_BYTES as u64);
         cache.serve(0, Some(&[1, 2]), 1, &pool).unwrap();
         cache.serve(1, Some(&[0, 3]), 2, &pool).unwrap();
         assert!(holds(&memory, 0, 1) && holds(&memory, 0, 2));
@@ -579,7 +581,7 @@ mod tests {
 
     #[test]
     fn slices_that_fail_to_read_are_not_held() {
-        let (mut cache, _memory, pool, path) = setup(1 << 20);
+        let (mut cache, _memory, pool, path) = setup("failing", 1 << 20);
         cache.serve(0, Some(&[0]), 1, &pool).unwrap();
         let held = cache.held_bytes();
         // Layer 1's slices now lie past the end of the file.
@@ -595,7 +597,7 @@ mod tests {
 
     #[test]
     fn the_background_reader_fills_free_room_and_waits_when_needed() {
-        let (mut cache, memory, pool, path) = setup(1 << 20);
+        let (mut cache, memory, pool, path) = setup("filling", 1 << 20);
         cache.fill(&pool);
         cache.wait_background();
         // Everything fits: every slice read once, in place, none by a batch.

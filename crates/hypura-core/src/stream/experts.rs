@@ -179,10 +179,27 @@ impl ExpertCache {
 
     /// Bytes of held memory slice `e` of tensor `t` counts for.
     fn slice_pages(&self, t: usize, e: u32) -> u64 {
-        let x = &self.tensors[t];
-        let start = x.base + e as usize * x.slice_bytes;
-        let (lo, hi) = page_span(start, start + x.slice_bytes);
+        let r = self.read_of(t, e);
+        let (lo, hi) = page_span(r.dst, r.dst + r.len);
         (hi - lo) as u64
+    }
+
+    /// The read that brings slice `e` of tensor `t` into its place.
+    fn read_of(&self, t: usize, e: u32) -> ReadRequest {
+        let x = &self.tensors[t];
+        ReadRequest {
+            dst: x.base + e as usize * x.slice_bytes,
+            len: x.slice_bytes,
+            offset: x.file_offset + e as u64 * x.slice_bytes as u64,
+        }
+    }
+
+    /// Stops counting slice `k` as held (its pages are the caller's business).
+    fn forget(&mut self, k: (usize, u32)) {
+        if self.last_use.remove(&k).is_some() {
+            self.held = self.held.saturating_sub(self.slice_pages(k.0, k.1));
+        }
+        self.filled.remove(&k);
     }
 
     /// Forgets which layers this graph served (a new graph starts).
@@ -320,17 +337,7 @@ impl ExpertCache {
             self.held += bytes;
             self.last_use.insert((t, e), clock);
         }
-        let reads: Vec<ReadRequest> = missing
-            .iter()
-            .map(|&(t, e)| {
-                let x = &self.tensors[t];
-                ReadRequest {
-                    dst: x.base + e as usize * x.slice_bytes,
-                    len: x.slice_bytes,
-                    offset: x.file_offset + e as u64 * x.slice_bytes as u64,
-                }
-            })
-            .collect();
+        let reads: Vec<ReadRequest> = missing.iter().map(|&(t, e)| self.read_of(t, e)).collect();
         let bytes_read = reads.iter().map(|r| r.len as u64).sum::<u64>();
         let hits = (tensors.len() * experts.len() - missing.len()) as u64;
         self.counters.misses += missing.len() as u64;
@@ -352,10 +359,8 @@ impl ExpertCache {
             let started = std::time::Instant::now();
             if let Err(failure) = completion.wait() {
                 // Not held after all: a later batch reads them again (and reports again).
-                for &(t, e) in &missing {
-                    let bytes = self.slice_pages(t, e);
-                    self.last_use.remove(&(t, e));
-                    self.held = self.held.saturating_sub(bytes);
+                for &k in &missing {
+                    self.forget(k);
                 }
                 return Err(failure.into());
             }
@@ -377,10 +382,7 @@ impl ExpertCache {
         for (k, ok) in done {
             self.pending.remove(&k);
             if !ok {
-                let bytes = self.slice_pages(k.0, k.1);
-                self.last_use.remove(&k);
-                self.filled.remove(&k);
-                self.held = self.held.saturating_sub(bytes);
+                self.forget(k);
             }
         }
     }
@@ -421,17 +423,7 @@ impl ExpertCache {
         if batch.is_empty() {
             return;
         }
-        let reads: Vec<ReadRequest> = batch
-            .iter()
-            .map(|&(t, e)| {
-                let x = &self.tensors[t];
-                ReadRequest {
-                    dst: x.base + e as usize * x.slice_bytes,
-                    len: x.slice_bytes,
-                    offset: x.file_offset + e as u64 * x.slice_bytes as u64,
-                }
-            })
-            .collect();
+        let reads: Vec<ReadRequest> = batch.iter().map(|&(t, e)| self.read_of(t, e)).collect();
         self.counters.filled_bytes += reads.iter().map(|r| r.len as u64).sum::<u64>();
         // SAFETY: each destination is a slice of an expert tensor's own pages, not held
         // before (so no node reads it and no other read targets it); it is held and pending
@@ -474,14 +466,11 @@ impl ExpertCache {
                 self.capacity
             )));
         };
-        let bytes = self.slice_pages(t, e);
-        self.last_use.remove(&(t, e));
-        self.filled.remove(&(t, e));
-        self.held = self.held.saturating_sub(bytes);
+        self.forget((t, e));
         self.counters.evictions += 1;
-        let x = self.tensors[t];
-        let start = x.base + e as usize * x.slice_bytes;
-        let end = start + x.slice_bytes;
+        let n_expert = self.tensors[t].n_expert;
+        let slice = self.read_of(t, e);
+        let (start, end) = (slice.dst, slice.dst + slice.len);
         let held = |n: u32| self.last_use.contains_key(&(t, n));
         // Pages shared with a held neighbour stay; the tensor's first and last pages are its
         // own.
@@ -490,7 +479,7 @@ impl ExpertCache {
         } else {
             start.div_ceil(PAGE_BYTES) * PAGE_BYTES
         };
-        let hi = if e + 1 >= x.n_expert || !held(e + 1) {
+        let hi = if e + 1 >= n_expert || !held(e + 1) {
             end.div_ceil(PAGE_BYTES) * PAGE_BYTES
         } else {
             end / PAGE_BYTES * PAGE_BYTES

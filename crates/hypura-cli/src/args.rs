@@ -62,6 +62,14 @@ pub struct ModelArgs {
     /// holds everything but the experts, and one layer's experts besides).
     #[arg(long)]
     pub no_expert_slices: bool,
+    /// Mixture-of-experts models: the folder of saved expert profiles (which experts each
+    /// layer picks, measured): a run starts its expert cache from the model's profile and
+    /// saves it after; `plan` predicts from it. Default: $XDG_CACHE_HOME/hypura/experts.
+    #[arg(long, conflicts_with = "no_expert_profile")]
+    pub expert_profiles: Option<PathBuf>,
+    /// Neither read nor save an expert profile.
+    #[arg(long)]
+    pub no_expert_profile: bool,
 }
 
 #[derive(Args)]
@@ -201,6 +209,18 @@ pub struct SynthArgs {
     /// families that size each layer by its own (gemma4).
     #[arg(long, value_delimiter = ',')]
     pub n_ff_layers: Vec<u64>,
+    /// What MoE routers follow: `context` (the whole hidden state: skewed picks that mostly
+    /// repeat the previous token's) or `token` (the current token only: picks spread
+    /// near-evenly over the experts, changing with every token).
+    #[arg(long, value_enum, default_value_t = RoutingArg::Context)]
+    pub routing: RoutingArg,
+}
+
+/// `--routing` of `hypura synth`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoutingArg {
+    Context,
+    Token,
 }
 
 #[derive(Args)]

@@ -9,7 +9,7 @@ use hypura_core::{limits, Budget, GenerateOptions, LoadMode, LoadOptions, Model,
 use hypura_tools::{bench as bench_tool, disk, read_rate as read_rate_tool, synth as synth_tool};
 
 use crate::args::{
-    BenchArgs, ExpertSimArgs, ModelArgs, PlanArgs, ReadRateArgs, RunArgs, SynthArgs,
+    BenchArgs, ExpertSimArgs, ModelArgs, PlanArgs, ReadRateArgs, RoutingArg, RunArgs, SynthArgs,
 };
 use crate::table::plan_table;
 
@@ -43,7 +43,14 @@ fn options_of(args: &ModelArgs) -> Result<LoadOptions, Failure> {
         .budget(budget_of(args)?)
         .io_threads(args.io_threads)
         .context_length(args.ctx)
-        .expert_slices(!args.no_expert_slices);
+        .expert_slices(!args.no_expert_slices)
+        .expert_profiles(if args.no_expert_profile {
+            None
+        } else {
+            args.expert_profiles
+                .clone()
+                .or_else(|| disk::cache_dir().map(|d| d.join("experts")))
+        });
     if let Some(gbps) = args.disk_gbps {
         if !(gbps.is_finite() && gbps > 0.0 && gbps < 1e6) {
             return Err(usage("--disk-gbps must be a positive number of GB/s"));
@@ -123,15 +130,30 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             "loaded as stock llama.cpp".to_string()
         } else {
             format!(
-                "with a RAM budget of {}: {} resident, {} streamed per token, window {}, bound {:.2} tok/s",
+                "with a RAM budget of {}: {} resident, {} streamed per token, {}, bound {:.2} tok/s",
                 format_bytes(plan.ram_budget_bytes),
                 format_bytes(plan.ram_resident_bytes),
                 format_bytes(plan.streamed_bytes_per_token),
-                format_bytes(plan.window_bytes),
+                if plan.expert_cache_bytes > 0 {
+                    format!("expert cache {}", format_bytes(plan.expert_cache_bytes))
+                } else {
+                    format!("window {}", format_bytes(plan.window_bytes))
+                },
                 plan.bound_tok_s
             )
         }
     );
+    if let Some(why) = &plan.expert_profile_ignored {
+        eprintln!("hypura: note: {why} (starting without it)");
+    } else if let (Some(path), Some(hit)) =
+        (&plan.expert_profile_path, plan.expert_profile_hit_rate)
+    {
+        eprintln!(
+            "hypura: expert cache starts from {} (predicted hit rate {:.1}%)",
+            path.display(),
+            hit * 100.0
+        );
+    }
     let stdout = std::io::stdout();
     let stats = model.generate(&request, |piece| {
         let mut out = stdout.lock();
@@ -149,6 +171,12 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         format_bytes(stats.peak_rss_bytes),
         stats.load_s
     );
+    match model.save_expert_profile() {
+        Ok(Some(path)) => eprintln!("hypura: expert profile saved to {}", path.display()),
+        Ok(None) => {}
+        // The run itself went well: say so, and why the profile could not be kept.
+        Err(e) => eprintln!("hypura: note: {e} (not saved)"),
+    }
     if let Some(path) = &args.stats_json {
         std::fs::write(path, serde_json::to_string_pretty(&stats)?)
             .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))?;
@@ -191,6 +219,10 @@ pub fn synth(args: SynthArgs) -> Result<(), Failure> {
         nextn_left_out: args.nextn_left_out,
         n_head_kv_layers: args.n_head_kv_layers,
         n_ff_layers: args.n_ff_layers,
+        routing: match args.routing {
+            RoutingArg::Context => synth_tool::Routing::Context,
+            RoutingArg::Token => synth_tool::Routing::Token,
+        },
     };
     let types = WeightTypes::parse(&args.weight_type)?;
     let started = std::time::Instant::now();
@@ -243,6 +275,9 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         io_threads: args.io_threads,
         ctx: args.ctx,
         no_expert_slices: args.hypura_flags.iter().any(|f| f == "--no-expert-slices"),
+        // The plan here only sizes the cap; each run reads (or not) its own profile.
+        expert_profiles: None,
+        no_expert_profile: true,
     };
     let options = with_measured_disk(&model_args, options_of(&model_args)?)?;
     let whole = Plan::for_options(&options)?;

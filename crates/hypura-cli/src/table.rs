@@ -28,24 +28,53 @@ pub fn plan_table(plan: &Plan) -> String {
     }
     line("resident in RAM", format_bytes(plan.ram_resident_bytes));
     if plan.expert_cache_bytes > 0 {
+        let experts: u64 = plan
+            .tensors
+            .iter()
+            .filter(|t| t.placement == Placement::ExpertSlices)
+            .map(|t| t.bytes)
+            .sum();
+        let unit = plan.expert_unit_bytes.max(1);
         line(
             "expert cache",
             format!(
-                "{} (experts read as the router picks them, most recently used kept)",
-                format_bytes(plan.expert_cache_bytes)
+                "{} of {} of experts: {} of {} experts (one expert of one layer: {}), read as the router picks them, the most used kept",
+                format_bytes(plan.expert_cache_bytes),
+                format_bytes(experts),
+                plan.expert_cache_bytes / unit,
+                experts / unit,
+                format_bytes(plan.expert_unit_bytes),
+            ),
+        );
+        let profile = match (&plan.expert_profile_path, plan.expert_profile_hit_rate) {
+            (None, _) => "none (not looked for)".to_string(),
+            (Some(p), Some(hit)) => format!(
+                "{}: predicted hit rate {:.1}%, {} read per token",
+                p.display(),
+                hit * 100.0,
+                format_bytes(plan.streamed_bytes_per_token)
+            ),
+            (Some(p), None) => match &plan.expert_profile_ignored {
+                Some(why) => format!("ignored: {why}"),
+                None => format!(
+                    "none yet at {} (estimate assumes routing spread evenly)",
+                    p.display()
+                ),
+            },
+        };
+        line("expert profile", profile);
+    } else {
+        line(
+            "streaming window",
+            format!(
+                "{} ({} groups in flight + current, {} per request, {} reader threads)",
+                format_bytes(plan.window_bytes),
+                plan.prefetch_depth,
+                format_bytes(plan.request_bytes),
+                plan.io_threads
             ),
         );
     }
-    line(
-        "streaming window",
-        format!(
-            "{} ({} groups in flight + current, {} per request, {} reader threads)",
-            format_bytes(plan.window_bytes),
-            plan.prefetch_depth,
-            format_bytes(plan.request_bytes),
-            plan.io_threads
-        ),
-    );
     line(
         "embedding rows window",
         format_bytes(plan.embedding_rows_bytes),

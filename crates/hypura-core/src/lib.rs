@@ -30,6 +30,7 @@ mod llama;
 mod memory;
 mod model;
 mod plan;
+mod profile;
 mod runtime;
 mod stream;
 pub mod units;
@@ -58,11 +59,13 @@ pub use io::ReadProbe;
 pub use model::Role;
 pub use plan::budget::{Budget, InvalidBudget};
 pub use plan::{GroupKind, Placement, Plan, StreamGroup, TensorPlacement, Tier};
+pub use profile::{ExpertProfile, ProfileError};
 pub use runtime::generate::{GenerateOptions, GenerationStats, StopReason};
 pub use runtime::model::{BatchToken, LoadStats, Model, ModelStats, Token};
 pub use runtime::options::{defaults, limits, LoadMode, LoadOptions};
 pub use runtime::sample::Sampler;
 pub use stream::experts::{ExpertLayerStats, ExpertRequest};
+pub use stream::heat::{ExpertHeat, LayerChances};
 pub use stream::track::TensorAccess;
 
 #[cfg(test)]

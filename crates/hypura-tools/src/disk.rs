@@ -12,11 +12,16 @@ use std::time::Instant;
 const SAMPLE_BYTES: usize = 256 << 20;
 const REQUEST_BYTES: usize = 4 << 20;
 
-fn cache_path() -> Option<PathBuf> {
+/// hypura's cache folder: `$XDG_CACHE_HOME/hypura` (or `~/.cache/hypura`).
+pub fn cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("hypura").join("disk-bandwidth.json"))
+    Some(base.join("hypura"))
+}
+
+fn cache_path() -> Option<PathBuf> {
+    Some(cache_dir()?.join("disk-bandwidth.json"))
 }
 
 /// Reads up to 256 MiB of `path` with `O_DIRECT` (falling back to buffered reads after

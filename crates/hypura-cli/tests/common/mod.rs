@@ -192,17 +192,19 @@ pub fn check_peak_rss(at: &str, stats: &Value) {
     assert!(peak <= allowance, "{at}: peak RSS {peak} above {allowance}");
 }
 
-/// Every byte read while generating is a slice a batch needed, or one the expert cache's
-/// background reader was asked for (those may still be in flight at the end).
+/// Every byte read while generating is a slice a batch needed, one the expert cache's
+/// background reader was asked for, or one read ahead for a predicted expert (those two may
+/// still be in flight at the end).
 pub fn check_expert_reads(at: &str, stats: &Value) {
-    let (read, needed, filled) = (
+    let (read, needed, filled, ahead) = (
         u(stats, "disk_bytes_read"),
         u(stats, "expert_bytes_read"),
         u(stats, "expert_filled_bytes"),
+        u(stats, "expert_prefetch_bytes"),
     );
     assert!(
-        needed <= read && read <= needed + filled,
-        "{at}: read {read} bytes, {needed} for slices needed and {filled} asked of the background reader"
+        needed <= read && read <= needed + filled + ahead,
+        "{at}: read {read} bytes, {needed} for slices needed, {filled} asked of the background reader and {ahead} read ahead"
     );
 }
 

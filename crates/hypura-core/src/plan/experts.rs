@@ -9,6 +9,7 @@ use super::{Placement, Plan};
 use crate::memory::PAGE_BYTES;
 use crate::model::inventory::ModelTensor;
 use crate::model::{ModelInventory, Role};
+use crate::profile::ExpertProfile;
 
 /// True for an expert tensor read slice by slice: one of the layers' 3-D expert matrices
 /// (their biases, one row per expert, are small and stay resident).
@@ -78,12 +79,49 @@ pub(crate) fn plan(
         streamed,
         expert_cache: cache,
     };
-    Some(finish(
+    let mut plan = finish(
         inventory,
         params,
         model_bytes,
         Some(chosen),
         tensors,
         Vec::new(),
-    ))
+    );
+    plan.expert_unit_bytes = unit_bytes(inventory).into_iter().max().unwrap_or(0);
+    Some(plan)
+}
+
+/// Bytes of one expert of each layer (its slice of every sliced tensor), by layer.
+fn unit_bytes(inventory: &ModelInventory) -> Vec<u64> {
+    let mut per_layer = vec![0u64; inventory.n_layers as usize];
+    for t in inventory.tensors.iter().filter(|t| is_sliced(inventory, t)) {
+        if let Some(l) = t.layer {
+            per_layer[l as usize] += t.info.nbytes / t.info.dims[2];
+        }
+    }
+    per_layer
+}
+
+/// Predicts the expert cache of `plan` from a saved `profile`: the hit rate of keeping the
+/// hottest experts its capacity holds, and the bytes read per token and the bound that
+/// follow (in place of the even-routing estimate).
+pub(crate) fn apply_profile(
+    plan: &mut Plan,
+    inventory: &ModelInventory,
+    profile: &ExpertProfile,
+    disk_bytes_per_s: f64,
+) {
+    if plan.expert_cache_bytes == 0 || plan.expert_unit_bytes == 0 {
+        return;
+    }
+    let capacity = (plan.expert_cache_bytes / plan.expert_unit_bytes) as usize;
+    let hit = profile.predicted_hit_rate(capacity);
+    let picked_bytes: u64 = unit_bytes(inventory)
+        .iter()
+        .map(|b| b * inventory.n_expert_used)
+        .sum();
+    plan.streamed_bytes_per_token = ((1.0 - hit) * picked_bytes as f64) as u64;
+    plan.disk_time_s = plan.streamed_bytes_per_token as f64 / disk_bytes_per_s.max(1.0);
+    plan.bound_tok_s = 1.0 / plan.disk_time_s.max(plan.compute_time_s).max(1e-12);
+    plan.expert_profile_hit_rate = Some(hit);
 }

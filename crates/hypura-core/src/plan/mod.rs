@@ -162,6 +162,17 @@ pub struct Plan {
     pub untiered: Option<String>,
     /// Bytes of expert slices held at once ([`Placement::ExpertSlices`]; 0: none).
     pub expert_cache_bytes: u64,
+    /// Bytes of one expert of one layer (its slice of every expert tensor of the layer, the
+    /// largest over the layers; 0: no expert slices).
+    pub expert_unit_bytes: u64,
+    /// The model's saved expert profile, where one is looked for (see
+    /// [`crate::LoadOptions::expert_profiles`]).
+    pub expert_profile_path: Option<std::path::PathBuf>,
+    /// What the profile gave: the expert cache's hit rate predicted from it (the bound and
+    /// `streamed_bytes_per_token` then assume it; without one, routing spread evenly).
+    pub expert_profile_hit_rate: Option<f64>,
+    /// Why the profile at `expert_profile_path` was not used, when it exists but could not be.
+    pub expert_profile_ignored: Option<String>,
 }
 
 impl Plan {

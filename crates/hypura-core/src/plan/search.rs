@@ -404,6 +404,10 @@ pub(super) fn finish(
         kv_cache_bytes: params.kv_cache_bytes,
         untiered: None,
         expert_cache_bytes: c.expert_cache,
+        expert_unit_bytes: 0,
+        expert_profile_path: None,
+        expert_profile_hit_rate: None,
+        expert_profile_ignored: None,
     }
 }
 

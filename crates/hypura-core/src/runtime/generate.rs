@@ -181,6 +181,13 @@ pub struct GenerationStats {
     pub expert_filled_hits: u64,
     /// Bytes the background reader was asked to read while generating.
     pub expert_filled_bytes: u64,
+    /// Bytes read ahead for experts predicted to be picked (the next layers' routers run on
+    /// the current hidden state), while generating.
+    pub expert_prefetch_bytes: u64,
+    /// Slices read ahead that their layer's next request picked (counted in the hits too).
+    pub expert_prefetch_hits: u64,
+    /// Bytes read ahead for slices their layer's next request did not pick.
+    pub expert_prefetch_wasted_bytes: u64,
     /// Bytes of one expert of one layer (its slices of the layer's expert tensors).
     pub expert_unit_bytes: u64,
     /// The expert cache's hits, misses and bytes read per layer, while generating.
@@ -329,6 +336,9 @@ impl Model {
             expert_evictions: stats.expert_evictions,
             expert_filled_hits: stats.expert_filled_hits,
             expert_filled_bytes: stats.expert_filled_bytes,
+            expert_prefetch_bytes: stats.expert_prefetch_bytes,
+            expert_prefetch_hits: stats.expert_prefetch_hits,
+            expert_prefetch_wasted_bytes: stats.expert_prefetch_wasted_bytes,
             expert_unit_bytes,
             expert_layers: self.expert_layer_stats(),
             expert_trace,

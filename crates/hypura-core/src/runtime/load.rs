@@ -57,6 +57,13 @@ fn llama_error(path: &Path, load_path: &Path, reason: &str) -> String {
     shown[1..shown.len() - 1].to_string()
 }
 
+/// Where a model's expert profile comes from: its identity and the requests a loaded
+/// profile was measured over.
+pub(crate) struct ProfileSource {
+    pub model_key: String,
+    pub requests: u64,
+}
+
 impl Model {
     /// Loads the model `options` name: checks and plans it (reading only its header), then
     /// has llama.cpp build it, reads the RAM tier, and sets up streaming for the rest.
@@ -68,6 +75,8 @@ impl Model {
             header,
             inventory,
             plan,
+            profile,
+            model_key,
         } = prepare(options)?;
         // An architecture hypura does not tier runs as stock llama.cpp runs it.
         let mut options = options.clone();
@@ -180,6 +189,10 @@ impl Model {
             ),
             None => None,
         };
+        let mut streamer = streamer;
+        if let (Some(s), Some(p)) = (&mut streamer, &profile) {
+            s.start_experts_from(&p.layers);
+        }
         let streamer = streamer.map(|s| Box::new(Mutex::new(s)));
         log::info!(
             "after the RAM tier was read: RSS {} MiB",
@@ -238,6 +251,10 @@ impl Model {
             options.clone(),
             plan,
             load_stats,
+            ProfileSource {
+                model_key,
+                requests: profile.map_or(0, |p| p.requests),
+            },
         ))
     }
 }

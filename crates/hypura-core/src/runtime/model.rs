@@ -12,6 +12,8 @@ use crate::io::ModelFile;
 use crate::llama::{Batch, LlamaContext, LlamaModel, ThreadPool};
 use crate::memory::HypuraBufferType;
 use crate::plan::Plan;
+use crate::profile::{ExpertProfile, ProfileError};
+use crate::runtime::load::ProfileSource;
 use crate::stream::experts::{ExpertLayerStats, ExpertRequest};
 use crate::stream::track::TensorAccess;
 use crate::stream::{StreamCounters, StreamFailure, Streamer};
@@ -92,6 +94,13 @@ pub struct ModelStats {
     pub expert_filled_hits: u64,
     /// Bytes the background reader was asked to read since the counters were reset.
     pub expert_filled_bytes: u64,
+    /// Bytes read ahead for experts predicted to be picked (the next layers' routers run on
+    /// the current hidden state), since the counters were reset.
+    pub expert_prefetch_bytes: u64,
+    /// Slices read ahead that their layer's next request picked (counted in the hits too).
+    pub expert_prefetch_hits: u64,
+    /// Bytes read ahead for slices their layer's next request did not pick.
+    pub expert_prefetch_wasted_bytes: u64,
     /// Peak resident set size of the process since the model was loaded (Linux; 0
     /// elsewhere).
     pub peak_rss_bytes: u64,
@@ -122,6 +131,7 @@ pub struct Model {
     options: LoadOptions,
     plan: Plan,
     load_stats: LoadStats,
+    profile_source: ProfileSource,
 }
 
 impl std::fmt::Debug for Model {
@@ -146,6 +156,7 @@ impl Model {
         options: LoadOptions,
         plan: Plan,
         load_stats: LoadStats,
+        profile_source: ProfileSource,
     ) -> Self {
         let n_vocab = llama.n_vocab();
         Self {
@@ -166,6 +177,7 @@ impl Model {
             options,
             plan,
             load_stats,
+            profile_source,
         }
     }
 
@@ -466,6 +478,9 @@ impl Model {
             expert_evictions: experts.evictions,
             expert_filled_hits: experts.filled_hits,
             expert_filled_bytes: experts.filled_bytes,
+            expert_prefetch_bytes: experts.prefetch_bytes,
+            expert_prefetch_hits: experts.prefetch_hits,
+            expert_prefetch_wasted_bytes: experts.prefetch_wasted_bytes,
             peak_rss_bytes: super::proc_stats::peak_rss_bytes(),
         }
     }
@@ -495,6 +510,25 @@ impl Model {
         self.streamer()
             .map(|s| s.expert_layer_stats())
             .unwrap_or_default()
+    }
+
+    /// Saves the expert cache's measured use as the model's profile, in the folder
+    /// [`LoadOptions::expert_profiles`] names, for the next load to start from (and `plan`
+    /// to predict from). Returns the file written; `None` when there is nothing to save (no
+    /// folder set, or experts not read slice by slice).
+    pub fn save_expert_profile(&self) -> Result<Option<std::path::PathBuf>, ProfileError> {
+        let Some(dir) = self.options.expert_profiles_dir() else {
+            return Ok(None);
+        };
+        let Some(streamer) = self.streamer().filter(|s| s.experts_active()) else {
+            return Ok(None);
+        };
+        let (chances, requests) = streamer.expert_chances();
+        drop(streamer);
+        let key = &self.profile_source.model_key;
+        let path = crate::profile::path_in(dir, key);
+        ExpertProfile::new(key, self.profile_source.requests + requests, chances).write(&path)?;
+        Ok(Some(path))
     }
 
     /// Zeroes the access counts and streaming counters (e.g. after a prompt).

@@ -69,6 +69,7 @@ pub struct LoadOptions {
     pub(crate) io_threads: u32,
     pub(crate) verify_reads: bool,
     pub(crate) expert_slices: bool,
+    pub(crate) expert_profiles: Option<PathBuf>,
 }
 
 impl LoadOptions {
@@ -89,6 +90,7 @@ impl LoadOptions {
             io_threads: defaults::IO_THREADS,
             verify_reads: true,
             expert_slices: true,
+            expert_profiles: None,
         }
     }
 
@@ -169,6 +171,21 @@ impl LoadOptions {
     pub fn expert_slices(mut self, on: bool) -> Self {
         self.expert_slices = on;
         self
+    }
+
+    /// Mixture-of-experts models read slice by slice: the folder of saved expert profiles
+    /// (`None`, the default: none). A load reads the model's profile there, if there is
+    /// one, and starts its expert cache from it; [`crate::Model::save_expert_profile`]
+    /// writes it there; `plan` predicts the cache's hit rate from it. The CLI uses
+    /// `$XDG_CACHE_HOME/hypura/experts`.
+    pub fn expert_profiles(mut self, dir: Option<PathBuf>) -> Self {
+        self.expert_profiles = dir;
+        self
+    }
+
+    /// The folder of saved expert profiles, if one is set.
+    pub fn expert_profiles_dir(&self) -> Option<&Path> {
+        self.expert_profiles.as_deref()
     }
 
     /// The model file.

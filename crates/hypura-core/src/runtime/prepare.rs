@@ -8,7 +8,8 @@ use crate::model::arch::kv_cache_bytes;
 use crate::model::{validate, GgufHeader, ModelInventory};
 use crate::plan::budget::{Budget, NonWeightCosts};
 use crate::plan::search::{self, SearchParams, MAX_PREFETCH_DEPTH, RAM_BYTES_PER_S, REQUEST_BYTES};
-use crate::plan::Plan;
+use crate::plan::{experts, Plan};
+use crate::profile::{self, model_key, ExpertProfile};
 use crate::runtime::options::{LoadMode, LoadOptions};
 
 /// What the process needs before any weight is read: a fixed part for the binary, its
@@ -25,6 +26,11 @@ pub(crate) struct Prepared {
     pub header: GgufHeader,
     pub inventory: ModelInventory,
     pub plan: Plan,
+    /// The model's saved expert profile, when one was found and the plan reads experts
+    /// slice by slice.
+    pub profile: Option<ExpertProfile>,
+    /// The model's identity, the profile's name.
+    pub model_key: String,
 }
 
 /// Opens, checks and plans the model `options` name.
@@ -66,11 +72,27 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
             "{why}: it runs as stock llama.cpp runs it (memory-mapped; the budget is not enforced)"
         )
     });
+    let model_key = model_key(&header.raw, file.size());
+    let mut profile = None;
+    if let (Some(dir), true) = (&options.expert_profiles, plan.expert_cache_bytes > 0) {
+        let path = profile::path_in(dir, &model_key);
+        match ExpertProfile::read(&path, &model_key) {
+            Ok(Some(p)) => {
+                experts::apply_profile(&mut plan, &inventory, &p, options.disk_bytes_per_s);
+                profile = Some(p);
+            }
+            Ok(None) => {}
+            Err(e) => plan.expert_profile_ignored = Some(e.to_string()),
+        }
+        plan.expert_profile_path = Some(path);
+    }
     Ok(Prepared {
         file,
         header,
         inventory,
         plan,
+        profile,
+        model_key,
     })
 }
 

@@ -258,7 +258,8 @@ fn on_computed(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
         if let Some(layer) = selection_layer(streamer, node) {
             match selected_experts(node) {
                 Some(experts) => {
-                    streamer.serve_experts(layer, Some(&experts), node as *const _ as usize)
+                    streamer.serve_experts(layer, Some(&experts), node as *const _ as usize);
+                    streamer.prefetch_after(layer, node);
                 }
                 None => streamer.fail(StreamFailure::Graph(format!(
                     "the router selection '{}' is not I32 ids in host memory",

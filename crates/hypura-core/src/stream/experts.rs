@@ -5,19 +5,19 @@
 //! the layer's expert products run. A batch of many tokens reads each slice it needs once.
 //!
 //! When the cache's bytes would go over its capacity, slices not picked in this batch make
-//! room, the one predicted to be needed furthest ahead first. Layers run in order every
-//! token and mostly repeat their previous picks, so a slice last used `n` requests ago is
-//! predicted again one token (one request per layer) after its last use: slices past that
-//! (not repeated since) go first, the longest unused first; then the one predicted furthest
-//! ahead. A global least-recently-used order would instead evict exactly the slices about
-//! to be needed, and hit nothing once a token's experts outgrow the cache; replayed on
-//! traces (`hypura expert-sim`), this order beat an even per-layer share with LRU inside
-//! and came within 1-8 points of Belady's optimum.
+//! room, the one least likely to be picked by its layer's next request first: the chance
+//! is measured per layer and expert, decayed over the layer's requests
+//! ([`super::heat::ExpertHeat`]), and among experts about as likely, those of the layers
+//! that come soonest stay. Replayed on traces (`hypura expert-sim`), this beat global LRU
+//! (which evicts exactly the layer needed next once a token's experts outgrow the cache), an
+//! even per-layer share with LRU inside, and hypura's previous policy (predicting that a
+//! layer repeats its last picks), most where routing is near-uniform.
 //!
-//! While the cache has room, a background reader fills it with slices not held yet (a
-//! batch at a time, layer by layer), so that experts no token has picked before are often
-//! there when one does; it never evicts to do so. A slice it is still reading counts as
-//! held, is not evicted, and is waited for when a batch needs it.
+//! While the cache has room, a background reader fills it with slices not held yet, the
+//! hottest first when a saved profile gave chances at load (then layer by layer), so that
+//! experts no token has picked before are often there when one does; it never evicts to do
+//! so. A slice it is still reading counts as held, is not evicted, and is waited for when a
+//! batch needs it.
 //!
 //! A slice's pages are handed back with `MADV_DONTNEED` when it is evicted: the pages wholly
 //! inside it, and the pages it shares with a neighbouring slice when that one is not held
@@ -29,6 +29,7 @@ use std::sync::Arc;
 use crate::io::{Completion, ReadPool, ReadRequest};
 use crate::memory::{release_pages, PAGE_BYTES};
 
+use super::heat::{ExpertHeat, LayerChances};
 use super::StreamFailure;
 
 /// One expert tensor: `n_expert` slices of `slice_bytes`, the file's and memory's alike.
@@ -58,6 +59,12 @@ pub(crate) struct ExpertCounters {
     pub filled_hits: u64,
     /// Bytes the background reader was asked to read (in flight ones included).
     pub filled_bytes: u64,
+    /// Bytes read ahead for experts predicted to be picked (in flight ones included).
+    pub prefetch_bytes: u64,
+    /// Slices read ahead that the layer's next request picked (counted in `hits` too).
+    pub prefetch_hits: u64,
+    /// Bytes read ahead for slices the layer's next request did not pick, or evicted first.
+    pub prefetch_wasted_bytes: u64,
 }
 
 /// One layer's expert-cache counts.
@@ -72,6 +79,10 @@ pub struct ExpertLayerStats {
     pub misses: u64,
     /// Bytes read for them.
     pub bytes_read: u64,
+    /// Slices read ahead that the layer's next request picked.
+    pub prefetch_hits: u64,
+    /// Bytes read ahead for slices it did not pick.
+    pub prefetch_wasted_bytes: u64,
 }
 
 /// Most batches the request trace keeps (beyond, it stops recording).
@@ -115,7 +126,30 @@ pub(crate) struct ExpertCache {
     trace: Vec<ExpertRequest>,
     /// Per-layer counts since the counters were reset.
     per_layer: HashMap<u32, ExpertLayerStats>,
+    /// Measured use: what stays.
+    heat: ExpertHeat,
+    /// Slices the background reader reads first (hottest first, from a saved profile).
+    fill_first: std::collections::VecDeque<(usize, u32)>,
+    /// Slices read ahead, predicted for their layer's next request, not requested since.
+    prefetched: std::collections::HashSet<(usize, u32)>,
+    /// The share of slices read ahead that their layer's next request picked, as a moving
+    /// average (`None` before any was settled).
+    prefetch_precision: Option<f64>,
+    /// Read-ahead opportunities skipped in a row for a low precision.
+    prefetch_skipped: u32,
 }
+
+/// Below this measured precision, reading ahead costs more than it saves: it is done only
+/// one time in [`PREFETCH_PROBE_EVERY`], to measure it again.
+const PREFETCH_MIN_PRECISION: f64 = 0.4;
+/// See [`PREFETCH_MIN_PRECISION`].
+const PREFETCH_PROBE_EVERY: u32 = 16;
+/// The weight of each settled slice in the precision's moving average.
+const PRECISION_STEP: f64 = 0.05;
+
+/// A slice read ahead may take the place of one whose chance of being picked by its
+/// layer's next request is below this (never of one more likely).
+const PREFETCH_EVICTS_BELOW: f64 = 0.5;
 
 /// `[start, end)` widened to whole pages.
 fn page_span(start: usize, end: usize) -> (usize, usize) {
@@ -159,6 +193,25 @@ impl ExpertCache {
         });
         self.by_layer.entry(layer).or_default().push(index);
         self.by_address.insert(base, index);
+        self.heat.add_layer(layer);
+    }
+
+    /// Starts measured use from a saved profile's `chances`: the background reader reads
+    /// the hottest slices first.
+    pub fn start_from(&mut self, chances: &[LayerChances]) {
+        self.heat.load(chances);
+        let mut order: Vec<((usize, u32), f64)> = (0..self.tensors.len())
+            .flat_map(|t| (0..self.tensors[t].n_expert).map(move |e| (t, e)))
+            .map(|(t, e)| ((t, e), self.heat.chance(self.tensors[t].layer, e)))
+            .filter(|(_, c)| *c > 0.0)
+            .collect();
+        order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        self.fill_first = order.into_iter().map(|(k, _)| k).collect();
+    }
+
+    /// Measured use now, per layer, for a profile, and the requests it was measured over.
+    pub fn chances(&self) -> (Vec<LayerChances>, u64) {
+        (self.heat.chances(), self.heat.requests())
     }
 
     /// The layer of the expert tensor whose memory starts at `base`, if it is one.
@@ -200,6 +253,9 @@ impl ExpertCache {
             self.held = self.held.saturating_sub(self.slice_pages(k.0, k.1));
         }
         self.filled.remove(&k);
+        if self.prefetched.remove(&k) {
+            self.counters.prefetch_wasted_bytes += self.tensors[k.0].slice_bytes as u64;
+        }
     }
 
     /// Forgets which layers this graph served (a new graph starts).
@@ -288,6 +344,8 @@ impl ExpertCache {
                 experts: experts.to_vec(),
             });
         }
+        self.heat.record(layer, experts);
+        let (prefetch_hits, prefetch_wasted) = self.settle_prefetched(layer, experts);
         self.clock += 1;
         let clock = self.clock;
         let tensors = self.by_layer.get(&layer).cloned().unwrap_or_default();
@@ -349,6 +407,8 @@ impl ExpertCache {
         of_layer.hits += hits;
         of_layer.misses += missing.len() as u64;
         of_layer.bytes_read += bytes_read;
+        of_layer.prefetch_hits += prefetch_hits;
+        of_layer.prefetch_wasted_bytes += prefetch_wasted;
         self.ready.insert(layer, selection);
         if !reads.is_empty() {
             // SAFETY: each destination is a slice of an expert tensor's own pages that no
@@ -367,6 +427,113 @@ impl ExpertCache {
             waited += started.elapsed().as_secs_f64();
         }
         Ok(waited)
+    }
+
+    /// Counts the slices read ahead for `layer` now that its request picked `experts`:
+    /// (picked, bytes of those not picked). They stay held either way.
+    fn settle_prefetched(&mut self, layer: u32, experts: &[u32]) -> (u64, u64) {
+        let tensors = self.by_layer.get(&layer).cloned().unwrap_or_default();
+        let (mut hits, mut wasted) = (0u64, 0u64);
+        for t in tensors {
+            for e in 0..self.tensors[t].n_expert {
+                if self.prefetched.remove(&(t, e)) {
+                    if experts.contains(&e) {
+                        hits += 1;
+                    } else {
+                        wasted += self.tensors[t].slice_bytes as u64;
+                    }
+                }
+            }
+        }
+        self.counters.prefetch_hits += hits;
+        self.counters.prefetch_wasted_bytes += wasted;
+        let slice_bytes = self
+            .by_layer
+            .get(&layer)
+            .and_then(|ts| ts.first())
+            .map_or(1, |&t| self.tensors[t].slice_bytes as u64)
+            .max(1);
+        let settled = hits + wasted / slice_bytes;
+        for i in 0..settled {
+            let hit = if i < hits { 1.0 } else { 0.0 };
+            let p = self.prefetch_precision.unwrap_or(hit);
+            self.prefetch_precision = Some(p + PRECISION_STEP * (hit - p));
+        }
+        (hits, wasted)
+    }
+
+    /// Reads ahead the slices of `experts` of `layer` (predicted for its next request) that
+    /// are not held, through `pool`, without waiting: into free room, or in place of slices
+    /// less likely to be picked (below [`PREFETCH_EVICTS_BELOW`]) and not in use by the
+    /// request being served. Stops where no such room is left.
+    pub fn prefetch(&mut self, layer: u32, experts: &[u32], pool: &ReadPool) {
+        if self
+            .prefetch_precision
+            .is_some_and(|p| p < PREFETCH_MIN_PRECISION)
+        {
+            self.prefetch_skipped += 1;
+            if self.prefetch_skipped < PREFETCH_PROBE_EVERY {
+                return;
+            }
+        }
+        self.prefetch_skipped = 0;
+        self.settle_pending();
+        let clock = self.clock;
+        let tensors = self.by_layer.get(&layer).cloned().unwrap_or_default();
+        let mut batch = Vec::new();
+        'slices: for &e in experts {
+            for &t in &tensors {
+                if e >= self.tensors[t].n_expert || self.last_use.contains_key(&(t, e)) {
+                    continue;
+                }
+                let bytes = self.slice_pages(t, e);
+                while self.held + bytes > self.capacity {
+                    if !self.evict_unlikely(clock, &batch) {
+                        break 'slices;
+                    }
+                }
+                self.held += bytes;
+                // Not used yet: as old as anything else in its layer once this request ends.
+                self.last_use.insert((t, e), clock.saturating_sub(1));
+                self.prefetched.insert((t, e));
+                batch.push((t, e));
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let reads: Vec<ReadRequest> = batch.iter().map(|&(t, e)| self.read_of(t, e)).collect();
+        self.counters.prefetch_bytes += reads.iter().map(|r| r.len as u64).sum::<u64>();
+        // SAFETY: each destination is a slice of an expert tensor's own pages, not held
+        // before (so no node reads it and no other read targets it); it is held and pending
+        // from now on, so it is neither evicted nor read again, and every batch that needs
+        // it waits for this completion first.
+        let completion = unsafe { pool.submit(&reads) };
+        for k in batch {
+            self.pending.insert(k, Arc::clone(&completion));
+        }
+    }
+
+    /// Evicts the held slice least worth keeping, if its chance is below
+    /// [`PREFETCH_EVICTS_BELOW`] and it is neither in use at `clock`, nor being read, nor in
+    /// `incoming`; false when there is none.
+    fn evict_unlikely(&mut self, clock: u64, incoming: &[(usize, u32)]) -> bool {
+        let pending = &self.pending;
+        let victim = self
+            .last_use
+            .iter()
+            .filter(|(k, used)| **used < clock && !incoming.contains(k) && !pending.contains_key(k))
+            .map(|(k, _)| (*k, self.heat.keep_score(self.tensors[k.0].layer, k.1)))
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        match victim {
+            Some((k, _))
+                if self.heat.chance(self.tensors[k.0].layer, k.1) < PREFETCH_EVICTS_BELOW =>
+            {
+                self.release(k);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Forgets the background reader's finished slices (they are held like any other); a
@@ -399,18 +566,25 @@ impl ExpertCache {
         let total: usize = self.tensors.iter().map(|t| t.n_expert as usize).sum();
         let mut visited = 0usize;
         while visited < total && batch_bytes < FILL_BATCH_BYTES {
-            let (t, e) = self.fill_cursor;
-            self.fill_cursor = if e + 1 < self.tensors[t].n_expert {
-                (t, e + 1)
-            } else {
-                ((t + 1) % self.tensors.len(), 0)
+            let (t, e) = match self.fill_first.pop_front() {
+                Some(hot) => hot,
+                None => {
+                    let next = self.fill_cursor;
+                    self.fill_cursor = if next.1 + 1 < self.tensors[next.0].n_expert {
+                        (next.0, next.1 + 1)
+                    } else {
+                        ((next.0 + 1) % self.tensors.len(), 0)
+                    };
+                    visited += 1;
+                    next
+                }
             };
-            visited += 1;
             if self.last_use.contains_key(&(t, e)) {
                 continue;
             }
             let bytes = self.slice_pages(t, e);
             if self.held + bytes > self.capacity {
+                self.fill_first.clear();
                 break; // no room: the reader never evicts
             }
             self.held += bytes;
@@ -442,30 +616,30 @@ impl ExpertCache {
         }
     }
 
-    /// Evicts a slice not used at `clock` nor about to be read (`incoming`), the one
-    /// predicted to be needed furthest ahead (see the module's notes); hands back its pages.
+    /// Evicts a slice not used at `clock` nor about to be read (`incoming`), the one least
+    /// worth keeping by measured use (see the module's notes); hands back its pages.
     fn evict_one(&mut self, clock: u64, incoming: &[(usize, u32)]) -> Result<(), StreamFailure> {
-        let n_layers = self.by_layer.len().max(1) as u64;
         let pending = &self.pending;
+        let score = |&(t, e): &(usize, u32)| self.heat.keep_score(self.tensors[t].layer, e);
         let victim = self
             .last_use
             .iter()
             .filter(|(k, used)| **used < clock && !incoming.contains(k) && !pending.contains_key(k))
-            .max_by_key(|(k, used)| {
-                let predicted = **used + n_layers;
-                if predicted <= clock {
-                    (1, clock - **used, **k)
-                } else {
-                    (0, predicted, **k)
-                }
-            })
-            .map(|(k, _)| *k);
-        let Some((t, e)) = victim else {
+            .map(|(k, _)| (*k, score(k)))
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
+            .map(|(k, _)| k);
+        let Some(k) = victim else {
             return Err(StreamFailure::Graph(format!(
                 "the expert cache ({} bytes) cannot hold one batch's experts",
                 self.capacity
             )));
         };
+        self.release(k);
+        Ok(())
+    }
+
+    /// Evicts slice `k`: forgets it and hands back its pages.
+    fn release(&mut self, (t, e): (usize, u32)) {
         self.forget((t, e));
         self.counters.evictions += 1;
         let n_expert = self.tensors[t].n_expert;
@@ -491,7 +665,6 @@ impl ExpertCache {
             // read again.
             unsafe { release_pages(lo as *mut u8, hi - lo) };
         }
-        Ok(())
     }
 }
 

@@ -16,7 +16,9 @@ pub(crate) mod callback;
 pub(crate) mod experts;
 mod groups;
 pub(crate) mod head;
+pub(crate) mod heat;
 pub(crate) mod policy;
+mod prefetch;
 pub(crate) mod rows;
 pub(crate) mod track;
 
@@ -129,6 +131,8 @@ pub(crate) struct Streamer {
     /// never queued behind it).
     fill_pool: Option<ReadPool>,
     selected_experts_node: &'static str,
+    /// Each layer's router (the address of its tensor), for predicting experts ahead.
+    routers: HashMap<u32, usize>,
 }
 
 // SAFETY: the raw addresses inside (tensors, buffers, window memory) are only dereferenced
@@ -228,6 +232,7 @@ impl Streamer {
             experts: experts::ExpertCache::new(expert_cache_bytes),
             fill_pool,
             selected_experts_node,
+            routers: HashMap::new(),
         })
     }
 
@@ -293,6 +298,51 @@ impl Streamer {
         self.note_held();
     }
 
+    /// Starts the expert cache from a saved profile's chances and sets the background
+    /// reader on the hottest experts.
+    pub(crate) fn start_experts_from(&mut self, chances: &[heat::LayerChances]) {
+        self.experts.start_from(chances);
+        if let Some(pool) = &self.fill_pool {
+            self.experts.fill(pool);
+        }
+    }
+
+    /// Reads ahead the experts the next layers' routers would pick on the hidden state that
+    /// `selection` (layer `layer`'s, just computed) was picked from: see [`prefetch`].
+    pub(crate) fn prefetch_after(&mut self, layer: u32, selection: &sys::ggml_tensor) {
+        if self.routers.is_empty() || self.error.is_some() {
+            return;
+        }
+        let routers = &self.routers;
+        let is_router = |a: usize| routers.values().any(|&r| r == a);
+        let Some(input) = prefetch::router_input(selection, &is_router) else {
+            return;
+        };
+        // SAFETY: a source of the live selection node: a live tensor.
+        let input = unsafe { &*input };
+        let Some(hidden) = prefetch::hidden_state(input, input.ne[0]) else {
+            return;
+        };
+        let n_used = selection.ne[0].max(1) as usize;
+        let ahead: Vec<u32> = (layer + 1..=layer + prefetch::LOOKAHEAD_LAYERS).collect();
+        for next in ahead {
+            let Some(&router) = self.routers.get(&next) else {
+                continue;
+            };
+            // SAFETY: a router tensor of the model, alive as long as the model (and so the
+            // streamer); resident, so its bytes are in host memory.
+            let router = unsafe { &*(router as *const sys::ggml_tensor) };
+            if let Some(experts) = prefetch::predict(router, hidden, n_used) {
+                self.experts.prefetch(next, &experts, &self.pool);
+            }
+        }
+    }
+
+    /// The expert cache's measured use, per layer, and the requests it was measured over.
+    pub(crate) fn expert_chances(&self) -> (Vec<heat::LayerChances>, u64) {
+        self.experts.chances()
+    }
+
     /// Tells the streamer how `tensor` (named `name` in the statistics) is placed.
     pub fn register(
         &mut self,
@@ -302,6 +352,12 @@ impl Streamer {
         rows: Option<RowSource>,
     ) {
         let slot = self.tracker.slot(name);
+        if let Some(layer) = name
+            .strip_suffix(".ffn_gate_inp.weight")
+            .and_then(crate::model::inventory::layer_of)
+        {
+            self.routers.insert(layer, tensor as usize);
+        }
         self.tensors.insert(
             tensor as usize,
             TrackedTensor {

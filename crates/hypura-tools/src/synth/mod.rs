@@ -16,8 +16,8 @@ use hypura_core::families::{ArchSpec, Example, Hparams, Need, SwaPattern, Tensor
 use crate::gguf::{raw_records, GgufWriter, RecordsError, TensorEntry, Value};
 use crate::quant::{block_of, quantized_rows, type_name, Rng};
 pub use crate::quant::{known_types, WeightTypes};
-pub use shape::Shape;
 use shape::{field_value, hparams_of};
+pub use shape::{Routing, Shape};
 
 mod shape;
 use llama_cpp_sys_2 as sys;
@@ -330,6 +330,8 @@ pub fn write_model(
         }
         None => (generated_tokenizer(shape.n_vocab), shape.n_vocab),
     };
+    let n_embd = shape.n_embd;
+    let token_channels = shape.routing.token_channels(n_embd);
     let (w, fills) = describe(spec, shape, types, tokenizer, n_vocab)?;
     let header = w.header_bytes();
     let total = header.len() as u64 + w.data_bytes();
@@ -358,6 +360,11 @@ pub fn write_model(
         let f32_data = |f: &mut dyn FnMut() -> f32| -> Vec<u8> {
             (0..n_elements).flat_map(|_| f().to_le_bytes()).collect()
         };
+        // Token routing: the channels routers read hold the token's embedding, unchanged.
+        let channel = |i: usize| i as u64 % n_embd;
+        let writes_residual = t.name.starts_with("blk.")
+            && (t.name.contains(".attn_output.") || t.name.contains(".ffn_down"));
+        let untouched = token_channels.filter(|_| writes_residual && t.dims.len() > 1);
         let owned;
         let (source, unit): (&[u8], usize) = match *fill {
             Fill::Ones => {
@@ -365,12 +372,30 @@ pub fn write_model(
                 (&owned, 0)
             }
             Fill::Small => {
-                owned = f32_data(&mut || rng.uniform() * 0.1);
+                let zeroed = token_channels.filter(|_| writes_residual && t.dims[0] == n_embd);
+                let mut i = 0;
+                owned = f32_data(&mut || {
+                    let v = rng.uniform() * 0.1;
+                    i += 1;
+                    match zeroed {
+                        Some(c) if channel(i - 1) < c => 0.0,
+                        _ => v,
+                    }
+                });
                 (&owned, 0)
             }
             // Router weights must differ between experts, or every token picks the same.
             Fill::Router => {
-                owned = f32_data(&mut || rng.uniform());
+                let read = token_channels.filter(|_| t.dims[0] == n_embd);
+                let mut i = 0;
+                owned = f32_data(&mut || {
+                    let v = rng.uniform();
+                    i += 1;
+                    match read {
+                        Some(c) if channel(i - 1) >= c => 0.0,
+                        _ => v,
+                    }
+                });
                 (&owned, 0)
             }
             Fill::Decay => {
@@ -398,6 +423,20 @@ pub fn write_model(
                 (Rng(1000 + i as u64).next() as usize % units) * unit
             });
         let mut left = t.nbytes as usize;
+        if let (Some(c), true) = (untouched, unit > 0 && t.dims[1] == n_embd) {
+            // Row r writes channel r % n_embd: the routers' channels get zero rows.
+            let zero_row = vec![0u8; unit];
+            for row in 0..left / unit {
+                let bytes = if channel(row) < c {
+                    &zero_row[..]
+                } else {
+                    &source[at..at + unit]
+                };
+                writer.write_all(bytes).map_err(failed)?;
+                at = (at + unit) % source.len();
+            }
+            left = 0;
+        }
         while left > 0 {
             let n = left.min(source.len() - at);
             writer.write_all(&source[at..at + n]).map_err(failed)?;

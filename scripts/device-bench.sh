@@ -3,7 +3,13 @@
 # (default .device/hypura; build with `cargo build --release -p hypura-cli` and strip it).
 # Generates synthetic models, measures the disk, and benchmarks stock llama.cpp vs hypura in
 # memory-capped cgroups, CPU compute. Prints tables; writes JSON under $OUT (or /tmp).
-#   scripts/device-bench.sh [io|ab|verify|7b|13b|fits|70b|moe|moe10|moe-whole|moe-ceiling|all] ...   (several may be given)
+#   scripts/device-bench.sh [io|ab|verify|7b|13b|fits|70b|moe|moe10|moe-cold|moe-token|qwen30b|moe-whole|moe-ceiling|all] ...
+#   (several may be given; M7=<file> measures the disk on that file instead of a 7B model)
+# MoE cases run hypura without a saved expert profile (--no-expert-profile), except
+# moe-cold: a first run with another prompt saves one, then stock and hypura start cold
+# (page cache dropped) and the time to the 16th token is compared. Each MoE case ends with
+# `hypura expert-sim` on hypura's run: the routing's spread and reuse, and hit rates of
+# Belady, LRU and hypura's policy at the run's capacity.
 # io: hypura's reader against one sequential reader (`hypura read-rate`, 4 and 8 threads, into
 #     fresh pages and reused ones), and the criterion `io` benchmark when .device/io-bench
 #     exists (built with `cargo bench -p hypura-benches --no-run`, copied and stripped).
@@ -24,11 +30,18 @@ echo "== machine: $(date -u +%F) $(nproc) cores, $(awk '/MemTotal/{printf "%.0f 
 lscpu | grep -m1 'Model name' || true
 nvidia-smi -L 2>/dev/null || true
 
-synth() { # shape type
-    local f="$W/$1-$2.gguf"
-    [ -f "$f" ] || "$H" synth --shape "$1" --type "$2" --out "$f" >&2
+synth() { # shape type [tag [more synth flags...]]
+    local f="$W/$1-$2${3:+-$3}.gguf"
+    [ -f "$f" ] || "$H" synth --shape "$1" --type "$2" --out "$f" "${@:4}" >&2
     echo "$f"
 }
+
+sim_report() { # bench json: expert-sim on hypura's (first) run
+    python3 -c "import json,sys; r=[x for x in json.load(open(sys.argv[1]))['runs'] if not x['baseline']][0]['stats']; json.dump(r, open(sys.argv[2], 'w')); print('hypura run: expert hits %d misses %d, read ahead %.2f GiB (%d slices used, %.2f GiB wasted), background reader %.2f GiB, predicted hit rate from profile: %s' % (r['expert_hits'], r['expert_misses'], r['expert_prefetch_bytes']/2**30, r['expert_prefetch_hits'], r['expert_prefetch_wasted_bytes']/2**30, r['expert_filled_bytes']/2**30, r['expert_profile_hit_rate']))" "$1" "$W/sim-stats.json"
+    "$H" expert-sim --stats "$W/sim-stats.json"
+}
+
+export XDG_CACHE_HOME=$W/cache
 
 disk() { # file
     sync; echo 3 > /proc/sys/vm/drop_caches
@@ -119,7 +132,18 @@ PY
     70b) run_bench "$(synth llama-70b q4_0)" 16G 70b-16g 15.5G ;;
     # Sampled, not greedy: greedy decoding of a random model repeats one token, and so routes
     # the same experts every token.
-    moe) run_bench "$(synth mixtral-8x7b q4_0)" 16G moe-16g 15.5G --temp 1 --seed 42 ;;
+    moe) run_bench "$(synth mixtral-8x7b q4_0)" 16G moe-16g 15.5G --temp 1 --seed 42 \
+        --hypura-flag=--no-expert-profile; sim_report "$OUT/bench-moe-16g.json" ;;
+    moe-cold) # a profile saved by an earlier session (another prompt), then both start cold
+        M=$(synth mixtral-8x7b q4_0)
+        "$H" run --model "$M" --ram-budget 15.5G --prompt "Once upon a time in a small village" \
+            --max-tokens 64 --temp 1 --seed 7 --ignore-eos --threads "$THREADS" --no-repack \
+            --disk-gbps "$GBPS" 2>&1 >/dev/null | grep 'profile' || true
+        run_bench "$M" 16G moe-16g-profile 15.5G --temp 1 --seed 42; sim_report "$OUT/bench-moe-16g-profile.json" ;;
+    moe-token) run_bench "$(synth mixtral-8x7b q4_0 token --routing token)" 16G moe-token-16g 15.5G \
+        --temp 1 --seed 42 --hypura-flag=--no-expert-profile; sim_report "$OUT/bench-moe-token-16g.json" ;;
+    qwen30b) run_bench "$(synth qwen3-30b-a3b q4_0 "" --arch qwen3moe)" 8G qwen30b-8g 7.5G \
+        --temp 1 --seed 42 --hypura-flag=--no-expert-profile; sim_report "$OUT/bench-qwen30b-8g.json" ;;
     moe-ceiling) # both in RAM, uncapped: the CPU compute ceiling of the moe case
         M=$(synth mixtral-8x7b q4_0)
         for mode in --baseline "--ram-budget 100%"; do
@@ -128,7 +152,8 @@ PY
                 --stats-json "$OUT/ceiling.json" >/dev/null 2>&1
             python3 -c "import json; s = json.load(open('$OUT/ceiling.json')); print('uncapped $mode:', round(s['decode_tok_s'], 3), 'tok/s decode,', round(s['prompt_s'], 2), 's prompt')"
         done ;;
-    moe10) run_bench "$(synth mixtral-8x7b q4_0)" 10G moe-10g 9.5G --temp 1 --seed 42 ;;
+    moe10) run_bench "$(synth mixtral-8x7b q4_0)" 10G moe-10g 9.5G --temp 1 --seed 42 \
+        --hypura-flag=--no-expert-profile; sim_report "$OUT/bench-moe-10g.json" ;;
     moe-whole) run_bench "$(synth mixtral-8x7b q4_0)" 16G moe-16g-whole 15.5G --temp 1 --seed 42 \
         --hypura-flag=--no-expert-slices ;;
     all)
@@ -136,6 +161,6 @@ PY
         run_bench "$(synth llama-13b q4_0)" 4G 13b-4g 3.75G
         run_bench "$M7" 12G 7b-12g
         ;;
-    *) echo "unknown: $what (io|ab|verify|7b|13b|fits|70b|moe|moe10|moe-whole|moe-ceiling|all)" >&2; exit 2 ;;
+    *) echo "unknown: $what (io|ab|verify|7b|13b|fits|70b|moe|moe10|moe-cold|moe-token|qwen30b|moe-whole|moe-ceiling|all)" >&2; exit 2 ;;
 esac
 done

@@ -246,6 +246,8 @@ pub fn bench(cfg: &BenchConfig) -> Result<Value, BenchError> {
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
     let mut rows = Vec::new();
     let mut medians = [0.0f64; 2];
+    let mut steady = [0.0f64; 2];
+    let mut first16 = [0.0f64; 2];
     let bound = runs
         .iter()
         .find(|(b, _)| !b)
@@ -279,11 +281,14 @@ pub fn bench(cfg: &BenchConfig) -> Result<Value, BenchError> {
         let rss = median(mine.iter().map(|v| f(v, "peak_rss_bytes")).collect());
         let cg = median(mine.iter().map(|v| f(v, "cgroup_peak_bytes")).collect());
         let load = median(mine.iter().map(|v| f(v, "load_s")).collect());
+        steady[i] = median(mine.iter().map(|v| f(v, "steady_tok_s")).collect());
+        first16[i] = median(mine.iter().map(|v| f(v, "time_to_16th_token_s")).collect());
         rows.push(json!({
             "mode": if baseline { "stock (mmap)" } else { "hypura" },
             "decode_tok_s_median": med, "decode_tok_s_min": min, "decode_tok_s_max": max,
             "disk_bytes_per_token": read, "peak_rss_bytes": rss, "cgroup_peak_bytes": cg,
-            "load_s": load, "bound_tok_s": bound, "ratio_to_bound": if bound > 0.0 { med / bound } else { 0.0 },
+            "load_s": load, "steady_tok_s_median": steady[i], "time_to_16th_token_s_median": first16[i],
+            "bound_tok_s": bound, "ratio_to_bound": if bound > 0.0 { med / bound } else { 0.0 },
         }));
     }
     let speedup = if medians[0] > 0.0 {
@@ -312,16 +317,18 @@ pub fn bench(cfg: &BenchConfig) -> Result<Value, BenchError> {
         }
     );
     println!(
-        "| mode | decode tok/s (median [min-max]) | disk read/token | peak RSS | cgroup peak | load s | bound tok/s | ratio to bound |"
+        "| mode | decode tok/s (median [min-max]) | steady tok/s (2nd half) | to 16th token s | disk read/token | peak RSS | cgroup peak | load s | bound tok/s | ratio to bound |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {:.3} [{:.3}-{:.3}] | {} | {} | {} | {:.1} | {:.3} | {:.2} |",
+            "| {} | {:.3} [{:.3}-{:.3}] | {:.3} | {:.1} | {} | {} | {} | {:.1} | {:.3} | {:.2} |",
             r["mode"].as_str().unwrap_or(""),
             r["decode_tok_s_median"].as_f64().unwrap_or(0.0),
             r["decode_tok_s_min"].as_f64().unwrap_or(0.0),
             r["decode_tok_s_max"].as_f64().unwrap_or(0.0),
+            r["steady_tok_s_median"].as_f64().unwrap_or(0.0),
+            r["time_to_16th_token_s_median"].as_f64().unwrap_or(0.0),
             format_bytes(r["disk_bytes_per_token"].as_f64().unwrap_or(0.0) as u64),
             format_bytes(r["peak_rss_bytes"].as_f64().unwrap_or(0.0) as u64),
             if cfg.cgroup {
@@ -334,7 +341,12 @@ pub fn bench(cfg: &BenchConfig) -> Result<Value, BenchError> {
             r["ratio_to_bound"].as_f64().unwrap_or(0.0),
         );
     }
-    println!("hypura / stock: {speedup:.2}x");
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    println!(
+        "hypura / stock: {speedup:.2}x (whole run), {:.2}x steady (2nd half); 16th token {:.2}x sooner",
+        ratio(steady[1], steady[0]),
+        ratio(first16[0], first16[1])
+    );
     Ok(json!({
         "model": cfg.model.display().to_string(),
         "cap_bytes": cfg.cap_bytes,
@@ -348,6 +360,8 @@ pub fn bench(cfg: &BenchConfig) -> Result<Value, BenchError> {
         "seed": cfg.seed,
         "rows": rows,
         "hypura_over_stock": speedup,
+        "hypura_over_stock_steady": ratio(steady[1], steady[0]),
+        "stock_over_hypura_time_to_16th_token": ratio(first16[0], first16[1]),
         "runs": runs.iter().map(|(b, v)| json!({"baseline": b, "stats": v})).collect::<Vec<_>>(),
     }))
 }

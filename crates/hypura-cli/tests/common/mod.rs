@@ -33,6 +33,9 @@ pub struct Output {
 pub fn hypura(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_hypura"))
         .args(args)
+        // The test process's own cache (expert profiles, the disk's bandwidth), never the
+        // user's.
+        .env("XDG_CACHE_HOME", tempfile("cache"))
         .output()
         .expect("run hypura");
     Output {

@@ -129,6 +129,12 @@ pub struct GenerationStats {
     pub tokens_decoded: usize,
     /// Decode steps per second.
     pub decode_tok_s: f64,
+    /// Decode steps per second over the second half of them (caches warmed up: the steady
+    /// state); 0 with fewer than 2 steps.
+    pub steady_tok_s: f64,
+    /// Seconds from the start of the load to the 16th generated token (load, prompt, 15
+    /// decode steps): the cold start; 0 with fewer than 16 tokens.
+    pub time_to_16th_token_s: f64,
     /// Load seconds.
     pub load_s: f64,
     /// Peak resident set size of the process (VmHWM) after the model was loaded: context
@@ -190,6 +196,9 @@ pub struct GenerationStats {
     pub expert_prefetch_wasted_bytes: u64,
     /// Bytes of one expert of one layer (its slices of the layer's expert tensors).
     pub expert_unit_bytes: u64,
+    /// The expert cache's hit rate predicted from the saved profile the run started from
+    /// (`None`: it started without one).
+    pub expert_profile_hit_rate: Option<f64>,
     /// The expert cache's hits, misses and bytes read per layer, while generating.
     pub expert_layers: Vec<ExpertLayerStats>,
     /// Which experts each batch's router picked, layer by layer, while generating: the
@@ -203,6 +212,18 @@ pub struct GenerationStats {
     /// with the same digest computed bit-identical logits (sampled tokens alone can agree
     /// while logits differ slightly).
     pub logits_digest: u64,
+}
+
+/// Steps per second over the second half of steps that ended at `done_s` (seconds from
+/// one start, in order); 0 with fewer than 2 steps.
+fn steady_rate(done_s: &[f64]) -> f64 {
+    let n = done_s.len();
+    if n < 2 {
+        return 0.0;
+    }
+    let half = n / 2;
+    let span = done_s[n - 1] - done_s[half - 1];
+    (n - half) as f64 / span.max(1e-9)
 }
 
 impl Model {
@@ -254,6 +275,8 @@ impl Model {
         let mut decoded = 0usize;
         let mut stop_reason = StopReason::MaxTokens;
         let started = Instant::now();
+        // When each decode step ended, from `started`.
+        let mut step_done_s: Vec<f64> = Vec::new();
         let mut digest = xxhash_rust::xxh3::Xxh3::new();
         for i in 0..request.max_tokens {
             let logits = self.last_logits();
@@ -274,6 +297,7 @@ impl Model {
             if i + 1 < request.max_tokens {
                 self.decode_tokens(&[token])?;
                 decoded += 1;
+                step_done_s.push(started.elapsed().as_secs_f64());
             }
         }
         let (expert_trace, expert_unit_bytes) = self.expert_trace();
@@ -307,6 +331,11 @@ impl Model {
             tokens_generated: tokens.len(),
             tokens_decoded: decoded,
             decode_tok_s: decoded as f64 / decode_s.max(1e-9),
+            steady_tok_s: steady_rate(&step_done_s),
+            // The 16th token is sampled from the 15th step's logits.
+            time_to_16th_token_s: step_done_s
+                .get(14)
+                .map_or(0.0, |s| load.load_s + prompt_s + s),
             load_s: load.load_s,
             peak_rss_bytes: proc_stats::peak_rss_bytes(),
             peak_rss_load_bytes: load.peak_rss_load_bytes,
@@ -340,6 +369,7 @@ impl Model {
             expert_prefetch_hits: stats.expert_prefetch_hits,
             expert_prefetch_wasted_bytes: stats.expert_prefetch_wasted_bytes,
             expert_unit_bytes,
+            expert_profile_hit_rate: plan.expert_profile_hit_rate,
             expert_layers: self.expert_layer_stats(),
             expert_trace,
             tensor_accesses: self.tensor_accesses(),

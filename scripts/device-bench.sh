@@ -147,10 +147,10 @@ PY
     moe-ceiling) # both in RAM, uncapped: the CPU compute ceiling of the moe case
         M=$(synth mixtral-8x7b q4_0)
         for mode in --baseline "--ram-budget 100%"; do
-            "$H" run --model "$M" $mode --no-repack --prompt "The history of the city begins" \
+            "$H" run --model "$M" $mode --no-repack --no-expert-profile --prompt "The history of the city begins" \
                 --max-tokens "$TOKENS" --temp 1 --seed 42 --threads "$THREADS" --ignore-eos \
                 --stats-json "$OUT/ceiling.json" >/dev/null 2>&1
-            python3 -c "import json; s = json.load(open('$OUT/ceiling.json')); print('uncapped $mode:', round(s['decode_tok_s'], 3), 'tok/s decode,', round(s['prompt_s'], 2), 's prompt')"
+            python3 -c "import json; s = json.load(open('$OUT/ceiling.json')); print('uncapped $mode:', round(s['decode_tok_s'], 3), 'tok/s decode,', round(s['steady_tok_s'], 3), 'steady (2nd half),', round(s['prompt_s'], 2), 's prompt')"
         done ;;
     moe10) run_bench "$(synth mixtral-8x7b q4_0)" 10G moe-10g 9.5G --temp 1 --seed 42 \
         --hypura-flag=--no-expert-profile; sim_report "$OUT/bench-moe-10g.json" ;;

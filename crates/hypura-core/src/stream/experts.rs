@@ -132,19 +132,18 @@ pub(crate) struct ExpertCache {
     fill_first: std::collections::VecDeque<(usize, u32)>,
     /// Slices read ahead, predicted for their layer's next request, not requested since.
     prefetched: std::collections::HashSet<(usize, u32)>,
-    /// The share of slices read ahead that their layer's next request picked, as a moving
-    /// average (`None` before any was settled).
-    prefetch_precision: Option<f64>,
-    /// Read-ahead opportunities skipped in a row for a low precision.
-    prefetch_skipped: u32,
+    /// Each layer's predicted experts not requested since (read ahead or not).
+    predicted: HashMap<u32, Vec<u32>>,
+    /// The share of predicted experts that their layer's next request picked, among those
+    /// not held when predicted, as a moving average from 0: reading ahead starts only once
+    /// predictions have proven right.
+    prefetch_precision: f64,
 }
 
-/// Below this measured precision, reading ahead costs more than it saves: it is done only
-/// one time in [`PREFETCH_PROBE_EVERY`], to measure it again.
+/// Below this measured precision, reading ahead costs more than it saves: predictions are
+/// still made and checked (reading nothing), and reading ahead resumes once they improve.
 const PREFETCH_MIN_PRECISION: f64 = 0.4;
-/// See [`PREFETCH_MIN_PRECISION`].
-const PREFETCH_PROBE_EVERY: u32 = 16;
-/// The weight of each settled slice in the precision's moving average.
+/// The weight of each checked prediction in the precision's moving average.
 const PRECISION_STEP: f64 = 0.05;
 
 /// A slice read ahead may take the place of one whose chance of being picked by its
@@ -430,7 +429,8 @@ impl ExpertCache {
     }
 
     /// Counts the slices read ahead for `layer` now that its request picked `experts`:
-    /// (picked, bytes of those not picked). They stay held either way.
+    /// (picked, bytes of those not picked; they stay held either way), and checks the
+    /// layer's last prediction against the picks (the precision that gates reading ahead).
     fn settle_prefetched(&mut self, layer: u32, experts: &[u32]) -> (u64, u64) {
         let tensors = self.by_layer.get(&layer).cloned().unwrap_or_default();
         let (mut hits, mut wasted) = (0u64, 0u64);
@@ -447,17 +447,11 @@ impl ExpertCache {
         }
         self.counters.prefetch_hits += hits;
         self.counters.prefetch_wasted_bytes += wasted;
-        let slice_bytes = self
-            .by_layer
-            .get(&layer)
-            .and_then(|ts| ts.first())
-            .map_or(1, |&t| self.tensors[t].slice_bytes as u64)
-            .max(1);
-        let settled = hits + wasted / slice_bytes;
-        for i in 0..settled {
-            let hit = if i < hits { 1.0 } else { 0.0 };
-            let p = self.prefetch_precision.unwrap_or(hit);
-            self.prefetch_precision = Some(p + PRECISION_STEP * (hit - p));
+        if let Some(predicted) = self.predicted.remove(&layer) {
+            for e in predicted {
+                let hit = if experts.contains(&e) { 1.0 } else { 0.0 };
+                self.prefetch_precision += PRECISION_STEP * (hit - self.prefetch_precision);
+            }
         }
         (hits, wasted)
     }
@@ -467,19 +461,24 @@ impl ExpertCache {
     /// less likely to be picked (below [`PREFETCH_EVICTS_BELOW`]) and not in use by the
     /// request being served. Stops where no such room is left.
     pub fn prefetch(&mut self, layer: u32, experts: &[u32], pool: &ReadPool) {
-        if self
-            .prefetch_precision
-            .is_some_and(|p| p < PREFETCH_MIN_PRECISION)
-        {
-            self.prefetch_skipped += 1;
-            if self.prefetch_skipped < PREFETCH_PROBE_EVERY {
-                return;
-            }
+        // The prediction is checked against the layer's next request whether or not it is
+        // read: only experts not held count (those held cost nothing either way).
+        let tensors = self.by_layer.get(&layer).cloned().unwrap_or_default();
+        let unheld: Vec<u32> = experts
+            .iter()
+            .copied()
+            .filter(|&e| {
+                tensors
+                    .iter()
+                    .any(|&t| !self.last_use.contains_key(&(t, e)))
+            })
+            .collect();
+        self.predicted.insert(layer, unheld);
+        if self.prefetch_precision < PREFETCH_MIN_PRECISION {
+            return;
         }
-        self.prefetch_skipped = 0;
         self.settle_pending();
         let clock = self.clock;
-        let tensors = self.by_layer.get(&layer).cloned().unwrap_or_default();
         let mut batch = Vec::new();
         'slices: for &e in experts {
             for &t in &tensors {
@@ -772,6 +771,33 @@ mod tests {
         let c = cache.counters();
         assert_eq!((c.hits, c.misses, c.filled_hits), (1, 0, 1));
         assert_eq!(c.filled_bytes, 8 * SLICE as u64);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn predictions_are_read_ahead_once_they_prove_right() {
+        let (mut cache, memory, pool, path) = setup("ahead", 1 << 20);
+        // No prediction checked yet: it is recorded, nothing is read.
+        cache.prefetch(1, &[2], &pool);
+        assert_eq!(cache.counters().prefetch_bytes, 0);
+        cache.serve(1, Some(&[2]), 1, &pool).unwrap();
+        // One right prediction of five needed: the precision moved up one step.
+        assert!((cache.prefetch_precision - PRECISION_STEP).abs() < 1e-12);
+        // Proven right: experts 0 and 3 of layer 0 are read ahead, in place.
+        cache.prefetch_precision = 1.0;
+        cache.prefetch(0, &[0, 3], &pool);
+        cache.wait_background();
+        assert!(holds(&memory, 0, 0) && holds(&memory, 0, 3));
+        assert_eq!(cache.counters().prefetch_bytes, 2 * SLICE as u64);
+        // The layer picks 0 (a hit, read ahead) and 1 (a miss); 3 was read for nothing.
+        cache.serve(0, Some(&[0, 1]), 2, &pool).unwrap();
+        let c = cache.counters();
+        assert_eq!(
+            (c.prefetch_hits, c.prefetch_wasted_bytes),
+            (1, SLICE as u64)
+        );
+        assert_eq!((c.hits, c.misses), (1, 2));
+        assert!((cache.prefetch_precision - (1.0 - PRECISION_STEP)).abs() < 1e-12);
         std::fs::remove_file(path).unwrap();
     }
 

@@ -214,6 +214,11 @@ pub struct SynthArgs {
     /// near-evenly over the experts, changing with every token).
     #[arg(long, value_enum, default_value_t = RoutingArg::Context)]
     pub routing: RoutingArg,
+    /// Build a mixture-of-experts model from this dense llama-family GGUF instead: each
+    /// layer's FFN becomes --n-expert copies of itself (default 4), --n-expert-used of them
+    /// picked per token (default 2) by a random router. Its text is the dense model's.
+    #[arg(long, conflicts_with = "shape")]
+    pub moe_from: Option<PathBuf>,
 }
 
 /// `--routing` of `hypura synth`.

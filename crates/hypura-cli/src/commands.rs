@@ -186,6 +186,19 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
 
 pub fn synth(args: SynthArgs) -> Result<(), Failure> {
     use synth_tool::{write_model, Shape, WeightTypes};
+    if let Some(dense) = &args.moe_from {
+        let started = std::time::Instant::now();
+        let (n_expert, n_used) = (args.n_expert.unwrap_or(4), args.n_expert_used.unwrap_or(2));
+        let total = synth_tool::moe_from(dense, &args.out, n_expert, n_used)?;
+        eprintln!(
+            "hypura synth: wrote {} ({}, {n_expert} experts of which {n_used} used, from {}) in {:.1} s",
+            args.out.display(),
+            format_bytes(total),
+            dense.display(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let base = match &args.shape {
         Some(name) => Shape::named(name).ok_or_else(|| {
             usage(format!(

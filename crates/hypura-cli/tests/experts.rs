@@ -203,3 +203,67 @@ fn experts_predicted_for_the_next_layer_are_read_ahead() {
     }
     std::fs::remove_file(path).unwrap();
 }
+
+#[test]
+fn an_moe_built_from_smollm2_writes_its_text_and_matches_stock() {
+    let dense = model(SMOLLM2);
+    let path = tempfile("smollm2-moe.gguf");
+    let out = hypura(&[
+        "synth",
+        "--moe-from",
+        dense.to_str().unwrap(),
+        "--n-expert",
+        "4",
+        "--n-expert-used",
+        "2",
+        "--out",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Identical experts, renormalized weights: the dense model's text (up to rounding, which
+    // may tip a later token), so readable.
+    let dense_tokens = tokens(&run_stats(&dense, &["--baseline", "--no-repack"], 16));
+    let moe_tokens = tokens(&run_stats(&path, &["--baseline", "--no-repack"], 16));
+    assert_eq!(
+        moe_tokens[..8],
+        dense_tokens[..8],
+        "the MoE's text is not the dense model's"
+    );
+    // hypura gives stock's tokens at every budget...
+    check_against_stock("smollm2-moe", &path, 16, run_stats);
+    // ...and reads experts slice by slice at 25%, the router's random picks.
+    let stats = run_stats(
+        &path,
+        &["--no-repack", "--no-expert-profile", "--ram-budget", "25%"],
+        16,
+    );
+    assert!(u(&stats, "expert_cache_bytes") > 0, "no expert cache");
+    assert!(u(&stats, "expert_misses") > 0, "no expert read");
+    assert_eq!(tokens(&stats), moe_tokens);
+    check_expert_reads("smollm2-moe 25%", &stats);
+
+    // What cannot become an MoE says so in one line.
+    let refused = |source: &std::path::Path, needle: &str| {
+        let out = hypura(&[
+            "synth",
+            "--moe-from",
+            source.to_str().unwrap(),
+            "--out",
+            tempfile("refused.gguf").to_str().unwrap(),
+        ]);
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert!(
+            out.stderr.contains(needle) && out.stderr.trim().lines().count() == 1,
+            "{needle}: {}",
+            out.stderr
+        );
+    };
+    refused(&path, "already a mixture-of-experts");
+    refused(&model(GEMMA3), "only dense llama-family");
+    let truncated = tempfile("smollm2-truncated.gguf");
+    let bytes = std::fs::read(&dense).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    refused(&truncated, "smollm2-truncated.gguf");
+    std::fs::remove_file(truncated).unwrap();
+    std::fs::remove_file(path).unwrap();
+}

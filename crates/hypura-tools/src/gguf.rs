@@ -1,5 +1,6 @@
 //! The one GGUF writer of the project (synthetic models, test files), and a raw walker that
-//! copies key/value records out of an existing GGUF (a real model's tokenizer).
+//! reads an existing GGUF's header: its key/value records, copied as they are (a real
+//! model's tokenizer), and its tensors (to build an MoE from a dense model).
 //!
 //! The writer lays a file out the way llama.cpp's reader expects it: header, key/values,
 //! tensor infos, padding to the alignment, then each tensor's data at its offset, each offset
@@ -289,6 +290,8 @@ const MAX_STRING_BYTES: u64 = 1 << 24;
 struct Walker<R> {
     reader: R,
     path: String,
+    /// Bytes read so far.
+    position: u64,
 }
 
 impl<R: Read> Walker<R> {
@@ -311,6 +314,7 @@ impl<R: Read> Walker<R> {
         if (keep.len() - before) as u64 != n {
             return Err(self.bad("unexpected end of file in the header"));
         }
+        self.position += n;
         Ok(())
     }
 
@@ -365,6 +369,39 @@ impl<R: Read> Walker<R> {
 /// Copies the key/value records whose key starts with `prefix` out of the GGUF at `path`:
 /// `(key, value type id + value bytes)`, ready for [`Value::Raw`].
 pub fn raw_records(path: &Path, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, RecordsError> {
+    let mut records = read_layout(path)?.records;
+    records.retain(|(k, _)| k.starts_with(prefix));
+    Ok(records)
+}
+
+/// A tensor of an existing GGUF, as its header describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceTensor {
+    /// Name.
+    pub name: String,
+    /// Dimensions, innermost first.
+    pub dims: Vec<u64>,
+    /// ggml type id.
+    pub ggml_type: u32,
+    /// Where its data starts in the file.
+    pub file_offset: u64,
+}
+
+/// An existing GGUF's header: every key/value record (raw, for [`Value::Raw`]) and tensor.
+#[derive(Debug, Clone)]
+pub struct SourceLayout {
+    /// `(key, value type id + value bytes)`, in file order.
+    pub records: Vec<(String, Vec<u8>)>,
+    /// The tensors, in file order.
+    pub tensors: Vec<SourceTensor>,
+}
+
+/// Most tensors or records a header may declare here (no real GGUF comes near it).
+const MAX_ENTRIES: u64 = 1 << 20;
+
+/// Reads the header of the GGUF at `path`: its records and tensors (the data's offsets
+/// resolved against the header's end and alignment; not checked against the file's size).
+pub fn read_layout(path: &Path) -> Result<SourceLayout, RecordsError> {
     let display = path.display().to_string();
     let file = File::open(path).map_err(|source| RecordsError::Io {
         path: display.clone(),
@@ -373,6 +410,7 @@ pub fn raw_records(path: &Path, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, 
     let mut walker = Walker {
         reader: BufReader::with_capacity(1 << 20, file),
         path: display,
+        position: 0,
     };
     let mut scratch = Vec::new();
     walker.take(4, &mut scratch)?;
@@ -383,20 +421,55 @@ pub fn raw_records(path: &Path, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, 
     if !(2..=3).contains(&version) {
         return Err(walker.bad(format!("unsupported GGUF version {version}")));
     }
-    let _n_tensors = walker.u64(&mut scratch)?;
+    let n_tensors = walker.u64(&mut scratch)?;
     let n_kv = walker.u64(&mut scratch)?;
+    if n_tensors > MAX_ENTRIES || n_kv > MAX_ENTRIES {
+        return Err(walker.bad(format!("{n_tensors} tensors and {n_kv} records")));
+    }
     let mut records = Vec::new();
+    let mut alignment = 32u64;
     for _ in 0..n_kv {
         scratch.clear();
         let key = String::from_utf8_lossy(&walker.string(&mut scratch)?).into_owned();
         let mut value = Vec::new();
         let value_type = walker.u32(&mut value)?;
         walker.value(value_type, &mut value)?;
-        if key.starts_with(prefix) {
-            records.push((key, value));
+        if key == "general.alignment" && value_type == value_type::U32 {
+            let a = u32::from_le_bytes([value[4], value[5], value[6], value[7]]);
+            if a == 0 || !a.is_power_of_two() {
+                return Err(walker.bad(format!("general.alignment = {a}")));
+            }
+            alignment = u64::from(a);
         }
+        records.push((key, value));
     }
-    Ok(records)
+    let mut tensors = Vec::new();
+    for _ in 0..n_tensors {
+        scratch.clear();
+        let name = String::from_utf8_lossy(&walker.string(&mut scratch)?).into_owned();
+        let n_dims = walker.u32(&mut scratch)?;
+        if !(1..=4).contains(&n_dims) {
+            return Err(walker.bad(format!("{name}: {n_dims} dimensions")));
+        }
+        let dims = (0..n_dims)
+            .map(|_| walker.u64(&mut scratch))
+            .collect::<Result<Vec<u64>, _>>()?;
+        let ggml_type = walker.u32(&mut scratch)?;
+        let offset = walker.u64(&mut scratch)?;
+        tensors.push(SourceTensor {
+            name,
+            dims,
+            ggml_type,
+            file_offset: offset,
+        });
+    }
+    let data_start = walker.position.div_ceil(alignment) * alignment;
+    for t in &mut tensors {
+        t.file_offset = data_start
+            .checked_add(t.file_offset)
+            .ok_or_else(|| walker.bad(format!("{}: offset past any file", t.name)))?;
+    }
+    Ok(SourceLayout { records, tensors })
 }
 
 #[cfg(test)]

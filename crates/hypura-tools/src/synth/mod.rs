@@ -19,8 +19,10 @@ pub use crate::quant::{known_types, WeightTypes};
 use shape::{field_value, hparams_of};
 pub use shape::{Routing, Shape};
 
+mod moe_from;
 mod shape;
 use llama_cpp_sys_2 as sys;
+pub use moe_from::moe_from;
 
 /// Why a synthetic model could not be written.
 #[derive(Debug, thiserror::Error)]

@@ -315,4 +315,8 @@ pub struct ReadRateArgs {
     /// faults in fresh pages (as streaming into fresh memory does).
     #[arg(long)]
     pub fresh_pages: bool,
+    /// Start this many bytes into the file; a shift that is not a multiple of 4 KiB (e.g.
+    /// 32) sends every read through the bounce buffer, as reads of expert slices go.
+    #[arg(long, default_value_t = 0)]
+    pub shift: u64,
 }

@@ -353,6 +353,7 @@ pub fn read_rate(args: ReadRateArgs) -> Result<(), Failure> {
         request as usize,
         limit,
         args.fresh_pages,
+        args.shift,
     )
     .map_err(|e| usage(format!("{}: {e}", path.display())))?;
     if rate.bytes == 0 {

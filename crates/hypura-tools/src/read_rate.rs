@@ -18,16 +18,18 @@ pub struct ReadRate {
     pub direct: bool,
 }
 
-/// Reads up to `limit` bytes of `path` twice, sequentially then through a pool of
-/// `threads`, each pass from a cold page cache.
+/// Reads up to `limit` bytes of `path` (from `shift` bytes in: see
+/// [`ReadProbe::shifted`]) twice, sequentially then through a pool of `threads`, each pass
+/// from a cold page cache.
 pub fn compare(
     path: &Path,
     threads: usize,
     request_bytes: usize,
     limit: u64,
     fresh_pages: bool,
+    shift: u64,
 ) -> std::io::Result<ReadRate> {
-    let probe = ReadProbe::new(path, request_bytes, limit, fresh_pages)?;
+    let probe = ReadProbe::new(path, request_bytes, limit, fresh_pages)?.shifted(shift);
     let rate = |d: std::time::Duration| probe.bytes() as f64 / d.as_secs_f64().max(1e-9);
     let sequential = rate(probe.sequential()?);
     let pooled = rate(probe.pooled(threads)?);

@@ -77,6 +77,25 @@ impl ReadProbe {
         })
     }
 
+    /// The same probe reading from `shift` bytes further into the file (the same amount,
+    /// less what the file's end takes away): with a shift that is not a multiple of 4 KiB,
+    /// the file's positions no longer match the memory's within a page, and every read goes
+    /// through the bounce buffer, as reads of expert slices do.
+    pub fn shifted(mut self, shift: u64) -> Self {
+        let bytes = self.file.size().saturating_sub(shift).min(self.bytes);
+        let base = self.scratch.base() as usize;
+        let request = self.request_bytes as u64;
+        self.requests = (0..bytes.div_ceil(request))
+            .map(|i| ReadRequest {
+                dst: base + (i as usize % PROBE_SLOTS) * self.request_bytes,
+                len: (bytes - i * request).min(request) as usize,
+                offset: shift + i * request,
+            })
+            .collect();
+        self.bytes = bytes;
+        self
+    }
+
     /// Bytes one pass reads.
     pub fn bytes(&self) -> u64 {
         self.bytes

@@ -138,28 +138,15 @@ fn a_saved_profile_starts_the_next_run_and_plan() {
     let name = saved[0].as_ref().unwrap().file_name();
     let default = tempfile("cache").join("hypura").join("experts").join(&name);
     let _ = std::fs::remove_file(&default);
-    let out = hypura(&[
-        "run",
-        "--model",
-        path.to_str().unwrap(),
-        "--prompt",
-        PROMPT,
-        "--max-tokens",
-        "2",
-        "--ram-budget",
-        "25%",
-        "--disk-gbps",
-        "1.6",
-        "--ctx",
-        "256",
-        "--no-expert-profile",
-    ]);
+    run.truncate(run.len() - args.len());
+    run.extend_from_slice(&budget);
+    run.push("--no-expert-profile");
+    let out = hypura(&run);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(!out.stderr.contains("expert profile"), "{}", out.stderr);
     assert!(!default.exists(), "{} written", default.display());
     // Without the flag, the default folder gets it.
-    run.truncate(run.len() - args.len());
-    run.extend_from_slice(&budget);
+    run.pop();
     let out = hypura(&run);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(

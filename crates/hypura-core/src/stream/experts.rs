@@ -501,38 +501,33 @@ impl ExpertCache {
         if batch.is_empty() {
             return;
         }
-        let reads: Vec<ReadRequest> = batch.iter().map(|&(t, e)| self.read_of(t, e)).collect();
-        self.counters.prefetch_bytes += reads.iter().map(|r| r.len as u64).sum::<u64>();
-        // SAFETY: each destination is a slice of an expert tensor's own pages, not held
-        // before (so no node reads it and no other read targets it); it is held and pending
-        // from now on, so it is neither evicted nor read again, and every batch that needs
-        // it waits for this completion first.
-        let completion = unsafe { pool.submit(&reads) };
-        for k in batch {
-            self.pending.insert(k, Arc::clone(&completion));
-        }
+        self.counters.prefetch_bytes += self.read_pending(batch, pool);
     }
 
     /// Evicts the held slice least worth keeping, if its chance is below
     /// [`PREFETCH_EVICTS_BELOW`] and it is neither in use at `clock`, nor being read, nor in
     /// `incoming`; false when there is none.
     fn evict_unlikely(&mut self, clock: u64, incoming: &[(usize, u32)]) -> bool {
-        let pending = &self.pending;
-        let victim = self
-            .last_use
-            .iter()
-            .filter(|(k, used)| **used < clock && !incoming.contains(k) && !pending.contains_key(k))
-            .map(|(k, _)| (*k, self.heat.keep_score(self.tensors[k.0].layer, k.1)))
-            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-        match victim {
-            Some((k, _))
-                if self.heat.chance(self.tensors[k.0].layer, k.1) < PREFETCH_EVICTS_BELOW =>
-            {
+        match self.least_worth_keeping(clock, incoming) {
+            Some(k) if self.heat.chance(self.tensors[k.0].layer, k.1) < PREFETCH_EVICTS_BELOW => {
                 self.release(k);
                 true
             }
             _ => false,
         }
+    }
+
+    /// The held slice least worth keeping by measured use (see the module's notes) among
+    /// those neither used at `clock`, nor being read, nor in `incoming`.
+    fn least_worth_keeping(&self, clock: u64, incoming: &[(usize, u32)]) -> Option<(usize, u32)> {
+        self.last_use
+            .iter()
+            .filter(|(k, used)| {
+                **used < clock && !incoming.contains(k) && !self.pending.contains_key(k)
+            })
+            .map(|(k, _)| (*k, self.heat.keep_score(self.tensors[k.0].layer, k.1)))
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
+            .map(|(k, _)| k)
     }
 
     /// Forgets the background reader's finished slices (they are held like any other); a
@@ -596,8 +591,13 @@ impl ExpertCache {
         if batch.is_empty() {
             return;
         }
+        self.counters.filled_bytes += self.read_pending(batch, pool);
+    }
+
+    /// Starts reading `batch` (slices just counted as held, not held before) through `pool`
+    /// without waiting: they are pending until read. Returns the bytes asked for.
+    fn read_pending(&mut self, batch: Vec<(usize, u32)>, pool: &ReadPool) -> u64 {
         let reads: Vec<ReadRequest> = batch.iter().map(|&(t, e)| self.read_of(t, e)).collect();
-        self.counters.filled_bytes += reads.iter().map(|r| r.len as u64).sum::<u64>();
         // SAFETY: each destination is a slice of an expert tensor's own pages, not held
         // before (so no node reads it and no other read targets it); it is held and pending
         // from now on, so it is neither evicted nor read again, and every batch that needs
@@ -606,6 +606,7 @@ impl ExpertCache {
         for k in batch {
             self.pending.insert(k, Arc::clone(&completion));
         }
+        reads.iter().map(|r| r.len as u64).sum()
     }
 
     /// Waits for the background reader (its reads write into the model's memory).
@@ -618,16 +619,7 @@ impl ExpertCache {
     /// Evicts a slice not used at `clock` nor about to be read (`incoming`), the one least
     /// worth keeping by measured use (see the module's notes); hands back its pages.
     fn evict_one(&mut self, clock: u64, incoming: &[(usize, u32)]) -> Result<(), StreamFailure> {
-        let pending = &self.pending;
-        let score = |&(t, e): &(usize, u32)| self.heat.keep_score(self.tensors[t].layer, e);
-        let victim = self
-            .last_use
-            .iter()
-            .filter(|(k, used)| **used < clock && !incoming.contains(k) && !pending.contains_key(k))
-            .map(|(k, _)| (*k, score(k)))
-            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
-            .map(|(k, _)| k);
-        let Some(k) = victim else {
+        let Some(k) = self.least_worth_keeping(clock, incoming) else {
             return Err(StreamFailure::Graph(format!(
                 "the expert cache ({} bytes) cannot hold one batch's experts",
                 self.capacity

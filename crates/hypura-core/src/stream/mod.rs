@@ -133,6 +133,8 @@ pub(crate) struct Streamer {
     selected_experts_node: &'static str,
     /// Each layer's router (the address of its tensor), for predicting experts ahead.
     routers: HashMap<u32, usize>,
+    /// The same addresses, to tell a router among a node's sources.
+    router_addresses: std::collections::HashSet<usize>,
 }
 
 // SAFETY: the raw addresses inside (tensors, buffers, window memory) are only dereferenced
@@ -233,6 +235,7 @@ impl Streamer {
             fill_pool,
             selected_experts_node,
             routers: HashMap::new(),
+            router_addresses: std::collections::HashSet::new(),
         })
     }
 
@@ -313,8 +316,8 @@ impl Streamer {
         if self.routers.is_empty() || self.error.is_some() {
             return;
         }
-        let routers = &self.routers;
-        let is_router = |a: usize| routers.values().any(|&r| r == a);
+        let routers = &self.router_addresses;
+        let is_router = |a: usize| routers.contains(&a);
         let Some(input) = prefetch::router_input(selection, &is_router) else {
             return;
         };
@@ -357,6 +360,7 @@ impl Streamer {
             .and_then(crate::model::inventory::layer_of)
         {
             self.routers.insert(layer, tensor as usize);
+            self.router_addresses.insert(tensor as usize);
         }
         self.tensors.insert(
             tensor as usize,

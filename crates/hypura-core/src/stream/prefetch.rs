@@ -26,7 +26,12 @@ pub(crate) fn router_input(
     is_router: &dyn Fn(usize) -> bool,
 ) -> Option<*const sys::ggml_tensor> {
     let mut frontier = vec![(selection as *const sys::ggml_tensor, 0usize)];
+    // The graph is a DAG whose nodes share sources: each is looked at once.
+    let mut seen = std::collections::HashSet::new();
     while let Some((node, depth)) = frontier.pop() {
+        if !seen.insert(node) {
+            continue;
+        }
         // SAFETY: `node` is the selection node or a source of a live node: a live tensor.
         let n = unsafe { &*node };
         if n.op == sys::GGML_OP_MUL_MAT && !n.src[0].is_null() && is_router(n.src[0] as usize) {

@@ -135,6 +135,20 @@ typedef struct {
   double bound_tokens_per_second;
   // Peak resident set size of the process since the model was loaded.
   uint64_t peak_rss_bytes;
+  // Mixture-of-experts models read slice by slice: bytes of the expert cache (0: none).
+  uint64_t expert_cache_bytes;
+  // Expert slices a batch needed that were held.
+  uint64_t expert_hits;
+  // Expert slices a batch needed that were read.
+  uint64_t expert_misses;
+  // Bytes read for them.
+  uint64_t expert_bytes_read;
+  // Bytes read ahead for experts predicted to be picked.
+  uint64_t expert_prefetch_bytes;
+  // Slices read ahead that their layer's next request picked (counted in the hits too).
+  uint64_t expert_prefetch_hits;
+  // Bytes read ahead for slices their layer's next request did not pick.
+  uint64_t expert_prefetch_wasted_bytes;
 } hypura_stats;
 
 #ifdef __cplusplus
@@ -243,6 +257,15 @@ hypura_status hypura_decode(hypura_model *model,
                             float *logits,
                             size_t logits_capacity,
                             size_t *n_outputs);
+
+// Saves the expert cache's measured use as the model's profile in the folder set with
+// `hypura_params_set_expert_profiles`, for the next load to start from. Nothing is written
+// (and OK returned) when no folder was set or the model's experts are not read slice by
+// slice; HYPURA_STATUS_IO_ERROR when the file cannot be written.
+//
+// # Safety
+// `model` is NULL or a live handle.
+hypura_status hypura_save_expert_profile(const hypura_model *model);
 
 // Forgets sequence `seq_id`, or every sequence when `seq_id` is -1.
 //
@@ -359,6 +382,15 @@ hypura_status hypura_params_set_io_threads(hypura_params *params, uint32_t threa
 // # Safety
 // `params` is NULL or live.
 hypura_status hypura_params_set_verify_reads(hypura_params *params, bool verify);
+
+// Mixture-of-experts models read slice by slice: the folder of saved expert profiles (a
+// NUL-terminated UTF-8 path, copied), or NULL for none (the default). A load starts its
+// expert cache from the model's profile there, if there is one; [`hypura_save_expert_profile`]
+// writes it there.
+//
+// # Safety
+// `params` is NULL or live; `dir` is NULL or a NUL-terminated string.
+hypura_status hypura_params_set_expert_profiles(hypura_params *params, const char *dir);
 
 // Writes the model's per-tier statistics into `*stats`, at most `size` bytes of it (pass
 // `sizeof(hypura_stats)`: a caller compiled against an older, shorter struct gets the

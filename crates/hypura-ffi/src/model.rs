@@ -365,6 +365,21 @@ pub unsafe extern "C" fn hypura_decode(
     })
 }
 
+/// Saves the expert cache's measured use as the model's profile in the folder set with
+/// `hypura_params_set_expert_profiles`, for the next load to start from. Nothing is written
+/// (and OK returned) when no folder was set or the model's experts are not read slice by
+/// slice; HYPURA_STATUS_IO_ERROR when the file cannot be written.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn hypura_save_expert_profile(model: *const hypura_model) -> hypura_status {
+    with_model(model, |_, state| match state.model.save_expert_profile() {
+        Ok(_) => HYPURA_STATUS_OK,
+        Err(e) => fail(HYPURA_STATUS_IO_ERROR, &e.to_string()),
+    })
+}
+
 /// Forgets sequence `seq_id`, or every sequence when `seq_id` is -1.
 ///
 /// # Safety

@@ -340,3 +340,41 @@ pub unsafe extern "C" fn hypura_params_set_verify_reads(
         HYPURA_STATUS_OK
     })
 }
+
+/// Mixture-of-experts models read slice by slice: the folder of saved expert profiles (a
+/// NUL-terminated UTF-8 path, copied), or NULL for none (the default). A load starts its
+/// expert cache from the model's profile there, if there is one; [`hypura_save_expert_profile`]
+/// writes it there.
+///
+/// # Safety
+/// `params` is NULL or live; `dir` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn hypura_params_set_expert_profiles(
+    params: *mut hypura_params,
+    dir: *const c_char,
+) -> hypura_status {
+    with_params(params, |p| {
+        let dir = if dir.is_null() {
+            None
+        } else {
+            // SAFETY: checked non-NULL; NUL-terminated by contract.
+            match unsafe { CStr::from_ptr(dir) }.to_str() {
+                Ok("") => {
+                    return fail(
+                        HYPURA_STATUS_INVALID_ARGUMENT,
+                        "the expert profiles folder is empty (NULL sets none)",
+                    )
+                }
+                Ok(d) => Some(PathBuf::from(d)),
+                Err(_) => {
+                    return fail(
+                        HYPURA_STATUS_INVALID_ARGUMENT,
+                        "the expert profiles folder is not UTF-8",
+                    )
+                }
+            }
+        };
+        p.options = p.options.clone().expert_profiles(dir);
+        HYPURA_STATUS_OK
+    })
+}

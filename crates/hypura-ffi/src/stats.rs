@@ -30,6 +30,20 @@ pub struct hypura_stats {
     pub bound_tokens_per_second: f64,
     /// Peak resident set size of the process since the model was loaded.
     pub peak_rss_bytes: u64,
+    /// Mixture-of-experts models read slice by slice: bytes of the expert cache (0: none).
+    pub expert_cache_bytes: u64,
+    /// Expert slices a batch needed that were held.
+    pub expert_hits: u64,
+    /// Expert slices a batch needed that were read.
+    pub expert_misses: u64,
+    /// Bytes read for them.
+    pub expert_bytes_read: u64,
+    /// Bytes read ahead for experts predicted to be picked.
+    pub expert_prefetch_bytes: u64,
+    /// Slices read ahead that their layer's next request picked (counted in the hits too).
+    pub expert_prefetch_hits: u64,
+    /// Bytes read ahead for slices their layer's next request did not pick.
+    pub expert_prefetch_wasted_bytes: u64,
 }
 
 /// Writes the model's per-tier statistics into `*stats`, at most `size` bytes of it (pass
@@ -64,6 +78,13 @@ pub unsafe extern "C" fn hypura_get_stats(
             },
             bound_tokens_per_second: plan.bound_tok_s,
             peak_rss_bytes: s.peak_rss_bytes,
+            expert_cache_bytes: plan.expert_cache_bytes,
+            expert_hits: s.expert_hits,
+            expert_misses: s.expert_misses,
+            expert_bytes_read: s.expert_bytes_read,
+            expert_prefetch_bytes: s.expert_prefetch_bytes,
+            expert_prefetch_hits: s.expert_prefetch_hits,
+            expert_prefetch_wasted_bytes: s.expert_prefetch_wasted_bytes,
         };
         let n = size.min(std::mem::size_of::<hypura_stats>());
         // SAFETY: `stats` is valid for `size` >= n bytes by contract; the source is a local.

@@ -826,3 +826,94 @@ fn step_once(model: *mut hypura_model) -> (hypura_status, ()) {
     let status = unsafe { hypura_decode(model, one.as_ptr(), 1, null_mut(), 0, &mut n_out) };
     (status, ())
 }
+
+#[test]
+fn expert_counters_and_profiles_through_the_c_api() {
+    // An MoE built from SmolLM2 (4 copies of each FFN, 2 picked by a random router).
+    let moe = std::env::temp_dir().join(format!("hypura-capi-moe-{}.gguf", std::process::id()));
+    hypura_tools::synth::moe_from(&model_path("SmolLM2-135M-Instruct.Q4_1.gguf"), &moe, 4, 2)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("hypura-capi-profiles-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let p = Params::new(moe.to_str().unwrap());
+    let c_dir = CString::new(dir.to_str().unwrap()).unwrap();
+    let empty = CString::new("").unwrap();
+    // SAFETY: a live params object; NULL, an empty and a real NUL-terminated path.
+    unsafe {
+        assert_eq!(
+            hypura_params_set_expert_profiles(null_mut(), c_dir.as_ptr()),
+            HYPURA_STATUS_NULL_ARGUMENT
+        );
+        assert_eq!(
+            hypura_params_set_expert_profiles(p.0, empty.as_ptr()),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            hypura_params_set_expert_profiles(p.0, null()),
+            HYPURA_STATUS_OK
+        );
+        assert_eq!(
+            hypura_params_set_expert_profiles(p.0, c_dir.as_ptr()),
+            HYPURA_STATUS_OK
+        );
+        assert_eq!(
+            hypura_params_set_ram_budget_percent(p.0, 25.0),
+            HYPURA_STATUS_OK
+        );
+        assert_eq!(
+            hypura_save_expert_profile(null()),
+            HYPURA_STATUS_NULL_ARGUMENT
+        );
+    }
+    let (status, model) = load(&p);
+    assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
+    let tokens = [1i32, 504, 3458, 282, 4649, 314];
+    let batch: Vec<hypura_batch_token> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| hypura_batch_token {
+            token: t,
+            seq_id: 0,
+            logits: i + 1 == tokens.len(),
+        })
+        .collect();
+    let mut logits = vec![0f32; 49152];
+    let mut n_out = 0usize;
+    // SAFETY: a live model, a batch and a logits buffer of the sizes passed.
+    let status = unsafe {
+        hypura_decode(
+            model,
+            batch.as_ptr(),
+            batch.len(),
+            logits.as_mut_ptr(),
+            logits.len(),
+            &mut n_out,
+        )
+    };
+    assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
+    let s = stats(model);
+    assert!(s.expert_cache_bytes > 0, "no expert cache at 25%");
+    // The prompt's one batch read the experts its router picked, and counted them.
+    assert!(s.expert_misses > 0 && s.expert_bytes_read > 0, "{s:?}");
+    assert!(s.expert_prefetch_wasted_bytes <= s.expert_prefetch_bytes);
+    // SAFETY: a live model.
+    assert_eq!(
+        unsafe { hypura_save_expert_profile(model) },
+        HYPURA_STATUS_OK
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        1,
+        "one profile saved"
+    );
+    // SAFETY: from hypura_load, freed once.
+    unsafe { hypura_model_free(model) };
+    // A second load starts from it.
+    let (status, model) = load(&p);
+    assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
+    // SAFETY: from hypura_load, freed once.
+    unsafe { hypura_model_free(model) };
+    drop(p);
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_file(moe).unwrap();
+}

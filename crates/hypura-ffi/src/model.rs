@@ -376,7 +376,7 @@ pub unsafe extern "C" fn hypura_decode(
 pub unsafe extern "C" fn hypura_save_expert_profile(model: *const hypura_model) -> hypura_status {
     with_model(model, |_, state| match state.model.save_expert_profile() {
         Ok(_) => HYPURA_STATUS_OK,
-        Err(e) => fail(HYPURA_STATUS_IO_ERROR, &e.to_string()),
+        Err(e) => fail(HYPURA_STATUS_IO_ERROR, e.to_string()),
     })
 }
 

@@ -897,10 +897,8 @@ fn expert_counters_and_profiles_through_the_c_api() {
     assert!(s.expert_misses > 0 && s.expert_bytes_read > 0, "{s:?}");
     assert!(s.expert_prefetch_wasted_bytes <= s.expert_prefetch_bytes);
     // SAFETY: a live model.
-    assert_eq!(
-        unsafe { hypura_save_expert_profile(model) },
-        HYPURA_STATUS_OK
-    );
+    let saved = unsafe { hypura_save_expert_profile(model) };
+    assert_eq!(saved, HYPURA_STATUS_OK, "{}", last_error());
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),
         1,

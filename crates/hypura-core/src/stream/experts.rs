@@ -5,10 +5,10 @@
 //! the layer's expert products run. A batch of many tokens reads each slice it needs once.
 //!
 //! When the cache's bytes would go over its capacity, slices not picked in this batch make
-//! room, the one least likely to be picked by its layer's next request first: the chance
-//! is measured per layer and expert, decayed over the layer's requests
-//! ([`super::heat::ExpertHeat`]), and among experts about as likely, those of the layers
-//! that come soonest stay. Replayed on traces (`hypura expert-sim`), this beat global LRU
+//! room, the one whose next use is expected furthest ahead first: from its chance of being
+//! picked by its layer's next request (measured per layer and expert, decayed over the
+//! layer's requests) and how soon its layer comes ([`super::heat::ExpertHeat`]). Replayed
+//! on traces (`hypura expert-sim`), this beat global LRU
 //! (which evicts exactly the layer needed next once a token's experts outgrow the cache), an
 //! even per-layer share with LRU inside, and hypura's previous policy (predicting that a
 //! layer repeats its last picks), most where routing is near-uniform.
@@ -773,7 +773,8 @@ mod tests {
         cache.prefetch(1, &[2], &pool);
         assert_eq!(cache.counters().prefetch_bytes, 0);
         cache.serve(1, Some(&[2]), 1, &pool).unwrap();
-        // One right prediction of five needed: the precision moved up one step.
+        // One right prediction: the precision moved up one step from 0 (reading ahead starts
+        // at 0.4, about ten right predictions in a row).
         assert!((cache.prefetch_precision - PRECISION_STEP).abs() < 1e-12);
         // Proven right: experts 0 and 3 of layer 0 are read ahead, in place.
         cache.prefetch_precision = 1.0;

@@ -1,9 +1,9 @@
 //! How often each expert of each layer is picked, as the chance that the layer's next
 //! request picks it: an exponential moving average over the layer's requests (decayed by
 //! [`ExpertHeat::DECAY`] per request of the layer, so an expert not picked for a while
-//! cools down). The expert cache keeps the hottest and evicts the coldest; the background
-//! reader fills free room hottest first; a saved profile starts the next load with these
-//! chances.
+//! cools down). The expert cache evicts the expert whose next use is expected furthest
+//! ahead (below); the background reader fills free room hottest first; a saved profile
+//! starts the next load with these chances.
 //!
 //! Layers run in order every token, so an expert's next use is predicted from both: its
 //! layer comes again in `d` requests (1 for the next layer, `n` for the layer just served,

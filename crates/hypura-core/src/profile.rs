@@ -12,6 +12,10 @@ use crate::stream::heat::LayerChances;
 
 /// The format this build writes and reads.
 const FORMAT: u32 = 1;
+/// Largest profile file read (a 1024-expert, 4096-layer model's is about 40 MiB).
+const MAX_FILE_BYTES: u64 = 64 << 20;
+/// Most experts per layer a profile may list (as many as a model may have).
+const MAX_EXPERTS: usize = 1024;
 
 /// One model's saved expert use.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -80,6 +84,19 @@ impl ExpertProfile {
 
     /// Reads the profile at `path` for model `key`: `Ok(None)` when there is none.
     pub(crate) fn read(path: &Path, key: &str) -> Result<Option<Self>, ProfileError> {
+        let invalid = |why: String| ProfileError::Invalid {
+            path: path.to_path_buf(),
+            why,
+        };
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() > MAX_FILE_BYTES => {
+                return Err(invalid(format!(
+                    "{} bytes, more than a profile can be",
+                    m.len()
+                )))
+            }
+            _ => {}
+        }
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -89,10 +106,6 @@ impl ExpertProfile {
                     source,
                 })
             }
-        };
-        let invalid = |why: String| ProfileError::Invalid {
-            path: path.to_path_buf(),
-            why,
         };
         let profile: Self =
             serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not a profile: {e}")))?;
@@ -106,6 +119,17 @@ impl ExpertProfile {
             return Err(invalid(format!(
                 "made for model {}, not this one ({key})",
                 profile.model
+            )));
+        }
+        if let Some(l) = profile
+            .layers
+            .iter()
+            .find(|l| l.chances.len() > MAX_EXPERTS)
+        {
+            return Err(invalid(format!(
+                "layer {} lists {} experts (at most {MAX_EXPERTS})",
+                l.layer,
+                l.chances.len()
             )));
         }
         let bad = profile
@@ -189,6 +213,16 @@ mod tests {
         std::fs::write(&path, b"{").unwrap();
         let err = ExpertProfile::read(&path, &key).unwrap_err().to_string();
         assert!(err.contains("not a profile"), "{err}");
+        // More experts than a model may have, or a chance outside [0, 1]: refused.
+        for (chances, needle) in [
+            (vec![0.0; 1025], "lists 1025 experts"),
+            (vec![1.5], "outside"),
+        ] {
+            let layers = vec![LayerChances { layer: 0, chances }];
+            ExpertProfile::new(&key, 1, layers).write(&path).unwrap();
+            let err = ExpertProfile::read(&path, &key).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

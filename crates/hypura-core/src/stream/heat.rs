@@ -135,10 +135,13 @@ impl ExpertHeat {
             .collect()
     }
 
-    /// Starts from saved chances (values outside [0, 1] are clamped into it).
+    /// Starts from saved chances (values outside [0, 1] are clamped into it), for the layers
+    /// it knows (others are left out).
     pub fn load(&mut self, saved: &[LayerChances]) {
         for s in saved {
-            let heat = self.layers.entry(s.layer).or_default();
+            let Some(heat) = self.layers.get_mut(&s.layer) else {
+                continue;
+            };
             heat.grow(s.chances.len());
             for (e, &c) in s.chances.iter().enumerate() {
                 heat.chance[e] = f64::from(c).clamp(0.0, 1.0);

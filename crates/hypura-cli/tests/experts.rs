@@ -246,6 +246,24 @@ fn an_moe_built_from_smollm2_writes_its_text_and_matches_stock() {
         );
     };
     refused(&path, "already a mixture-of-experts");
+    let before = std::fs::read(&dense).unwrap();
+    let out = hypura(&[
+        "synth",
+        "--moe-from",
+        dense.to_str().unwrap(),
+        "--out",
+        dense.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is the source itself"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        std::fs::read(&dense).unwrap() == before,
+        "the source was written"
+    );
     refused(&model(GEMMA3), "only dense llama-family");
     let truncated = tempfile("smollm2-truncated.gguf");
     let bytes = std::fs::read(&dense).unwrap();

@@ -109,6 +109,20 @@ fn synth_copies_a_real_tokenizer_and_rejects_bad_shapes() {
         .unwrap()
         .is_empty());
     std::fs::remove_file(&path).unwrap();
+    // The tokenizer's source is never written over.
+    let source = tempfile("synth-tok-source.gguf");
+    std::fs::copy(model(SMOLLM2), &source).unwrap();
+    let out = hypura(&[
+        "synth",
+        "--tokenizer-from",
+        source.to_str().unwrap(),
+        "--out",
+        source.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("is that file itself"), "{}", out.stderr);
+    assert!(std::fs::read(&source).unwrap() == std::fs::read(model(SMOLLM2)).unwrap());
+    std::fs::remove_file(&source).unwrap();
     let bad = hypura(&[
         "synth",
         "--out",

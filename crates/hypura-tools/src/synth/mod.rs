@@ -302,6 +302,11 @@ fn describe(
     Ok((w, fills))
 }
 
+/// True when `a` and `b` name the same existing file.
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
 /// Writes a synthetic model of family `arch` to `out`; `tokenizer_from` copies a real
 /// GGUF's tokenizer. `progress` receives (bytes written, total bytes) now and then. Returns
 /// the file's size.
@@ -320,6 +325,12 @@ pub fn write_model(
         ))
     })?;
     let (tokenizer, n_vocab) = match tokenizer_from {
+        Some(path) if same_file(path, out) => {
+            return Err(SynthError::Unknown(format!(
+                "--tokenizer-from {}: --out is that file itself",
+                path.display()
+            )))
+        }
         Some(path) => {
             let records = raw_records(path, "tokenizer.")?;
             let n_vocab = vocab_of(&records)

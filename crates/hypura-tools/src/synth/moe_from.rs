@@ -58,6 +58,13 @@ pub fn moe_from(src: &Path, out: &Path, n_expert: u32, n_used: u32) -> Result<u6
             "--moe-from: {n_expert} experts with {n_used} used (2 to 256 experts, 1 to all used)"
         )));
     }
+    // Writing over the source would destroy it before it is read (hypura never writes to a
+    // model file).
+    if super::same_file(src, out) {
+        return Err(SynthError::Unknown(format!(
+            "--moe-from {name}: --out is the source itself"
+        )));
+    }
     // hypura's own checks first: a damaged or hostile file gets their one-line error.
     let plan = Plan::for_options(&LoadOptions::new(src))
         .map_err(|e| SynthError::Unknown(format!("--moe-from: {e}")))?;

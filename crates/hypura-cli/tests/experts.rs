@@ -246,13 +246,15 @@ fn an_moe_built_from_smollm2_writes_its_text_and_matches_stock() {
         );
     };
     refused(&path, "already a mixture-of-experts");
-    let before = std::fs::read(&dense).unwrap();
+    // A copy of the dense model, named as both source and output: never written over.
+    let source = tempfile("smollm2-source.gguf");
+    std::fs::copy(&dense, &source).unwrap();
     let out = hypura(&[
         "synth",
         "--moe-from",
-        dense.to_str().unwrap(),
+        source.to_str().unwrap(),
         "--out",
-        dense.to_str().unwrap(),
+        source.to_str().unwrap(),
     ]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
@@ -261,9 +263,10 @@ fn an_moe_built_from_smollm2_writes_its_text_and_matches_stock() {
         out.stderr
     );
     assert!(
-        std::fs::read(&dense).unwrap() == before,
+        std::fs::read(&source).unwrap() == std::fs::read(&dense).unwrap(),
         "the source was written"
     );
+    std::fs::remove_file(&source).unwrap();
     refused(&model(GEMMA3), "only dense llama-family");
     let truncated = tempfile("smollm2-truncated.gguf");
     let bytes = std::fs::read(&dense).unwrap();

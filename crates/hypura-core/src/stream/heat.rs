@@ -19,6 +19,8 @@ use std::collections::BTreeMap;
 struct LayerHeat {
     /// Requests of this layer so far.
     requests: u64,
+    /// Its place in the layer order (kept with it: the keep score asks on every eviction).
+    position: usize,
     chance: Vec<f64>,
     updated: Vec<u64>,
 }
@@ -64,23 +66,32 @@ impl ExpertHeat {
 
     /// No use measured; `layers` are the layers with experts (more are added as seen).
     pub fn new(layers: impl IntoIterator<Item = u32>) -> Self {
-        Self {
-            layers: layers
-                .into_iter()
-                .map(|l| (l, LayerHeat::default()))
-                .collect(),
-            serving: None,
+        let mut heat = Self::default();
+        for layer in layers {
+            heat.add_layer(layer);
         }
+        heat
     }
 
     /// Knows `layer` has experts (its place in the layer order counts for the keep score).
     pub fn add_layer(&mut self, layer: u32) {
-        self.layers.entry(layer).or_default();
+        if self.layers.contains_key(&layer) {
+            return;
+        }
+        self.layers.insert(layer, LayerHeat::default());
+        for (position, heat) in self.layers.values_mut().enumerate() {
+            heat.position = position;
+        }
+        // The layer served last may have moved in the order.
+        self.serving = None;
     }
 
     /// Counts one request of `layer` that picked `experts` (distinct).
     pub fn record(&mut self, layer: u32, experts: &[u32]) {
-        let heat = self.layers.entry(layer).or_default();
+        self.add_layer(layer);
+        let Some(heat) = self.layers.get_mut(&layer) else {
+            return;
+        };
         heat.requests += 1;
         let top = experts.iter().max().map_or(0, |&e| e as usize + 1);
         heat.grow(top);
@@ -90,7 +101,7 @@ impl ExpertHeat {
             heat.chance[i] = now + (1.0 - Self::DECAY);
             heat.updated[i] = heat.requests;
         }
-        self.serving = self.layers.keys().position(|&l| l == layer);
+        self.serving = Some(heat.position);
     }
 
     /// Requests recorded, all layers together.
@@ -115,7 +126,7 @@ impl ExpertHeat {
         }
         let n = self.layers.len().max(1);
         // Requests until the layer comes again: 1 for the next, n for the one just served.
-        let until = match (self.serving, self.layers.keys().position(|&l| l == layer)) {
+        let until = match (self.serving, self.layers.get(&layer).map(|h| h.position)) {
             (Some(s), Some(p)) => (p + n - s - 1) % n + 1,
             _ => n,
         };

@@ -116,41 +116,69 @@ fn best_fixed_set(requests: &[Vec<Unit>], capacity: usize) -> PolicyResult {
     }
 }
 
-/// hypura's: keeps the experts most likely to be picked by their layer's next request
-/// (measured use, decayed: [`ExpertHeat`]), those of layers coming sooner when about even.
-fn heat(requests: &[Vec<Unit>], capacity: usize) -> PolicyResult {
-    let layers: HashSet<u32> = requests.iter().flatten().map(|u| u.0).collect();
-    let mut heat = ExpertHeat::new(layers);
-    let mut held: HashSet<Unit> = HashSet::new();
+/// Replays `requests` through a cache of `capacity` units, the online policies' common
+/// part: `on_request` sees each request first; a unit held is a hit; a missing one is read,
+/// after `victim` (when the cache is full) has named one to evict among the held units it
+/// is offered (with the request of their last use, and the current request's number),
+/// never one of the current request. Returns (hits, misses).
+fn replay(
+    requests: &[Vec<Unit>],
+    capacity: usize,
+    mut on_request: impl FnMut(&[Unit]),
+    mut victim: impl FnMut(&HashMap<Unit, usize>, &[(Unit, usize)], usize) -> Option<Unit>,
+) -> (u64, u64) {
+    let mut last_use: HashMap<Unit, usize> = HashMap::new();
     let (mut hits, mut misses) = (0, 0);
-    for request in requests {
-        if let Some(layer) = request.first().map(|u| u.0) {
-            let experts: Vec<u32> = request.iter().map(|u| u.1).collect();
-            heat.record(layer, &experts);
-        }
+    for (clock, request) in requests.iter().enumerate() {
+        let clock = clock + 1;
+        on_request(request);
         for u in request {
-            if held.contains(u) {
+            if let Some(t) = last_use.get_mut(u) {
+                *t = clock;
                 hits += 1;
                 continue;
             }
             misses += 1;
-            if held.len() >= capacity {
-                let victim = held
+            if last_use.len() >= capacity {
+                let evictable: Vec<(Unit, usize)> = last_use
                     .iter()
-                    .filter(|v| !request.contains(v))
-                    .min_by(|a, b| {
-                        heat.keep_score(a.0, a.1)
-                            .total_cmp(&heat.keep_score(b.0, b.1))
-                            .then(a.cmp(b))
-                    })
-                    .copied();
-                if let Some(v) = victim {
-                    held.remove(&v);
+                    .filter(|(v, t)| **t < clock && !request.contains(v))
+                    .map(|(v, t)| (*v, *t))
+                    .collect();
+                if let Some(v) = victim(&last_use, &evictable, clock) {
+                    last_use.remove(&v);
                 }
             }
-            held.insert(*u);
+            last_use.insert(*u, clock);
         }
     }
+    (hits, misses)
+}
+
+/// hypura's: evicts the expert whose next use is expected furthest ahead, from its
+/// measured use (decayed) and how soon its layer comes ([`ExpertHeat`], the expert cache's
+/// own code).
+fn heat(requests: &[Vec<Unit>], capacity: usize) -> PolicyResult {
+    let layers: HashSet<u32> = requests.iter().flatten().map(|u| u.0).collect();
+    let heat = std::cell::RefCell::new(ExpertHeat::new(layers));
+    let (hits, misses) = replay(
+        requests,
+        capacity,
+        |request| {
+            if let Some(layer) = request.first().map(|u| u.0) {
+                let experts: Vec<u32> = request.iter().map(|u| u.1).collect();
+                heat.borrow_mut().record(layer, &experts);
+            }
+        },
+        |_, evictable, _| {
+            let heat = heat.borrow();
+            evictable.iter().map(|(v, _)| *v).min_by(|a, b| {
+                heat.keep_score(a.0, a.1)
+                    .total_cmp(&heat.keep_score(b.0, b.1))
+                    .then(a.cmp(b))
+            })
+        },
+    );
     PolicyResult {
         policy: "hypura (measured use)",
         hits,
@@ -170,37 +198,24 @@ fn next_use(requests: &[Vec<Unit>], capacity: usize) -> PolicyResult {
         .collect::<HashSet<_>>()
         .len()
         .max(1);
-    let mut last_use: HashMap<Unit, usize> = HashMap::new();
-    let (mut hits, mut misses) = (0, 0);
-    for (clock, request) in requests.iter().enumerate() {
-        let clock = clock + 1;
-        for u in request {
-            if let Some(t) = last_use.get_mut(u) {
-                *t = clock;
-                hits += 1;
-                continue;
-            }
-            misses += 1;
-            if last_use.len() >= capacity {
-                let victim = last_use
-                    .iter()
-                    .filter(|(v, t)| **t < clock && !request.contains(v))
-                    .max_by_key(|(v, t)| {
-                        let predicted = **t + n_layers;
-                        if predicted <= clock {
-                            (1, clock - **t, **v)
-                        } else {
-                            (0, predicted, **v)
-                        }
-                    })
-                    .map(|(v, _)| *v);
-                if let Some(v) = victim {
-                    last_use.remove(&v);
-                }
-            }
-            last_use.insert(*u, clock);
-        }
-    }
+    let (hits, misses) = replay(
+        requests,
+        capacity,
+        |_| {},
+        |_, evictable, clock| {
+            evictable
+                .iter()
+                .max_by_key(|(v, t)| {
+                    let predicted = *t + n_layers;
+                    if predicted <= clock {
+                        (1, clock - *t, *v)
+                    } else {
+                        (0, predicted, *v)
+                    }
+                })
+                .map(|(v, _)| *v)
+        },
+    );
     PolicyResult {
         policy: "next use predicted (hypura's before 2026-11-30)",
         hits,
@@ -261,48 +276,36 @@ fn belady(requests: &[Vec<Unit>], capacity: usize) -> PolicyResult {
 fn replay_recency(requests: &[Vec<Unit>], capacity: usize, per_layer_share: bool) -> (u64, u64) {
     let layers: HashSet<u32> = requests.iter().flatten().map(|u| u.0).collect();
     let share = capacity / layers.len().max(1);
-    let mut last_use: HashMap<Unit, usize> = HashMap::new();
-    let mut held_by_layer: HashMap<u32, usize> = HashMap::new();
-    let (mut hits, mut misses) = (0, 0);
-    for (clock, request) in requests.iter().enumerate() {
-        let clock = clock + 1;
-        let serving = request.first().map_or(0, |u| u.0);
-        for u in request {
-            if let Some(t) = last_use.get_mut(u) {
-                *t = clock;
-                hits += 1;
-                continue;
-            }
-            misses += 1;
-            if last_use.len() >= capacity {
-                let evictable = |(v, t): (&Unit, &usize)| *t < clock && !request.contains(v);
-                let layer = if per_layer_share {
-                    last_use
-                        .iter()
-                        .filter(|e| evictable(*e))
-                        .map(|(v, _)| v.0)
-                        .max_by_key(|&l| {
-                            let held = held_by_layer.get(&l).copied().unwrap_or(0);
-                            (l != serving, held.saturating_sub(share), held, u32::MAX - l)
-                        })
-                } else {
-                    None
-                };
-                let victim = last_use
-                    .iter()
-                    .filter(|e| evictable(*e) && layer.is_none_or(|l| e.0 .0 == l))
-                    .min_by_key(|(v, t)| (**t, **v))
-                    .map(|(v, _)| *v);
-                if let Some(v) = victim {
-                    last_use.remove(&v);
-                    *held_by_layer.entry(v.0).or_default() -= 1;
+    let serving = std::cell::Cell::new(0u32);
+    replay(
+        requests,
+        capacity,
+        |request| serving.set(request.first().map_or(0, |u| u.0)),
+        |held, evictable, _| {
+            let layer = if per_layer_share {
+                let mut held_by_layer: HashMap<u32, usize> = HashMap::new();
+                for v in held.keys() {
+                    *held_by_layer.entry(v.0).or_default() += 1;
                 }
-            }
-            last_use.insert(*u, clock);
-            *held_by_layer.entry(u.0).or_default() += 1;
-        }
-    }
-    (hits, misses)
+                evictable.iter().map(|(v, _)| v.0).max_by_key(|&l| {
+                    let held = held_by_layer.get(&l).copied().unwrap_or(0);
+                    (
+                        l != serving.get(),
+                        held.saturating_sub(share),
+                        held,
+                        u32::MAX - l,
+                    )
+                })
+            } else {
+                None
+            };
+            evictable
+                .iter()
+                .filter(|(v, _)| layer.is_none_or(|l| v.0 == l))
+                .min_by_key(|(v, t)| (*t, *v))
+                .map(|(v, _)| *v)
+        },
+    )
 }
 
 fn lru(requests: &[Vec<Unit>], capacity: usize) -> PolicyResult {

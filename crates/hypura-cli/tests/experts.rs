@@ -10,19 +10,7 @@ const TOKENS: usize = 12;
 
 /// A Mixtral-style model (`llama` with experts) routed as `routing` says.
 fn moe_model(label: &str, routing: &str) -> std::path::PathBuf {
-    synth_model(
-        label,
-        &[
-            "--type",
-            "q8_0",
-            "--n-expert",
-            "32",
-            "--n-expert-used",
-            "4",
-            "--routing",
-            routing,
-        ],
-    )
+    synth_moe_model(label, "llama", &["--routing", routing])
 }
 
 /// The per-layer counts of `key` add up to the total `expert_{key}`.

@@ -229,19 +229,7 @@ fn expert_slices_match_stock() {
             continue;
         }
         let label = format!("experts-{arch}");
-        let path = synth_model(
-            &label,
-            &[
-                "--arch",
-                arch,
-                "--type",
-                "q8_0",
-                "--n-expert",
-                "32",
-                "--n-expert-used",
-                "4",
-            ],
-        );
+        let path = synth_moe_model(&label, arch, &[]);
         let baseline = run_sampled(&path, &["--baseline", "--no-repack"], TOKENS);
         for budget in ["100%", "50%", "25%", "15%"] {
             let plan = plan_json(&path, budget);

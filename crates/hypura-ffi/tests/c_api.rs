@@ -65,6 +65,19 @@ fn load(p: &Params) -> (hypura_status, *mut hypura_model) {
     (status, model)
 }
 
+/// `tokens` as one batch of sequence 0, logits asked for the last.
+fn prompt_batch(tokens: &[i32]) -> Vec<hypura_batch_token> {
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| hypura_batch_token {
+            token: t,
+            seq_id: 0,
+            logits: i + 1 == tokens.len(),
+        })
+        .collect()
+}
+
 fn stats(model: *const hypura_model) -> hypura_stats {
     let mut s = hypura_stats::default();
     // SAFETY: a live model and a struct of the size passed.
@@ -358,15 +371,7 @@ fn misuse_of_a_loaded_model() {
         );
 
         // decode: logits buffer too small (nothing decoded), bad token, bad sequence, then OK
-        let batch: Vec<hypura_batch_token> = prompt
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| hypura_batch_token {
-                token: t,
-                seq_id: 0,
-                logits: i + 1 == prompt.len(),
-            })
-            .collect();
+        let batch = prompt_batch(prompt);
         let mut logits = vec![0f32; n_vocab];
         let mut n_out = 0usize;
         assert_eq!(
@@ -867,16 +872,7 @@ fn expert_counters_and_profiles_through_the_c_api() {
     }
     let (status, model) = load(&p);
     assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
-    let tokens = [1i32, 504, 3458, 282, 4649, 314];
-    let batch: Vec<hypura_batch_token> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| hypura_batch_token {
-            token: t,
-            seq_id: 0,
-            logits: i + 1 == tokens.len(),
-        })
-        .collect();
+    let batch = prompt_batch(&[1, 504, 3458, 282, 4649, 314]);
     let mut logits = vec![0f32; 49152];
     let mut n_out = 0usize;
     // SAFETY: a live model, a batch and a logits buffer of the sizes passed.

@@ -258,6 +258,23 @@ pub fn check_against_stock(
 /// Writes a synthetic model with `hypura synth` (16 layers of width 512, experts of width
 /// 256, so that 10% of the weights still hold a layer beside the norms and embedding rows)
 /// and returns its path.
+/// A mixture-of-experts [`synth_model`] of family `arch` (Q8_0, 32 experts, 4 used), with
+/// `extra` flags.
+pub fn synth_moe_model(name: &str, arch: &str, extra: &[&str]) -> PathBuf {
+    let mut args = vec![
+        "--arch",
+        arch,
+        "--type",
+        "q8_0",
+        "--n-expert",
+        "32",
+        "--n-expert-used",
+        "4",
+    ];
+    args.extend_from_slice(extra);
+    synth_model(name, &args)
+}
+
 pub fn synth_model(name: &str, extra: &[&str]) -> PathBuf {
     let path = tempfile(&format!("{name}.gguf"));
     let mut args = vec![

@@ -3,11 +3,12 @@
 # (default .device/hypura; build with `cargo build --release -p hypura-cli` and strip it).
 # Generates synthetic models, measures the disk, and benchmarks stock llama.cpp vs hypura in
 # memory-capped cgroups, CPU compute. Prints tables; writes JSON under $OUT (or /tmp).
-#   scripts/device-bench.sh [io|ab|verify|7b|13b|fits|70b|moe|moe10|moe-cold|moe-token|qwen30b|moe-whole|moe-ceiling|all] ...
+#   scripts/device-bench.sh [io|ab|ab-moe|verify|7b|13b|fits|70b|moe|moe10|moe-cold|qwen30b-cold|moe-fits|shift|moe-token|qwen30b|moe-whole|moe-ceiling|all] ...
 #   (several may be given; M7=<file> measures the disk on that file instead of a 7B model)
 # MoE cases run hypura without a saved expert profile (--no-expert-profile), except
-# moe-cold: a first run with another prompt saves one, then stock and hypura start cold
-# (page cache dropped) and the time to the 16th token is compared. Each MoE case ends with
+# moe-cold and qwen30b-cold: a first run with another prompt saves one, then stock and hypura
+# start cold (page cache dropped) and the time to the 16th token is compared, with where it
+# went (load, prompt and the bytes the prompt read). Each MoE case ends with
 # `hypura expert-sim` on hypura's run: the routing's spread and reuse, and hit rates of
 # Belady, LRU and hypura's policy at the run's capacity.
 # io: hypura's reader against one sequential reader (`hypura read-rate`, 4 and 8 threads, into
@@ -15,6 +16,7 @@
 #     exists (built with `cargo bench -p hypura-benches --no-run`, copied and stripped).
 # ab: hypura alone under the 7B/2 GiB cap, once with each binary given in $AB_BINS (to compare
 #     builds on one machine), same cgroup set-up as `hypura bench`.
+# ab-moe: the same with $M7 an MoE under a 16 GiB cap, sampled at temperature 1 (seed 42).
 # verify: the cost of checking the model file while streaming: hypura alone under the 7B/2 GiB
 #     cap, alternately with the checks (default) and with --no-verify-reads, $VERIFY_ROUNDS each.
 set -euo pipefail
@@ -42,6 +44,30 @@ sim_report() { # bench json: expert-sim on hypura's (first) run
 }
 
 export XDG_CACHE_HOME=$W/cache
+
+cold_report() { # bench json: where each side's time to the 16th token went, and the floor
+    python3 - "$1" "$GBPS" <<'PY'
+import json, sys
+gbps = float(sys.argv[2])
+for run in json.load(open(sys.argv[1]))["runs"]:
+    s = run["stats"]
+    side = "stock " if run["baseline"] else "hypura"
+    floor = s["prompt_bytes_read"] / (gbps * 1e9)
+    print(f"{side}: 16th token {s['time_to_16th_token_s']:.1f} s = load {s['load_s']:.1f} s + prompt "
+          f"{s['prompt_s']:.1f} s ({s['prompt_tokens']} tokens, read {s['prompt_bytes_read'] / 2**30:.2f} GiB: "
+          f"{floor:.1f} s at dd's rate) + 15 steps")
+PY
+}
+
+cold_case() { # model cap weights-budget name: a profile saved by an earlier session (another
+    # prompt), then stock and hypura both start cold
+    "$H" run --model "$1" --ram-budget "$3" --prompt "Once upon a time in a small village" \
+        --max-tokens 64 --temp 1 --seed 7 --ignore-eos --threads "$THREADS" --no-repack \
+        --disk-gbps "$GBPS" 2>&1 >/dev/null | grep 'profile' || true
+    run_bench "$1" "$2" "$4" "$3" --temp 1 --seed 42
+    sim_report "$OUT/bench-$4.json"
+    cold_report "$OUT/bench-$4.json"
+}
 
 disk() { # file
     sync; echo 3 > /proc/sys/vm/drop_caches
@@ -71,7 +97,7 @@ capped_run() { # binary cap weights-budget [hypura run flags...]: one hypura run
     rmdir "$cg" 2>/dev/null || true
     mkdir "$cg"; echo "$2" > "$cg/memory.max"; echo 0 > "$cg/memory.swap.max"
     (echo $BASHPID > "$cg/cgroup.procs"; exec "$1" run --model "$M7" --prompt "The history of the city begins" \
-        --max-tokens "$TOKENS" --temp 0 --ignore-eos --threads "$THREADS" --ctx 256 --no-repack \
+        --max-tokens "$TOKENS" --temp "${TEMP:-0}" ${SEED:+--seed $SEED} --ignore-eos --threads "$THREADS" --ctx 256 --no-repack \
         --ram-budget "$3" --disk-gbps "$GBPS" --stats-json "$stats" ${IO_THREADS:+--io-threads $IO_THREADS} "${@:4}" >/dev/null 2>"$W/ab-stderr") \
         || { echo "run failed: $(tail -1 "$W/ab-stderr")"; rmdir "$cg"; return; }
     python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('%-22s decode %.3f tok/s  read/token %.2f GiB  stream wait %.1f s  readers busy %.0f%%  peak RSS %.2f GiB  cgroup peak %.2f GiB' % (sys.argv[2], d['decode_tok_s'], d['disk_bytes_per_token']/2**30, d['stream_wait_s'], 100*d.get('reader_utilization', float('nan')), d['peak_rss_bytes']/2**30, int(open(sys.argv[3]).read())/2**30))" \
@@ -101,6 +127,12 @@ case "$what" in
         echo "== hypura alone, 7B under a 2 GiB cap, weights budget ${W7:-1.78G}, $TOKENS tokens"
         for round in 1 2; do
             for bin in ${AB_BINS:-$H}; do capped_run "$bin" 2G "${W7:-1.78G}"; done
+        done
+        ;;
+    ab-moe) # hypura alone on $M7 (an MoE) under a 16 GiB cap, sampled, once with each of $AB_BINS per round
+        echo "== hypura alone, $(basename "$M7") under a 16 GiB cap, weights budget 15.5G, $TOKENS tokens, temperature 1"
+        for round in $(seq "$ROUNDS"); do
+            for bin in ${AB_BINS:-$H}; do TEMP=1 SEED=42 capped_run "$bin" 16G 15.5G --no-expert-profile; done
         done
         ;;
     verify)
@@ -134,12 +166,18 @@ PY
     # the same experts every token.
     moe) run_bench "$(synth mixtral-8x7b q4_0)" 16G moe-16g 15.5G --temp 1 --seed 42 \
         --hypura-flag=--no-expert-profile; sim_report "$OUT/bench-moe-16g.json" ;;
-    moe-cold) # a profile saved by an earlier session (another prompt), then both start cold
-        M=$(synth mixtral-8x7b q4_0)
-        "$H" run --model "$M" --ram-budget 15.5G --prompt "Once upon a time in a small village" \
-            --max-tokens 64 --temp 1 --seed 7 --ignore-eos --threads "$THREADS" --no-repack \
-            --disk-gbps "$GBPS" 2>&1 >/dev/null | grep 'profile' || true
-        run_bench "$M" 16G moe-16g-profile 15.5G --temp 1 --seed 42; sim_report "$OUT/bench-moe-16g-profile.json" ;;
+    moe-cold) cold_case "$(synth mixtral-8x7b q4_0)" 16G 15.5G moe-16g-profile ;;
+    qwen30b-cold) cold_case "$(synth qwen3-30b-a3b q4_0 "" --arch qwen3moe)" 8G 7.5G qwen30b-8g-profile ;;
+    moe-fits) # the whole model fits the cap: both read it once, cold
+        run_bench "$(synth mixtral-8x7b q4_0)" 40G moe-fits "" --temp 1 --seed 42 \
+            --hypura-flag=--no-expert-profile
+        cold_report "$OUT/bench-moe-fits.json" ;;
+    shift) # reading expert slices: O_DIRECT in place (shift 0) vs through the bounce buffer
+        for round in 1 2 3; do
+            for shift in 0 32; do
+                echo "== fresh pages, shift $shift: $("$H" read-rate --file "$M7" --limit 2G --threads 4 --fresh-pages --shift "$shift")"
+            done
+        done ;;
     moe-token) run_bench "$(synth mixtral-8x7b q4_0 token --routing token)" 16G moe-token-16g 15.5G \
         --temp 1 --seed 42 --hypura-flag=--no-expert-profile; sim_report "$OUT/bench-moe-token-16g.json" ;;
     qwen30b) run_bench "$(synth qwen3-30b-a3b q4_0 "" --arch qwen3moe)" 8G qwen30b-8g 7.5G \
@@ -161,6 +199,6 @@ PY
         run_bench "$(synth llama-13b q4_0)" 4G 13b-4g 3.75G
         run_bench "$M7" 12G 7b-12g
         ;;
-    *) echo "unknown: $what (io|ab|verify|7b|13b|fits|70b|moe|moe10|moe-cold|moe-token|qwen30b|moe-whole|moe-ceiling|all)" >&2; exit 2 ;;
+    *) echo "unknown: $what (io|ab|ab-moe|verify|7b|13b|fits|70b|moe|moe10|moe-cold|qwen30b-cold|moe-fits|shift|moe-token|qwen30b|moe-whole|moe-ceiling|all)" >&2; exit 2 ;;
 esac
 done

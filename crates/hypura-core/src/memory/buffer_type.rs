@@ -8,21 +8,24 @@
 //! (`init_tensor`), so hypura knows every tensor's address.
 //!
 //! llama.cpp's loader (load mode NONE) reads each tensor of a host buffer straight into its
-//! memory, so it never reads a real weight byte: hypura hands it a header-only stand-in file ([`crate::io::StandIn`]) whose data reads as
-//! zeros, and while loading, backs the whole buffer with one small shared scratch region
-//! mapped over and over, so those zeros land in a few MiB of memory whatever the model's size.
-//! When loading ends, the buffer gets fresh reserved pages at the same addresses.
+//! memory, so it never reads a real weight byte: hypura hands it a header-only stand-in file
+//! ([`crate::io::StandIn`]) whose data reads as zeros. While loading, every tensor's data
+//! pointer is turned to one [`ScratchWindow`] as large as the largest tensor, so those zeros
+//! land in a few MiB of memory whatever the model's size and each page of the window is
+//! faulted in once, not once per tensor; the buffers themselves are never written. When
+//! loading ends, every tensor gets its own address back.
 //!
 //! The structs below mirror `ggml/src/ggml-backend-impl.h` of the pinned llama-cpp-sys-2
 //! (it is not part of the generated bindings). The layout is version-specific: the
 //! end-to-end identity tests exercise it inside real llama.cpp graphs.
 
+use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use super::pages::{map_scratch, remap_reserved, reserve, PAGE_BYTES};
+use super::pages::{reserve, ScratchWindow, PAGE_BYTES};
 use crate::sys;
 
 #[repr(C)]
@@ -128,19 +131,41 @@ struct Mapping {
     size: usize,
 }
 
+/// The window the loader writes into, and the tensors turned to it with their own addresses,
+/// in registration order.
+#[derive(Default)]
+struct LoadWindow {
+    window: Option<ScratchWindow>,
+    homes: Vec<(NonNull<sys::ggml_tensor>, *mut c_void)>,
+}
+
 /// State shared by the buffer type and the buffers it allocates.
 struct TierState {
     name: CString,
     /// True while llama.cpp loads the model: writes into the buffers are thrown away.
     loading: AtomicBool,
     tensors: Mutex<Vec<RegisteredTensor>>,
-    /// (base, size) of every buffer allocated, to swap the load scratch for real pages.
-    mappings: Mutex<Vec<(usize, usize)>>,
+    /// Where the loader's reads go while loading.
+    load_window: Mutex<LoadWindow>,
+    /// Tensors placed at the same offset within a page as their bytes have in the model
+    /// file, by name: read straight into place with `O_DIRECT` (no bounce copy), slice by
+    /// slice. Each gets a page more, so it still has its own pages.
+    page_offsets: Mutex<HashMap<String, usize>>,
     /// Why the last allocation failed, for the load error.
     alloc_error: Mutex<Option<String>>,
 }
 
 impl TierState {
+    /// The offset within its first page that tensor `name` is placed at, if it is one of
+    /// the tensors placed like the file.
+    fn page_offset(&self, name: &CStr) -> Option<usize> {
+        let offsets = self.page_offsets.lock().ok()?;
+        if offsets.is_empty() {
+            return None;
+        }
+        offsets.get(name.to_str().ok()?).copied()
+    }
+
     fn note_error(&self, message: String) {
         log::debug!("hypura: {message}");
         if let Ok(mut e) = self.alloc_error.lock() {
@@ -168,7 +193,8 @@ impl HypuraBufferType {
             name: CString::new(name).unwrap_or_else(|_| CString::from(c"HYPURA")),
             loading: AtomicBool::new(true),
             tensors: Mutex::new(Vec::new()),
-            mappings: Mutex::new(Vec::new()),
+            load_window: Mutex::new(LoadWindow::default()),
+            page_offsets: Mutex::new(HashMap::new()),
             alloc_error: Mutex::new(None),
         });
         // SAFETY: plain lookup of the CPU device in ggml's registry.
@@ -180,7 +206,7 @@ impl HypuraBufferType {
                 alloc_buffer_n: None,
                 get_alignment: Some(buft_get_alignment),
                 get_max_size: None,
-                get_alloc_size: None,
+                get_alloc_size: Some(buft_get_alloc_size),
                 get_alloc_size_n: None,
                 is_host: Some(buft_is_host),
             },
@@ -190,47 +216,89 @@ impl HypuraBufferType {
         Self { buft, state }
     }
 
+    /// Places the tensors named in `file_offsets` at the same offset within a page as their
+    /// bytes in the model file (`file_offset % PAGE_BYTES`), so that the reader can read their
+    /// whole pages straight into place. Call before the model is loaded.
+    pub(crate) fn place_like_file(&self, file_offsets: impl IntoIterator<Item = (String, u64)>) {
+        if let Ok(mut offsets) = self.state.page_offsets.lock() {
+            offsets.extend(
+                file_offsets
+                    .into_iter()
+                    .map(|(name, offset)| (name, (offset % PAGE_BYTES as u64) as usize)),
+            );
+        }
+    }
+
     /// The pointer to pass to llama.cpp (`tensor_buft_overrides`).
     pub(crate) fn as_raw(&self) -> sys::ggml_backend_buffer_type_t {
         (&*self.buft as *const BufferType).cast_mut().cast()
     }
 
-    /// Ends the load phase: the scratch behind every buffer is replaced by fresh reserved
-    /// pages at the same addresses, ready for hypura to fill.
-    pub(crate) fn finish_loading(&self) -> std::io::Result<()> {
-        self.state.loading.store(false, Ordering::SeqCst);
-        let mappings = self.mappings();
-        for (base, size) in mappings {
-            let Some(base) = NonNull::new(base as *mut c_void) else {
-                continue;
-            };
-            // SAFETY: a buffer this type allocated and still owns (buffers remove themselves
-            // from the list when freed); nothing reads the loader's zeros in it.
-            unsafe { remap_reserved(base, size)? };
+    /// Turns the data pointer of every tensor registered since the last call to the load
+    /// window (grown to the largest of them), so that what llama.cpp's loader reads lands
+    /// there. Called by the loader's progress callback, before each tensor is read.
+    pub(crate) fn redirect_loader_reads(&self) -> Result<(), String> {
+        if !self.state.loading.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let tensors = self
+            .state
+            .tensors
+            .lock()
+            .map_err(|_| "the tensor list is poisoned".to_string())?;
+        let mut load = self
+            .state
+            .load_window
+            .lock()
+            .map_err(|_| "the load window is poisoned".to_string())?;
+        let pending = &tensors[load.homes.len().min(tensors.len())..];
+        // SAFETY: registered tensors belong to the model being loaded, alive during its load.
+        let largest = pending
+            .iter()
+            .map(|t| unsafe { sys::ggml_nbytes(t.tensor.as_ptr()) })
+            .max()
+            .unwrap_or(0);
+        if largest > load.window.as_ref().map_or(0, ScratchWindow::size) {
+            let window = ScratchWindow::new(largest)
+                .map_err(|e| format!("cannot map the load window: {e}"))?;
+            for (tensor, _) in &load.homes {
+                // SAFETY: as above; the loader runs this callback between its reads, so
+                // nothing uses the pointer meanwhile.
+                unsafe { (*tensor.as_ptr()).data = window.base() };
+            }
+            load.window = Some(window);
+        }
+        let Some(base) = load.window.as_ref().map(ScratchWindow::base) else {
+            return Ok(());
+        };
+        for t in pending {
+            // SAFETY: as above.
+            unsafe {
+                let home = (*t.tensor.as_ptr()).data;
+                (*t.tensor.as_ptr()).data = base;
+                load.homes.push((t.tensor, home));
+            }
         }
         Ok(())
     }
 
-    /// Unmaps the scratch pages the loader wrote so far (the scratch itself stays). Called
-    /// between tensors, it keeps the process's mapped pages to about one tensor's worth.
-    pub(crate) fn release_scratch_mappings(&self) {
-        if !self.state.loading.load(Ordering::SeqCst) {
-            return;
-        }
-        let mappings = self.mappings();
-        for (base, size) in mappings {
-            // SAFETY: a range we mapped; dropping shared scratch pages loses only zeros.
-            unsafe { libc::madvise(base as *mut c_void, size, libc::MADV_DONTNEED) };
+    /// Ends the load phase: every tensor gets its own address back, and the load window is
+    /// unmapped. The buffers were never written, so their pages are all still reserved.
+    pub(crate) fn finish_loading(&self) {
+        self.state.loading.store(false, Ordering::SeqCst);
+        if let Ok(mut load) = self.state.load_window.lock() {
+            for (tensor, home) in load.homes.drain(..) {
+                // SAFETY: called right after llama.cpp's load returned the model that owns
+                // these tensors; nothing computes with them yet.
+                unsafe { (*tensor.as_ptr()).data = home };
+            }
+            load.window = None;
         }
     }
 
-    /// (base, size) of every buffer allocated so far.
-    fn mappings(&self) -> Vec<(usize, usize)> {
-        self.state
-            .mappings
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default()
+    /// Records why the load has to stop, for the load error.
+    pub(crate) fn note_error(&self, message: String) {
+        self.state.note_error(message);
     }
 
     /// Why an allocation failed, if one did.
@@ -262,6 +330,22 @@ unsafe extern "C" fn buft_get_alignment(_buft: *mut BufferType) -> usize {
     PAGE_BYTES
 }
 
+unsafe extern "C" fn buft_get_alloc_size(
+    buft: *mut BufferType,
+    tensor: *const sys::ggml_tensor,
+) -> usize {
+    // SAFETY: ggml passes our buffer type and a live tensor.
+    unsafe {
+        let nbytes = sys::ggml_nbytes(tensor);
+        let name = CStr::from_ptr((*tensor).name.as_ptr());
+        match state_of(buft).page_offset(name) {
+            // Room to start anywhere in the first page and still end on a page of its own.
+            Some(_) => nbytes + PAGE_BYTES,
+            None => nbytes,
+        }
+    }
+}
+
 unsafe extern "C" fn buft_is_host(_buft: *mut BufferType) -> bool {
     true
 }
@@ -277,20 +361,6 @@ unsafe extern "C" fn buft_alloc_buffer(buft: *mut BufferType, size: usize) -> *m
             return ptr::null_mut();
         }
     };
-    // SAFETY: called by ggml with the pointer we created.
-    let state = unsafe { state_of(buft) };
-    if state.loading.load(Ordering::SeqCst) {
-        // SAFETY: the reservation was just made and nobody else knows it.
-        if let Err(e) = unsafe { map_scratch(base, size) } {
-            state.note_error(format!("cannot map the load scratch: {e}"));
-            // SAFETY: we own the reservation.
-            unsafe { libc::munmap(base, size) };
-            return ptr::null_mut();
-        }
-    }
-    if let Ok(mut m) = state.mappings.lock() {
-        m.push((base as usize, size));
-    }
     let mapping = Box::into_raw(Box::new(Mapping { base, size }));
     let iface = BufferIface {
         free_buffer: Some(buf_free),
@@ -326,9 +396,6 @@ unsafe extern "C" fn buf_free(buffer: *mut Buffer) {
     // SAFETY: ggml calls this once per buffer; the Mapping was boxed in alloc_buffer.
     unsafe {
         let mapping = Box::from_raw((*buffer).context as *mut Mapping);
-        if let Ok(mut m) = state_of((*buffer).buft).mappings.lock() {
-            m.retain(|(b, _)| *b != mapping.base as usize);
-        }
         libc::munmap(mapping.base, mapping.size);
     }
 }
@@ -345,9 +412,13 @@ unsafe extern "C" fn buf_init_tensor(buffer: *mut Buffer, tensor: *mut sys::ggml
             return 0;
         }
         let state = state_of((*buffer).buft);
-        let name = CStr::from_ptr((*tensor).name.as_ptr())
-            .to_string_lossy()
-            .into_owned();
+        let name = CStr::from_ptr((*tensor).name.as_ptr());
+        if let Some(offset) = state.page_offset(name) {
+            // ggml gave the tensor a page more than its bytes (`buft_get_alloc_size`), and
+            // its start is page-aligned (the buffer's alignment).
+            (*tensor).data = (*tensor).data.cast::<u8>().add(offset).cast();
+        }
+        let name = name.to_string_lossy().into_owned();
         if let (Ok(mut tensors), Some(ptr)) = (state.tensors.lock(), NonNull::new(tensor)) {
             tensors.push(RegisteredTensor { tensor: ptr, name });
         }
@@ -393,14 +464,19 @@ unsafe extern "C" fn buf_get_tensor(
 }
 
 unsafe extern "C" fn buf_memset_tensor(
-    _buffer: *mut Buffer,
+    buffer: *mut Buffer,
     tensor: *mut sys::ggml_tensor,
     value: u8,
     offset: usize,
     size: usize,
 ) {
     // SAFETY: ggml passes a tensor of our buffer; the range lies inside it.
-    unsafe { ptr::write_bytes((*tensor).data.cast::<u8>().add(offset), value, size) }
+    unsafe {
+        if state_of((*buffer).buft).loading.load(Ordering::SeqCst) {
+            return; // hypura fills weights itself, from the real file
+        }
+        ptr::write_bytes((*tensor).data.cast::<u8>().add(offset), value, size)
+    }
 }
 
 unsafe extern "C" fn buf_cpy_tensor(
@@ -425,6 +501,9 @@ unsafe extern "C" fn buf_cpy_tensor(
 unsafe extern "C" fn buf_clear(buffer: *mut Buffer, value: u8) {
     // SAFETY: our buffer; zeroing is done by dropping the pages so nothing is faulted in.
     unsafe {
+        if state_of((*buffer).buft).loading.load(Ordering::SeqCst) {
+            return; // hypura fills weights itself, from the real file
+        }
         let mapping = mapping_of(buffer);
         if value == 0 {
             libc::madvise(mapping.base, mapping.size, libc::MADV_DONTNEED);

@@ -1,6 +1,6 @@
 //! Page operations on memory hypura owns: address space reserved with `MAP_NORESERVE` (it
 //! costs nothing until a page is written), pages handed back to the OS, and the shared
-//! scratch that backs a buffer while llama.cpp's loader writes zeros into it. Every raw page
+//! scratch window llama.cpp's loader writes the stand-in's zeros into. Every raw page
 //! operation is here, behind `unsafe` where the caller must own the pages.
 
 use std::ffi::c_void;
@@ -9,19 +9,15 @@ use std::ptr::{self, NonNull};
 /// Pages are the unit of residency: every tensor starts on a page boundary.
 pub(crate) const PAGE_BYTES: usize = 4096;
 
-fn mmap_anonymous(
-    addr: *mut c_void,
-    size: usize,
-    flags: libc::c_int,
-) -> std::io::Result<*mut c_void> {
-    // SAFETY: an anonymous private mapping; with MAP_FIXED (in `flags`) only over a range the
-    // caller owns, by the contract of `remap_reserved`.
+/// Reserves `size` bytes of fresh private anonymous pages (not committed until written).
+pub(crate) fn reserve(size: usize) -> std::io::Result<NonNull<c_void>> {
+    // SAFETY: a fresh anonymous private mapping at an address the kernel chooses.
     let base = unsafe {
         libc::mmap(
-            addr,
+            ptr::null_mut(),
             size,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | flags,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
         )
@@ -29,21 +25,7 @@ fn mmap_anonymous(
     if base == libc::MAP_FAILED {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(base)
-}
-
-/// Reserves `size` bytes of fresh private anonymous pages (not committed until written).
-pub(crate) fn reserve(size: usize) -> std::io::Result<NonNull<c_void>> {
-    let base = mmap_anonymous(ptr::null_mut(), size, 0)?;
     NonNull::new(base).ok_or_else(|| std::io::Error::other("mmap returned NULL"))
-}
-
-/// Replaces `[addr, addr + size)` with fresh reserved pages (they read as zeros).
-///
-/// # Safety
-/// The range must be one hypura mapped and owns, page-aligned, with no reference into it.
-pub(crate) unsafe fn remap_reserved(addr: NonNull<c_void>, size: usize) -> std::io::Result<()> {
-    mmap_anonymous(addr.as_ptr(), size, libc::MAP_FIXED).map(|_| ())
 }
 
 const SCRATCH_BYTES: usize = 16 << 20;
@@ -82,12 +64,12 @@ fn scratch_fd() -> std::io::Result<libc::c_int> {
     Ok(fd)
 }
 
-/// Backs `[base, base+size)` with one scratch region mapped repeatedly: whatever the loader
-/// writes there costs at most `SCRATCH_BYTES` of memory.
+/// Backs `[base, base+size)` with one scratch region mapped repeatedly: whatever is written
+/// there costs at most `SCRATCH_BYTES` of memory.
 ///
 /// # Safety
 /// The range must be one hypura mapped and owns, page-aligned, with no reference into it.
-pub(crate) unsafe fn map_scratch(base: *mut c_void, size: usize) -> std::io::Result<()> {
+unsafe fn map_scratch(base: *mut c_void, size: usize) -> std::io::Result<()> {
     let fd = scratch_fd()?;
     let mut result = Ok(());
     let mut offset = 0;
@@ -113,6 +95,48 @@ pub(crate) unsafe fn map_scratch(base: *mut c_void, size: usize) -> std::io::Res
     // SAFETY: the mappings keep the memory alive; the fd is ours.
     unsafe { libc::close(fd) };
     result
+}
+
+/// Address space where writes are thrown away: one small shared scratch region mapped over
+/// and over, so whatever is written costs at most `SCRATCH_BYTES` of memory, and each page of
+/// the window is faulted in once however often it is written. llama.cpp's loader copies the
+/// stand-in file's zeros here. Unmapped on drop.
+pub(crate) struct ScratchWindow {
+    base: NonNull<c_void>,
+    size: usize,
+}
+
+// SAFETY: the window is plain memory owned by this value; nothing in it is meaningful.
+unsafe impl Send for ScratchWindow {}
+
+impl ScratchWindow {
+    /// A window of at least `size` bytes (whole pages).
+    pub(crate) fn new(size: usize) -> std::io::Result<Self> {
+        let size = size.max(1).div_ceil(PAGE_BYTES) * PAGE_BYTES;
+        let base = reserve(size)?;
+        // SAFETY: the reservation was just made and nobody else knows it.
+        if let Err(e) = unsafe { map_scratch(base.as_ptr(), size) } {
+            // SAFETY: we own the reservation.
+            unsafe { libc::munmap(base.as_ptr(), size) };
+            return Err(e);
+        }
+        Ok(Self { base, size })
+    }
+
+    pub(crate) fn base(&self) -> *mut c_void {
+        self.base.as_ptr()
+    }
+
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+}
+
+impl Drop for ScratchWindow {
+    fn drop(&mut self) {
+        // SAFETY: the range was mapped by `new` and is owned by this value.
+        unsafe { libc::munmap(self.base.as_ptr(), self.size) };
+    }
 }
 
 /// Hands the pages covering `[addr, addr+len)` back to the OS (they read as zeros after).

@@ -123,6 +123,9 @@ pub struct GenerationStats {
     pub prompt_tokens: usize,
     /// Seconds for the prompt.
     pub prompt_s: f64,
+    /// Bytes read from the model file while the prompt was decoded (as `disk_bytes_read`
+    /// counts them): with load, what a cold start must read before the first token.
+    pub prompt_bytes_read: u64,
     /// Tokens generated.
     pub tokens_generated: usize,
     /// Decode steps after the prompt.
@@ -258,8 +261,15 @@ impl Model {
             ));
         }
         let prompt_started = Instant::now();
+        let prompt_file_before = self.file_bytes_read();
+        let prompt_storage_before = proc_stats::storage_read_bytes();
         self.decode_tokens(&prompt)?;
         let prompt_s = prompt_started.elapsed().as_secs_f64();
+        let prompt_bytes_read = if self.load_mode() == LoadMode::Tiered {
+            self.file_bytes_read() - prompt_file_before
+        } else {
+            proc_stats::storage_read_bytes().saturating_sub(prompt_storage_before)
+        };
         log::info!(
             "after the prompt: RSS {} MiB, peak {} MiB",
             proc_stats::rss_bytes() >> 20,
@@ -328,6 +338,7 @@ impl Model {
             storage_bytes_read,
             prompt_tokens: prompt.len(),
             prompt_s,
+            prompt_bytes_read,
             tokens_generated: tokens.len(),
             tokens_decoded: decoded,
             decode_tok_s: decoded as f64 / decode_s.max(1e-9),

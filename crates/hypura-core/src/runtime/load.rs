@@ -26,14 +26,21 @@ use crate::stream::head::{HeadCompute, StreamedHead};
 use crate::stream::{GroupReads, RowSource, Streamer, StreamerSetup};
 use crate::sys;
 
-/// Called by llama.cpp's loader before each tensor: keeps the load scratch small.
+/// Called by llama.cpp's loader before each tensor: turns the tensors' reads to the load
+/// window. Returning false stops the load (the reason is kept for the load error).
 unsafe extern "C" fn load_progress(_progress: f32, user_data: *mut std::ffi::c_void) -> bool {
-    let _ = std::panic::catch_unwind(|| {
+    std::panic::catch_unwind(|| {
         // SAFETY: the user data is the HypuraBufferType, alive for the whole load.
         let buffer_type = unsafe { &*(user_data as *const HypuraBufferType) };
-        buffer_type.release_scratch_mappings();
-    });
-    true
+        match buffer_type.redirect_loader_reads() {
+            Ok(()) => true,
+            Err(reason) => {
+                buffer_type.note_error(reason);
+                false
+            }
+        }
+    })
+    .unwrap_or(false)
 }
 
 /// The path under which llama.cpp opens the very file hypura checked (so a file replaced
@@ -97,6 +104,8 @@ impl Model {
         let mut model_params = unsafe { sys::llama_model_default_params() };
         model_params.n_gpu_layers = 0;
         model_params.use_extra_bufts = options.repack;
+        // Tiered: llama.cpp reads only the stand-in's zeros (or, when the whole model is
+        // resident in its own buffers, the model itself, without mmap: see README).
         model_params.load_mode = match options.mode {
             LoadMode::Stock => sys::LLAMA_LOAD_MODE_MMAP,
             LoadMode::Tiered => sys::LLAMA_LOAD_MODE_NONE,
@@ -107,6 +116,21 @@ impl Model {
             model_params.lazy_mode = sys::LLAMA_LAZY_MODE_OFF;
         }
         let buffer_type = tiered.then(|| HypuraBufferType::new("HYPURA"));
+        if let Some(b) = &buffer_type {
+            // Expert slices are read one by one into fresh pages: placed like the file, they
+            // are read straight into place.
+            let offsets: HashMap<&str, u64> = inventory
+                .tensors
+                .iter()
+                .map(|t| (t.info.name.as_str(), t.info.file_offset))
+                .collect();
+            b.place_like_file(
+                plan.tensors
+                    .iter()
+                    .filter(|t| t.placement == Placement::ExpertSlices)
+                    .filter_map(|t| Some((t.name.clone(), *offsets.get(t.name.as_str())?))),
+            );
+        }
         let pattern = CString::from(c".");
         let overrides = buffer_type.as_ref().map(|b| {
             [
@@ -158,6 +182,9 @@ impl Model {
             }
         })?;
         drop(stand_in);
+        if let Some(b) = &buffer_type {
+            b.finish_loading();
+        }
         let bytes_before = file.bytes_read();
         let rss_after_llama_load_bytes = proc_stats::rss_bytes();
         let peak_rss_load_bytes = proc_stats::peak_rss_bytes();
@@ -171,13 +198,7 @@ impl Model {
 
         let n_threads = options.thread_count();
         let streamer = match &buffer_type {
-            Some(b) => {
-                b.finish_loading().map_err(|source| LoadError::Memory {
-                    path: path.clone(),
-                    source,
-                })?;
-                Some(build_streamer(&file, b, &plan, &inventory, n_threads)?)
-            }
+            Some(b) => Some(build_streamer(&file, b, &plan, &inventory, n_threads)?),
             // Everything resident in llama.cpp's own buffers: the streamer only counts uses.
             None if options.mode == LoadMode::Tiered => Some(
                 Streamer::new(streamer_setup(&file, &plan, &inventory, Vec::new(), None)).map_err(

@@ -21,7 +21,10 @@
 //!
 //! A slice's pages are handed back with `MADV_DONTNEED` when it is evicted: the pages wholly
 //! inside it, and the pages it shares with a neighbouring slice when that one is not held
-//! either (a tensor starts on a page boundary and shares no page with another tensor).
+//! either (a tensor shares no page with another tensor). hypura's buffer places each expert
+//! tensor at the offset within its first page that its bytes have in the file, so a slice's
+//! whole pages are read straight into place and only its partial first and last pages are
+//! copied.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -172,7 +175,7 @@ impl ExpertCache {
         !self.tensors.is_empty()
     }
 
-    /// Adds an expert tensor of layer `layer` at `base` (page-aligned, its own pages),
+    /// Adds an expert tensor of layer `layer` at `base` (on pages of its own),
     /// `n_expert` slices of `slice_bytes` starting at `file_offset` in the file.
     pub fn register(
         &mut self,

@@ -25,6 +25,9 @@ pub enum Command {
     Plan(PlanArgs),
     /// Generate text. stdout carries only the generated text.
     Run(RunArgs),
+    /// Chat with the model through its own chat template: one answer with -p or -f, or a
+    /// conversation on stdin (one message per line; the context carries over between turns).
+    Chat(ChatArgs),
     /// Write a synthetic GGUF of a real model's shape (random weights, working tokenizer).
     Synth(SynthArgs),
     /// Stock llama.cpp vs hypura, alternately, several rounds, in one table.
@@ -39,7 +42,7 @@ pub enum Command {
 #[derive(Args)]
 pub struct ModelArgs {
     /// The GGUF model file.
-    #[arg(long)]
+    #[arg(short = 'm', long)]
     pub model: PathBuf,
     /// Bytes of weights hypura may hold: 512M, 2G, or 40% (of the weights). Default: all.
     #[arg(long)]
@@ -55,7 +58,7 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = defaults::IO_THREADS)]
     pub io_threads: u32,
     /// Context length in tokens.
-    #[arg(long, default_value_t = defaults::CONTEXT_LENGTH)]
+    #[arg(short = 'c', long, default_value_t = defaults::CONTEXT_LENGTH)]
     pub ctx: u32,
     /// Mixture-of-experts models: stream each layer's experts whole, as dense layers stream,
     /// instead of reading only the experts the router picks (the default when the budget
@@ -81,41 +84,75 @@ pub struct PlanArgs {
     pub json: bool,
 }
 
+/// Where a prompt comes from: `-p TEXT`, `-f FILE` (`-f -` reads stdin).
 #[derive(Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
+pub struct PromptArgs {
     /// The prompt.
-    #[arg(long)]
-    pub prompt: String,
-    /// Tokens to generate.
-    #[arg(long, default_value_t = 64)]
-    pub max_tokens: usize,
+    #[arg(short = 'p', long, conflicts_with = "file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from this file (`-` for stdin).
+    #[arg(short = 'f', long)]
+    pub file: Option<PathBuf>,
+}
+
+/// How tokens are sampled and how many.
+#[derive(Args)]
+pub struct SamplingArgs {
     /// Sampling temperature; 0 is greedy.
     #[arg(long = "temp", default_value_t = 0.8)]
     pub temperature: f32,
     /// Seed for sampling.
-    #[arg(long, default_value_t = 42)]
+    #[arg(short = 's', long, default_value_t = 42)]
     pub seed: u64,
     /// CPU threads (default: all cores).
-    #[arg(long, default_value_t = 0)]
+    #[arg(short = 't', long, default_value_t = 0)]
     pub threads: u32,
-    /// Write statistics as JSON to this file.
-    #[arg(long)]
-    pub stats_json: Option<PathBuf>,
     /// Run stock llama.cpp (default mmap loading, no hypura placement) for comparison.
     #[arg(long, alias = "stock")]
     pub baseline: bool,
     /// Turn off llama.cpp's repacked CPU weight layouts (for stock and hypura alike).
     #[arg(long)]
     pub no_repack: bool,
-    /// Keep generating past end-of-generation tokens.
-    #[arg(long)]
-    pub ignore_eos: bool,
     /// Do not checksum streamed regions (they are checked by default, so that a model file
     /// changed while running is detected; this measures what that costs).
     #[arg(long)]
     pub no_verify_reads: bool,
+    /// Write statistics as JSON to this file (in a chat: of the last answer).
+    #[arg(long)]
+    pub stats_json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+    /// Tokens to generate.
+    #[arg(short = 'n', long, default_value_t = 64)]
+    pub max_tokens: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Keep generating past end-of-generation tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+#[derive(Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Ask this one question, print the answer and exit (otherwise: a conversation on stdin).
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+    /// A system message to start the conversation with.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Tokens per answer, at most.
+    #[arg(short = 'n', long, default_value_t = 512)]
+    pub max_tokens: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 #[derive(Args)]

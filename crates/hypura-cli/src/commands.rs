@@ -1,15 +1,19 @@
 //! What each command does with its arguments.
 
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::ops::ControlFlow;
 use std::path::Path;
 
 use hypura_core::units::{format_bytes, parse_bytes};
-use hypura_core::{limits, Budget, GenerateOptions, LoadMode, LoadOptions, Model, Plan};
+use hypura_core::{
+    limits, Budget, ChatMessage, GenerateOptions, GenerationStats, LoadMode, LoadOptions, Model,
+    Plan,
+};
 use hypura_tools::{bench as bench_tool, disk, read_rate as read_rate_tool, synth as synth_tool};
 
 use crate::args::{
-    BenchArgs, ExpertSimArgs, ModelArgs, PlanArgs, ReadRateArgs, RoutingArg, RunArgs, SynthArgs,
+    BenchArgs, ChatArgs, ExpertSimArgs, ModelArgs, PlanArgs, PromptArgs, ReadRateArgs, RoutingArg,
+    RunArgs, SamplingArgs, SynthArgs,
 };
 use crate::table::plan_table;
 
@@ -95,34 +99,55 @@ fn notice_untiered(path: &std::path::Path, plan: &Plan) {
     }
 }
 
-pub fn run(args: RunArgs) -> Result<(), Failure> {
-    if args.max_tokens == 0 {
+/// The prompt of `-p` or `-f` (`-f -`: stdin); `None` when neither was given.
+fn prompt_of(args: &PromptArgs) -> Result<Option<String>, Failure> {
+    match (&args.prompt, &args.file) {
+        (Some(text), _) => Ok(Some(text.clone())),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| usage(format!("cannot read the prompt from stdin: {e}")))?;
+            Ok(Some(text))
+        }
+        (None, Some(path)) => std::fs::read_to_string(path).map(Some).map_err(|e| {
+            usage(format!(
+                "cannot read the prompt from {}: {e}",
+                path.display()
+            ))
+        }),
+        (None, None) => Ok(None),
+    }
+}
+
+fn check_sampling(max_tokens: usize, sampling: &SamplingArgs) -> Result<(), Failure> {
+    if max_tokens == 0 {
         return Err(usage("--max-tokens must be at least 1"));
     }
-    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
+    if !(sampling.temperature.is_finite() && sampling.temperature >= 0.0) {
         return Err(usage("--temp must be 0 or more"));
     }
-    let mode = if args.baseline {
+    Ok(())
+}
+
+/// Loads the model as `run` and `chat` do, saying on stderr where its weights went.
+fn load_for_generation(model_args: &ModelArgs, sampling: &SamplingArgs) -> Result<Model, Failure> {
+    let mode = if sampling.baseline {
         LoadMode::Stock
     } else {
         LoadMode::Tiered
     };
-    let options = options_of(&args.model)?
+    let options = options_of(model_args)?
         .mode(mode)
-        .repack(!args.no_repack)
-        .threads(args.threads)
-        .verify_reads(!args.no_verify_reads);
-    let request = GenerateOptions::new(args.prompt.clone())
-        .max_tokens(args.max_tokens)
-        .temperature(args.temperature)
-        .seed(args.seed)
-        .stop_at_end_of_generation(!args.ignore_eos);
-    let options = with_measured_disk(&args.model, options)?;
-    eprintln!("hypura: loading {}", args.model.model.display());
-    let mut model = Model::load(&options)?;
+        .repack(!sampling.no_repack)
+        .threads(sampling.threads)
+        .verify_reads(!sampling.no_verify_reads);
+    let options = with_measured_disk(model_args, options)?;
+    eprintln!("hypura: loading {}", model_args.model.display());
+    let model = Model::load(&options)?;
     let plan = model.plan();
-    notice_untiered(&args.model.model, plan);
-    let stock = args.baseline || plan.untiered.is_some();
+    notice_untiered(&model_args.model, plan);
+    let stock = sampling.baseline || plan.untiered.is_some();
     eprintln!(
         "hypura: {} of weights {}",
         format_bytes(plan.model_bytes),
@@ -154,14 +179,23 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             hit * 100.0
         );
     }
-    let stdout = std::io::stdout();
-    let stats = model.generate(&request, |piece| {
-        let mut out = stdout.lock();
-        let _ = out.write_all(piece.as_bytes());
-        let _ = out.flush();
-        ControlFlow::Continue(())
-    })?;
-    println!();
+    Ok(model)
+}
+
+/// Writes each piece of text to stdout as it comes.
+fn print_piece(piece: &str) -> ControlFlow<()> {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(piece.as_bytes());
+    let _ = out.flush();
+    ControlFlow::Continue(())
+}
+
+/// After generating: the summary line, the expert profile, the statistics file.
+fn finish_generation(
+    model: &Model,
+    stats: &GenerationStats,
+    sampling: &SamplingArgs,
+) -> Result<(), Failure> {
     eprintln!(
         "hypura: {} tokens, {:.2} tok/s decode, {} read per token (planned {}), peak RSS {}, load {:.2} s",
         stats.tokens_generated,
@@ -177,11 +211,90 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         // The run itself went well: say so, and why the profile could not be kept.
         Err(e) => eprintln!("hypura: note: {e} (not saved)"),
     }
-    if let Some(path) = &args.stats_json {
-        std::fs::write(path, serde_json::to_string_pretty(&stats)?)
+    if let Some(path) = &sampling.stats_json {
+        std::fs::write(path, serde_json::to_string_pretty(stats)?)
             .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))?;
     }
     Ok(())
+}
+
+pub fn run(args: RunArgs) -> Result<(), Failure> {
+    check_sampling(args.max_tokens, &args.sampling)?;
+    let prompt = match prompt_of(&args.prompt)? {
+        Some(prompt) => prompt,
+        // A prompt piped in, as in `echo text | hypura run -m M`.
+        None if !std::io::stdin().is_terminal() => prompt_of(&PromptArgs {
+            prompt: None,
+            file: Some("-".into()),
+        })?
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| usage("no prompt: give -p TEXT or -f FILE, or pipe one in"))?,
+        None => return Err(usage("no prompt: give -p TEXT or -f FILE, or pipe one in")),
+    };
+    let request = GenerateOptions::new(prompt)
+        .max_tokens(args.max_tokens)
+        .temperature(args.sampling.temperature)
+        .seed(args.sampling.seed)
+        .stop_at_end_of_generation(!args.ignore_eos);
+    let mut model = load_for_generation(&args.model, &args.sampling)?;
+    let stats = model.generate(&request, print_piece)?;
+    println!();
+    finish_generation(&model, &stats, &args.sampling)
+}
+
+pub fn chat(args: ChatArgs) -> Result<(), Failure> {
+    check_sampling(args.max_tokens, &args.sampling)?;
+    let question = prompt_of(&args.prompt)?;
+    let request = GenerateOptions::new("")
+        .max_tokens(args.max_tokens)
+        .temperature(args.sampling.temperature)
+        .seed(args.sampling.seed);
+    let mut model = load_for_generation(&args.model, &args.sampling)?;
+    let template = model.chat_template().map_err(|e| {
+        usage(format!(
+            "{}: {e}; `hypura run` takes a raw prompt",
+            args.model.model.display()
+        ))
+    })?;
+    let mut messages: Vec<ChatMessage> = args
+        .system
+        .iter()
+        .map(|s| ChatMessage::new("system", s.as_str()))
+        .collect();
+    if let Some(question) = question {
+        messages.push(ChatMessage::new("user", question));
+        let stats = model.chat(&template, &messages, &request, print_piece)?;
+        println!();
+        return finish_generation(&model, &stats, &args.sampling);
+    }
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    if interactive {
+        eprintln!("hypura: chat: one message per line; an empty line or Ctrl-D ends it");
+    }
+    let mut last = None;
+    for line in stdin.lock().lines() {
+        let line = line.map_err(|e| usage(format!("cannot read stdin: {e}")))?;
+        if line.trim().is_empty() {
+            if interactive {
+                break;
+            }
+            continue;
+        }
+        messages.push(ChatMessage::new("user", line));
+        let mut answer = String::new();
+        let stats = model.chat(&template, &messages, &request, |piece| {
+            answer.push_str(piece);
+            print_piece(piece)
+        })?;
+        println!();
+        messages.push(ChatMessage::new("assistant", answer.trim()));
+        last = Some(stats);
+    }
+    match last {
+        Some(stats) => finish_generation(&model, &stats, &args.sampling),
+        None => Ok(()),
+    }
 }
 
 pub fn synth(args: SynthArgs) -> Result<(), Failure> {

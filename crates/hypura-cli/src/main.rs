@@ -70,6 +70,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => commands::plan(args),
         Command::Run(args) => commands::run(args),
+        Command::Chat(args) => commands::chat(args),
         Command::Synth(args) => commands::synth(args),
         Command::Bench(args) => commands::bench(args),
         Command::ReadRate(args) => commands::read_rate(args),

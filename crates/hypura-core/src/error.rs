@@ -243,4 +243,7 @@ pub enum GenerateError {
     /// Decoding failed.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// The chat template could not render the conversation.
+    #[error(transparent)]
+    Template(#[from] crate::chat::ChatTemplateError),
 }

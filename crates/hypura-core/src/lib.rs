@@ -24,6 +24,7 @@
 
 pub(crate) use llama_cpp_sys_2 as sys;
 
+mod chat;
 mod error;
 mod io;
 mod llama;
@@ -54,6 +55,7 @@ pub mod families {
     }
 }
 
+pub use chat::{ChatMessage, ChatTemplate, ChatTemplateError};
 pub use error::{DecodeError, GenerateError, LoadError, ModelFileError, PlanError, TokenizeError};
 pub use io::ReadProbe;
 pub use model::Role;

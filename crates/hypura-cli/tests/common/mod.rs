@@ -45,6 +45,28 @@ pub fn hypura(args: &[&str]) -> Output {
     }
 }
 
+/// Runs hypura with `input` on its stdin.
+pub fn hypura_with_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hypura"))
+        .args(args)
+        .env("XDG_CACHE_HOME", tempfile("cache"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hypura");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait for hypura");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// Runs `hypura run` greedily and returns its statistics.
 pub fn run_stats(model: &std::path::Path, extra: &[&str], tokens: usize) -> Value {
     run_stats_at(model, extra, tokens, "0")

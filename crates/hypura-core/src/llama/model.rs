@@ -110,6 +110,61 @@ impl LlamaModel {
     }
 }
 
+impl LlamaModel {
+    /// The model's default chat template (`tokenizer.chat_template`), if it has one.
+    pub fn chat_template(&self) -> Option<String> {
+        // SAFETY: the model is live; a NULL name asks for the default template.
+        let text = unsafe { sys::llama_model_chat_template(self.0.as_ptr(), std::ptr::null()) };
+        if text.is_null() {
+            return None;
+        }
+        // SAFETY: llama.cpp returns a NUL-terminated string owned by the model.
+        Some(
+            unsafe { std::ffi::CStr::from_ptr(text) }
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+
+    /// The text of a special token as a template writes it (e.g. `<s>`), or "" for none.
+    pub fn special_text(&self, token: i32) -> String {
+        if token < 0 || token as usize >= self.n_vocab() {
+            return String::new();
+        }
+        let mut buf = vec![0u8; 256];
+        // SAFETY: the buffer is valid for its length; the token is in range.
+        let n = unsafe {
+            sys::llama_token_to_piece(
+                self.vocab(),
+                token,
+                buf.as_mut_ptr().cast(),
+                buf.len() as i32,
+                0,
+                true,
+            )
+        };
+        buf.truncate(usize::try_from(n).unwrap_or(0));
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// The BOS and EOS token ids (-1 where the vocabulary has none).
+    pub fn bos_eos(&self) -> (i32, i32) {
+        // SAFETY: the vocabulary belongs to the live model.
+        unsafe {
+            (
+                sys::llama_vocab_bos(self.vocab()),
+                sys::llama_vocab_eos(self.vocab()),
+            )
+        }
+    }
+
+    /// True when tokenizing with special tokens adds BOS.
+    pub fn adds_bos(&self) -> bool {
+        // SAFETY: the vocabulary belongs to the live model.
+        unsafe { sys::llama_vocab_get_add_bos(self.vocab()) }
+    }
+}
+
 impl Drop for LlamaModel {
     fn drop(&mut self) {
         // SAFETY: created by llama_model_load_from_file and freed once, here.

@@ -14,6 +14,7 @@ use super::prepare::IO_BUFFER_SLACK_BYTES;
 use super::proc_stats;
 use super::sample::Sampler;
 use super::text::Utf8Pieces;
+use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::GenerateError;
 use crate::stream::experts::{ExpertLayerStats, ExpertRequest};
 use crate::stream::track::TensorAccess;
@@ -121,6 +122,9 @@ pub struct GenerationStats {
     pub storage_bytes_read: u64,
     /// Prompt tokens.
     pub prompt_tokens: usize,
+    /// Of them, tokens already in the context from the previous turn of a chat
+    /// ([`Model::chat`]), not decoded again.
+    pub prompt_tokens_cached: usize,
     /// Seconds for the prompt.
     pub prompt_s: f64,
     /// Bytes read from the model file while the prompt was decoded (as `disk_bytes_read`
@@ -229,6 +233,25 @@ fn steady_rate(done_s: &[f64]) -> f64 {
     (n - half) as f64 / span.max(1e-9)
 }
 
+fn check_request(request: &GenerateOptions) -> Result<(), GenerateError> {
+    if request.max_tokens == 0 {
+        return Err(GenerateError::InvalidOption(
+            "max_tokens must be at least 1".into(),
+        ));
+    }
+    if !(request.temperature.is_finite() && request.temperature >= 0.0) {
+        return Err(GenerateError::InvalidOption(
+            "temperature must be 0 or more".into(),
+        ));
+    }
+    if !(request.top_p.is_finite() && request.top_p > 0.0 && request.top_p <= 1.0) {
+        return Err(GenerateError::InvalidOption(
+            "top_p must be in (0, 1]".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Model {
     /// Generates text for `request`, from a cleared context: `on_text` receives each new
     /// piece of text (always whole UTF-8 characters) and returns
@@ -236,25 +259,43 @@ impl Model {
     pub fn generate(
         &mut self,
         request: &GenerateOptions,
-        mut on_text: impl FnMut(&str) -> ControlFlow<()>,
+        on_text: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<GenerationStats, GenerateError> {
-        if request.max_tokens == 0 {
-            return Err(GenerateError::InvalidOption(
-                "max_tokens must be at least 1".into(),
-            ));
-        }
-        if !(request.temperature.is_finite() && request.temperature >= 0.0) {
-            return Err(GenerateError::InvalidOption(
-                "temperature must be 0 or more".into(),
-            ));
-        }
-        if !(request.top_p.is_finite() && request.top_p > 0.0 && request.top_p <= 1.0) {
-            return Err(GenerateError::InvalidOption(
-                "top_p must be in (0, 1]".into(),
-            ));
-        }
+        check_request(request)?;
         self.clear();
         let prompt = self.tokenize(&request.prompt, true)?;
+        self.generate_after(&prompt, 0, request, on_text)
+    }
+
+    /// Generates the assistant's reply to `messages`, rendered by `template` (see
+    /// [`Model::chat_template`]), as [`Model::generate`] does. The conversation stays in the
+    /// context: a later call whose rendered messages begin with the same tokens (the same
+    /// messages, the reply, and a new message) decodes only what follows them.
+    /// `request`'s prompt is not used.
+    pub fn chat(
+        &mut self,
+        template: &ChatTemplate,
+        messages: &[ChatMessage],
+        request: &GenerateOptions,
+        on_text: impl FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<GenerationStats, GenerateError> {
+        check_request(request)?;
+        let text = template.render(messages, true)?;
+        log::debug!("chat prompt: {text:?}");
+        let prompt = self.tokenize(&text, true)?;
+        let cached = self.keep_common_prefix(&prompt);
+        self.generate_after(&prompt, cached, request, on_text)
+    }
+
+    /// The loop: decodes `prompt` from `cached` on (the tokens before it are already in
+    /// sequence 0), then samples and decodes.
+    fn generate_after(
+        &mut self,
+        prompt: &[Token],
+        cached: usize,
+        request: &GenerateOptions,
+        mut on_text: impl FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<GenerationStats, GenerateError> {
         if prompt.is_empty() {
             return Err(GenerateError::InvalidOption(
                 "the prompt has no tokens".into(),
@@ -263,7 +304,7 @@ impl Model {
         let prompt_started = Instant::now();
         let prompt_file_before = self.file_bytes_read();
         let prompt_storage_before = proc_stats::storage_read_bytes();
-        self.decode_tokens(&prompt)?;
+        self.decode_tokens(&prompt[cached..])?;
         let prompt_s = prompt_started.elapsed().as_secs_f64();
         let prompt_bytes_read = if self.load_mode() == LoadMode::Tiered {
             self.file_bytes_read() - prompt_file_before
@@ -337,6 +378,7 @@ impl Model {
             disk_bytes_per_token: disk_bytes_read as f64 / decoded.max(1) as f64,
             storage_bytes_read,
             prompt_tokens: prompt.len(),
+            prompt_tokens_cached: cached,
             prompt_s,
             prompt_bytes_read,
             tokens_generated: tokens.len(),

@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::options::{LoadMode, LoadOptions};
+use crate::chat::{ChatTemplate, ChatTemplateError};
 use crate::error::{DecodeError, TokenizeError};
 use crate::io::ModelFile;
 use crate::llama::{Batch, LlamaContext, LlamaModel, ThreadPool};
@@ -121,6 +122,8 @@ pub struct Model {
     file: Arc<ModelFile>,
     n_vocab: usize,
     n_past: Vec<i32>,
+    /// The tokens sequence 0 holds, in order (a chat's conversation so far).
+    held_tokens: Vec<Token>,
     last_logits: Vec<f32>,
     tokens_decoded: u64,
     decode_seconds: f64,
@@ -169,6 +172,7 @@ impl Model {
             buffer_type,
             file,
             n_vocab,
+            held_tokens: Vec::new(),
             last_logits: Vec::new(),
             tokens_decoded: 0,
             decode_seconds: 0.0,
@@ -263,6 +267,7 @@ impl Model {
     pub fn clear(&mut self) {
         self.context.clear();
         self.n_past.iter_mut().for_each(|p| *p = 0);
+        self.held_tokens.clear();
         self.last_logits.clear();
     }
 
@@ -271,7 +276,48 @@ impl Model {
         let slot = self.seq_slot(seq)?;
         self.context.remove_from(seq, 0);
         self.n_past[slot] = 0;
+        if slot == 0 {
+            self.held_tokens.clear();
+        }
         Ok(())
+    }
+
+    /// Keeps the longest start of `prompt` that sequence 0 already holds (less one token,
+    /// so that the prompt's last token is decoded and gives logits) and forgets the rest of
+    /// the sequence. Returns how many tokens were kept.
+    pub(crate) fn keep_common_prefix(&mut self, prompt: &[Token]) -> usize {
+        let consistent = self.held_tokens.len() == self.n_past[0] as usize;
+        let common = if consistent {
+            self.held_tokens
+                .iter()
+                .zip(prompt)
+                .take_while(|(a, b)| a == b)
+                .count()
+                .min(prompt.len().saturating_sub(1))
+        } else {
+            0
+        };
+        self.context.remove_from(0, common as i32);
+        self.n_past[0] = common as i32;
+        self.held_tokens.truncate(common);
+        self.last_logits.clear();
+        common
+    }
+
+    /// The model's chat template (`tokenizer.chat_template` in the GGUF), with its BOS and
+    /// EOS texts, ready for [`Model::chat`].
+    pub fn chat_template(&self) -> Result<ChatTemplate, ChatTemplateError> {
+        let source = self
+            .llama
+            .chat_template()
+            .ok_or(ChatTemplateError::Missing)?;
+        let (bos, eos) = self.llama.bos_eos();
+        ChatTemplate::new(
+            &source,
+            &self.llama.special_text(bos),
+            &self.llama.special_text(eos),
+            self.llama.adds_bos(),
+        )
     }
 
     fn seq_slot(&self, seq: i32) -> Result<usize, DecodeError> {
@@ -358,6 +404,8 @@ impl Model {
         }
         self.tokens_decoded += batch.len() as u64;
         self.decode_seconds += started.elapsed().as_secs_f64();
+        self.held_tokens
+            .extend(batch.iter().filter(|t| t.seq == 0).map(|t| t.token));
         Ok(logits)
     }
 

@@ -104,6 +104,27 @@ pub struct SamplingArgs {
     /// Seed for sampling.
     #[arg(short = 's', long, default_value_t = 42)]
     pub seed: u64,
+    /// Keep only the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: i32,
+    /// Keep the most likely tokens whose probabilities add up to p (1: all).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Keep only tokens at least p times as likely as the most likely one (0: all).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalize tokens repeated within the last --repeat-last-n (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// How many of the last tokens the penalties look at (0: none).
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: i32,
+    /// Lower a repeated token's logit once (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    /// Lower a repeated token's logit by this much per repetition (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub frequency_penalty: f32,
     /// CPU threads (default: all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     pub threads: u32,

@@ -120,14 +120,17 @@ fn prompt_of(args: &PromptArgs) -> Result<Option<String>, Failure> {
     }
 }
 
-fn check_sampling(max_tokens: usize, sampling: &SamplingArgs) -> Result<(), Failure> {
-    if max_tokens == 0 {
-        return Err(usage("--max-tokens must be at least 1"));
-    }
-    if !(sampling.temperature.is_finite() && sampling.temperature >= 0.0) {
-        return Err(usage("--temp must be 0 or more"));
-    }
-    Ok(())
+/// The generation settings of the sampling flags.
+fn request_of(prompt: String, max_tokens: usize, sampling: &SamplingArgs) -> GenerateOptions {
+    GenerateOptions::new(prompt)
+        .max_tokens(max_tokens)
+        .temperature(sampling.temperature)
+        .seed(sampling.seed)
+        .top_k(sampling.top_k)
+        .top_p(sampling.top_p)
+        .min_p(sampling.min_p)
+        .repeat_penalty(sampling.repeat_penalty, sampling.repeat_last_n)
+        .frequency_presence_penalties(sampling.frequency_penalty, sampling.presence_penalty)
 }
 
 /// Loads the model as `run` and `chat` do, saying on stderr where its weights went.
@@ -219,7 +222,7 @@ fn finish_generation(
 }
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
-    check_sampling(args.max_tokens, &args.sampling)?;
+    request_of(String::new(), args.max_tokens, &args.sampling).check()?;
     let prompt = match prompt_of(&args.prompt)? {
         Some(prompt) => prompt,
         // A prompt piped in, as in `echo text | hypura run -m M`.
@@ -231,10 +234,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .ok_or_else(|| usage("no prompt: give -p TEXT or -f FILE, or pipe one in"))?,
         None => return Err(usage("no prompt: give -p TEXT or -f FILE, or pipe one in")),
     };
-    let request = GenerateOptions::new(prompt)
-        .max_tokens(args.max_tokens)
-        .temperature(args.sampling.temperature)
-        .seed(args.sampling.seed)
+    let request = request_of(prompt, args.max_tokens, &args.sampling)
         .stop_at_end_of_generation(!args.ignore_eos);
     let mut model = load_for_generation(&args.model, &args.sampling)?;
     let stats = model.generate(&request, print_piece)?;
@@ -243,12 +243,9 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
 }
 
 pub fn chat(args: ChatArgs) -> Result<(), Failure> {
-    check_sampling(args.max_tokens, &args.sampling)?;
+    let request = request_of(String::new(), args.max_tokens, &args.sampling);
+    request.check()?;
     let question = prompt_of(&args.prompt)?;
-    let request = GenerateOptions::new("")
-        .max_tokens(args.max_tokens)
-        .temperature(args.sampling.temperature)
-        .seed(args.sampling.seed);
     let mut model = load_for_generation(&args.model, &args.sampling)?;
     let template = model.chat_template().map_err(|e| {
         usage(format!(

@@ -13,6 +13,8 @@ use clap::Parser;
 
 use args::{Cli, Command};
 
+/// `-v`/`-vv` set the level; `RUST_LOG` (env_logger's syntax, e.g. `hypura_core=debug`, or
+/// `llama.cpp=debug` for llama.cpp's own log) adds to it and wins where both speak.
 fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => log::LevelFilter::Warn,
@@ -29,6 +31,7 @@ fn init_logging(verbose: u8) {
                 log::LevelFilter::Off
             },
         )
+        .parse_env(env_logger::Env::new().filter("RUST_LOG"))
         .format(|out, record| {
             let level = match record.level() {
                 log::Level::Error => "error",

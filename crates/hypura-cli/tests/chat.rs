@@ -134,3 +134,107 @@ fn run_takes_llama_cpp_short_flags_and_a_piped_prompt() {
         none.stderr
     );
 }
+
+#[test]
+fn llama_cpp_sampler_settings_apply_and_reproduce() {
+    let path = model(SMOLLM2);
+    let path = path.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let base = [
+            "run",
+            "-m",
+            path,
+            "-p",
+            "The list of colors: red, green,",
+            "-n",
+            "24",
+            "-t",
+            "2",
+            "-c",
+            "256",
+            "--disk-gbps",
+            "1.6",
+        ];
+        let out = hypura(&[&base[..], extra].concat());
+        assert_eq!(out.code, 0, "{extra:?}: {}", out.stderr);
+        out.stdout
+    };
+    // Greedy, with and without the repetition penalty: the penalty changes the text.
+    assert_ne!(
+        run(&["--temp", "0"]),
+        run(&["--temp", "0", "--repeat-penalty", "1.5"])
+    );
+    // Seeded sampling through the whole chain: the same text twice, and the same in stock
+    // llama.cpp and streamed at half the weights.
+    let chain = [
+        "--temp",
+        "0.9",
+        "--top-k",
+        "20",
+        "--top-p",
+        "0.9",
+        "--min-p",
+        "0.02",
+        "--repeat-penalty",
+        "1.2",
+        "--presence-penalty",
+        "0.3",
+        "--frequency-penalty",
+        "0.2",
+    ];
+    let seeded = [&chain[..], &["-s", "3"]].concat();
+    let first = run(&seeded);
+    assert_eq!(run(&seeded), first);
+    assert_eq!(run(&[&seeded[..], &["--baseline"]].concat()), first);
+    assert_eq!(
+        run(&[&seeded[..], &["--ram-budget", "50%"]].concat()),
+        first
+    );
+    assert_ne!(
+        run(&[&chain[..], &["-s", "4"]].concat()),
+        first,
+        "the seed is not used"
+    );
+    // Out of range: one line, before loading.
+    for (flag, value, message) in [
+        ("--min-p", "1.5", "min_p must be in [0, 1]"),
+        (
+            "--repeat-penalty",
+            "0",
+            "repeat_penalty must be more than 0",
+        ),
+        ("--top-p", "0", "top_p must be in (0, 1]"),
+    ] {
+        let out = hypura(&["run", "-m", path, "-p", "x", flag, value]);
+        assert_ne!(out.code, 0);
+        assert!(
+            out.stderr.contains(message),
+            "{flag} {value}: {}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("loading"),
+            "{flag} {value}: loaded first"
+        );
+    }
+}
+
+#[test]
+fn rust_log_is_honoured() {
+    let path = model(SMOLLM2);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hypura"))
+        .args(chat_args(
+            path.to_str().unwrap(),
+            &["-p", QUESTION, "-n", "2"],
+        ))
+        .env("XDG_CACHE_HOME", tempfile("cache"))
+        .env("RUST_LOG", "hypura_core=debug")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("chat prompt: \"<|im_start|>system\\nYou are a helpful assistant."),
+        "{stderr}"
+    );
+}

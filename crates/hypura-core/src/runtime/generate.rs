@@ -12,10 +12,10 @@ use super::model::{Model, Token};
 use super::options::LoadMode;
 use super::prepare::IO_BUFFER_SLACK_BYTES;
 use super::proc_stats;
-use super::sample::Sampler;
 use super::text::Utf8Pieces;
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::GenerateError;
+use crate::llama::{ChainSettings, SamplerChain};
 use crate::stream::experts::{ExpertLayerStats, ExpertRequest};
 use crate::stream::track::TensorAccess;
 
@@ -33,21 +33,62 @@ pub struct GenerateOptions {
     pub(crate) max_tokens: usize,
     pub(crate) temperature: f32,
     pub(crate) top_p: f32,
+    pub(crate) top_k: i32,
+    pub(crate) min_p: f32,
+    pub(crate) repeat_last_n: i32,
+    pub(crate) repeat_penalty: f32,
+    pub(crate) frequency_penalty: f32,
+    pub(crate) presence_penalty: f32,
     pub(crate) seed: u64,
     pub(crate) stop_at_end_of_generation: bool,
 }
 
 impl GenerateOptions {
-    /// Defaults: 64 tokens, greedy, seed 0, stop at an end-of-generation token.
+    /// Defaults: 64 tokens, greedy, seed 0, stop at an end-of-generation token; when a
+    /// temperature is set, llama.cpp's defaults for the rest (top-k 40, top-p 0.95, min-p
+    /// 0.05, no repetition penalties over the last 64 tokens).
     pub fn new(prompt: impl Into<String>) -> Self {
         Self {
             prompt: prompt.into(),
             max_tokens: 64,
             temperature: 0.0,
-            top_p: 1.0,
+            top_p: 0.95,
+            top_k: 40,
+            min_p: 0.05,
+            repeat_last_n: 64,
+            repeat_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
             seed: 0,
             stop_at_end_of_generation: true,
         }
+    }
+
+    /// Keep only the `k` most likely tokens (0 keeps all).
+    pub fn top_k(mut self, k: i32) -> Self {
+        self.top_k = k;
+        self
+    }
+
+    /// Keep only tokens at least `p` times as likely as the most likely one (0 keeps all).
+    pub fn min_p(mut self, p: f32) -> Self {
+        self.min_p = p;
+        self
+    }
+
+    /// Divide the logits of tokens among the last `last_n` (0: none) by `penalty` (1: off).
+    pub fn repeat_penalty(mut self, penalty: f32, last_n: i32) -> Self {
+        self.repeat_penalty = penalty;
+        self.repeat_last_n = last_n;
+        self
+    }
+
+    /// Lower the logits of tokens among the last `repeat_last_n` by `frequency` times their
+    /// count and by `presence` once (0: off), as OpenAI's penalties do.
+    pub fn frequency_presence_penalties(mut self, frequency: f32, presence: f32) -> Self {
+        self.frequency_penalty = frequency;
+        self.presence_penalty = presence;
+        self
     }
 
     /// Tokens to generate at most (at least 1).
@@ -63,7 +104,7 @@ impl GenerateOptions {
     }
 
     /// Nucleus sampling: keep the most likely tokens whose probabilities add up to `p`
-    /// (1 keeps all).
+    /// (1 keeps all; default 0.95).
     pub fn top_p(mut self, p: f32) -> Self {
         self.top_p = p;
         self
@@ -73,6 +114,11 @@ impl GenerateOptions {
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
+    }
+
+    /// Checks every setting's range (generating checks them too).
+    pub fn check(&self) -> Result<(), GenerateError> {
+        check_request(self)
     }
 
     /// Stop at the model's end-of-generation tokens (on by default).
@@ -249,6 +295,26 @@ fn check_request(request: &GenerateOptions) -> Result<(), GenerateError> {
             "top_p must be in (0, 1]".into(),
         ));
     }
+    if !(request.min_p.is_finite() && (0.0..=1.0).contains(&request.min_p)) {
+        return Err(GenerateError::InvalidOption(
+            "min_p must be in [0, 1]".into(),
+        ));
+    }
+    if !(request.repeat_penalty.is_finite() && request.repeat_penalty > 0.0) {
+        return Err(GenerateError::InvalidOption(
+            "repeat_penalty must be more than 0".into(),
+        ));
+    }
+    if request.repeat_last_n < 0 {
+        return Err(GenerateError::InvalidOption(
+            "repeat_last_n must be 0 or more".into(),
+        ));
+    }
+    if !(request.frequency_penalty.is_finite() && request.presence_penalty.is_finite()) {
+        return Err(GenerateError::InvalidOption(
+            "the frequency and presence penalties must be finite".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -320,7 +386,23 @@ impl Model {
         self.reset_counters();
         let file_before = self.file_bytes_read();
         let storage_before = proc_stats::storage_read_bytes();
-        let mut sampler = Sampler::new(request.temperature, request.seed).with_top_p(request.top_p);
+        let settings = ChainSettings {
+            temperature: request.temperature,
+            top_k: request.top_k,
+            top_p: request.top_p,
+            min_p: request.min_p,
+            repeat_last_n: request.repeat_last_n,
+            repeat_penalty: request.repeat_penalty,
+            frequency_penalty: request.frequency_penalty,
+            presence_penalty: request.presence_penalty,
+            seed: request.seed,
+        };
+        let mut sampler = SamplerChain::new(&settings, self.n_vocab()).ok_or_else(|| {
+            GenerateError::InvalidOption("llama.cpp could not build the sampler chain".into())
+        })?;
+        for &token in prompt {
+            sampler.accept(token);
+        }
         let mut text = Utf8Pieces::default();
         let mut tokens = Vec::new();
         let mut decoded = 0usize;
@@ -334,6 +416,7 @@ impl Model {
             let bytes: Vec<u8> = logits.iter().flat_map(|l| l.to_le_bytes()).collect();
             digest.update(&bytes);
             let token = sampler.sample(logits);
+            sampler.accept(token);
             tokens.push(token);
             let end = request.stop_at_end_of_generation && self.is_end_of_generation(token);
             let piece = text.push(&self.token_bytes(token));

@@ -223,10 +223,7 @@ fn llama_cpp_sampler_settings_apply_and_reproduce() {
 fn rust_log_is_honoured() {
     let path = model(SMOLLM2);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hypura"))
-        .args(chat_args(
-            path.to_str().unwrap(),
-            &["-p", QUESTION, "-n", "2"],
-        ))
+        .args(chat_args(path.to_str().unwrap(), &["-p", QUESTION]))
         .env("XDG_CACHE_HOME", tempfile("cache"))
         .env("RUST_LOG", "hypura_core=debug")
         .output()

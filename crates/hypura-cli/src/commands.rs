@@ -15,6 +15,7 @@ use crate::args::{
     BenchArgs, ChatArgs, ExpertSimArgs, ModelArgs, PlanArgs, PromptArgs, ReadRateArgs, RoutingArg,
     RunArgs, SamplingArgs, SynthArgs,
 };
+use crate::progress;
 use crate::table::plan_table;
 
 /// A command's failure: printed as one line.
@@ -120,6 +121,38 @@ fn prompt_of(args: &PromptArgs) -> Result<Option<String>, Failure> {
     }
 }
 
+/// Checks the sampling flags, naming them (the library checks the same ranges).
+fn check_sampling(max_tokens: usize, s: &SamplingArgs) -> Result<(), Failure> {
+    let checks = [
+        (max_tokens >= 1, "--max-tokens must be at least 1"),
+        (
+            s.temperature.is_finite() && s.temperature >= 0.0,
+            "--temp must be 0 or more",
+        ),
+        (
+            s.top_p.is_finite() && s.top_p > 0.0 && s.top_p <= 1.0,
+            "--top-p must be in (0, 1]",
+        ),
+        (
+            s.min_p.is_finite() && (0.0..=1.0).contains(&s.min_p),
+            "--min-p must be in [0, 1]",
+        ),
+        (
+            s.repeat_penalty.is_finite() && s.repeat_penalty > 0.0,
+            "--repeat-penalty must be more than 0",
+        ),
+        (s.repeat_last_n >= 0, "--repeat-last-n must be 0 or more"),
+        (
+            s.presence_penalty.is_finite() && s.frequency_penalty.is_finite(),
+            "--presence-penalty and --frequency-penalty must be finite",
+        ),
+    ];
+    match checks.iter().find(|(ok, _)| !ok) {
+        Some((_, message)) => Err(usage(*message)),
+        None => Ok(()),
+    }
+}
+
 /// The generation settings of the sampling flags.
 fn request_of(prompt: String, max_tokens: usize, sampling: &SamplingArgs) -> GenerateOptions {
     GenerateOptions::new(prompt)
@@ -145,9 +178,20 @@ fn load_for_generation(model_args: &ModelArgs, sampling: &SamplingArgs) -> Resul
         .repack(!sampling.no_repack)
         .threads(sampling.threads)
         .verify_reads(!sampling.no_verify_reads);
-    let options = with_measured_disk(model_args, options)?;
+    let mut options = with_measured_disk(model_args, options)?;
     eprintln!("hypura: loading {}", model_args.model.display());
-    let model = Model::load(&options)?;
+    let bar = progress::bytes_bar("reading the resident weights");
+    if let Some(bar) = bar.clone() {
+        options = options.on_progress(move |p| {
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+        });
+    }
+    let model = Model::load(&options);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let model = model?;
     let plan = model.plan();
     notice_untiered(&model_args.model, plan);
     let stock = sampling.baseline || plan.untiered.is_some();
@@ -222,7 +266,7 @@ fn finish_generation(
 }
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
-    request_of(String::new(), args.max_tokens, &args.sampling).check()?;
+    check_sampling(args.max_tokens, &args.sampling)?;
     let prompt = match prompt_of(&args.prompt)? {
         Some(prompt) => prompt,
         // A prompt piped in, as in `echo text | hypura run -m M`.
@@ -243,8 +287,8 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
 }
 
 pub fn chat(args: ChatArgs) -> Result<(), Failure> {
+    check_sampling(args.max_tokens, &args.sampling)?;
     let request = request_of(String::new(), args.max_tokens, &args.sampling);
-    request.check()?;
     let question = prompt_of(&args.prompt)?;
     let mut model = load_for_generation(&args.model, &args.sampling)?;
     let template = model.chat_template().map_err(|e| {
@@ -350,14 +394,18 @@ pub fn synth(args: SynthArgs) -> Result<(), Failure> {
     let types = WeightTypes::parse(&args.weight_type)?;
     let started = std::time::Instant::now();
     let mut last_report = std::time::Instant::now();
-    let total = write_model(
+    let bar = progress::bytes_bar("writing");
+    let written = write_model(
         &args.out,
         &args.arch,
         shape,
         types,
         args.tokenizer_from.as_deref(),
         |done, total| {
-            if last_report.elapsed().as_secs_f64() > 2.0 {
+            if let Some(bar) = &bar {
+                bar.set_length(total);
+                bar.set_position(done);
+            } else if last_report.elapsed().as_secs_f64() > 2.0 {
                 eprintln!(
                     "hypura synth: {} of {}",
                     format_bytes(done),
@@ -366,7 +414,11 @@ pub fn synth(args: SynthArgs) -> Result<(), Failure> {
                 last_report = std::time::Instant::now();
             }
         },
-    )?;
+    );
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let total = written?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "hypura synth: wrote {} ({}) in {:.1} s ({:.2} GB/s)",

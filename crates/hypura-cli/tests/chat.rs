@@ -197,15 +197,24 @@ fn llama_cpp_sampler_settings_apply_and_reproduce() {
     );
     // Out of range: one line, before loading.
     for (flag, value, message) in [
-        ("--min-p", "1.5", "min_p must be in [0, 1]"),
+        ("--min-p", "1.5", "--min-p must be in [0, 1]"),
         (
             "--repeat-penalty",
             "0",
-            "repeat_penalty must be more than 0",
+            "--repeat-penalty must be more than 0",
         ),
-        ("--top-p", "0", "top_p must be in (0, 1]"),
+        ("--top-p", "0", "--top-p must be in (0, 1]"),
+        (
+            "--repeat-last-n=-1",
+            "",
+            "--repeat-last-n must be 0 or more",
+        ),
     ] {
-        let out = hypura(&["run", "-m", path, "-p", "x", flag, value]);
+        let args: Vec<&str> = ["run", "-m", path, "-p", "x", flag, value]
+            .into_iter()
+            .filter(|a| !a.is_empty())
+            .collect();
+        let out = hypura(&args);
         assert_ne!(out.code, 0);
         assert!(
             out.stderr.contains(message),

@@ -69,6 +69,10 @@ pub enum ChatTemplateError {
 
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// Instructions a template may run per rendering (real templates need a few thousand per
+/// message).
+const TEMPLATE_FUEL: u64 = 20_000_000;
+
 /// A compiled chat template with the model's special token texts.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -103,6 +107,9 @@ impl ChatTemplate {
         // As transformers' apply_chat_template (and llama.cpp's Jinja engine) set them up.
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        // A template comes from the model file: bound its work, so that a hostile one
+        // fails instead of running for ever.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
@@ -288,6 +295,19 @@ mod tests {
                 .render_with_llama_cpp(&[ChatMessage::new("user", "x")], true),
             Err(ChatTemplateError::NotBuiltIn)
         ));
+    }
+
+    #[test]
+    fn a_template_that_never_ends_runs_out_of_fuel() {
+        let t = ChatTemplate::new(
+            "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
+            "",
+            "",
+            false,
+        )
+        .unwrap();
+        let e = t.render(&[], false).unwrap_err().to_string();
+        assert!(e.contains("fuel"), "{e}");
     }
 
     #[test]

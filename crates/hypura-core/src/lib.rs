@@ -64,7 +64,9 @@ pub use plan::{GroupKind, Placement, Plan, StreamGroup, TensorPlacement, Tier};
 pub use profile::{ExpertProfile, ProfileError};
 pub use runtime::generate::{GenerateOptions, GenerationStats, StopReason};
 pub use runtime::model::{BatchToken, LoadStats, Model, ModelStats, Token};
-pub use runtime::options::{defaults, limits, LoadMode, LoadOptions};
+pub use runtime::options::{
+    defaults, limits, LoadMode, LoadOptions, LoadProgress, LoadProgressCallback,
+};
 pub use runtime::sample::Sampler;
 pub use stream::experts::{ExpertLayerStats, ExpertRequest};
 pub use stream::heat::{ExpertHeat, LayerChances};

@@ -19,6 +19,8 @@ use super::file::{ModelFile, ReadError};
 pub(crate) struct Completion {
     state: Mutex<(usize, Option<ReadError>)>,
     done: Condvar,
+    /// Reads in the set.
+    pieces: usize,
 }
 
 impl Completion {
@@ -26,6 +28,7 @@ impl Completion {
         Arc::new(Self {
             state: Mutex::new((pending, None)),
             done: Condvar::new(),
+            pieces: pending,
         })
     }
 
@@ -50,6 +53,21 @@ impl Completion {
             Some(e) => Err(e.clone()),
             None => Ok(()),
         }
+    }
+
+    /// Reads in the set (requests are split into pieces of at most the pool's request size).
+    pub(crate) fn pieces(&self) -> usize {
+        self.pieces
+    }
+
+    /// Waits up to `timeout` for every read to finish; returns how many are still pending.
+    pub(crate) fn wait_for(&self, timeout: std::time::Duration) -> usize {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (state, _) = self
+            .done
+            .wait_timeout_while(state, timeout, |s| s.0 > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        state.0
     }
 
     /// True when every read finished.

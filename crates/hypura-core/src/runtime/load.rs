@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::model::{LoadStats, Model};
-use super::options::{LoadMode, LoadOptions};
+use super::options::{LoadMode, LoadOptions, LoadProgress, LoadProgressCallback};
 use super::prepare::{prepare, Prepared};
 use super::proc_stats;
 use crate::error::LoadError;
@@ -198,7 +198,14 @@ impl Model {
 
         let n_threads = options.thread_count();
         let streamer = match &buffer_type {
-            Some(b) => Some(build_streamer(&file, b, &plan, &inventory, n_threads)?),
+            Some(b) => Some(build_streamer(
+                &file,
+                b,
+                &plan,
+                &inventory,
+                n_threads,
+                options.progress.as_ref(),
+            )?),
             // Everything resident in llama.cpp's own buffers: the streamer only counts uses.
             None if options.mode == LoadMode::Tiered => Some(
                 Streamer::new(streamer_setup(&file, &plan, &inventory, Vec::new(), None)).map_err(
@@ -322,6 +329,7 @@ fn build_streamer(
     plan: &Plan,
     inventory: &ModelInventory,
     n_threads: i32,
+    progress: Option<&LoadProgressCallback>,
 ) -> Result<Streamer, LoadError> {
     let path = file.path();
     let internal = |reason: String| LoadError::Llama {
@@ -432,6 +440,18 @@ fn build_streamer(
     // SAFETY: each read fills one resident tensor's own memory in hypura's buffer, which
     // nothing reads before the context exists; the completion is waited for right here.
     let completion = unsafe { pool.submit(&resident_reads) };
+    if let Some(report) = progress {
+        let total: u64 = resident_reads.iter().map(|r| r.len as u64).sum();
+        let pieces = completion.pieces().max(1);
+        loop {
+            let pending = completion.wait_for(std::time::Duration::from_millis(200));
+            let done = total - total * pending as u64 / pieces as u64;
+            (report.0)(LoadProgress { done, total });
+            if pending == 0 {
+                break;
+            }
+        }
+    }
     completion.wait().map_err(|e| read_error(path, e))?;
     drop(pool);
     for (copy, first) in shares {

@@ -2,6 +2,7 @@
 //! the C API and the library alike) and its bounds.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::PlanError;
 use crate::plan::budget::Budget;
@@ -70,6 +71,34 @@ pub struct LoadOptions {
     pub(crate) verify_reads: bool,
     pub(crate) expert_slices: bool,
     pub(crate) expert_profiles: Option<PathBuf>,
+    pub(crate) progress: Option<LoadProgressCallback>,
+}
+
+/// How far a load has come: bytes of the model's resident part read from the file so far,
+/// of `total`. Reported a few times a second while they are read (llama.cpp's own pass over
+/// the model comes before, and reads none of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoadProgress {
+    /// Bytes read.
+    pub done: u64,
+    /// Bytes to read.
+    pub total: u64,
+}
+
+/// A callback receiving [`LoadProgress`] (see [`LoadOptions::on_progress`]).
+#[derive(Clone)]
+pub struct LoadProgressCallback(pub(crate) Arc<dyn Fn(LoadProgress) + Send + Sync>);
+
+// The callback only receives figures; a panic in it leaves nothing of hypura's half-changed
+// that a caller catching the unwind could observe (the load it was reporting on fails).
+impl std::panic::UnwindSafe for LoadProgressCallback {}
+impl std::panic::RefUnwindSafe for LoadProgressCallback {}
+
+impl std::fmt::Debug for LoadProgressCallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoadProgressCallback")
+    }
 }
 
 impl LoadOptions {
@@ -91,6 +120,7 @@ impl LoadOptions {
             verify_reads: true,
             expert_slices: true,
             expert_profiles: None,
+            progress: None,
         }
     }
 
@@ -142,6 +172,12 @@ impl LoadOptions {
     /// positions).
     pub fn sequences(mut self, n: u32) -> Self {
         self.sequences = n;
+        self
+    }
+
+    /// Calls `report` as the load reads the model's resident part (for a progress bar).
+    pub fn on_progress(mut self, report: impl Fn(LoadProgress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(LoadProgressCallback(Arc::new(report)));
         self
     }
 

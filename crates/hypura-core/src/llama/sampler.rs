@@ -27,6 +27,10 @@ pub(crate) struct SamplerChain {
     candidates: Vec<sys::llama_token_data>,
 }
 
+// SAFETY: llama.cpp's samplers hold plain state (no thread-local or thread-bound resources);
+// the chain is used by one thread at a time (it is not Sync).
+unsafe impl Send for SamplerChain {}
+
 impl SamplerChain {
     /// A chain for a vocabulary of `n_vocab` tokens; `None` if llama.cpp could not make it.
     pub fn new(settings: &ChainSettings, n_vocab: usize) -> Option<Self> {

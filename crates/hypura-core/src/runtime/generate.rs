@@ -116,6 +116,32 @@ impl GenerateOptions {
         self
     }
 
+    /// llama.cpp's sampler chain with these settings, having seen `prompt`.
+    pub(crate) fn sampler(
+        &self,
+        n_vocab: usize,
+        prompt: &[Token],
+    ) -> Result<SamplerChain, GenerateError> {
+        let settings = ChainSettings {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_last_n: self.repeat_last_n,
+            repeat_penalty: self.repeat_penalty,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            seed: self.seed,
+        };
+        let mut sampler = SamplerChain::new(&settings, n_vocab).ok_or_else(|| {
+            GenerateError::InvalidOption("llama.cpp could not build the sampler chain".into())
+        })?;
+        for &token in prompt {
+            sampler.accept(token);
+        }
+        Ok(sampler)
+    }
+
     /// Checks every setting's range (generating checks them too).
     pub fn check(&self) -> Result<(), GenerateError> {
         check_request(self)
@@ -137,8 +163,10 @@ pub enum StopReason {
     MaxTokens,
     /// The model produced an end-of-generation token.
     EndOfGeneration,
-    /// The caller's callback asked to stop.
+    /// The caller's callback asked to stop (or the request was cancelled).
     Caller,
+    /// The request's sequence has no room for another token (the context is full).
+    ContextFull,
 }
 
 /// The result of one generation, with its statistics.
@@ -386,23 +414,7 @@ impl Model {
         self.reset_counters();
         let file_before = self.file_bytes_read();
         let storage_before = proc_stats::storage_read_bytes();
-        let settings = ChainSettings {
-            temperature: request.temperature,
-            top_k: request.top_k,
-            top_p: request.top_p,
-            min_p: request.min_p,
-            repeat_last_n: request.repeat_last_n,
-            repeat_penalty: request.repeat_penalty,
-            frequency_penalty: request.frequency_penalty,
-            presence_penalty: request.presence_penalty,
-            seed: request.seed,
-        };
-        let mut sampler = SamplerChain::new(&settings, self.n_vocab()).ok_or_else(|| {
-            GenerateError::InvalidOption("llama.cpp could not build the sampler chain".into())
-        })?;
-        for &token in prompt {
-            sampler.accept(token);
-        }
+        let mut sampler = request.sampler(self.n_vocab(), prompt)?;
         let mut text = Utf8Pieces::default();
         let mut tokens = Vec::new();
         let mut decoded = 0usize;

@@ -3,6 +3,7 @@
 //! pieces ([`generate`], [`text`]), sampling ([`sample`]) and process figures
 //! ([`proc_stats`]).
 
+pub(crate) mod engine;
 pub(crate) mod generate;
 pub(crate) mod load;
 pub(crate) mod model;

@@ -1,0 +1,338 @@
+//! The engine: one loaded model serving many requests at once (continuous batching).
+//! Requests join and leave between steps; each [`Engine::step`] decodes, in one batch, the
+//! next token of every request that is generating, and a chunk of the prompts of requests
+//! that are starting. The streamed weights are read once per step for all of them, which is
+//! where batching pays beyond memory. Each request has its own sequence in the context, its
+//! own sampler (llama.cpp's chain, seeded) and its own limits; a request beyond the free
+//! sequences waits in the queue.
+//!
+//! ```no_run
+//! use hypura_core::{Engine, EngineEvent, GenerateOptions, LoadOptions, Model};
+//!
+//! let model = Model::load(&LoadOptions::new("model.gguf").sequences(4).context_length(4096))?;
+//! let mut engine = Engine::new(model);
+//! let a = engine.submit(GenerateOptions::new("Once upon a time").max_tokens(32))?;
+//! let b = engine.submit(GenerateOptions::new("The capital of France is").max_tokens(8))?;
+//! while !engine.is_idle() {
+//!     for event in engine.step()? {
+//!         match event {
+//!             EngineEvent::Text { id, text } => print!("[{}] {text}", id.0),
+//!             EngineEvent::Finished { id, .. } => println!("[{}] done", id.0),
+//!             _ => {}
+//!         }
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::VecDeque;
+
+use super::generate::{GenerateOptions, StopReason};
+use super::model::{BatchToken, Model, Token};
+use super::text::Utf8Pieces;
+use crate::error::{DecodeError, GenerateError};
+use crate::llama::SamplerChain;
+
+/// Most prompt tokens decoded per step, over all requests starting (the requests already
+/// generating go first, one token each).
+const PREFILL_TOKENS_PER_STEP: usize = 256;
+
+/// A request's handle, unique within an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// What a step produced.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum EngineEvent {
+    /// New text of a request (whole UTF-8 characters).
+    Text {
+        /// The request.
+        id: RequestId,
+        /// Its new text.
+        text: String,
+    },
+    /// A request ended; its sequence is free for the next.
+    Finished {
+        /// The request.
+        id: RequestId,
+        /// Why it ended.
+        reason: StopReason,
+        /// The tokens it generated.
+        tokens: Vec<Token>,
+        /// Its prompt's tokens.
+        prompt_tokens: usize,
+    },
+}
+
+struct Waiting {
+    id: RequestId,
+    prompt: Vec<Token>,
+    options: GenerateOptions,
+}
+
+struct Active {
+    id: RequestId,
+    seq: i32,
+    prompt: Vec<Token>,
+    /// Prompt tokens decoded so far.
+    fed: usize,
+    /// The last token sampled, to decode next.
+    next: Option<Token>,
+    generated: Vec<Token>,
+    text: Utf8Pieces,
+    sampler: SamplerChain,
+    options: GenerateOptions,
+}
+
+/// Many requests on one model, decoded together: see the module's notes.
+pub struct Engine {
+    model: Model,
+    slots: Vec<Option<Active>>,
+    waiting: VecDeque<Waiting>,
+    next_id: u64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("model", &self.model)
+            .field("active", &self.slots.iter().flatten().count())
+            .field("waiting", &self.waiting.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine on `model`, serving up to [`Model::sequences`] requests at once.
+    pub fn new(mut model: Model) -> Self {
+        model.clear();
+        let slots = (0..model.sequences()).map(|_| None).collect();
+        Self {
+            model,
+            slots,
+            waiting: VecDeque::new(),
+            next_id: 0,
+        }
+    }
+
+    /// The model (for its statistics, tokenizer and plan).
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Gives the model back.
+    pub fn into_model(self) -> Model {
+        self.model
+    }
+
+    /// Queues a request (its prompt is `request`'s); it starts at a step when a sequence is
+    /// free. Fails at once on settings out of range or a prompt that cannot fit.
+    pub fn submit(&mut self, request: GenerateOptions) -> Result<RequestId, GenerateError> {
+        request.check()?;
+        let prompt = self.model.tokenize(&request.prompt, true)?;
+        if prompt.is_empty() {
+            return Err(GenerateError::InvalidOption(
+                "the prompt has no tokens".into(),
+            ));
+        }
+        let n_ctx = self.model.context_per_sequence();
+        if prompt.len() >= n_ctx {
+            return Err(GenerateError::Decode(DecodeError::ContextFull {
+                seq: -1,
+                held: 0,
+                new: prompt.len(),
+                n_ctx,
+            }));
+        }
+        let id = RequestId(self.next_id);
+        self.next_id += 1;
+        self.waiting.push_back(Waiting {
+            id,
+            prompt,
+            options: request,
+        });
+        Ok(id)
+    }
+
+    /// Stops a request, waiting or running: it ends with [`StopReason::Caller`] at once (the
+    /// event is returned). `None` if the engine does not have it (it ended already).
+    pub fn cancel(&mut self, id: RequestId) -> Option<EngineEvent> {
+        if let Some(i) = self.waiting.iter().position(|w| w.id == id) {
+            let w = self.waiting.remove(i)?;
+            return Some(EngineEvent::Finished {
+                id,
+                reason: StopReason::Caller,
+                tokens: Vec::new(),
+                prompt_tokens: w.prompt.len(),
+            });
+        }
+        let slot = self
+            .slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|a| a.id == id))?;
+        let active = self.slots[slot].take()?;
+        Some(EngineEvent::Finished {
+            id,
+            reason: StopReason::Caller,
+            tokens: active.generated,
+            prompt_tokens: active.prompt.len(),
+        })
+    }
+
+    /// True when no request is waiting or running.
+    pub fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.slots.iter().all(Option::is_none)
+    }
+
+    /// Requests running and waiting.
+    pub fn load(&self) -> (usize, usize) {
+        (self.slots.iter().flatten().count(), self.waiting.len())
+    }
+
+    /// Starts waiting requests on free sequences, decodes one batch, samples, and returns
+    /// what happened. A decode error fails the step (every running request is left as it
+    /// was; the caller may cancel them).
+    pub fn step(&mut self) -> Result<Vec<EngineEvent>, GenerateError> {
+        self.admit()?;
+        let mut events = Vec::new();
+        let n_ctx = self.model.context_per_sequence();
+        // Requests that cannot take another token end here ("length").
+        for slot in self.slots.iter_mut() {
+            let full = slot.as_ref().is_some_and(|a| {
+                a.next.is_some()
+                    && self
+                        .model
+                        .sequence_length(a.seq)
+                        .is_some_and(|held| held + 1 > n_ctx)
+            });
+            if full {
+                if let Some(active) = slot.take() {
+                    finish(active, StopReason::ContextFull, &mut events);
+                }
+            }
+        }
+        // The batch: each generating request's next token, then prompt chunks.
+        let mut batch = Vec::new();
+        let mut owners = Vec::new(); // (slot, prompt tokens fed by this batch)
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Some(a) = slot {
+                if let Some(token) = a.next {
+                    batch.push(BatchToken {
+                        token,
+                        seq: a.seq,
+                        logits: true,
+                    });
+                    owners.push((i, 0));
+                }
+            }
+        }
+        let mut prefill_left = PREFILL_TOKENS_PER_STEP;
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some(a) = slot else { continue };
+            if a.next.is_some() || prefill_left == 0 {
+                continue;
+            }
+            let take = (a.prompt.len() - a.fed).min(prefill_left);
+            prefill_left -= take;
+            let last = a.fed + take == a.prompt.len();
+            for (k, &token) in a.prompt[a.fed..a.fed + take].iter().enumerate() {
+                batch.push(BatchToken {
+                    token,
+                    seq: a.seq,
+                    logits: last && k + 1 == take,
+                });
+            }
+            owners.push((i, take));
+        }
+        if batch.is_empty() {
+            return Ok(events);
+        }
+        let logits = self.model.decode(&batch)?;
+        let n_vocab = self.model.n_vocab();
+        let mut rows = logits.chunks_exact(n_vocab);
+        for (i, fed) in owners {
+            let Some(a) = self.slots[i].as_mut() else {
+                continue;
+            };
+            a.fed += fed;
+            let wants_logits = a.next.is_some() || a.fed == a.prompt.len();
+            if !wants_logits {
+                continue;
+            }
+            let Some(row) = rows.next() else {
+                return Err(GenerateError::Decode(DecodeError::Failed(
+                    "fewer logits than asked for".into(),
+                )));
+            };
+            let token = a.sampler.sample(row);
+            a.sampler.accept(token);
+            a.generated.push(token);
+            let end = a.options.stop_at_end_of_generation && self.model.is_end_of_generation(token);
+            let piece = a.text.push(&self.model.token_bytes(token));
+            if !piece.is_empty() {
+                events.push(EngineEvent::Text {
+                    id: a.id,
+                    text: piece,
+                });
+            }
+            let reason = if end {
+                Some(StopReason::EndOfGeneration)
+            } else if a.generated.len() >= a.options.max_tokens {
+                Some(StopReason::MaxTokens)
+            } else {
+                a.next = Some(token);
+                None
+            };
+            if let Some(reason) = reason {
+                if let Some(active) = self.slots[i].take() {
+                    finish(active, reason, &mut events);
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    /// Moves waiting requests onto free sequences (forgetting what those held).
+    fn admit(&mut self) -> Result<(), GenerateError> {
+        for seq in 0..self.slots.len() {
+            if self.slots[seq].is_some() {
+                continue;
+            }
+            let Some(w) = self.waiting.pop_front() else {
+                break;
+            };
+            self.model.clear_sequence(seq as i32)?;
+            let sampler = w.options.sampler(self.model.n_vocab(), &w.prompt)?;
+            self.slots[seq] = Some(Active {
+                id: w.id,
+                seq: seq as i32,
+                prompt: w.prompt,
+                fed: 0,
+                next: None,
+                generated: Vec::new(),
+                text: Utf8Pieces::default(),
+                sampler,
+                options: w.options,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Ends `active`: the text still held back (an incomplete character), then `Finished`.
+fn finish(mut active: Active, reason: StopReason, events: &mut Vec<EngineEvent>) {
+    let rest = active.text.finish();
+    if !rest.is_empty() {
+        events.push(EngineEvent::Text {
+            id: active.id,
+            text: rest,
+        });
+    }
+    events.push(EngineEvent::Finished {
+        id: active.id,
+        reason,
+        tokens: active.generated,
+        prompt_tokens: active.prompt.len(),
+    });
+}

@@ -1,0 +1,132 @@
+//! The engine: requests decoded together (more of them than sequences, so some wait) each
+//! get the tokens a lone generation with the same settings gets; cancelling frees a sequence.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use hypura_core::{
+    Budget, Engine, EngineEvent, GenerateOptions, LoadOptions, Model, RequestId, StopReason,
+};
+
+fn model_path() -> PathBuf {
+    let dir = std::env::var_os("HYPURA_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(path.is_file(), "test model {} is missing", path.display());
+    path
+}
+
+fn load(sequences: u32, budget: Budget) -> Model {
+    let options = LoadOptions::new(model_path())
+        .budget(budget)
+        .sequences(sequences)
+        .context_length(256 * sequences)
+        .threads(2)
+        .repack(false)
+        .expert_profiles(None);
+    Model::load(&options).unwrap()
+}
+
+fn requests() -> Vec<GenerateOptions> {
+    let prompts = [
+        "The capital of France is",
+        "Once upon a time, in a small village,",
+        "def fibonacci(n):",
+        "The three primary colours are",
+        "In 1969, the first",
+        "A good recipe for bread needs",
+    ];
+    prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            GenerateOptions::new(*p)
+                .max_tokens(10 + i)
+                .temperature(if i % 2 == 0 { 0.0 } else { 0.9 })
+                .seed(i as u64 + 1)
+                .stop_at_end_of_generation(false)
+        })
+        .collect()
+}
+
+#[test]
+fn batched_requests_get_what_a_lone_generation_gets() {
+    for budget in [Budget::AllWeights, Budget::WeightPercent(50.0)] {
+        let mut lone = load(1, budget);
+        let expected: Vec<(Vec<i32>, String)> = requests()
+            .iter()
+            .map(|r| {
+                let mut text = String::new();
+                let stats = lone
+                    .generate(r, |piece| {
+                        text.push_str(piece);
+                        ControlFlow::Continue(())
+                    })
+                    .unwrap();
+                (stats.tokens, text)
+            })
+            .collect();
+        drop(lone);
+
+        let mut engine = Engine::new(load(4, budget));
+        let ids: Vec<RequestId> = requests()
+            .into_iter()
+            .map(|r| engine.submit(r).unwrap())
+            .collect();
+        assert_eq!(engine.load(), (0, 6));
+        let mut texts: HashMap<RequestId, String> = HashMap::new();
+        let mut done: HashMap<RequestId, Vec<i32>> = HashMap::new();
+        let mut most_running = 0;
+        while !engine.is_idle() {
+            let events = engine.step().unwrap();
+            most_running = most_running.max(engine.load().0);
+            for event in events {
+                match event {
+                    EngineEvent::Text { id, text } => texts.entry(id).or_default().push_str(&text),
+                    EngineEvent::Finished {
+                        id, reason, tokens, ..
+                    } => {
+                        assert_eq!(reason, StopReason::MaxTokens);
+                        done.insert(id, tokens);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(most_running, 4, "never ran four at once");
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(done[id], expected[i].0, "{budget:?}: request {i}'s tokens");
+            assert_eq!(texts[id], expected[i].1, "{budget:?}: request {i}'s text");
+        }
+    }
+}
+
+#[test]
+fn a_cancelled_request_frees_its_sequence() {
+    let mut engine = Engine::new(load(2, Budget::AllWeights));
+    let r = requests();
+    let a = engine.submit(r[0].clone().max_tokens(50)).unwrap();
+    let b = engine.submit(r[1].clone().max_tokens(50)).unwrap();
+    let c = engine.submit(r[2].clone()).unwrap();
+    engine.step().unwrap();
+    assert_eq!(engine.load(), (2, 1));
+    match engine.cancel(a) {
+        Some(EngineEvent::Finished { reason, .. }) => assert_eq!(reason, StopReason::Caller),
+        other => panic!("{other:?}"),
+    }
+    assert!(engine.cancel(a).is_none(), "cancelled twice");
+    engine.step().unwrap();
+    assert_eq!(engine.load(), (2, 0), "the waiting request did not start");
+    let mut finished = Vec::new();
+    while !engine.is_idle() {
+        for event in engine.step().unwrap() {
+            if let EngineEvent::Finished { id, .. } = event {
+                finished.push(id);
+            }
+        }
+    }
+    finished.sort();
+    assert_eq!(finished, vec![b, c]);
+}

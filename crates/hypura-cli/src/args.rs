@@ -28,6 +28,9 @@ pub enum Command {
     /// Chat with the model through its own chat template: one answer with -p or -f, or a
     /// conversation on stdin (one message per line; the context carries over between turns).
     Chat(ChatArgs),
+    /// Serve the model over HTTP (OpenAI-compatible: /v1/chat/completions, /v1/completions,
+    /// /v1/models, /health), decoding concurrent requests together.
+    Serve(ServeArgs),
     /// Write a synthetic GGUF of a real model's shape (random weights, working tokenizer).
     Synth(SynthArgs),
     /// Stock llama.cpp vs hypura, alternately, several rounds, in one table.
@@ -157,6 +160,33 @@ pub struct RunArgs {
     /// Keep generating past end-of-generation tokens.
     #[arg(long)]
     pub ignore_eos: bool,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0: any free one, printed when listening).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Requests decoded together; each gets its own context of -c tokens.
+    #[arg(long = "parallel", short = 'P', default_value_t = 4)]
+    pub parallel: u32,
+    /// Require `Authorization: Bearer KEY` (default: none, or $HYPURA_API_KEY).
+    #[arg(long, env = "HYPURA_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The model's name in the API (default: the file's name without .gguf).
+    #[arg(long)]
+    pub alias: Option<String>,
+    /// CPU threads (default: all cores).
+    #[arg(short = 't', long, default_value_t = 0)]
+    pub threads: u32,
+    /// Turn off llama.cpp's repacked CPU weight layouts.
+    #[arg(long)]
+    pub no_repack: bool,
 }
 
 #[derive(Args)]

@@ -13,7 +13,7 @@ use hypura_tools::{bench as bench_tool, disk, read_rate as read_rate_tool, synth
 
 use crate::args::{
     BenchArgs, ChatArgs, ExpertSimArgs, ModelArgs, PlanArgs, PromptArgs, ReadRateArgs, RoutingArg,
-    RunArgs, SamplingArgs, SynthArgs,
+    RunArgs, SamplingArgs, ServeArgs, SynthArgs,
 };
 use crate::progress;
 use crate::table::plan_table;
@@ -336,6 +336,52 @@ pub fn chat(args: ChatArgs) -> Result<(), Failure> {
         Some(stats) => finish_generation(&model, &stats, &args.sampling),
         None => Ok(()),
     }
+}
+
+pub fn serve(args: ServeArgs) -> Result<(), Failure> {
+    if args.parallel == 0 {
+        return Err(usage("--parallel must be at least 1"));
+    }
+    let host: std::net::IpAddr = args
+        .host
+        .parse()
+        .map_err(|_| usage(format!("--host {}: not an IP address", args.host)))?;
+    let context = args
+        .model
+        .ctx
+        .checked_mul(args.parallel)
+        .filter(|&c| c <= limits::MAX_CONTEXT_LENGTH)
+        .ok_or_else(|| usage("-c times --parallel is too large"))?;
+    let mut options = options_of(&args.model)?
+        .repack(!args.no_repack)
+        .threads(args.threads)
+        .sequences(args.parallel)
+        .context_length(context);
+    options = with_measured_disk(&args.model, options)?;
+    eprintln!("hypura: loading {}", args.model.model.display());
+    let model = Model::load(&options)?;
+    notice_untiered(&args.model.model, model.plan());
+    let model_name = args.alias.clone().unwrap_or_else(|| {
+        args.model
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
+    });
+    let config = hypura_server::ServeConfig {
+        address: std::net::SocketAddr::new(host, args.port),
+        model_name: model_name.clone(),
+        api_key: args.api_key.clone(),
+        max_tokens: model.context_per_sequence(),
+    };
+    hypura_server::serve(model, config, |address| {
+        eprintln!(
+            "hypura: serving {model_name} on http://{address} ({} requests at once; Ctrl-C stops)",
+            args.parallel
+        );
+    })?;
+    eprintln!("hypura: stopped");
+    Ok(())
 }
 
 pub fn synth(args: SynthArgs) -> Result<(), Failure> {

@@ -75,6 +75,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => commands::plan(args),
         Command::Run(args) => commands::run(args),
         Command::Chat(args) => commands::chat(args),
+        Command::Serve(args) => commands::serve(args),
         Command::Synth(args) => commands::synth(args),
         Command::Bench(args) => commands::bench(args),
         Command::ReadRate(args) => commands::read_rate(args),

@@ -100,23 +100,41 @@ fn notice_untiered(path: &std::path::Path, plan: &Plan) {
     }
 }
 
+/// Longest prompt read from a file or stdin.
+const PROMPT_FILE_LIMIT_BYTES: u64 = 64 << 20;
+
+/// Reads a prompt of at most [`PROMPT_FILE_LIMIT_BYTES`] from `source` (named `what`).
+fn read_prompt(source: impl Read, what: &str) -> Result<String, Failure> {
+    let mut bytes = Vec::new();
+    source
+        .take(PROMPT_FILE_LIMIT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| usage(format!("cannot read the prompt from {what}: {e}")))?;
+    if bytes.len() as u64 > PROMPT_FILE_LIMIT_BYTES {
+        return Err(usage(format!(
+            "the prompt in {what} is larger than {}",
+            format_bytes(PROMPT_FILE_LIMIT_BYTES)
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| usage(format!("the prompt in {what} is not UTF-8 text")))
+}
+
 /// The prompt of `-p` or `-f` (`-f -`: stdin); `None` when neither was given.
 fn prompt_of(args: &PromptArgs) -> Result<Option<String>, Failure> {
     match (&args.prompt, &args.file) {
         (Some(text), _) => Ok(Some(text.clone())),
         (None, Some(path)) if path.as_os_str() == "-" => {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|e| usage(format!("cannot read the prompt from stdin: {e}")))?;
-            Ok(Some(text))
+            read_prompt(std::io::stdin().lock(), "stdin").map(Some)
         }
-        (None, Some(path)) => std::fs::read_to_string(path).map(Some).map_err(|e| {
-            usage(format!(
-                "cannot read the prompt from {}: {e}",
-                path.display()
-            ))
-        }),
+        (None, Some(path)) => {
+            let file = std::fs::File::open(path).map_err(|e| {
+                usage(format!(
+                    "cannot read the prompt from {}: {e}",
+                    path.display()
+                ))
+            })?;
+            read_prompt(file, &path.display().to_string()).map(Some)
+        }
         (None, None) => Ok(None),
     }
 }

@@ -125,6 +125,18 @@ fn run_takes_llama_cpp_short_flags_and_a_piped_prompt() {
         "The capital of France is",
     );
     assert_eq!(dash.stdout, with_flag.stdout, "{}", dash.stderr);
+    // A prompt file that is not one: one line naming it.
+    for (file, message) in [
+        (
+            "/nonexistent/prompt.txt",
+            "cannot read the prompt from /nonexistent/prompt.txt",
+        ),
+        ("/", "cannot read the prompt from /"),
+    ] {
+        let out = hypura(&[&base[..], &["-f", file]].concat());
+        assert_ne!(out.code, 0);
+        assert!(out.stderr.contains(message), "{file}: {}", out.stderr);
+    }
     // Nothing piped, no flag: one line saying how to give a prompt.
     let none = hypura_with_stdin(&base, "");
     assert_ne!(none.code, 0);

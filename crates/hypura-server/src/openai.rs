@@ -86,6 +86,14 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A seed for a request that gives none: the clock's nanoseconds.
+fn fresh_seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
 fn finish_reason(reason: StopReason) -> &'static str {
     match reason {
         StopReason::EndOfGeneration => "stop",
@@ -132,7 +140,7 @@ impl AppState {
         let mut options = GenerateOptions::new(prompt)
             .max_tokens(max_tokens.min(self.max_tokens))
             .temperature(s.temperature.unwrap_or(0.8))
-            .seed(s.seed.unwrap_or_else(now))
+            .seed(s.seed.unwrap_or_else(fresh_seed))
             .top_p(s.top_p.unwrap_or(0.95))
             .top_k(s.top_k.unwrap_or(40))
             .min_p(s.min_p.unwrap_or(0.05))

@@ -117,6 +117,12 @@ fn a_cancelled_request_frees_its_sequence() {
         other => panic!("{other:?}"),
     }
     assert!(engine.cancel(a).is_none(), "cancelled twice");
+    // A prompt longer than a request's context is refused at once, saying why.
+    let e = engine
+        .submit(GenerateOptions::new("word ".repeat(400)))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("a request's context holds"), "{e}");
     engine.step().unwrap();
     assert_eq!(engine.load(), (2, 0), "the waiting request did not start");
     let mut finished = Vec::new();

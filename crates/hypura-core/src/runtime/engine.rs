@@ -138,12 +138,10 @@ impl Engine {
         }
         let n_ctx = self.model.context_per_sequence();
         if prompt.len() >= n_ctx {
-            return Err(GenerateError::Decode(DecodeError::ContextFull {
-                seq: -1,
-                held: 0,
-                new: prompt.len(),
-                n_ctx,
-            }));
+            return Err(GenerateError::InvalidOption(format!(
+                "the prompt has {} tokens; a request's context holds {n_ctx}",
+                prompt.len()
+            )));
         }
         let id = RequestId(self.next_id);
         self.next_id += 1;

@@ -84,6 +84,12 @@ impl LlamaModel {
 
     /// The bytes of one token's text (empty for an id outside the vocabulary).
     pub fn token_bytes(&self, token: i32) -> Vec<u8> {
+        self.piece(token, false)
+    }
+
+    /// A token's text; with `special`, control tokens (BOS, EOS…) as their text (`<s>`)
+    /// rather than nothing.
+    fn piece(&self, token: i32, special: bool) -> Vec<u8> {
         if token < 0 || token as usize >= self.n_vocab() {
             return Vec::new();
         }
@@ -97,7 +103,7 @@ impl LlamaModel {
                     buf.as_mut_ptr().cast(),
                     buf.len() as i32,
                     0,
-                    false,
+                    special,
                 )
             };
             if n >= 0 {
@@ -108,9 +114,7 @@ impl LlamaModel {
         }
         Vec::new()
     }
-}
 
-impl LlamaModel {
     /// The model's default chat template (`tokenizer.chat_template`), if it has one.
     pub fn chat_template(&self) -> Option<String> {
         // SAFETY: the model is live; a NULL name asks for the default template.
@@ -128,23 +132,7 @@ impl LlamaModel {
 
     /// The text of a special token as a template writes it (e.g. `<s>`), or "" for none.
     pub fn special_text(&self, token: i32) -> String {
-        if token < 0 || token as usize >= self.n_vocab() {
-            return String::new();
-        }
-        let mut buf = vec![0u8; 256];
-        // SAFETY: the buffer is valid for its length; the token is in range.
-        let n = unsafe {
-            sys::llama_token_to_piece(
-                self.vocab(),
-                token,
-                buf.as_mut_ptr().cast(),
-                buf.len() as i32,
-                0,
-                true,
-            )
-        };
-        buf.truncate(usize::try_from(n).unwrap_or(0));
-        String::from_utf8_lossy(&buf).into_owned()
+        String::from_utf8_lossy(&self.piece(token, true)).into_owned()
     }
 
     /// The BOS and EOS token ids (-1 where the vocabulary has none).

@@ -20,8 +20,17 @@ fn gemma3_same_tokens_at_every_budget() {
     check_model(GEMMA3);
 }
 
+/// The MiB llama.cpp reports for the model buffer of type `buft` in a `-vv` run's log.
+fn model_buffer_mib(log: &str, buft: &str) -> Option<f64> {
+    log.lines()
+        .find(|l| l.contains(&format!(" {buft} model buffer size =")))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.trim().trim_end_matches("MiB").trim().parse().ok())
+}
+
 /// With llama.cpp's repacked layouts on (the default), the whole-model budget keeps the
-/// buffer types stock picks, so the text is the same too.
+/// layouts stock picks (hypura decides which weights llama.cpp would repack, and fills them
+/// itself), so the text is the same too.
 #[test]
 fn repacked_full_budget_matches_stock() {
     for name in [SMOLLM2, GEMMA3] {
@@ -33,4 +42,24 @@ fn repacked_full_budget_matches_stock() {
             "{name}: full budget differs from stock with repacking on"
         );
     }
+    // Gemma 3 has repacked weights on this CPU: the same bytes of them as stock's.
+    let path = model(GEMMA3);
+    let path = path.to_str().unwrap();
+    let args = [
+        "run", "-m", path, "-p", "Hello", "-n", "1", "--temp", "0", "-vv",
+    ];
+    let stock = hypura(&[&args[..], &["--baseline"]].concat());
+    let stock_log = &stock.stderr;
+    let ours = hypura(&args);
+    let our_log = &ours.stderr;
+    let stock_mib = model_buffer_mib(stock_log, "CPU_REPACK");
+    assert!(
+        stock_mib.unwrap_or(0.0) > 0.0,
+        "stock repacks gemma: {stock_log}"
+    );
+    assert_eq!(
+        model_buffer_mib(our_log, "HYPURA_REPACK"),
+        stock_mib,
+        "hypura repacks what stock repacks: {our_log}"
+    );
 }

@@ -5,6 +5,7 @@
 pub(crate) mod backend;
 pub(crate) mod context;
 pub(crate) mod model;
+pub(crate) mod repack;
 pub(crate) mod sampler;
 pub(crate) mod threads;
 

@@ -15,6 +15,13 @@
 //! faulted in once, not once per tensor; the buffers themselves are never written. When
 //! loading ends, every tensor gets its own address back.
 //!
+//! The same type can also *wrap* ggml's `CPU_REPACK` type ([`HypuraBufferType::wrapping`]),
+//! for the weights llama.cpp would keep in its repacked layout when the whole model fits:
+//! the buffers are ggml's, but while loading they present themselves as hypura's host
+//! buffers, so the loader reads the stand-in's zeros into the load window instead of
+//! converting them on its one thread; hypura converts the real bytes afterwards, in
+//! parallel ([`crate::runtime::repacked`]).
+//!
 //! The structs below mirror `ggml/src/ggml-backend-impl.h` of the pinned llama-cpp-sys-2
 //! (it is not part of the generated bindings). The layout is version-specific: the
 //! end-to-end identity tests exercise it inside real llama.cpp graphs.
@@ -153,6 +160,19 @@ struct TierState {
     page_offsets: Mutex<HashMap<String, usize>>,
     /// Why the last allocation failed, for the load error.
     alloc_error: Mutex<Option<String>>,
+    /// Set when this type wraps another one (see [`HypuraBufferType::wrapping`]).
+    wrapped: Option<Wrapped>,
+}
+
+type InitTensorFn = unsafe extern "C" fn(*mut Buffer, *mut sys::ggml_tensor) -> i32;
+
+/// The buffer type a wrapping type allocates its buffers from, and those buffers.
+struct Wrapped {
+    inner: *mut BufferType,
+    /// The inner type's `init_tensor` (the same for all its buffers).
+    inner_init: Mutex<Option<InitTensorFn>>,
+    /// Buffers allocated (as addresses), turned back to the inner type when loading ends.
+    buffers: Mutex<Vec<usize>>,
 }
 
 impl TierState {
@@ -189,6 +209,32 @@ unsafe impl Sync for HypuraBufferType {}
 impl HypuraBufferType {
     /// Creates the buffer type, reporting the CPU device as its device.
     pub(crate) fn new(name: &str) -> Self {
+        Self::create(name, None)
+    }
+
+    /// A buffer type whose buffers are `inner`'s (ggml's `CPU_REPACK`), so their tensors
+    /// keep `inner`'s layout and kernels, but which llama.cpp's loader sees as host memory
+    /// while it loads: it reads each tensor's (stand-in) bytes straight into the load window
+    /// instead of staging and converting them on its one thread. hypura fills them after the
+    /// load, through `inner`'s own conversion ([`sys::ggml_backend_tensor_set`]), on several
+    /// threads. When loading ends the buffers are turned back into `inner`'s, as ggml made
+    /// them.
+    ///
+    /// # Safety
+    /// `inner` must be a live CPU buffer type whose buffers hold their tensors in host memory
+    /// at `data` (ggml's `CPU_REPACK` does), alive as long as this value.
+    pub(crate) unsafe fn wrapping(name: &str, inner: sys::ggml_backend_buffer_type_t) -> Self {
+        Self::create(
+            name,
+            Some(Wrapped {
+                inner: inner.cast(),
+                inner_init: Mutex::new(None),
+                buffers: Mutex::new(Vec::new()),
+            }),
+        )
+    }
+
+    fn create(name: &str, wrapped: Option<Wrapped>) -> Self {
         let mut state = Box::new(TierState {
             name: CString::new(name).unwrap_or_else(|_| CString::from(c"HYPURA")),
             loading: AtomicBool::new(true),
@@ -196,6 +242,7 @@ impl HypuraBufferType {
             load_window: Mutex::new(LoadWindow::default()),
             page_offsets: Mutex::new(HashMap::new()),
             alloc_error: Mutex::new(None),
+            wrapped,
         });
         // SAFETY: plain lookup of the CPU device in ggml's registry.
         let device = unsafe { sys::ggml_backend_dev_by_type(sys::GGML_BACKEND_DEVICE_TYPE_CPU) };
@@ -294,6 +341,20 @@ impl HypuraBufferType {
             }
             load.window = None;
         }
+        if let Some(w) = &self.state.wrapped {
+            let init = w.inner_init.lock().ok().and_then(|i| *i);
+            if let Ok(mut buffers) = w.buffers.lock() {
+                for buffer in buffers.drain(..) {
+                    let buffer = buffer as *mut Buffer;
+                    // SAFETY: buffers of the model just loaded (llama.cpp frees them only with
+                    // the model); nothing uses them yet. They become the inner type's again.
+                    unsafe {
+                        (*buffer).buft = w.inner;
+                        (*buffer).iface.init_tensor = init;
+                    }
+                }
+            }
+        }
     }
 
     /// Records why the load has to stop, for the load error.
@@ -326,8 +387,14 @@ unsafe extern "C" fn buft_get_name(buft: *mut BufferType) -> *const c_char {
     unsafe { state_of(buft) }.name.as_ptr()
 }
 
-unsafe extern "C" fn buft_get_alignment(_buft: *mut BufferType) -> usize {
-    PAGE_BYTES
+unsafe extern "C" fn buft_get_alignment(buft: *mut BufferType) -> usize {
+    // SAFETY: called by ggml with the pointer we created; the inner type is alive.
+    unsafe {
+        match &state_of(buft).wrapped {
+            Some(w) => sys::ggml_backend_buft_get_alignment(w.inner.cast()),
+            None => PAGE_BYTES,
+        }
+    }
 }
 
 unsafe extern "C" fn buft_get_alloc_size(
@@ -351,6 +418,11 @@ unsafe extern "C" fn buft_is_host(_buft: *mut BufferType) -> bool {
 }
 
 unsafe extern "C" fn buft_alloc_buffer(buft: *mut BufferType, size: usize) -> *mut Buffer {
+    // SAFETY: called by ggml with the pointer we created.
+    if let Some(w) = &unsafe { state_of(buft) }.wrapped {
+        // SAFETY: the inner type is alive (the contract of `wrapping`).
+        return unsafe { alloc_wrapped(buft, w, size) };
+    }
     let size = size.max(1).div_ceil(PAGE_BYTES) * PAGE_BYTES;
     let base = match reserve(size) {
         Ok(base) => base.as_ptr(),
@@ -385,6 +457,63 @@ unsafe extern "C" fn buft_alloc_buffer(buft: *mut BufferType, size: usize) -> *m
         }
     }
     buffer
+}
+
+/// A buffer of the wrapped type, presented as ours until loading ends.
+///
+/// # Safety
+/// `buft` is ours and `w` its wrapped state, whose inner type is alive.
+unsafe fn alloc_wrapped(buft: *mut BufferType, w: &Wrapped, size: usize) -> *mut Buffer {
+    // SAFETY: guaranteed by the caller; ggml's own allocation of the inner type.
+    unsafe {
+        let Some(alloc) = (*w.inner).iface.alloc_buffer else {
+            state_of(buft).note_error("the wrapped buffer type cannot allocate".into());
+            return ptr::null_mut();
+        };
+        let buffer = alloc(w.inner, size);
+        if buffer.is_null() {
+            state_of(buft).note_error(format!("cannot allocate {size} bytes"));
+            return buffer;
+        }
+        if let Ok(mut init) = w.inner_init.lock() {
+            *init = (*buffer).iface.init_tensor;
+        }
+        (*buffer).iface.init_tensor = Some(wrapped_init_tensor);
+        (*buffer).buft = buft;
+        if let Ok(mut buffers) = w.buffers.lock() {
+            buffers.push(buffer as usize);
+        }
+        buffer
+    }
+}
+
+unsafe extern "C" fn wrapped_init_tensor(
+    buffer: *mut Buffer,
+    tensor: *mut sys::ggml_tensor,
+) -> i32 {
+    // SAFETY: ggml passes a live tensor and a buffer made by `alloc_wrapped`, whose type is
+    // ours while loading (the only time this runs).
+    unsafe {
+        let state = state_of((*buffer).buft);
+        let Some(w) = &state.wrapped else { return -1 };
+        let init = w.inner_init.lock().ok().and_then(|i| *i);
+        if let Some(init) = init {
+            let status = init(buffer, tensor);
+            if status != 0 {
+                return status;
+            }
+        }
+        if !(*tensor).view_src.is_null() {
+            return 0;
+        }
+        let name = CStr::from_ptr((*tensor).name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        if let (Ok(mut tensors), Some(ptr)) = (state.tensors.lock(), NonNull::new(tensor)) {
+            tensors.push(RegisteredTensor { tensor: ptr, name });
+        }
+    }
+    0 // GGML_STATUS_SUCCESS
 }
 
 unsafe fn mapping_of<'a>(buffer: *mut Buffer) -> &'a Mapping {

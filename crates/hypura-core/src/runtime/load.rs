@@ -14,31 +14,36 @@ use super::prepare::{prepare, Prepared};
 use super::proc_stats;
 use crate::error::LoadError;
 use crate::io::{fd_path, ModelFile, ReadError, ReadPool, ReadRequest, StandIn};
+use crate::llama::repack::{self, Repacking};
 use crate::llama::{backend, LlamaContext, LlamaModel, ThreadPool};
 use crate::memory::{HypuraBufferType, ReservedMemory};
 use crate::model::{excerpt, excerpt_within, ModelInventory};
 
 /// Longest part of a llama.cpp error message quoted in hypura's (escaped).
 const LLAMA_MESSAGE_BYTES: usize = 160;
+use super::repacked::{fill_repacked, RepackError, RepackTarget};
 use crate::plan::{GroupKind, Placement, Plan};
 use crate::stream::callback::eval_callback;
 use crate::stream::head::{HeadCompute, StreamedHead};
 use crate::stream::{GroupReads, RowSource, Streamer, StreamerSetup};
 use crate::sys;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Called by llama.cpp's loader before each tensor: turns the tensors' reads to the load
-/// window. Returning false stops the load (the reason is kept for the load error).
+/// window of each of hypura's buffer types. Returning false stops the load (the reason is
+/// kept for the load error).
 unsafe extern "C" fn load_progress(_progress: f32, user_data: *mut std::ffi::c_void) -> bool {
     std::panic::catch_unwind(|| {
-        // SAFETY: the user data is the HypuraBufferType, alive for the whole load.
-        let buffer_type = unsafe { &*(user_data as *const HypuraBufferType) };
-        match buffer_type.redirect_loader_reads() {
-            Ok(()) => true,
-            Err(reason) => {
+        // SAFETY: the user data is the list of hypura's buffer types, alive for the whole
+        // load.
+        let types = unsafe { &*(user_data as *const Vec<&HypuraBufferType>) };
+        for buffer_type in types {
+            if let Err(reason) = buffer_type.redirect_loader_reads() {
                 buffer_type.note_error(reason);
-                false
+                return false;
             }
         }
+        true
     })
     .unwrap_or(false)
 }
@@ -95,7 +100,20 @@ impl Model {
         let path = file.path().to_path_buf();
         backend::init();
 
-        let tiered = options.mode == LoadMode::Tiered && !plan.full_resident;
+        // A model that fits is loaded into llama.cpp's own buffer types (the repacked layout
+        // included), but hypura fills them, in parallel, unless it cannot tell what llama.cpp
+        // would repack.
+        let repacking = match options.mode {
+            LoadMode::Tiered if plan.full_resident => {
+                backend::init();
+                repack::plan_repacking(&inventory, options.repack)
+            }
+            _ => Repacking::Nothing,
+        };
+        if let Repacking::Unsure(why) = &repacking {
+            log::info!("llama.cpp reads the model itself: {why}");
+        }
+        let tiered = options.mode == LoadMode::Tiered && !matches!(repacking, Repacking::Unsure(_));
         if tiered {
             file.prepare_streaming(options.verify_reads);
         }
@@ -104,8 +122,8 @@ impl Model {
         let mut model_params = unsafe { sys::llama_model_default_params() };
         model_params.n_gpu_layers = 0;
         model_params.use_extra_bufts = options.repack;
-        // Tiered: llama.cpp reads only the stand-in's zeros (or, when the whole model is
-        // resident in its own buffers, the model itself, without mmap: see README).
+        // Tiered: llama.cpp reads only the stand-in's zeros (or, when hypura cannot tell
+        // which weights llama.cpp would repack, the model itself, without mmap).
         model_params.load_mode = match options.mode {
             LoadMode::Stock => sys::LLAMA_LOAD_MODE_MMAP,
             LoadMode::Tiered => sys::LLAMA_LOAD_MODE_NONE,
@@ -131,26 +149,50 @@ impl Model {
                     .filter_map(|t| Some((t.name.clone(), *offsets.get(t.name.as_str())?))),
             );
         }
+        let (repack_type, repack_patterns) = match &repacking {
+            Repacking::Some { buft, names } if tiered => (
+                // SAFETY: ggml's CPU_REPACK type is static; its buffers hold host memory.
+                Some(unsafe { HypuraBufferType::wrapping("HYPURA_REPACK", *buft) }),
+                repack::exact_name_patterns(names)
+                    .into_iter()
+                    .filter_map(|p| CString::new(p).ok())
+                    .collect(),
+            ),
+            _ => (None, Vec::new()),
+        };
+        // The weights llama.cpp would repack go to the repacking type, all others to hypura's.
         let pattern = CString::from(c".");
-        let overrides = buffer_type.as_ref().map(|b| {
-            [
-                sys::llama_model_tensor_buft_override {
+        let overrides: Option<Vec<sys::llama_model_tensor_buft_override>> =
+            buffer_type.as_ref().map(|b| {
+                let mut o: Vec<_> = repack_type
+                    .iter()
+                    .flat_map(|r| {
+                        repack_patterns
+                            .iter()
+                            .map(|p| sys::llama_model_tensor_buft_override {
+                                pattern: p.as_ptr(),
+                                buft: r.as_raw(),
+                            })
+                    })
+                    .collect();
+                o.push(sys::llama_model_tensor_buft_override {
                     pattern: pattern.as_ptr(),
                     buft: b.as_raw(),
-                },
-                sys::llama_model_tensor_buft_override {
+                });
+                o.push(sys::llama_model_tensor_buft_override {
                     pattern: std::ptr::null(),
                     buft: std::ptr::null_mut(),
-                },
-            ]
-        });
+                });
+                o
+            });
         if let Some(o) = &overrides {
             model_params.tensor_buft_overrides = o.as_ptr();
         }
-        if let Some(b) = &buffer_type {
+        let hooked: Vec<&HypuraBufferType> = buffer_type.iter().chain(repack_type.iter()).collect();
+        if !hooked.is_empty() {
             model_params.progress_callback = Some(load_progress);
             model_params.progress_callback_user_data =
-                (b as *const HypuraBufferType).cast_mut().cast();
+                (&hooked as *const Vec<&HypuraBufferType>).cast_mut().cast();
         }
         let stand_in = if tiered {
             Some(
@@ -170,10 +212,7 @@ impl Model {
         // SAFETY: the overrides, the pattern and the buffer type outlive the call.
         let llama = unsafe { LlamaModel::load(&load_path, model_params) }.map_err(|reason| {
             let mut reason = llama_error(&path, &load_path, &reason);
-            if let Some(e) = buffer_type
-                .as_ref()
-                .and_then(HypuraBufferType::take_alloc_error)
-            {
+            if let Some(e) = hooked.iter().find_map(|b| b.take_alloc_error()) {
                 reason = format!("{reason} ({e})");
             }
             LoadError::Llama {
@@ -182,14 +221,16 @@ impl Model {
             }
         })?;
         drop(stand_in);
-        if let Some(b) = &buffer_type {
+        for b in &hooked {
             b.finish_loading();
         }
+        drop(hooked);
         let bytes_before = file.bytes_read();
         let rss_after_llama_load_bytes = proc_stats::rss_bytes();
         let peak_rss_load_bytes = proc_stats::peak_rss_bytes();
         log::info!(
-            "after llama.cpp load: RSS {} MiB, peak {} MiB",
+            "after llama.cpp load ({:.2} s in): RSS {} MiB, peak {} MiB",
+            started.elapsed().as_secs_f64(),
             rss_after_llama_load_bytes >> 20,
             peak_rss_load_bytes >> 20
         );
@@ -201,6 +242,7 @@ impl Model {
             Some(b) => Some(build_streamer(
                 &file,
                 b,
+                repack_type.as_ref(),
                 &plan,
                 &inventory,
                 n_threads,
@@ -223,7 +265,8 @@ impl Model {
         }
         let streamer = streamer.map(|s| Box::new(Mutex::new(s)));
         log::info!(
-            "after the RAM tier was read: RSS {} MiB",
+            "after the RAM tier was read ({:.2} s in): RSS {} MiB",
+            started.elapsed().as_secs_f64(),
             proc_stats::rss_bytes() >> 20
         );
 
@@ -256,6 +299,7 @@ impl Model {
         // While streaming, the graph runs in pieces: give it a pool that sleeps between them.
         let threads = buffer_type
             .as_ref()
+            .filter(|_| !plan.full_resident)
             .and_then(|_| ThreadPool::sleeping(n_threads));
         if let Some(pool) = &threads {
             // SAFETY: the pool outlives the context (`Model` drops the context first).
@@ -274,7 +318,7 @@ impl Model {
             threads,
             streamer,
             llama,
-            buffer_type,
+            buffer_type.into_iter().chain(repack_type).collect(),
             file,
             options.clone(),
             plan,
@@ -326,6 +370,7 @@ fn read_error(path: &Path, e: ReadError) -> LoadError {
 fn build_streamer(
     file: &Arc<ModelFile>,
     buffer_type: &HypuraBufferType,
+    repack_type: Option<&HypuraBufferType>,
     plan: &Plan,
     inventory: &ModelInventory,
     n_threads: i32,
@@ -346,7 +391,16 @@ fn build_streamer(
         .iter()
         .map(|t| (t.info.name.as_str(), &t.info))
         .collect();
-    let registered = buffer_type.tensors();
+    let repacked = repack_type
+        .map(HypuraBufferType::tensors)
+        .unwrap_or_default();
+    let repacked_names: std::collections::HashSet<&str> =
+        repacked.iter().map(|r| r.name.as_str()).collect();
+    let registered: Vec<_> = buffer_type
+        .tensors()
+        .into_iter()
+        .chain(repacked.clone())
+        .collect();
     for t in inventory.tensors.iter().filter(|t| !inventory.is_unused(t)) {
         if !registered.iter().any(|r| r.name == t.info.name) {
             return Err(internal(format!(
@@ -367,6 +421,7 @@ fn build_streamer(
         })
         .collect();
     let mut resident_reads = Vec::new();
+    let mut repack_targets = Vec::new();
     // A duplicated tensor (a tied head's second copy) shares the first copy's bytes.
     let mut first_copy: HashMap<&str, *mut sys::ggml_tensor> = HashMap::new();
     let mut shares = Vec::new();
@@ -390,6 +445,15 @@ fn build_streamer(
         let placement = match (placement, first_copy.get(name)) {
             (Placement::Resident, Some(&first)) => {
                 shares.push((tensor, first));
+                placement
+            }
+            (Placement::Resident, None) if repacked_names.contains(name) => {
+                repack_targets.push(RepackTarget {
+                    tensor: reg.tensor,
+                    file_offset: info.file_offset,
+                    row_bytes: info.row_bytes(),
+                    n_rows: info.n_rows(),
+                });
                 placement
             }
             (Placement::Resident, None) => {
@@ -440,19 +504,49 @@ fn build_streamer(
     // SAFETY: each read fills one resident tensor's own memory in hypura's buffer, which
     // nothing reads before the context exists; the completion is waited for right here.
     let completion = unsafe { pool.submit(&resident_reads) };
-    if let Some(report) = progress {
-        let total: u64 = resident_reads.iter().map(|r| r.len as u64).sum();
-        let pieces = completion.pieces().max(1);
-        loop {
-            let pending = completion.wait_for(std::time::Duration::from_millis(200));
-            let done = total - total * pending as u64 / pieces as u64;
-            (report.0)(LoadProgress { done, total });
-            if pending == 0 {
-                break;
+    // The repacked weights are read and converted meanwhile, on threads of their own.
+    let repacked_bytes = AtomicU64::new(0);
+    let repack_total: u64 = repack_targets.iter().map(|t| t.n_rows * t.row_bytes).sum();
+    let repack_result = std::thread::scope(|scope| {
+        let filler = scope.spawn(|| {
+            // SAFETY: the targets are live repacked tensors of the model just loaded, which
+            // nothing uses before the context exists; each is its file layout's size.
+            unsafe {
+                fill_repacked(
+                    file,
+                    &repack_targets,
+                    n_threads.max(1) as usize + plan.io_threads as usize,
+                    &repacked_bytes,
+                )
+            }
+        });
+        if let Some(report) = progress {
+            let total: u64 =
+                resident_reads.iter().map(|r| r.len as u64).sum::<u64>() + repack_total;
+            let pieces = completion.pieces().max(1);
+            loop {
+                let pending = completion.wait_for(std::time::Duration::from_millis(200));
+                let read = resident_reads.iter().map(|r| r.len as u64).sum::<u64>()
+                    * (pieces - pending) as u64
+                    / pieces as u64;
+                let done = read + repacked_bytes.load(Ordering::Relaxed);
+                (report.0)(LoadProgress { done, total });
+                if pending == 0 && filler.is_finished() {
+                    break;
+                }
             }
         }
-    }
+        filler.join().unwrap_or_else(|_| {
+            Err(RepackError::NoLayout(
+                "(a converter thread panicked)".into(),
+            ))
+        })
+    });
     completion.wait().map_err(|e| read_error(path, e))?;
+    repack_result.map_err(|e| match e {
+        RepackError::Read(e) => read_error(path, e),
+        other => internal(other.to_string()),
+    })?;
     drop(pool);
     for (copy, first) in shares {
         // SAFETY: both are live tensors of the model with the same shape and type (the

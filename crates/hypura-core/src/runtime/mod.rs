@@ -10,5 +10,6 @@ pub(crate) mod model;
 pub(crate) mod options;
 pub(crate) mod prepare;
 pub(crate) mod proc_stats;
+pub(crate) mod repacked;
 pub(crate) mod sample;
 pub(crate) mod text;

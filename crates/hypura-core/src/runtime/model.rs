@@ -118,7 +118,9 @@ pub struct Model {
     _threads: Option<ThreadPool>,
     streamer: Option<Box<Mutex<Streamer>>>,
     llama: LlamaModel,
-    buffer_type: Option<HypuraBufferType>,
+    _buffer_types: Vec<HypuraBufferType>,
+    /// True when some weights stream from the file.
+    streaming: bool,
     file: Arc<ModelFile>,
     n_vocab: usize,
     n_past: Vec<i32>,
@@ -154,7 +156,7 @@ impl Model {
         threads: Option<ThreadPool>,
         streamer: Option<Box<Mutex<Streamer>>>,
         llama: LlamaModel,
-        buffer_type: Option<HypuraBufferType>,
+        buffer_types: Vec<HypuraBufferType>,
         file: Arc<ModelFile>,
         options: LoadOptions,
         plan: Plan,
@@ -169,7 +171,8 @@ impl Model {
             _threads: threads,
             streamer,
             llama,
-            buffer_type,
+            streaming: !buffer_types.is_empty() && !plan.full_resident,
+            _buffer_types: buffer_types,
             file,
             n_vocab,
             held_tokens: Vec::new(),
@@ -208,7 +211,7 @@ impl Model {
 
     /// True when weights stream (tiered, with a budget below the model's size).
     pub fn is_streaming(&self) -> bool {
-        self.buffer_type.is_some()
+        self.streaming
     }
 
     /// True when hypura reads the model file with direct I/O (bypassing the page cache).

@@ -1,0 +1,300 @@
+//! Which weights llama.cpp's CPU backend keeps in its repacked layout (`CPU_REPACK`, weights
+//! interleaved for its faster matrix kernels), decided before loading, the way llama.cpp's
+//! loader decides it: for each weight, a stand-in of the operation the weight takes part in
+//! (a matrix product, or an expert product for `ffn_*_exps`) is offered to the CPU device with
+//! the weight in each of its extra buffer types, and the first that supports it wins.
+//!
+//! hypura then gives exactly those weights a repacking buffer of its own (see
+//! [`crate::memory::HypuraBufferType::wrapping`]) and fills them itself, in parallel. Where
+//! hypura cannot be sure to choose as llama.cpp would (another device or extra buffer type
+//! present, a tied LM head that would be repacked, a weight whose operation the name does not
+//! say), the choice is [`Repacking::Unsure`] and llama.cpp loads the model itself.
+
+use std::collections::BTreeSet;
+use std::ffi::CStr;
+
+use crate::model::{ModelInventory, Role};
+use crate::sys;
+
+/// The name of ggml's repacking buffer type.
+const REPACK_BUFT_NAME: &CStr = c"CPU_REPACK";
+
+/// What llama.cpp would repack.
+pub(crate) enum Repacking {
+    /// Nothing (repacking off, or no weight qualifies).
+    Nothing,
+    /// These weights, in this buffer type (ggml's `CPU_REPACK`).
+    Some {
+        buft: sys::ggml_backend_buffer_type_t,
+        names: BTreeSet<String>,
+    },
+    /// hypura cannot reproduce llama.cpp's choice here; why.
+    Unsure(String),
+}
+
+/// The operation a weight takes part in, as llama.cpp's loader tests it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WeightOp {
+    MatMul,
+    ExpertMatMul,
+    /// Anything the repacked layout never serves (row lookups, additions, norms).
+    Other,
+}
+
+fn weight_op(role: Role, name: &str, n_dims: usize) -> Option<WeightOp> {
+    if !name.ends_with(".weight") {
+        return Some(WeightOp::Other); // biases are added, never multiplied
+    }
+    match role {
+        Role::Small | Role::Embedding => Some(WeightOp::Other),
+        Role::Experts if n_dims == 3 => Some(WeightOp::ExpertMatMul),
+        Role::Experts => None,
+        Role::Output | Role::Attention | Role::Ffn => Some(WeightOp::MatMul),
+        // Other matrices: a row lookup if it is an embedding, otherwise unknown.
+        Role::OtherLayer | Role::Other if name.contains("embd") => Some(WeightOp::Other),
+        Role::OtherLayer | Role::Other => None,
+    }
+}
+
+/// A ggml context for stand-in tensors (no data), freed on drop.
+struct MetaContext(*mut sys::ggml_context);
+
+impl MetaContext {
+    fn new(tensors: usize) -> Option<Self> {
+        // SAFETY: plain parameters; no_alloc, so only tensor headers are allocated.
+        let ctx = unsafe {
+            sys::ggml_init(sys::ggml_init_params {
+                mem_size: sys::ggml_tensor_overhead() * tensors,
+                mem_buffer: std::ptr::null_mut(),
+                no_alloc: true,
+            })
+        };
+        (!ctx.is_null()).then_some(Self(ctx))
+    }
+}
+
+impl Drop for MetaContext {
+    fn drop(&mut self) {
+        // SAFETY: created by ggml_init, freed once.
+        unsafe { sys::ggml_free(self.0) };
+    }
+}
+
+/// Whether `dev` runs `op` on a weight (`weight`, an input of `op`) kept in `buft`: a dummy
+/// buffer of that type is attached to the weight while the device is asked.
+///
+/// # Safety
+/// `weight` must be a stand-in tensor without a buffer, used by `op`.
+unsafe fn supported_in(
+    dev: sys::ggml_backend_dev_t,
+    buft: sys::ggml_backend_buffer_type_t,
+    weight: *mut sys::ggml_tensor,
+    op: *mut sys::ggml_tensor,
+) -> bool {
+    // SAFETY: a zero-size buffer is a dummy that only names its type; the weight is a
+    // stand-in whose buffer is restored before returning.
+    unsafe {
+        let dummy = sys::ggml_backend_buft_alloc_buffer(buft, 0);
+        if dummy.is_null() {
+            return false;
+        }
+        (*weight).buffer = dummy;
+        let supported = sys::ggml_backend_dev_supports_op(dev, op);
+        (*weight).buffer = std::ptr::null_mut();
+        sys::ggml_backend_buffer_free(dummy);
+        supported
+    }
+}
+
+/// Decides what llama.cpp's loader would put in `CPU_REPACK` for `inventory`'s model with
+/// `use_extra_bufts` (llama.cpp's `use_extra_bufts`), on the backends registered now.
+pub(crate) fn plan_repacking(inventory: &ModelInventory, use_extra_bufts: bool) -> Repacking {
+    if !use_extra_bufts {
+        return Repacking::Nothing;
+    }
+    // SAFETY: registry lookups; the function pointer comes from ggml's CPU backend with the
+    // signature its name says.
+    let (cpu_dev, extra) = unsafe {
+        let count = sys::ggml_backend_dev_count();
+        for i in 0..count {
+            let dev = sys::ggml_backend_dev_get(i);
+            if sys::ggml_backend_dev_type(dev) != sys::GGML_BACKEND_DEVICE_TYPE_CPU {
+                return Repacking::Unsure("a device other than the CPU is registered".into());
+            }
+        }
+        let cpu_dev = sys::ggml_backend_dev_by_type(sys::GGML_BACKEND_DEVICE_TYPE_CPU);
+        if cpu_dev.is_null() {
+            return Repacking::Unsure("no CPU device".into());
+        }
+        let reg = sys::ggml_backend_dev_backend_reg(cpu_dev);
+        let proc = sys::ggml_backend_reg_get_proc_address(
+            reg,
+            c"ggml_backend_dev_get_extra_bufts".as_ptr(),
+        );
+        let mut extra = Vec::new();
+        if !proc.is_null() {
+            let get: sys::ggml_backend_dev_get_extra_bufts_t = std::mem::transmute(proc);
+            if let Some(get) = get {
+                let mut list = get(cpu_dev);
+                while !list.is_null() && !(*list).is_null() {
+                    extra.push(*list);
+                    list = list.add(1);
+                }
+            }
+        }
+        (cpu_dev, extra)
+    };
+    // SAFETY: the buffer types' names are static strings.
+    let repack_buft = extra
+        .iter()
+        .copied()
+        .find(|&b| unsafe { CStr::from_ptr(sys::ggml_backend_buft_name(b)) } == REPACK_BUFT_NAME);
+    let Some(repack_buft) = repack_buft else {
+        return if extra.is_empty() {
+            Repacking::Nothing
+        } else {
+            Repacking::Unsure("the CPU backend has extra buffer types but no CPU_REPACK".into())
+        };
+    };
+    let n_used = inventory.n_expert_used.clamp(1, 1 << 16) as i64;
+    let mut names = BTreeSet::new();
+    let head_is_embedding = inventory.tied_head;
+    for t in inventory.tensors.iter().filter(|t| !inventory.is_unused(t)) {
+        let info = &t.info;
+        let n_dims = info.dims.len();
+        // The tied head is a second copy of the embedding, multiplied as the head.
+        let role = if head_is_embedding && t.role == Role::Embedding {
+            Role::Output
+        } else {
+            t.role
+        };
+        let op = match weight_op(role, &info.name, n_dims) {
+            Some(WeightOp::Other) => continue,
+            Some(op) => op,
+            None => WeightOp::MatMul,
+        };
+        let ggml_type: sys::ggml_type = info.ggml_type;
+        let mut ne = [1i64; 4];
+        for (d, n) in ne.iter_mut().zip(&info.dims) {
+            *d = i64::try_from(*n).unwrap_or(i64::MAX);
+        }
+        if op == WeightOp::ExpertMatMul && ne[3] != 1 {
+            return Repacking::Unsure(format!("expert tensor {} has four dimensions", info.name));
+        }
+        let Some(ctx) = MetaContext::new(8) else {
+            return Repacking::Unsure("ggml could not make a context".into());
+        };
+        // SAFETY: stand-in tensors of a validated weight's type and shape (llama.cpp makes
+        // the same for its own test) in a no-alloc context alive for this iteration.
+        let chosen = unsafe {
+            let w = sys::ggml_new_tensor(ctx.0, ggml_type, n_dims as i32, ne.as_ptr());
+            let op_tensor = match op {
+                WeightOp::MatMul => {
+                    let b = sys::ggml_new_tensor_4d(
+                        ctx.0,
+                        sys::GGML_TYPE_F32,
+                        ne[0],
+                        512,
+                        ne[2],
+                        ne[3],
+                    );
+                    sys::ggml_mul_mat(ctx.0, w, b)
+                }
+                _ => {
+                    let b = sys::ggml_new_tensor_3d(ctx.0, sys::GGML_TYPE_F32, ne[0], n_used, 512);
+                    let ids = sys::ggml_new_tensor_2d(ctx.0, sys::GGML_TYPE_I32, n_used, 512);
+                    sys::ggml_mul_mat_id(ctx.0, w, b, ids)
+                }
+            };
+            extra
+                .iter()
+                .copied()
+                .find(|&b| supported_in(cpu_dev, b, w, op_tensor))
+        };
+        let Some(buft) = chosen else { continue };
+        if buft != repack_buft {
+            return Repacking::Unsure(format!(
+                "llama.cpp would keep {} in another extra buffer type",
+                info.name
+            ));
+        }
+        if weight_op(role, &info.name, n_dims).is_none() {
+            return Repacking::Unsure(format!(
+                "hypura cannot tell which operation {} serves",
+                info.name
+            ));
+        }
+        if role != t.role {
+            return Repacking::Unsure("the tied LM head would be repacked".into());
+        }
+        if !info
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        {
+            return Repacking::Unsure(format!(
+                "tensor name {:?} has unusual characters",
+                info.name
+            ));
+        }
+        names.insert(info.name.clone());
+    }
+    if names.is_empty() {
+        Repacking::Nothing
+    } else {
+        Repacking::Some {
+            buft: repack_buft,
+            names,
+        }
+    }
+}
+
+/// Regular expressions (std::regex, ECMAScript) matching exactly `names`, few of them: one per
+/// name outside the layers, one per name within a layer (`blk.N.` + rest) listing its layers.
+/// llama.cpp compiles every override for every tensor, so the count matters.
+pub(crate) fn exact_name_patterns(names: &BTreeSet<String>) -> Vec<String> {
+    let escape = |s: &str| s.replace('.', "\\.").replace('-', "\\-");
+    let mut by_rest: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    let mut patterns = Vec::new();
+    for name in names {
+        let layered = name
+            .strip_prefix("blk.")
+            .and_then(|r| r.split_once('.'))
+            .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        match layered {
+            Some((layer, rest)) => by_rest.entry(rest).or_default().push(layer),
+            None => patterns.push(format!("^{}$", escape(name))),
+        }
+    }
+    for (rest, layers) in by_rest {
+        patterns.push(format!("^blk\\.({})\\.{}$", layers.join("|"), escape(rest)));
+    }
+    patterns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_group_layers_and_escape_dots() {
+        let names: BTreeSet<String> = [
+            "blk.0.ffn_up.weight",
+            "blk.12.ffn_up.weight",
+            "blk.3.attn_q.weight",
+            "output.weight",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let p = exact_name_patterns(&names);
+        assert_eq!(
+            p,
+            vec![
+                "^output\\.weight$".to_string(),
+                "^blk\\.(3)\\.attn_q\\.weight$".to_string(),
+                "^blk\\.(0|12)\\.ffn_up\\.weight$".to_string(),
+            ]
+        );
+    }
+}

@@ -62,7 +62,7 @@ pub use model::Role;
 pub use plan::budget::{Budget, InvalidBudget};
 pub use plan::{GroupKind, Placement, Plan, StreamGroup, TensorPlacement, Tier};
 pub use profile::{ExpertProfile, ProfileError};
-pub use runtime::engine::{Engine, EngineEvent, RequestId};
+pub use runtime::engine::{Engine, EngineEvent, RequestId, RequestTimings};
 pub use runtime::generate::{GenerateOptions, GenerationStats, StopReason};
 pub use runtime::model::{BatchToken, LoadStats, Model, ModelStats, Token};
 pub use runtime::options::{

@@ -1,5 +1,6 @@
 //! The engine: requests decoded together (more of them than sequences, so some wait) each
-//! get the tokens a lone generation with the same settings gets; cancelling frees a sequence.
+//! get the tokens a lone generation with the same settings gets; cancelling frees a sequence;
+//! a stop string ends a request just before it.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -135,4 +136,80 @@ fn a_cancelled_request_frees_its_sequence() {
     }
     finished.sort();
     assert_eq!(finished, vec![b, c]);
+}
+
+#[test]
+fn a_stop_string_ends_a_request_just_before_it() {
+    let request = || {
+        GenerateOptions::new("Once upon a time, in a small village,")
+            .max_tokens(40)
+            .temperature(0.9)
+            .seed(11)
+            .stop_at_end_of_generation(false)
+    };
+    let mut engine = Engine::new(load(2, Budget::AllWeights));
+    let run = |engine: &mut Engine, request: GenerateOptions| {
+        let id = engine.submit(request).unwrap();
+        let mut text = String::new();
+        let mut end = None;
+        while !engine.is_idle() {
+            for event in engine.step().unwrap() {
+                match event {
+                    EngineEvent::Text { id: i, text: piece } if i == id => text.push_str(&piece),
+                    EngineEvent::Finished {
+                        id: i,
+                        reason,
+                        tokens,
+                        ..
+                    } if i == id => end = Some((reason, tokens.len())),
+                    _ => {}
+                }
+            }
+        }
+        let (reason, tokens) = end.expect("never finished");
+        (text, reason, tokens)
+    };
+    let (whole, reason, tokens) = run(&mut engine, request());
+    assert_eq!((reason, tokens), (StopReason::MaxTokens, 40));
+    // A stop string from the middle of the answer, of three characters.
+    let chars: Vec<(usize, char)> = whole.char_indices().collect();
+    let (from, _) = chars[chars.len() / 2];
+    let to = chars.get(chars.len() / 2 + 3).map_or(whole.len(), |c| c.0);
+    let stop = whole[from..to].to_string();
+    let before = &whole[..whole.find(&stop).unwrap()];
+
+    let (text, reason, tokens) = run(
+        &mut engine,
+        request().stop(vec!["<never>".into(), stop.clone()]),
+    );
+    assert_eq!(reason, StopReason::StopString, "{stop:?} in {whole:?}");
+    assert_eq!(text, before, "stopped at {stop:?}");
+    assert!(tokens < 40);
+    assert_eq!(engine.load(), (0, 0), "the sequence was not freed");
+
+    // Model::generate stops the same way.
+    let mut model = engine.into_model();
+    let mut text = String::new();
+    let stats = model
+        .generate(&request().stop(vec![stop.clone()]), |piece| {
+            text.push_str(piece);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(stats.stop_reason, StopReason::StopString);
+    assert_eq!(text, before);
+
+    // Stop strings are checked: at most 16, none empty, none over 256 bytes.
+    let mut engine = Engine::new(model);
+    for (stops, why) in [
+        (vec!["x".to_string(); 17], "17 stop strings"),
+        (vec![String::new()], "empty"),
+        (vec!["y".repeat(257)], "257 bytes"),
+    ] {
+        let e = engine
+            .submit(request().stop(stops))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(why), "{e}");
+    }
 }

@@ -122,6 +122,7 @@ fn route(listeners: &mut HashMap<RequestId, UnboundedSender<Update>>, event: Eng
             reason,
             tokens,
             prompt_tokens,
+            ..
         } => {
             if let Some(tx) = listeners.remove(&id) {
                 let _ = tx.send(Update::Done {

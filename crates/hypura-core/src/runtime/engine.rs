@@ -3,8 +3,8 @@
 //! next token of every request that is generating, and a chunk of the prompts of requests
 //! that are starting. The streamed weights are read once per step for all of them, which is
 //! where batching pays beyond memory. Each request has its own sequence in the context, its
-//! own sampler (llama.cpp's chain, seeded) and its own limits; a request beyond the free
-//! sequences waits in the queue.
+//! own sampler (llama.cpp's chain, seeded), its own limits and stop strings; a request
+//! beyond the free sequences waits in the queue.
 //!
 //! ```no_run
 //! use hypura_core::{Engine, EngineEvent, GenerateOptions, LoadOptions, Model};
@@ -26,10 +26,11 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use super::generate::{GenerateOptions, StopReason};
 use super::model::{BatchToken, Model, Token};
-use super::text::Utf8Pieces;
+use super::text::{StopStrings, Utf8Pieces};
 use crate::error::{DecodeError, GenerateError};
 use crate::llama::SamplerChain;
 
@@ -62,13 +63,28 @@ pub enum EngineEvent {
         tokens: Vec<Token>,
         /// Its prompt's tokens.
         prompt_tokens: usize,
+        /// Where its time went.
+        timings: RequestTimings,
     },
+}
+
+/// Where a request's time went, from [`Engine::submit`] to its end.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
+pub struct RequestTimings {
+    /// Waiting for a free sequence.
+    pub waiting: Duration,
+    /// From starting on a sequence to its first token sampled: the prompt.
+    pub prompt: Duration,
+    /// From the first token sampled to the end.
+    pub generating: Duration,
 }
 
 struct Waiting {
     id: RequestId,
     prompt: Vec<Token>,
     options: GenerateOptions,
+    submitted: Instant,
 }
 
 struct Active {
@@ -81,8 +97,25 @@ struct Active {
     next: Option<Token>,
     generated: Vec<Token>,
     text: Utf8Pieces,
+    stops: StopStrings,
     sampler: SamplerChain,
     options: GenerateOptions,
+    /// How long it waited for its sequence.
+    waited: Duration,
+    started: Instant,
+    first_token: Option<Instant>,
+}
+
+impl Active {
+    fn timings(&self) -> RequestTimings {
+        let now = Instant::now();
+        let first = self.first_token.unwrap_or(now);
+        RequestTimings {
+            waiting: self.waited,
+            prompt: first.duration_since(self.started),
+            generating: now.duration_since(first),
+        }
+    }
 }
 
 /// Many requests on one model, decoded together: see the module's notes.
@@ -149,6 +182,7 @@ impl Engine {
             id,
             prompt,
             options: request,
+            submitted: Instant::now(),
         });
         Ok(id)
     }
@@ -163,6 +197,10 @@ impl Engine {
                 reason: StopReason::Caller,
                 tokens: Vec::new(),
                 prompt_tokens: w.prompt.len(),
+                timings: RequestTimings {
+                    waiting: w.submitted.elapsed(),
+                    ..RequestTimings::default()
+                },
             });
         }
         let slot = self
@@ -170,11 +208,13 @@ impl Engine {
             .iter()
             .position(|s| s.as_ref().is_some_and(|a| a.id == id))?;
         let active = self.slots[slot].take()?;
+        let timings = active.timings();
         Some(EngineEvent::Finished {
             id,
             reason: StopReason::Caller,
             tokens: active.generated,
             prompt_tokens: active.prompt.len(),
+            timings,
         })
     }
 
@@ -266,15 +306,18 @@ impl Engine {
             let token = a.sampler.sample(row);
             a.sampler.accept(token);
             a.generated.push(token);
+            a.first_token.get_or_insert_with(Instant::now);
             let end = a.options.stop_at_end_of_generation && self.model.is_end_of_generation(token);
-            let piece = a.text.push(&self.model.token_bytes(token));
-            if !piece.is_empty() {
+            let checked = a.stops.push(&a.text.push(&self.model.token_bytes(token)));
+            if !checked.text.is_empty() {
                 events.push(EngineEvent::Text {
                     id: a.id,
-                    text: piece,
+                    text: checked.text,
                 });
             }
-            let reason = if end {
+            let reason = if checked.stopped {
+                Some(StopReason::StopString)
+            } else if end {
                 Some(StopReason::EndOfGeneration)
             } else if a.generated.len() >= a.options.max_tokens {
                 Some(StopReason::MaxTokens)
@@ -310,27 +353,42 @@ impl Engine {
                 next: None,
                 generated: Vec::new(),
                 text: Utf8Pieces::default(),
+                stops: StopStrings::new(&w.options.stop),
                 sampler,
                 options: w.options,
+                waited: w.submitted.elapsed(),
+                started: Instant::now(),
+                first_token: None,
             });
         }
         Ok(())
     }
 }
 
-/// Ends `active`: the text still held back (an incomplete character), then `Finished`.
-fn finish(mut active: Active, reason: StopReason, events: &mut Vec<EngineEvent>) {
-    let rest = active.text.finish();
+/// Ends `active`: the text still held back (an incomplete character, or what could have
+/// begun a stop string; nothing after a stop string), then `Finished`.
+fn finish(mut active: Active, mut reason: StopReason, events: &mut Vec<EngineEvent>) {
+    let mut rest = String::new();
+    if reason != StopReason::StopString {
+        let checked = active.stops.push(&active.text.finish());
+        if checked.stopped {
+            reason = StopReason::StopString;
+        }
+        rest = checked.text;
+    }
+    rest.push_str(&active.stops.finish());
     if !rest.is_empty() {
         events.push(EngineEvent::Text {
             id: active.id,
             text: rest,
         });
     }
+    let timings = active.timings();
     events.push(EngineEvent::Finished {
         id: active.id,
         reason,
         tokens: active.generated,
         prompt_tokens: active.prompt.len(),
+        timings,
     });
 }

@@ -1,7 +1,7 @@
 //! The generation loop shared by the CLI, the C ABI's example and the tests: the prompt,
 //! then sampling and decoding token by token, handing the caller whole UTF-8 text pieces as
-//! they come, until the caller stops it, an end-of-generation token, or the token limit;
-//! with the figures the statistics report.
+//! they come, until the caller stops it, an end-of-generation token, a stop string, or the
+//! token limit; with the figures the statistics report.
 
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -9,10 +9,10 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::model::{Model, Token};
-use super::options::LoadMode;
+use super::options::{limits, LoadMode};
 use super::prepare::IO_BUFFER_SLACK_BYTES;
 use super::proc_stats;
-use super::text::Utf8Pieces;
+use super::text::{StopStrings, Utf8Pieces};
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::GenerateError;
 use crate::llama::{ChainSettings, SamplerChain};
@@ -25,7 +25,9 @@ use crate::stream::track::TensorAccess;
 /// let request = hypura_core::GenerateOptions::new("Once upon a time")
 ///     .max_tokens(32)
 ///     .temperature(0.8)
-///     .seed(7);
+///     .seed(7)
+///     .stop(vec!["\n\n".into()]);
+/// assert!(request.check().is_ok());
 /// ```
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -41,6 +43,7 @@ pub struct GenerateOptions {
     pub(crate) presence_penalty: f32,
     pub(crate) seed: u64,
     pub(crate) stop_at_end_of_generation: bool,
+    pub(crate) stop: Vec<String>,
 }
 
 impl GenerateOptions {
@@ -61,6 +64,7 @@ impl GenerateOptions {
             presence_penalty: 0.0,
             seed: 0,
             stop_at_end_of_generation: true,
+            stop: Vec::new(),
         }
     }
 
@@ -152,6 +156,16 @@ impl GenerateOptions {
         self.stop_at_end_of_generation = on;
         self
     }
+
+    /// Stop strings (none by default; at most [`limits::MAX_STOP_STRINGS`], none empty,
+    /// each at most [`limits::MAX_STOP_STRING_BYTES`] bytes): the generation ends where the
+    /// first of them occurs in its text ([`StopReason::StopString`]). The text handed on is
+    /// what comes before it: text that could still become a stop string is held back until
+    /// it is clear that it does not.
+    pub fn stop(mut self, stops: Vec<String>) -> Self {
+        self.stop = stops;
+        self
+    }
 }
 
 /// Why a generation ended.
@@ -167,6 +181,8 @@ pub enum StopReason {
     Caller,
     /// The request's sequence has no room for another token (the context is full).
     ContextFull,
+    /// One of the request's stop strings occurred in the text.
+    StopString,
 }
 
 /// The result of one generation, with its statistics.
@@ -343,6 +359,29 @@ fn check_request(request: &GenerateOptions) -> Result<(), GenerateError> {
             "the frequency and presence penalties must be finite".into(),
         ));
     }
+    if request.stop.len() > limits::MAX_STOP_STRINGS {
+        return Err(GenerateError::InvalidOption(format!(
+            "{} stop strings (at most {})",
+            request.stop.len(),
+            limits::MAX_STOP_STRINGS
+        )));
+    }
+    if request.stop.iter().any(String::is_empty) {
+        return Err(GenerateError::InvalidOption(
+            "a stop string is empty".into(),
+        ));
+    }
+    if let Some(long) = request
+        .stop
+        .iter()
+        .find(|s| s.len() > limits::MAX_STOP_STRING_BYTES)
+    {
+        return Err(GenerateError::InvalidOption(format!(
+            "a stop string has {} bytes (at most {})",
+            long.len(),
+            limits::MAX_STOP_STRING_BYTES
+        )));
+    }
     Ok(())
 }
 
@@ -416,6 +455,7 @@ impl Model {
         let storage_before = proc_stats::storage_read_bytes();
         let mut sampler = request.sampler(self.n_vocab(), prompt)?;
         let mut text = Utf8Pieces::default();
+        let mut stops = StopStrings::new(&request.stop);
         let mut tokens = Vec::new();
         let mut decoded = 0usize;
         let mut stop_reason = StopReason::MaxTokens;
@@ -431,9 +471,13 @@ impl Model {
             sampler.accept(token);
             tokens.push(token);
             let end = request.stop_at_end_of_generation && self.is_end_of_generation(token);
-            let piece = text.push(&self.token_bytes(token));
-            if !piece.is_empty() && on_text(&piece).is_break() {
+            let checked = stops.push(&text.push(&self.token_bytes(token)));
+            if !checked.text.is_empty() && on_text(&checked.text).is_break() {
                 stop_reason = StopReason::Caller;
+                break;
+            }
+            if checked.stopped {
+                stop_reason = StopReason::StopString;
                 break;
             }
             if end {
@@ -447,9 +491,15 @@ impl Model {
             }
         }
         let (expert_trace, expert_unit_bytes) = self.expert_trace();
-        let rest = text.finish();
-        if !rest.is_empty() && stop_reason != StopReason::Caller {
-            let _ = on_text(&rest);
+        if !matches!(stop_reason, StopReason::Caller | StopReason::StopString) {
+            let checked = stops.push(&text.finish());
+            let rest = checked.text + &stops.finish();
+            if checked.stopped {
+                stop_reason = StopReason::StopString;
+            }
+            if !rest.is_empty() {
+                let _ = on_text(&rest);
+            }
         }
         let decode_s = started.elapsed().as_secs_f64();
         let storage_bytes_read = proc_stats::storage_read_bytes().saturating_sub(storage_before);

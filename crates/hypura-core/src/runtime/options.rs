@@ -43,6 +43,10 @@ pub mod limits {
     pub const MAX_CONTEXT_LENGTH: u32 = 1 << 24;
     /// Largest batch.
     pub const MAX_BATCH_SIZE: u32 = 1 << 16;
+    /// Most stop strings of one request ([`crate::GenerateOptions::stop`]).
+    pub const MAX_STOP_STRINGS: usize = 16;
+    /// Longest stop string, in bytes.
+    pub const MAX_STOP_STRING_BYTES: usize = 256;
 }
 
 /// Options for [`crate::Model::load`] and [`crate::Plan::for_options`], built from a model

@@ -151,6 +151,38 @@ impl LlamaModel {
         // SAFETY: the vocabulary belongs to the live model.
         unsafe { sys::llama_vocab_get_add_bos(self.vocab()) }
     }
+
+    /// The number of weights (parameters) of the model.
+    pub fn n_params(&self) -> u64 {
+        // SAFETY: the model is live.
+        unsafe { sys::llama_model_n_params(self.0.as_ptr()) }
+    }
+
+    /// The GGUF metadata value of `key` as text (numbers written out), if it is there and
+    /// is not an array.
+    pub fn meta_str(&self, key: &str) -> Option<String> {
+        let key = CString::new(key).ok()?;
+        let mut buf = vec![0u8; 256];
+        for _ in 0..2 {
+            // SAFETY: a valid C string; the buffer is valid for its length. llama.cpp writes
+            // at most `len` bytes, NUL included, and returns the value's full length.
+            let n = unsafe {
+                sys::llama_model_meta_val_str(
+                    self.0.as_ptr(),
+                    key.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            let n = usize::try_from(n).ok()?;
+            if n < buf.len() {
+                buf.truncate(n);
+                return Some(String::from_utf8_lossy(&buf).into_owned());
+            }
+            buf.resize(n + 1, 0);
+        }
+        None
+    }
 }
 
 impl Drop for LlamaModel {

@@ -209,6 +209,23 @@ impl Model {
         &self.load_stats
     }
 
+    /// The number of weights (parameters), as llama.cpp counts them.
+    pub fn parameter_count(&self) -> u64 {
+        self.llama.n_params()
+    }
+
+    /// The model file's GGUF metadata value of `key` (e.g. `general.name`,
+    /// `general.file_type`) as text, numbers written out; `None` when absent or an array.
+    pub fn metadata(&self, key: &str) -> Option<String> {
+        self.llama.meta_str(key)
+    }
+
+    /// A short identity of the model file (a hash of its header and its size; 16 hex
+    /// digits), the key its saved expert profile goes under.
+    pub fn file_key(&self) -> &str {
+        &self.profile_source.model_key
+    }
+
     /// True when weights stream (tiered, with a budget below the model's size).
     pub fn is_streaming(&self) -> bool {
         self.streaming

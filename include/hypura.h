@@ -370,7 +370,8 @@ hypura_status hypura_params_set_stock(hypura_params *params, bool stock);
 // `params` is NULL or live.
 hypura_status hypura_params_set_repack(hypura_params *params, bool repack);
 
-// Reader threads (read requests in flight) when streaming, 1 to 64.
+// Reader threads (read requests in flight) when streaming, 1 to 64 (default: 8 for a
+// mixture-of-experts model streamed expert by expert, 4 otherwise).
 //
 // # Safety
 // `params` is NULL or live.

@@ -3,7 +3,7 @@
 # (default .device/hypura; build with `cargo build --release -p hypura-cli` and strip it).
 # Generates synthetic models, measures the disk, and benchmarks stock llama.cpp vs hypura in
 # memory-capped cgroups, CPU compute. Prints tables; writes JSON under $OUT (or /tmp).
-#   scripts/device-bench.sh [io|ab|ab-moe|verify|7b|13b|fits|70b|moe|moe10|moe-cold|qwen30b-cold|moe-fits|shift|moe-token|qwen30b|moe-whole|moe-ceiling|all] ...
+#   scripts/device-bench.sh [io|ab|ab-moe|ab-moe-io|verify|7b|13b|fits|70b|moe|moe10|moe-cold|qwen30b-cold|moe-fits|shift|moe-token|qwen30b|moe-whole|moe-ceiling|all] ...
 #   (several may be given; M7=<file> measures the disk on that file instead of a 7B model)
 # MoE cases run hypura without a saved expert profile (--no-expert-profile), except
 # moe-cold and qwen30b-cold: a first run with another prompt saves one, then stock and hypura
@@ -135,6 +135,12 @@ case "$what" in
             for bin in ${AB_BINS:-$H}; do TEMP=1 SEED=42 capped_run "$bin" 16G 15.5G --no-expert-profile; done
         done
         ;;
+    ab-moe-io) # hypura alone on $M7 (an MoE) under a 16 GiB cap, once with each reader count in $IO_LIST per round
+        echo "== hypura alone, $(basename "$M7") under a 16 GiB cap, weights budget 15.5G, $TOKENS tokens, temperature 1, readers ${IO_LIST:-4 8}"
+        for round in $(seq "$ROUNDS"); do
+            for io in ${IO_LIST:-4 8}; do IO_THREADS=$io TEMP=1 SEED=42 capped_run "$H" 16G 15.5G --no-expert-profile; done
+        done
+        ;;
     verify)
         echo "== the file checks' cost: hypura alone, 7B under a 2 GiB cap, weights budget ${W7:-1.78G}, $TOKENS tokens"
         RESULTS=$W/verify-results; : > "$RESULTS"
@@ -199,6 +205,6 @@ PY
         run_bench "$(synth llama-13b q4_0)" 4G 13b-4g 3.75G
         run_bench "$M7" 12G 7b-12g
         ;;
-    *) echo "unknown: $what (io|ab|ab-moe|verify|7b|13b|fits|70b|moe|moe10|moe-cold|qwen30b-cold|moe-fits|shift|moe-token|qwen30b|moe-whole|moe-ceiling|all)" >&2; exit 2 ;;
+    *) echo "unknown: $what (io|ab|ab-moe|ab-moe-io|verify|7b|13b|fits|70b|moe|moe10|moe-cold|qwen30b-cold|moe-fits|shift|moe-token|qwen30b|moe-whole|moe-ceiling|all)" >&2; exit 2 ;;
 esac
 done

@@ -57,9 +57,10 @@ pub struct ModelArgs {
     /// Disk read bandwidth in GB/s for the bound (default: measured once and cached).
     #[arg(long)]
     pub disk_gbps: Option<f64>,
-    /// Reader threads (read requests in flight) when streaming (1 to 64).
-    #[arg(long, default_value_t = defaults::IO_THREADS)]
-    pub io_threads: u32,
+    /// Reader threads (read requests in flight) when streaming, 1 to 64 (default: 8 for a
+    /// mixture-of-experts model streamed expert by expert, 4 otherwise).
+    #[arg(long)]
+    pub io_threads: Option<u32>,
     /// Context length in tokens.
     #[arg(short = 'c', long, default_value_t = defaults::CONTEXT_LENGTH)]
     pub ctx: u32,
@@ -359,9 +360,10 @@ pub struct BenchArgs {
     /// Turn off repacked CPU layouts in both modes.
     #[arg(long)]
     pub no_repack: bool,
-    /// hypura's reader threads (read requests in flight).
-    #[arg(long, default_value_t = defaults::IO_THREADS)]
-    pub io_threads: u32,
+    /// hypura's reader threads (read requests in flight; default: 8 for a mixture-of-experts
+    /// model streamed expert by expert, 4 otherwise).
+    #[arg(long)]
+    pub io_threads: Option<u32>,
     /// Sampling temperature for both modes (0 = greedy). Greedy decoding of a synthetic
     /// model tends to repeat one token, so an MoE model would route the same experts every
     /// token; a temperature spreads the routing.

@@ -46,7 +46,6 @@ fn budget_of(args: &ModelArgs) -> Result<Budget, Failure> {
 fn options_of(args: &ModelArgs) -> Result<LoadOptions, Failure> {
     let mut options = LoadOptions::new(&args.model)
         .budget(budget_of(args)?)
-        .io_threads(args.io_threads)
         .context_length(args.ctx)
         .expert_slices(!args.no_expert_slices)
         .expert_profiles(if args.no_expert_profile {
@@ -56,6 +55,9 @@ fn options_of(args: &ModelArgs) -> Result<LoadOptions, Failure> {
                 .clone()
                 .or_else(|| disk::cache_dir().map(|d| d.join("experts")))
         });
+    if let Some(n) = args.io_threads {
+        options = options.io_threads(n);
+    }
     if let Some(gbps) = args.disk_gbps {
         if !(gbps.is_finite() && gbps > 0.0 && gbps < 1e6) {
             return Err(usage("--disk-gbps must be a positive number of GB/s"));

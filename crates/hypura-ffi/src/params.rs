@@ -304,7 +304,8 @@ pub unsafe extern "C" fn hypura_params_set_repack(
     })
 }
 
-/// Reader threads (read requests in flight) when streaming, 1 to 64.
+/// Reader threads (read requests in flight) when streaming, 1 to 64 (default: 8 for a
+/// mixture-of-experts model streamed expert by expert, 4 otherwise).
 ///
 /// # Safety
 /// `params` is NULL or live.

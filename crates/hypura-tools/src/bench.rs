@@ -62,8 +62,8 @@ pub struct BenchConfig {
     pub prompt: String,
     /// Turn off repacked CPU layouts in both modes.
     pub no_repack: bool,
-    /// hypura's reader threads.
-    pub io_threads: u32,
+    /// hypura's reader threads (None: hypura's default for the model).
+    pub io_threads: Option<u32>,
     /// Sampling temperature (0 = greedy) and seed, the same for both modes.
     pub temperature: f32,
     /// Sampling seed.
@@ -155,8 +155,10 @@ fn run_once(cfg: &BenchConfig, baseline: bool, round: usize) -> Result<Value, Be
         cmd.arg("--baseline");
     } else {
         cmd.args(["--ram-budget", &cfg.weights_budget_bytes.to_string()])
-            .args(["--io-threads", &cfg.io_threads.to_string()])
             .args(&cfg.hypura_flags);
+        if let Some(n) = cfg.io_threads {
+            cmd.args(["--io-threads", &n.to_string()]);
+        }
     }
     cmd.stdout(std::process::Stdio::null());
     let cgroup = if cfg.cgroup {

@@ -29,8 +29,13 @@ pub mod defaults {
     pub const SEQUENCES: u32 = 1;
     /// Disk bandwidth assumed for the bound when none is given, bytes/s.
     pub const DISK_BYTES_PER_S: f64 = 1.6e9;
-    /// Reader threads (read requests in flight).
+    /// Reader threads (read requests in flight) for a dense model's layers.
     pub const IO_THREADS: u32 = 4;
+    /// Reader threads for a mixture-of-experts model whose experts stream slice by slice:
+    /// its reads are one expert's slice each, smaller, and more in flight kept the disk
+    /// busier (near-uniform Mixtral shape under 16 GiB on the lent machine, 2026-11-30: 8
+    /// readers decoded 6.5-8.7% faster than 4; a dense 7B under 2 GiB gained nothing).
+    pub const IO_THREADS_EXPERTS: u32 = 8;
 }
 
 /// Bounds of the options.
@@ -71,7 +76,9 @@ pub struct LoadOptions {
     pub(crate) batch_size: u32,
     pub(crate) sequences: u32,
     pub(crate) disk_bytes_per_s: f64,
-    pub(crate) io_threads: u32,
+    /// None: [`defaults::IO_THREADS`], or [`defaults::IO_THREADS_EXPERTS`] for a model whose
+    /// experts stream slice by slice.
+    pub(crate) io_threads: Option<u32>,
     pub(crate) verify_reads: bool,
     pub(crate) expert_slices: bool,
     pub(crate) expert_profiles: Option<PathBuf>,
@@ -120,7 +127,7 @@ impl LoadOptions {
             batch_size: defaults::BATCH_SIZE,
             sequences: defaults::SEQUENCES,
             disk_bytes_per_s: defaults::DISK_BYTES_PER_S,
-            io_threads: defaults::IO_THREADS,
+            io_threads: None,
             verify_reads: true,
             expert_slices: true,
             expert_profiles: None,
@@ -191,9 +198,10 @@ impl LoadOptions {
         self
     }
 
-    /// Reader threads (read requests in flight) when streaming (1 to 64).
+    /// Reader threads (read requests in flight) when streaming (1 to 64). Default: 4, or 8
+    /// for a mixture-of-experts model whose experts stream slice by slice.
     pub fn io_threads(mut self, n: u32) -> Self {
-        self.io_threads = n;
+        self.io_threads = Some(n);
         self
     }
 
@@ -261,10 +269,13 @@ impl LoadOptions {
                 limits::MAX_THREADS
             ));
         }
-        if !(1..=limits::MAX_IO_THREADS).contains(&self.io_threads) {
+        if let Some(n) = self
+            .io_threads
+            .filter(|n| !(1..=limits::MAX_IO_THREADS).contains(n))
+        {
             return bad(format!(
                 "io_threads = {} (1 to {})",
-                self.io_threads,
+                n,
                 limits::MAX_IO_THREADS
             ));
         }

@@ -10,7 +10,7 @@ use crate::plan::budget::{Budget, NonWeightCosts};
 use crate::plan::search::{self, SearchParams, MAX_PREFETCH_DEPTH, RAM_BYTES_PER_S, REQUEST_BYTES};
 use crate::plan::{experts, Plan};
 use crate::profile::{self, model_key, ExpertProfile};
-use crate::runtime::options::{LoadMode, LoadOptions};
+use crate::runtime::options::{defaults, LoadMode, LoadOptions};
 
 /// What the process needs before any weight is read: a fixed part for the binary, its
 /// libraries and llama.cpp's model metadata.
@@ -49,7 +49,15 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
         options.sequences,
         options.batch_size,
     );
-    let costs = non_weight_costs(&header, &inventory, options, kv_cache_bytes);
+    let io_threads =
+        options
+            .io_threads
+            .unwrap_or(if inventory.n_expert_used > 0 && options.expert_slices {
+                defaults::IO_THREADS_EXPERTS
+            } else {
+                defaults::IO_THREADS
+            });
+    let costs = non_weight_costs(&header, &inventory, options, kv_cache_bytes, io_threads);
     // Stock llama.cpp places nothing: report its plan as everything resident.
     let budget = match options.mode {
         LoadMode::Tiered if inventory.untiered.is_none() => options.budget,
@@ -62,7 +70,7 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
         ram_bytes_per_s: RAM_BYTES_PER_S,
         max_prefetch_depth: MAX_PREFETCH_DEPTH,
         n_ubatch: options.batch_size,
-        io_threads: options.io_threads,
+        io_threads,
         kv_cache_bytes,
         expert_slices: options.expert_slices,
     };
@@ -104,6 +112,7 @@ fn non_weight_costs(
     inventory: &ModelInventory,
     options: &LoadOptions,
     kv_cache_bytes: u64,
+    io_threads: u32,
 ) -> NonWeightCosts {
     let n_vocab = inventory.head().n_rows();
     let n_embd = inventory.n_embd;
@@ -116,7 +125,7 @@ fn non_weight_costs(
         compute_bytes: n_ubatch * 4 * (n_vocab + 8 * n_embd + 4 * n_ff)
             + u64::from(options.context_length) * 1024,
         output_bytes: n_vocab * 4 * u64::from(options.sequences),
-        io_buffer_bytes: u64::from(options.io_threads) * (REQUEST_BYTES + IO_BUFFER_SLACK_BYTES),
+        io_buffer_bytes: u64::from(io_threads) * (REQUEST_BYTES + IO_BUFFER_SLACK_BYTES),
         process_bytes: PROCESS_BASE_BYTES + header.data_offset * VOCABULARY_BYTES_PER_HEADER_BYTE,
     }
 }

@@ -161,6 +161,11 @@ pub struct RunArgs {
     /// Keep generating past end-of-generation tokens.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// Generate this many continuations of the prompt at once (seeds --seed, --seed + 1, ...),
+    /// decoded together, one batch per step: the streamed weights are read once per step for
+    /// all of them. Prints each, and the aggregate rate.
+    #[arg(short = 'P', long, default_value_t = 1)]
+    pub parallel: u32,
 }
 
 #[derive(Args)]
@@ -360,6 +365,10 @@ pub struct BenchArgs {
     /// Turn off repacked CPU layouts in both modes.
     #[arg(long)]
     pub no_repack: bool,
+    /// Sequences decoded together in each run (`run --parallel`): aggregate rates, and the
+    /// time until every sequence has its first token.
+    #[arg(short = 'P', long, default_value_t = 1)]
+    pub parallel: u32,
     /// hypura's reader threads (read requests in flight; default: 8 for a mixture-of-experts
     /// model streamed expert by expert, 4 otherwise).
     #[arg(long)]

@@ -19,14 +19,14 @@ use crate::progress;
 use crate::table::plan_table;
 
 /// A command's failure: printed as one line.
-type Failure = Box<dyn std::error::Error>;
+pub(crate) type Failure = Box<dyn std::error::Error>;
 
 /// An argument the command cannot use.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct Usage(String);
 
-fn usage(message: impl Into<String>) -> Failure {
+pub(crate) fn usage(message: impl Into<String>) -> Failure {
     Box::new(Usage(message.into()))
 }
 
@@ -187,13 +187,25 @@ fn request_of(prompt: String, max_tokens: usize, sampling: &SamplingArgs) -> Gen
 }
 
 /// Loads the model as `run` and `chat` do, saying on stderr where its weights went.
-fn load_for_generation(model_args: &ModelArgs, sampling: &SamplingArgs) -> Result<Model, Failure> {
+fn load_for_generation(
+    model_args: &ModelArgs,
+    sampling: &SamplingArgs,
+    sequences: u32,
+) -> Result<Model, Failure> {
     let mode = if sampling.baseline {
         LoadMode::Stock
     } else {
         LoadMode::Tiered
     };
+    // Each sequence gets a context of -c tokens.
+    let context = model_args
+        .ctx
+        .checked_mul(sequences)
+        .filter(|&c| c <= limits::MAX_CONTEXT_LENGTH)
+        .ok_or_else(|| usage("-c times --parallel is too large"))?;
     let options = options_of(model_args)?
+        .sequences(sequences)
+        .context_length(context)
         .mode(mode)
         .repack(!sampling.no_repack)
         .threads(sampling.threads)
@@ -285,6 +297,9 @@ fn finish_generation(
     Ok(())
 }
 
+/// Most sequences `run --parallel` decodes together.
+const MAX_PARALLEL: u32 = 256;
+
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     check_sampling(args.max_tokens, &args.sampling)?;
     let prompt = match prompt_of(&args.prompt)? {
@@ -298,9 +313,21 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .ok_or_else(|| usage("no prompt: give -p TEXT or -f FILE, or pipe one in"))?,
         None => return Err(usage("no prompt: give -p TEXT or -f FILE, or pipe one in")),
     };
+    if !(1..=MAX_PARALLEL).contains(&args.parallel) {
+        return Err(usage(format!("--parallel: 1 to {MAX_PARALLEL}")));
+    }
     let request = request_of(prompt, args.max_tokens, &args.sampling)
         .stop_at_end_of_generation(!args.ignore_eos);
-    let mut model = load_for_generation(&args.model, &args.sampling)?;
+    let mut model = load_for_generation(&args.model, &args.sampling, args.parallel)?;
+    if args.parallel > 1 {
+        return crate::parallel::run(
+            model,
+            &request,
+            args.sampling.seed,
+            args.parallel,
+            args.sampling.stats_json.as_ref(),
+        );
+    }
     let stats = model.generate(&request, print_piece)?;
     println!();
     finish_generation(&model, &stats, &args.sampling)
@@ -310,7 +337,7 @@ pub fn chat(args: ChatArgs) -> Result<(), Failure> {
     check_sampling(args.max_tokens, &args.sampling)?;
     let request = request_of(String::new(), args.max_tokens, &args.sampling);
     let question = prompt_of(&args.prompt)?;
-    let mut model = load_for_generation(&args.model, &args.sampling)?;
+    let mut model = load_for_generation(&args.model, &args.sampling, 1)?;
     let template = model.chat_template().map_err(|e| {
         usage(format!(
             "{}: {e}; `hypura run` takes a raw prompt",
@@ -520,7 +547,19 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         expert_profiles: None,
         no_expert_profile: true,
     };
-    let options = with_measured_disk(&model_args, options_of(&model_args)?)?;
+    if !(1..=MAX_PARALLEL).contains(&args.parallel) {
+        return Err(usage(format!("--parallel: 1 to {MAX_PARALLEL}")));
+    }
+    // The runs hold a context of --ctx tokens per sequence.
+    let context = args
+        .ctx
+        .checked_mul(args.parallel)
+        .filter(|&c| c <= limits::MAX_CONTEXT_LENGTH)
+        .ok_or_else(|| usage("--ctx times --parallel is too large"))?;
+    let options = options_of(&model_args)?
+        .sequences(args.parallel)
+        .context_length(context);
+    let options = with_measured_disk(&model_args, options)?;
     let whole = Plan::for_options(&options)?;
     let cap = size_of(&args.ram_budget, whole.model_bytes)?;
     let weights_budget = match &args.weights_budget {
@@ -546,6 +585,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         cgroup: args.cgroup,
         disk_bytes_per_s: whole.disk_bytes_per_s,
         prompt: args.prompt.clone(),
+        parallel: args.parallel,
         io_threads: args.io_threads,
         temperature: args.temp.max(0.0),
         seed: args.seed,

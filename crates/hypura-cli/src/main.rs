@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+mod parallel;
 mod progress;
 mod table;
 

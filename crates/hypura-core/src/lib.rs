@@ -62,6 +62,12 @@ pub use model::Role;
 pub use plan::budget::{Budget, InvalidBudget};
 pub use plan::{GroupKind, Placement, Plan, StreamGroup, TensorPlacement, Tier};
 pub use profile::{ExpertProfile, ProfileError};
+/// Figures of this process that the statistics report, from `/proc/self` (Linux; 0
+/// elsewhere).
+pub mod process {
+    pub use crate::runtime::proc_stats::{peak_rss_bytes, rss_bytes, storage_read_bytes};
+}
+
 pub use runtime::engine::{Engine, EngineEvent, RequestId, RequestTimings};
 pub use runtime::generate::{GenerateOptions, GenerationStats, StopReason};
 pub use runtime::model::{BatchToken, LoadStats, Model, ModelStats, Token};

@@ -124,6 +124,7 @@ pub struct Engine {
     slots: Vec<Option<Active>>,
     waiting: VecDeque<Waiting>,
     next_id: u64,
+    tokens_generated: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -146,6 +147,7 @@ impl Engine {
             slots,
             waiting: VecDeque::new(),
             next_id: 0,
+            tokens_generated: 0,
         }
     }
 
@@ -221,6 +223,11 @@ impl Engine {
     /// True when no request is waiting or running.
     pub fn is_idle(&self) -> bool {
         self.waiting.is_empty() && self.slots.iter().all(Option::is_none)
+    }
+
+    /// Tokens sampled so far, over all requests (for aggregate rates).
+    pub fn tokens_generated(&self) -> u64 {
+        self.tokens_generated
     }
 
     /// Requests running and waiting.
@@ -306,6 +313,7 @@ impl Engine {
             let token = a.sampler.sample(row);
             a.sampler.accept(token);
             a.generated.push(token);
+            self.tokens_generated += 1;
             a.first_token.get_or_insert_with(Instant::now);
             let end = a.options.stop_at_end_of_generation && self.model.is_end_of_generation(token);
             let checked = a.stops.push(&a.text.push(&self.model.token_bytes(token)));

@@ -14,17 +14,17 @@ fn status_kib(key: &str) -> u64 {
 }
 
 /// Peak resident set size of this process (VmHWM), in bytes.
-pub(crate) fn peak_rss_bytes() -> u64 {
+pub fn peak_rss_bytes() -> u64 {
     status_kib("VmHWM:") * 1024
 }
 
 /// Current resident set size (VmRSS), in bytes.
-pub(crate) fn rss_bytes() -> u64 {
+pub fn rss_bytes() -> u64 {
     status_kib("VmRSS:") * 1024
 }
 
 /// Bytes this process caused to be read from storage (`read_bytes` of /proc/self/io).
-pub(crate) fn storage_read_bytes() -> u64 {
+pub fn storage_read_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/io")
         .ok()
         .and_then(|s| {

@@ -1,6 +1,8 @@
 //! `hypura serve`: the OpenAI-compatible endpoints driven over plain HTTP/1.1 — whole and
 //! streamed answers, eight concurrent requests each getting what it gets alone, a client
-//! that goes away, bad requests, the API key, and a graceful stop.
+//! that goes away, bad requests, the API key, and a graceful stop; the Ollama-compatible
+//! endpoints (chat and generate, streamed as JSON lines or whole, tags, show, version,
+//! errors), stop strings, and `/metrics`.
 
 mod common;
 
@@ -50,6 +52,18 @@ impl Server {
 
     /// One request; returns the status and the body (de-chunked).
     fn request(&self, method: &str, path: &str, body: &str, headers: &[&str]) -> (u16, String) {
+        let (status, _, body) = self.exchange(method, path, body, headers);
+        (status, body)
+    }
+
+    /// One request; returns the status, the head (lower case) and the body (de-chunked).
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[&str],
+    ) -> (u16, String, String) {
         let mut stream = TcpStream::connect(&self.address).unwrap();
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -73,19 +87,25 @@ impl Server {
             .unwrap_or("0")
             .parse()
             .unwrap();
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
+        let head = head.to_ascii_lowercase();
+        let body = if head.contains("transfer-encoding: chunked") {
             dechunk(body)
         } else {
             body.to_string()
         };
-        (status, body)
+        (status, head, body)
     }
 
     fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let (status, text) = self.request("POST", path, &body.to_string(), &[]);
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let (status, text) = self.request("GET", path, "", &[]);
         (
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
@@ -154,7 +174,6 @@ fn chat_and_completions_whole_and_streamed() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(answer.contains("Paris"), "{answer:?}");
     assert_eq!(whole["choices"][0]["finish_reason"], "stop");
     assert!(whole["usage"]["prompt_tokens"].as_u64().unwrap() > 10);
 
@@ -321,4 +340,430 @@ fn the_api_key_is_required_and_a_signal_stops_the_server() {
     unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
+
+/// The objects of a JSON-lines body.
+fn json_lines(body: &str) -> Vec<Value> {
+    body.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect()
+}
+
+/// An Ollama request to `path`; `extra` is merged into the body.
+fn ollama_body(base: Value, extra: Value) -> Value {
+    let mut body = base;
+    body["model"] = json!(MODEL);
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+fn ollama_chat(extra: Value) -> Value {
+    ollama_body(
+        json!({
+            "messages": [
+                {"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": "What is the capital of France?"},
+            ],
+            "options": {"temperature": 0.7, "seed": 3, "num_predict": 24},
+        }),
+        extra,
+    )
+}
+
+/// Checks an Ollama stream: text objects with `done: false`, then one with `done: true`
+/// and the counts; returns the text and the last object.
+fn ollama_stream(lines: &[Value], key: &str) -> (String, Value) {
+    let (last, pieces) = lines.split_last().expect("no lines");
+    let mut text = String::new();
+    for piece in pieces {
+        assert_eq!(piece["done"], false, "{piece}");
+        assert_eq!(piece["model"], MODEL);
+        assert!(piece["created_at"].is_string(), "{piece}");
+        let part = if key == "message" {
+            assert_eq!(piece["message"]["role"], "assistant");
+            &piece["message"]["content"]
+        } else {
+            &piece[key]
+        };
+        text.push_str(part.as_str().unwrap());
+    }
+    assert_eq!(last["done"], true, "{last}");
+    (text, last.clone())
+}
+
+/// The text of an Ollama whole answer, after checking its counts and durations.
+fn ollama_whole(answer: &Value, key: &str) -> String {
+    assert_eq!(answer["done"], true, "{answer}");
+    for field in [
+        "total_duration",
+        "prompt_eval_count",
+        "prompt_eval_duration",
+        "eval_count",
+        "eval_duration",
+    ] {
+        assert!(answer[field].as_u64().unwrap() > 0, "{field}: {answer}");
+    }
+    assert!(answer["load_duration"].is_u64(), "{answer}");
+    let text = if key == "message" {
+        &answer["message"]["content"]
+    } else {
+        &answer[key]
+    };
+    text.as_str().unwrap().to_string()
+}
+
+#[test]
+fn ollama_chat_and_generate_streamed_and_whole() {
+    let server = Server::start(&[]);
+    // /api/chat streams JSON lines by default.
+    let (status, head, body) = server.exchange(
+        "POST",
+        "/api/chat",
+        &ollama_chat(json!({})).to_string(),
+        &[],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        head.contains("content-type: application/x-ndjson"),
+        "{head}"
+    );
+    let lines = json_lines(&body);
+    assert!(lines.len() > 2, "{body}");
+    let (streamed, last) = ollama_stream(&lines, "message");
+    assert_eq!(ollama_whole(&last, "message"), "");
+    assert!(["stop", "length"].contains(&last["done_reason"].as_str().unwrap()));
+    assert!(last["prompt_eval_count"].as_u64().unwrap() > 10, "{last}");
+    // One line per piece of text; a token may bring none (a character split over tokens).
+    assert!(
+        last["eval_count"].as_u64().unwrap() >= lines.len() as u64 - 1,
+        "{last}"
+    );
+
+    // Whole, with the model named with Ollama's tag: the same answer.
+    let (status, whole) = server.post(
+        "/api/chat",
+        &ollama_chat(json!({"stream": false, "model": format!("{MODEL}:latest")})),
+    );
+    assert_eq!(status, 200, "{whole}");
+    let answer = ollama_whole(&whole, "message");
+    assert_eq!(answer, streamed);
+    assert_eq!(whole["message"]["role"], "assistant");
+    // The same seeded request through the OpenAI endpoint gets the same answer.
+    let (_, openai) = server.post(
+        "/v1/chat/completions",
+        &chat(
+            "What is the capital of France?",
+            json!({"temperature": 0.7, "seed": 3, "max_tokens": 24}),
+        ),
+    );
+    assert_eq!(openai["choices"][0]["message"]["content"], answer.as_str());
+
+    // /api/generate renders the prompt with the chat template, as Ollama does...
+    let (status, generated) = server.post(
+        "/api/generate",
+        &ollama_body(
+            json!({"system": "You are a helpful assistant.", "prompt": "What is the capital of France?", "stream": false}),
+            json!({"options": {"temperature": 0.7, "seed": 3, "num_predict": 24}}),
+        ),
+    );
+    assert_eq!(status, 200, "{generated}");
+    assert_eq!(ollama_whole(&generated, "response"), answer);
+    // ...and sends a raw prompt as it is: what /v1/completions gets, streamed or not.
+    let raw = |stream: bool| {
+        ollama_body(
+            json!({"prompt": "The capital of France is", "raw": true, "stream": stream}),
+            json!({"options": {"temperature": 0, "num_predict": 8, "num_ctx": 4096}}),
+        )
+    };
+    let (_, completion) = server.post(
+        "/v1/completions",
+        &json!({"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0}),
+    );
+    let (status, whole) = server.post("/api/generate", &raw(false));
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(
+        ollama_whole(&whole, "response"),
+        completion["choices"][0]["text"].as_str().unwrap()
+    );
+    assert_eq!(whole["done_reason"], "length");
+    assert_eq!(whole["eval_count"], 8);
+    let (status, body) = server.request("POST", "/api/generate", &raw(true).to_string(), &[]);
+    assert_eq!(status, 200, "{body}");
+    let (streamed, last) = ollama_stream(&json_lines(&body), "response");
+    assert_eq!(streamed, completion["choices"][0]["text"].as_str().unwrap());
+    assert_eq!(last["done_reason"], "length");
+
+    // Nothing to generate: Ollama's "loaded" answer.
+    let (status, loaded) = server.post("/api/generate", &ollama_body(json!({}), json!({})));
+    assert_eq!(
+        (status, &loaded["done_reason"]),
+        (200, &json!("load")),
+        "{loaded}"
+    );
+}
+
+#[test]
+fn ollama_tags_show_version_and_errors() {
+    let server = Server::start(&[]);
+    let (status, tags) = server.get("/api/tags");
+    assert_eq!(status, 200, "{tags}");
+    let listed = &tags["models"][0];
+    assert_eq!(tags["models"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["name"], MODEL);
+    assert_eq!(listed["model"], MODEL);
+    let file_bytes = std::fs::metadata(model("SmolLM2-135M-Instruct.Q4_1.gguf"))
+        .unwrap()
+        .len();
+    assert_eq!(listed["size"], file_bytes);
+    assert_eq!(listed["digest"].as_str().unwrap().len(), 16, "{listed}");
+    assert!(listed["modified_at"].as_str().unwrap().contains('T'));
+    let details = json!({
+        "parent_model": "",
+        "format": "gguf",
+        "family": "llama",
+        "families": ["llama"],
+        "parameter_size": "134.52M",
+        "quantization_level": "Q4_1",
+    });
+    assert_eq!(listed["details"], details);
+
+    for request in [
+        json!({"model": MODEL}),
+        json!({"name": format!("{MODEL}:latest")}),
+    ] {
+        let (status, shown) = server.post("/api/show", &request);
+        assert_eq!(status, 200, "{shown}");
+        assert_eq!(shown["details"], details);
+        assert_eq!(shown["model_info"]["general.architecture"], "llama");
+        assert_eq!(shown["model_info"]["general.parameter_count"], 134_515_008);
+        assert_eq!(shown["model_info"]["llama.block_count"], 30);
+        assert!(shown["template"].as_str().unwrap().contains("<|im_start|>"));
+        let modelfile = shown["modelfile"].as_str().unwrap();
+        assert!(
+            modelfile.contains("FROM SmolLM2-135M-Instruct.Q4_1.gguf"),
+            "{modelfile}"
+        );
+        assert!(shown["parameters"]
+            .as_str()
+            .unwrap()
+            .contains("temperature 0.8"));
+    }
+    let (status, version) = server.get("/api/version");
+    assert_eq!(status, 200);
+    assert!(
+        !version["version"].as_str().unwrap().is_empty(),
+        "{version}"
+    );
+
+    // Errors are Ollama's: a 4xx status and {"error": "..."}.
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "/api/show",
+            json!({"model": "llama3"}).to_string(),
+            404,
+            "model 'llama3' not found",
+        ),
+        (
+            "/api/chat",
+            ollama_chat(json!({"model": "llama3"})).to_string(),
+            404,
+            "not found",
+        ),
+        ("/api/chat", "{not json".into(), 400, "invalid JSON"),
+        (
+            "/api/generate",
+            json!({"prompt": "Hi"}).to_string(),
+            400,
+            "model is required",
+        ),
+        (
+            "/api/chat",
+            ollama_chat(
+                json!({"messages": [{"role": "user", "content": "hi", "images": ["aGk="]}]}),
+            )
+            .to_string(),
+            400,
+            "images",
+        ),
+        (
+            "/api/generate",
+            ollama_body(json!({"prompt": "Hi", "format": "json"}), json!({})).to_string(),
+            400,
+            "format",
+        ),
+        (
+            "/api/generate",
+            ollama_body(
+                json!({"prompt": "Hi", "options": {"temperature": -1}}),
+                json!({}),
+            )
+            .to_string(),
+            400,
+            "temperature",
+        ),
+        (
+            "/api/generate",
+            ollama_body(
+                json!({"prompt": "Hi", "options": {"stop": [""]}}),
+                json!({}),
+            )
+            .to_string(),
+            400,
+            "stop string",
+        ),
+    ];
+    for (path, body, expected, says) in cases {
+        let (status, text) = server.request("POST", path, &body, &[]);
+        assert_eq!(status, expected, "{path} {body}: {text}");
+        let error: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"));
+        let message = error["error"].as_str().unwrap_or_else(|| panic!("{text}"));
+        assert!(message.contains(says), "{path}: {message}");
+    }
+}
+
+#[test]
+fn stop_strings_end_answers_just_before_them() {
+    let server = Server::start(&[]);
+    let prompt = "Once upon a time, in a small village,";
+    let body = |extra: Value| {
+        let mut body = json!({"prompt": prompt, "max_tokens": 30, "temperature": 0.9, "seed": 5});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let (status, plain) = server.post("/v1/completions", &body(json!({})));
+    assert_eq!(status, 200, "{plain}");
+    assert_eq!(plain["choices"][0]["finish_reason"], "length");
+    let whole = plain["choices"][0]["text"].as_str().unwrap().to_string();
+    // A stop string of three characters from the middle of the answer.
+    let chars: Vec<(usize, char)> = whole.char_indices().collect();
+    let from = chars[chars.len() / 2].0;
+    let to = chars.get(chars.len() / 2 + 3).map_or(whole.len(), |c| c.0);
+    let stop = whole[from..to].to_string();
+    let before = &whole[..whole.find(&stop).unwrap()];
+
+    // One string, whole.
+    let (status, stopped) = server.post("/v1/completions", &body(json!({"stop": stop})));
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(
+        stopped["choices"][0]["text"], before,
+        "stop {stop:?} in {whole:?}"
+    );
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+    assert!(stopped["usage"]["completion_tokens"].as_u64().unwrap() < 30);
+
+    // An array, streamed: no piece holds the stop string, and they add up to the same.
+    let (status, text) = server.request(
+        "POST",
+        "/v1/completions",
+        &body(json!({"stop": ["<never>", stop], "stream": true})).to_string(),
+        &[],
+    );
+    assert_eq!(status, 200, "{text}");
+    let data = events(&text);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let pieces: Vec<&str> = chunks
+        .iter()
+        .map(|c| c["choices"][0]["text"].as_str().unwrap())
+        .collect();
+    assert!(pieces.iter().all(|p| !p.contains(&stop)), "{pieces:?}");
+    assert_eq!(pieces.concat(), before);
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+
+    // Ollama's options.stop, on the raw prompt: the same.
+    let (status, ollama) = server.post(
+        "/api/generate",
+        &ollama_body(
+            json!({"prompt": prompt, "raw": true, "stream": false}),
+            json!({"options": {"num_predict": 30, "temperature": 0.9, "seed": 5, "stop": [stop]}}),
+        ),
+    );
+    assert_eq!(status, 200, "{ollama}");
+    assert_eq!(ollama["response"], before);
+    assert_eq!(ollama["done_reason"], "stop");
+
+    // Bad stop strings are refused.
+    for bad in [
+        json!(5),
+        json!([1]),
+        json!(vec!["x"; 17]),
+        json!("y".repeat(257)),
+    ] {
+        let (status, error) = server.post("/v1/completions", &body(json!({"stop": bad})));
+        assert_eq!(status, 400, "{bad}: {error}");
+    }
+}
+
+/// Prometheus text: each sample's name (labels included) and value.
+fn samples(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("{l:?}"));
+            (
+                name.to_string(),
+                value.parse().unwrap_or_else(|_| panic!("{l:?}")),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_count_requests_tokens_and_reads() {
+    // Half the weights stream from the file, so reads move too.
+    let server = Server::start(&["--ram-budget", "50%"]);
+    let scrape = || {
+        let (status, head, body) = server.exchange("GET", "/metrics", "", &[]);
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            head.contains("content-type: text/plain; version=0.0.4"),
+            "{head}"
+        );
+        samples(&body)
+    };
+    let before = scrape();
+    assert_eq!(before["hypura_requests_finished_total"], 0.0);
+    assert_eq!(before["hypura_sequences"], 4.0);
+    assert!(before
+        .keys()
+        .any(|k| k.starts_with("hypura_model_info{model=\"SmolLM2-135M-Instruct.Q4_1\"")));
+    assert!(before["hypura_streamed_bytes_per_token"] > 0.0);
+    assert!(before["hypura_resident_bytes"] < before["hypura_model_bytes"]);
+    let (status, answer) = server.post(
+        "/v1/completions",
+        &json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let after = scrape();
+    let moved = |name: &str| after[name] - before[name];
+    assert_eq!(moved("hypura_requests_finished_total"), 1.0);
+    assert_eq!(moved("hypura_generated_tokens_total"), 4.0);
+    assert_eq!(
+        moved("hypura_prompt_tokens_total"),
+        answer["usage"]["prompt_tokens"].as_f64().unwrap()
+    );
+    // The prompt in one step, then three more: each reads the streamed weights.
+    assert_eq!(
+        moved("hypura_decoded_tokens_total"),
+        answer["usage"]["prompt_tokens"].as_f64().unwrap() + 3.0
+    );
+    assert!(
+        moved("hypura_file_read_bytes_total") >= 4.0 * after["hypura_streamed_bytes_per_token"],
+        "{} bytes read",
+        moved("hypura_file_read_bytes_total")
+    );
+    assert_eq!(after["hypura_requests_running"], 0.0);
 }

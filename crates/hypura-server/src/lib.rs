@@ -2,15 +2,24 @@
 //! [`hypura_core::Engine`] on its own thread, so concurrent requests are decoded together
 //! and the streamed weights are read once per step for all of them.
 //!
-//! Endpoints (OpenAI-compatible): `POST /v1/chat/completions` (the model's own chat
-//! template), `POST /v1/completions`, `GET /v1/models`, and `GET /health` (with the
-//! requests running, waiting, finished and cancelled). Answers come whole
-//! or, with `"stream": true`, as server-sent events. It binds 127.0.0.1 unless told
-//! otherwise; with an API key, every request but `/health` needs `Authorization: Bearer KEY`.
-//! Malformed, oversized or unknown-model requests get a 4xx JSON error
-//! (`{"error": {"message", "type"}}`); a client that goes away frees its sequence; SIGINT and
-//! SIGTERM stop it gracefully.
+//! Endpoints, OpenAI-compatible (`openai.rs`): `POST /v1/chat/completions` (the model's own
+//! chat template), `POST /v1/completions`, `GET /v1/models`; answers come whole or, with
+//! `"stream": true`, as server-sent events. Ollama-compatible (`ollama.rs`): `POST
+//! /api/chat`, `POST /api/generate` (streamed as JSON lines unless `"stream": false`),
+//! `GET /api/tags`, `POST /api/show`, `GET /api/version`. Both take stop strings. Then
+//! `GET /health` (the requests running, waiting, finished and cancelled) and `GET /metrics`
+//! (Prometheus text: requests, tokens, and the model's tiers and reads, `metrics.rs`).
+//!
+//! It binds 127.0.0.1 unless told otherwise; with an API key, every request but `/health`
+//! needs `Authorization: Bearer KEY`. Malformed, oversized or unknown-model requests get a
+//! 4xx JSON error (`{"error": {"message", "type"}}`, or Ollama's `{"error": "..."}` on its
+//! endpoints); a client that goes away frees its sequence; SIGINT and SIGTERM stop it
+//! gracefully.
 
+mod facts;
+mod generation;
+mod metrics;
+mod ollama;
 mod openai;
 mod worker;
 
@@ -63,8 +72,9 @@ pub enum ServeError {
 /// What the handlers share.
 pub(crate) struct AppState {
     pub(crate) model_name: String,
+    pub(crate) model: facts::ModelFacts,
     pub(crate) template: Option<ChatTemplate>,
-    pub(crate) requests: Mutex<mpsc::Sender<worker::Submit>>,
+    pub(crate) jobs: Mutex<mpsc::Sender<worker::Job>>,
     pub(crate) max_tokens: usize,
     pub(crate) started: u64,
     pub(crate) counts: Arc<worker::Counts>,
@@ -164,11 +174,12 @@ pub fn serve(
     let template = match model.chat_template() {
         Ok(t) => Some(t),
         Err(e) => {
-            log::warn!("{e}: /v1/chat/completions will refuse requests");
+            log::warn!("{e}: chat requests (/v1/chat/completions, /api/chat) will be refused");
             None
         }
     };
-    let (requests, queue) = mpsc::channel();
+    let facts = facts::ModelFacts::of(&model);
+    let (jobs, queue) = mpsc::channel();
     let counts = Arc::new(worker::Counts::default());
     let engine_counts = Arc::clone(&counts);
     let engine = std::thread::Builder::new()
@@ -176,8 +187,9 @@ pub fn serve(
         .spawn(move || worker::run(model, queue, &engine_counts))?;
     let state = Arc::new(AppState {
         model_name: config.model_name.clone(),
+        model: facts,
         template,
-        requests: Mutex::new(requests),
+        jobs: Mutex::new(jobs),
         max_tokens: config.max_tokens,
         started: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -192,6 +204,12 @@ pub fn serve(
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/api/version", get(ollama::version))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),

@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -12,13 +11,13 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hypura_core::{ChatMessage, GenerateOptions, StopReason};
+use hypura_core::{ChatMessage, StopReason};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-use tokio_stream::Stream;
+use tokio_stream::StreamExt;
 
-use crate::worker::{Submit, Update};
+use crate::generation::{self, parse, stop_strings, unix_now, Ending, Settings};
+use crate::worker::Update;
 use crate::{ApiError, AppState};
 
 /// Sampling fields both endpoints take.
@@ -36,6 +35,27 @@ struct Sampling {
     repeat_penalty: Option<f32>,
     stop: Option<Value>,
     n: Option<u64>,
+}
+
+impl Sampling {
+    fn settings(self) -> Result<Settings, ApiError> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::bad_request("only n = 1 is supported"));
+        }
+        Ok(Settings {
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            seed: self.seed,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: None,
+            stop: stop_strings(self.stop.as_ref())?,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -79,182 +99,144 @@ struct CompletionRequest {
     sampling: Sampling,
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// A seed for a request that gives none: the clock's nanoseconds.
-fn fresh_seed() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
+/// OpenAI's `finish_reason`.
 fn finish_reason(reason: StopReason) -> &'static str {
     match reason {
-        StopReason::EndOfGeneration => "stop",
+        StopReason::EndOfGeneration | StopReason::StopString => "stop",
         _ => "length",
     }
 }
 
-/// Parses a JSON body, with every failure a 4xx JSON error.
-fn parse<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+/// The two endpoints' answers differ only in their names and in the shape of a choice.
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    Chat,
+    Completion,
 }
 
-impl AppState {
-    fn check_model(&self, model: &Option<String>) -> Result<(), ApiError> {
-        match model {
-            Some(name) if name != &self.model_name => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "the model '{name}' does not exist; this server serves '{}'",
-                    self.model_name
-                ),
-            )),
-            _ => Ok(()),
+impl Endpoint {
+    fn id_prefix(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chatcmpl",
+            Endpoint::Completion => "cmpl",
         }
     }
 
-    /// The generation settings of a request, over the server's defaults.
-    fn options(&self, prompt: String, s: &Sampling) -> Result<GenerateOptions, ApiError> {
-        if s.stop.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err(ApiError::bad_request("'stop' is not supported yet"));
-        }
-        if s.n.is_some_and(|n| n != 1) {
-            return Err(ApiError::bad_request("only n = 1 is supported"));
-        }
-        let max_tokens = s
-            .max_completion_tokens
-            .or(s.max_tokens)
-            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
-            .unwrap_or(self.max_tokens);
-        let mut options = GenerateOptions::new(prompt)
-            .max_tokens(max_tokens.min(self.max_tokens))
-            .temperature(s.temperature.unwrap_or(0.8))
-            .seed(s.seed.unwrap_or_else(fresh_seed))
-            .top_p(s.top_p.unwrap_or(0.95))
-            .top_k(s.top_k.unwrap_or(40))
-            .min_p(s.min_p.unwrap_or(0.05))
-            .frequency_presence_penalties(
-                s.frequency_penalty.unwrap_or(0.0),
-                s.presence_penalty.unwrap_or(0.0),
-            );
-        if let Some(p) = s.repeat_penalty {
-            options = options.repeat_penalty(p, 64);
-        }
-        options
-            .check()
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(options)
-    }
-
-    /// Queues `options` on the engine; its updates come on the receiver.
-    fn submit(&self, options: GenerateOptions) -> Result<UnboundedReceiver<Update>, ApiError> {
-        let (tx, rx) = unbounded_channel();
-        self.requests
-            .lock()
-            .map_err(|_| ApiError::internal("the engine's queue is poisoned"))?
-            .send(Submit {
-                options,
-                updates: tx,
-            })
-            .map_err(|_| {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped")
-            })?;
-        Ok(rx)
-    }
-}
-
-/// Collects a whole answer.
-async fn whole(
-    mut rx: UnboundedReceiver<Update>,
-) -> Result<(String, StopReason, usize, usize), ApiError> {
-    let mut text = String::new();
-    while let Some(update) = rx.recv().await {
-        match update {
-            Update::Text(piece) => text.push_str(&piece),
-            Update::Done {
-                reason,
-                prompt_tokens,
-                completion_tokens,
-            } => return Ok((text, reason, prompt_tokens, completion_tokens)),
-            Update::Failed(reason) => return Err(ApiError::bad_request(reason)),
+    fn object(self, streamed: bool) -> &'static str {
+        match (self, streamed) {
+            (Endpoint::Chat, false) => "chat.completion",
+            (Endpoint::Chat, true) => "chat.completion.chunk",
+            (Endpoint::Completion, _) => "text_completion",
         }
     }
-    Err(ApiError::internal("the engine dropped the request"))
-}
 
-/// Waits for the first update, so that a request the engine refuses gets an HTTP error
-/// rather than an event stream that fails.
-async fn first(
-    mut rx: UnboundedReceiver<Update>,
-) -> Result<(Option<Update>, UnboundedReceiver<Update>), ApiError> {
-    match rx.recv().await {
-        Some(Update::Failed(reason)) => Err(ApiError::bad_request(reason)),
-        update => Ok((update, rx)),
+    /// The choice of a whole answer.
+    fn choice(self, text: String, finish: &str) -> Value {
+        match self {
+            Endpoint::Chat => json!({
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish,
+            }),
+            Endpoint::Completion => json!({"index": 0, "text": text, "finish_reason": finish}),
+        }
     }
-}
 
-/// Server-sent events: `chunk(text, finish)` for every piece and the end, then `[DONE]`.
-fn events(
-    first: Option<Update>,
-    mut rx: UnboundedReceiver<Update>,
-    head: Option<Value>,
-    chunk: impl Fn(&str, Option<&str>) -> Value + Send + 'static,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let (tx, out) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
-    tokio::spawn(async move {
-        if let Some(head) = head {
-            if tx
-                .send(Ok(Event::default().data(head.to_string())))
-                .await
-                .is_err()
-            {
-                return;
+    /// The choice of a streamed chunk: a piece of text, or the end.
+    fn delta(self, text: &str, finish: Option<&str>) -> Value {
+        match (self, finish) {
+            (Endpoint::Chat, None) => {
+                json!({"index": 0, "delta": {"content": text}, "finish_reason": null})
             }
+            (Endpoint::Chat, Some(f)) => json!({"index": 0, "delta": {}, "finish_reason": f}),
+            (Endpoint::Completion, f) => json!({"index": 0, "text": text, "finish_reason": f}),
         }
-        let mut next = first;
-        loop {
-            let update = match next.take() {
-                Some(u) => u,
-                None => match rx.recv().await {
-                    Some(u) => u,
-                    None => break,
-                },
-            };
-            let data = match update {
-                Update::Text(piece) => chunk(&piece, None),
-                Update::Done { reason, .. } => chunk("", Some(finish_reason(reason))),
-                Update::Failed(reason) => {
-                    json!({"error": {"message": reason, "type": "server_error"}})
-                }
-            };
-            let last =
-                data.get("error").is_some() || data["choices"][0]["finish_reason"].is_string();
-            // A send error means the client went away: dropping `rx` cancels the request.
-            if tx
-                .send(Ok(Event::default().data(data.to_string())))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            if last {
-                break;
-            }
+    }
+
+    /// The chunk before any text (chat names the assistant's role first).
+    fn head(self) -> Option<Value> {
+        match self {
+            Endpoint::Chat => Some(json!({
+                "index": 0,
+                "delta": {"role": "assistant", "content": ""},
+                "finish_reason": null,
+            })),
+            Endpoint::Completion => None,
         }
-        let _ = tx.send(Ok(Event::default().data("[DONE]"))).await;
+    }
+}
+
+/// Runs `prompt` and answers as `endpoint` does, whole or streamed.
+async fn respond(
+    state: &AppState,
+    endpoint: Endpoint,
+    prompt: String,
+    settings: Settings,
+    stream: bool,
+) -> Result<Response, ApiError> {
+    let options = state.options(prompt, settings)?;
+    let rx = state.submit(options)?;
+    let shell = json!({
+        "id": format!("{}-{}", endpoint.id_prefix(), state.next_id()),
+        "object": endpoint.object(stream),
+        "created": unix_now(),
+        "model": state.model_name,
     });
-    tokio_stream::wrappers::ReceiverStream::new(out)
+    let with = move |key: &str, value: Value| {
+        let mut v = shell.clone();
+        v[key] = value;
+        v
+    };
+    if !stream {
+        let (text, ending) = generation::whole(rx).await?;
+        let Ending {
+            reason,
+            prompt_tokens,
+            completion_tokens,
+            ..
+        } = ending;
+        let mut answer = with(
+            "choices",
+            json!([endpoint.choice(text, finish_reason(reason))]),
+        );
+        answer["usage"] = json!({
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        });
+        return Ok(Json(answer).into_response());
+    }
+    let updates = generation::updates(rx).await?;
+    let chunk = with.clone();
+    let head = endpoint.head().map(|c| with("choices", json!([c])));
+    let events = tokio_stream::iter(head)
+        .chain(updates.map(move |update| match update {
+            Update::Text(piece) => chunk("choices", json!([endpoint.delta(&piece, None)])),
+            Update::Done { reason, .. } => chunk(
+                "choices",
+                json!([endpoint.delta("", Some(finish_reason(reason)))]),
+            ),
+            Update::Failed(reason) => json!({"error": {"message": reason, "type": "server_error"}}),
+        }))
+        .map(|data| Event::default().data(data.to_string()))
+        .chain(tokio_stream::once(Event::default().data("[DONE]")))
+        .map(Ok::<_, Infallible>);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn check_model(state: &AppState, model: &Option<String>) -> Result<(), ApiError> {
+    match model {
+        Some(name) if name != &state.model_name => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "the model '{name}' does not exist; this server serves '{}'",
+                state.model_name
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 pub async fn chat_completions(
@@ -262,13 +244,7 @@ pub async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: ChatRequest = parse(body)?;
-    state.check_model(&request.model)?;
-    let template = state.template.as_ref().ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "the model {} has no chat template; use /v1/completions",
-            state.model_name
-        ))
-    })?;
+    check_model(&state, &request.model)?;
     let messages: Vec<ChatMessage> = request
         .messages
         .iter()
@@ -286,55 +262,9 @@ pub async fn chat_completions(
             ChatMessage::new(m.role.clone(), content)
         })
         .collect();
-    if messages.is_empty() {
-        return Err(ApiError::bad_request("'messages' is empty"));
-    }
-    let prompt = template
-        .render(&messages, true)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let options = state.options(prompt, &request.sampling)?;
-    let rx = state.submit(options)?;
-    let id = format!("chatcmpl-{}", state.next_id());
-    let created = now();
-    let model = state.model_name.clone();
-    if request.stream {
-        let (first, rx) = first(rx).await?;
-        let base = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model});
-        let head = {
-            let mut v = base.clone();
-            v["choices"] = json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]);
-            v
-        };
-        let stream = events(first, rx, Some(head), move |text, finish| {
-            let mut v = base.clone();
-            v["choices"] = match finish {
-                None => json!([{"index": 0, "delta": {"content": text}, "finish_reason": null}]),
-                Some(f) => json!([{"index": 0, "delta": {}, "finish_reason": f}]),
-            };
-            v
-        });
-        return Ok(Sse::new(stream)
-            .keep_alive(KeepAlive::default())
-            .into_response());
-    }
-    let (text, reason, prompt_tokens, completion_tokens) = whole(rx).await?;
-    Ok(Json(json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": finish_reason(reason),
-        }],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-    }))
-    .into_response())
+    let prompt = state.chat_prompt(&messages)?;
+    let settings = request.sampling.settings()?;
+    respond(&state, Endpoint::Chat, prompt, settings, request.stream).await
 }
 
 pub async fn completions(
@@ -342,7 +272,7 @@ pub async fn completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: CompletionRequest = parse(body)?;
-    state.check_model(&request.model)?;
+    check_model(&state, &request.model)?;
     let prompt = match &request.prompt {
         Value::String(s) => s.clone(),
         Value::Array(items) if items.len() == 1 && items[0].is_string() => {
@@ -350,38 +280,15 @@ pub async fn completions(
         }
         _ => return Err(ApiError::bad_request("'prompt' must be one string")),
     };
-    let options = state.options(prompt, &request.sampling)?;
-    let rx = state.submit(options)?;
-    let id = format!("cmpl-{}", state.next_id());
-    let created = now();
-    let model = state.model_name.clone();
-    if request.stream {
-        let (first, rx) = first(rx).await?;
-        let base =
-            json!({"id": id, "object": "text_completion", "created": created, "model": model});
-        let stream = events(first, rx, None, move |text, finish| {
-            let mut v = base.clone();
-            v["choices"] = json!([{"index": 0, "text": text, "finish_reason": finish}]);
-            v
-        });
-        return Ok(Sse::new(stream)
-            .keep_alive(KeepAlive::default())
-            .into_response());
-    }
-    let (text, reason, prompt_tokens, completion_tokens) = whole(rx).await?;
-    Ok(Json(json!({
-        "id": id,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "text": text, "finish_reason": finish_reason(reason)}],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-    }))
-    .into_response())
+    let settings = request.sampling.settings()?;
+    respond(
+        &state,
+        Endpoint::Completion,
+        prompt,
+        settings,
+        request.stream,
+    )
+    .await
 }
 
 pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {

@@ -2,12 +2,13 @@
 //! streamed answers, eight concurrent requests each getting what it gets alone, a client
 //! that goes away, bad requests, the API key, and a graceful stop; the Ollama-compatible
 //! endpoints (chat and generate, streamed as JSON lines or whole, tags, show, version,
-//! errors), stop strings, and `/metrics`.
+//! errors), stop strings, `/metrics`; and the official Python clients (openai, ollama).
 
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::{model, tempfile};
@@ -766,4 +767,37 @@ fn metrics_count_requests_tokens_and_reads() {
         moved("hypura_file_read_bytes_total")
     );
     assert_eq!(after["hypura_requests_running"], 0.0);
+}
+
+#[test]
+fn the_official_python_clients_work() {
+    // scripts/test.sh installs pinned versions into target/python-clients.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut python_path = std::ffi::OsString::from(root.join("target/python-clients"));
+    if let Some(more) = std::env::var_os("PYTHONPATH") {
+        python_path.push(":");
+        python_path.push(more);
+    }
+    let python = || {
+        let mut c = Command::new("python3");
+        c.env("PYTHONPATH", &python_path);
+        c
+    };
+    let probe = python().args(["-c", "import openai, ollama"]).output();
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "the official Python clients are missing: pip install openai ollama \
+         (scripts/test.sh installs the pinned versions into target/python-clients): {probe:?}"
+    );
+    let server = Server::start(&["--api-key", "s3cret"]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/clients.py");
+    let out = python()
+        .arg(script)
+        .args([&format!("http://{}", server.address), MODEL, "s3cret"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("all checks passed"), "{stdout}");
 }

@@ -3,7 +3,7 @@
 # (default .device/hypura; build with `cargo build --release -p hypura-cli` and strip it).
 # Generates synthetic models, measures the disk, and benchmarks stock llama.cpp vs hypura in
 # memory-capped cgroups, CPU compute. Prints tables; writes JSON under $OUT (or /tmp).
-#   scripts/device-bench.sh [io|ab|ab-moe|ab-moe-io|verify|7b|13b|fits|70b|moe|moe10|moe-cold|qwen30b-cold|moe-fits|shift|moe-token|qwen30b|moe-whole|moe-ceiling|all] ...
+#   scripts/device-bench.sh [io|ab|ab-moe|ab-moe-io|tp-70b|tp-moe|verify|7b|13b|fits|70b|moe|moe10|moe-cold|qwen30b-cold|moe-fits|shift|moe-token|qwen30b|moe-whole|moe-ceiling|all] ...
 #   (several may be given; M7=<file> measures the disk on that file instead of a 7B model)
 # MoE cases run hypura without a saved expert profile (--no-expert-profile), except
 # moe-cold and qwen30b-cold: a first run with another prompt saves one, then stock and hypura
@@ -17,6 +17,9 @@
 # ab: hypura alone under the 7B/2 GiB cap, once with each binary given in $AB_BINS (to compare
 #     builds on one machine), same cgroup set-up as `hypura bench`.
 # ab-moe: the same with $M7 an MoE under a 16 GiB cap, sampled at temperature 1 (seed 42).
+# tp-70b, tp-moe: aggregate decode rate of `run --parallel N` (Llama-70B shape under 32 GiB,
+#     Mixtral shape under 16 GiB): hypura (--memory = the cap, or $TP_MEM) at each of $TP_N
+#     sequences, stock llama.cpp (mmap) at each of $TP_STOCK_N, each run in a fresh capped cgroup.
 # verify: the cost of checking the model file while streaming: hypura alone under the 7B/2 GiB
 #     cap, alternately with the checks (default) and with --no-verify-reads, $VERIFY_ROUNDS each.
 set -euo pipefail
@@ -108,6 +111,30 @@ capped_run() { # binary cap weights-budget [hypura run flags...]: one hypura run
     rmdir "$cg"
 }
 
+parallel_run() { # model cap sequences tokens [hypura run flags...]: one `run --parallel` in a fresh capped cgroup
+    local root=${CGROUP_ROOT:-/sys/fs/cgroup}
+    local cg=$root/hypura-tp-$$ stats=$W/tp-stats.json
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    echo +memory > "$root/cgroup.subtree_control" 2>/dev/null || true
+    rmdir "$cg" 2>/dev/null || true
+    mkdir "$cg"; echo "$2" > "$cg/memory.max"; echo 0 > "$cg/memory.swap.max"
+    (echo $BASHPID > "$cg/cgroup.procs"; exec "$H" run --model "$1" --prompt "${TP_PROMPT:-The history of the city begins}" \
+        --max-tokens "$4" --temp 1 --seed 42 --ignore-eos --threads "$THREADS" --ctx "${TP_CTX:-256}" --no-repack \
+        --parallel "$3" --disk-gbps "$GBPS" --stats-json "$stats" "${@:5}" >/dev/null 2>"$W/tp-stderr") \
+        || { echo "run failed: $(tail -1 "$W/tp-stderr")"; rmdir "$cg"; return; }
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('| %s | %d | %d | %.3f | %.3f | %.1f | %.2f GiB | %.2f GiB | %.1f |' % (sys.argv[2], d.get('sequences', 1), d['tokens_generated'], d['decode_tok_s'], d['steady_tok_s'], d.get('time_to_first_token_s', d['prompt_s']), d['disk_bytes_per_token']/2**30, int(open(sys.argv[3]).read())/2**30, d['load_s']))" \
+        "$stats" "$(case " ${*:5} " in *" --baseline "*) echo stock;; *) echo hypura;; esac)" "$cg/memory.peak"
+    rmdir "$cg"
+}
+
+throughput() { # model cap: hypura at each of $TP_N sequences ($TOKENS each), stock at each of $TP_STOCK_N ($STOCK_TOKENS each)
+    echo "== $(basename "$1") under a $2 cap, run --parallel N (sampled, temperature 1, seed 42 + i), hypura --memory ${TP_MEM:-$2}"
+    echo "| mode | sequences | tokens | aggregate decode tok/s | steady (2nd half) | all first tokens s | read per token | cgroup peak | load s |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    for n in ${TP_N:-1 4 16}; do parallel_run "$1" "$2" "$n" "$TOKENS" --memory "${TP_MEM:-$2}"; done
+    for n in ${TP_STOCK_N:-}; do parallel_run "$1" "$2" "$n" "${STOCK_TOKENS:-$TOKENS}" --baseline; done
+}
+
 # Weights budgets: the cap minus ~230 MiB measured for everything else (process, vocabulary,
 # KV cache and activations actually touched, page cache in transit) at --ctx 256.
 for what in "${WHAT[@]}"; do
@@ -135,6 +162,8 @@ case "$what" in
             for bin in ${AB_BINS:-$H}; do TEMP=1 SEED=42 capped_run "$bin" 16G 15.5G --no-expert-profile; done
         done
         ;;
+    tp-70b) throughput "$(synth llama-70b q4_0)" 32G ;;
+    tp-moe) throughput "$(synth mixtral-8x7b q4_0)" 16G ;;
     ab-moe-io) # hypura alone on $M7 (an MoE) under a 16 GiB cap, once with each reader count in $IO_LIST per round
         echo "== hypura alone, $(basename "$M7") under a 16 GiB cap, weights budget 15.5G, $TOKENS tokens, temperature 1, readers ${IO_LIST:-4 8}"
         for round in $(seq "$ROUNDS"); do
@@ -205,6 +234,6 @@ PY
         run_bench "$(synth llama-13b q4_0)" 4G 13b-4g 3.75G
         run_bench "$M7" 12G 7b-12g
         ;;
-    *) echo "unknown: $what (io|ab|ab-moe|ab-moe-io|verify|7b|13b|fits|70b|moe|moe10|moe-cold|qwen30b-cold|moe-fits|shift|moe-token|qwen30b|moe-whole|moe-ceiling|all)" >&2; exit 2 ;;
+    *) echo "unknown: $what (io|ab|ab-moe|ab-moe-io|tp-70b|tp-moe|verify|7b|13b|fits|70b|moe|moe10|moe-cold|qwen30b-cold|moe-fits|shift|moe-token|qwen30b|moe-whole|moe-ceiling|all)" >&2; exit 2 ;;
 esac
 done

@@ -276,6 +276,10 @@ impl Model {
         ctx_params.n_batch = options.batch_size;
         ctx_params.n_ubatch = options.batch_size;
         ctx_params.n_seq_max = options.sequences;
+        // hypura's LM head appends each micro-batch's logits: the micro-batches must keep the
+        // batch's order, which llama.cpp's split of a unified KV cache does (its split of
+        // per-sequence caches groups tokens by sequence).
+        ctx_params.kv_unified = plan.head_streamed && options.sequences > 1;
         ctx_params.n_threads = n_threads;
         ctx_params.n_threads_batch = n_threads;
         ctx_params.no_perf = true;

@@ -142,7 +142,8 @@ impl super::Streamer {
     }
 
     /// Computes the logits of `n_out` hidden states (`hidden`, `n_embd` floats each), chunk
-    /// by chunk as the head's groups arrive.
+    /// by chunk as the head's groups arrive, after those of the batch's earlier micro-batches
+    /// (llama.cpp splits a batch in order: see `kv_unified` where the context is made).
     pub(crate) fn compute_head(&mut self, hidden: &[f32], n_out: usize) {
         // Out of `self` while the chunks stream (acquiring them needs `self`).
         let Some(mut head) = self.head.take() else {
@@ -169,8 +170,8 @@ impl super::Streamer {
             logits,
             ..
         } = head;
-        logits.clear();
-        logits.resize(n_out * compute.n_vocab as usize, 0.0);
+        let start = logits.len();
+        logits.resize(start + n_out * compute.n_vocab as usize, 0.0);
         if n_out == 0 {
             return Ok(());
         }
@@ -195,7 +196,7 @@ impl super::Streamer {
                     first_row as i64..(first_row + n_rows) as i64,
                     hidden,
                     n_out as i64,
-                    logits,
+                    &mut logits[start..],
                     pool.as_ref(),
                 )
             }

@@ -379,6 +379,7 @@ impl Streamer {
         self.experts.begin_graph();
         if let Some(h) = &mut self.head {
             h.logits_ready = false;
+            h.logits.clear();
         }
         let actions = self.policy.start();
         self.run(actions);

@@ -122,16 +122,17 @@ parallel_run() { # model cap sequences tokens [hypura run flags...]: one `run --
         --max-tokens "$4" --temp 1 --seed 42 --ignore-eos --threads "$THREADS" --ctx "${TP_CTX:-256}" --no-repack \
         --parallel "$3" --disk-gbps "$GBPS" --stats-json "$stats" "${@:5}" >/dev/null 2>"$W/tp-stderr") \
         || { echo "run failed: $(tail -1 "$W/tp-stderr")"; rmdir "$cg"; return; }
-    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('| %s | %d | %d | %.3f | %.3f | %.1f | %.2f GiB | %.2f GiB | %.1f |' % (sys.argv[2], d.get('sequences', 1), d['tokens_generated'], d['decode_tok_s'], d['steady_tok_s'], d.get('time_to_first_token_s', d['prompt_s']), d['disk_bytes_per_token']/2**30, int(open(sys.argv[3]).read())/2**30, d['load_s']))" \
+    cp "$stats" "$OUT/tp-$(basename "$1" .gguf)-$3${5:+$5}.json" 2>/dev/null || true
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('| %s | %d | %d | %.3f | %.3f | %.1f | %.2f GiB | %.2f GiB | %.2f GiB | %.1f |' % (sys.argv[2], d.get('sequences', 1), d['tokens_generated'], d['decode_tok_s'], d['steady_tok_s'], d.get('time_to_first_token_s', d['prompt_s']), d['disk_bytes_per_token']/2**30, d['streamed_bytes_per_token']/2**30, int(open(sys.argv[3]).read())/2**30, d['load_s']))" \
         "$stats" "$(case " ${*:5} " in *" --baseline "*) echo stock;; *) echo hypura;; esac)" "$cg/memory.peak"
     rmdir "$cg"
 }
 
 throughput() { # model cap: hypura at each of $TP_N sequences ($TOKENS each), stock at each of $TP_STOCK_N ($STOCK_TOKENS each)
     echo "== $(basename "$1") under a $2 cap, run --parallel N (sampled, temperature 1, seed 42 + i), hypura --memory ${TP_MEM:-$2}"
-    echo "| mode | sequences | tokens | aggregate decode tok/s | steady (2nd half) | all first tokens s | read per token | cgroup peak | load s |"
-    echo "|---|---|---|---|---|---|---|---|---|"
-    for n in ${TP_N:-1 4 16}; do parallel_run "$1" "$2" "$n" "$TOKENS" --memory "${TP_MEM:-$2}"; done
+    echo "| mode | sequences | tokens | aggregate decode tok/s | steady (2nd half) | all first tokens s | read per token | planned per step | cgroup peak | load s |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    for n in ${TP_N-1 4 16}; do parallel_run "$1" "$2" "$n" "$TOKENS" --memory "${TP_MEM:-$2}"; done
     for n in ${TP_STOCK_N:-}; do parallel_run "$1" "$2" "$n" "${STOCK_TOKENS:-$TOKENS}" --baseline; done
 }
 

@@ -148,6 +148,10 @@ pub fn run(
             "streamed_bytes_per_token": plan.streamed_bytes_per_token,
             // Each step reads the streamed bytes once for all sequences.
             "bound_tok_s": plan.bound_tok_s * f64::from(n),
+            // The whole run's stream figures (waits, groups read late or out of order, the
+            // expert cache), to see where a step's time and reads went.
+            "model_stats": engine.model().stats(),
+            "ram_resident_bytes": plan.ram_resident_bytes,
             "texts": texts,
             "sequence_tokens": tokens,
         });

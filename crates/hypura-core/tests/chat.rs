@@ -3,23 +3,11 @@
 //! fresh start on the whole conversation gives.
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+
+mod common;
+use common::{model_path, GEMMA3, SMOLLM2};
 
 use hypura_core::{Budget, ChatMessage, GenerateOptions, LoadOptions, Model};
-
-/// A test model; the suite fails (never skips) when it is missing.
-fn model_path(name: &str) -> PathBuf {
-    let dir = std::env::var_os("HYPURA_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "test model {} is missing: run scripts/test.sh (it fetches the models) or set HYPURA_MODELS_DIR",
-        path.display()
-    );
-    path
-}
 
 fn load(name: &str, budget: Budget) -> Model {
     let options = LoadOptions::new(model_path(name))
@@ -29,9 +17,6 @@ fn load(name: &str, budget: Budget) -> Model {
         .expert_profiles(None);
     Model::load(&options).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
-
-const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 
 #[test]
 fn a_model_without_a_template_says_so() {

@@ -4,20 +4,13 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+
+mod common;
+use common::{model_path, SMOLLM2};
 
 use hypura_core::{
     Budget, Engine, EngineEvent, GenerateOptions, LoadOptions, Model, RequestId, StopReason,
 };
-
-fn model_path() -> PathBuf {
-    let dir = std::env::var_os("HYPURA_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(path.is_file(), "test model {} is missing", path.display());
-    path
-}
 
 fn load(sequences: u32, budget: Budget) -> Model {
     load_batched(sequences, budget, 128)
@@ -25,7 +18,7 @@ fn load(sequences: u32, budget: Budget) -> Model {
 
 /// With `batch` tokens per llama.cpp micro-batch.
 fn load_batched(sequences: u32, budget: Budget, batch: u32) -> Model {
-    let options = LoadOptions::new(model_path())
+    let options = LoadOptions::new(model_path(SMOLLM2))
         .budget(budget)
         .batch_size(batch)
         .sequences(sequences)
@@ -60,7 +53,7 @@ fn requests() -> Vec<GenerateOptions> {
 
 #[test]
 fn batched_requests_get_what_a_lone_generation_gets() {
-    // 25%: hypura computes the LM head itself, micro-batch by micro-batch (8 tokens: the
+    // 25%: hypura computes the LM head itself, micro-batch by micro-batch (16 tokens: the
     // prompts' batches split, with outputs in several). Its sequences then share llama.cpp's
     // unified KV cache (which keeps a batch's order), where a sequence's cells lie among
     // the others': attention sums the same terms in another grouping, so a sampled token
@@ -68,7 +61,7 @@ fn batched_requests_get_what_a_lone_generation_gets() {
     for (budget, batch) in [
         (Budget::AllWeights, 128),
         (Budget::WeightPercent(50.0), 128),
-        (Budget::WeightPercent(25.0), 8),
+        (Budget::WeightPercent(25.0), 16),
     ] {
         let greedy = budget == Budget::WeightPercent(25.0);
         let requests = || {

@@ -1,18 +1,16 @@
 //! `LoadOptions::on_progress` reports the resident part's bytes as they are read, ending with
 //! all of them.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+mod common;
+use common::{model_path, GEMMA3};
 
 use hypura_core::{Budget, LoadOptions, LoadProgress, Model};
 
 #[test]
 fn the_load_reports_its_reads_up_to_the_resident_bytes() {
-    let dir = std::env::var_os("HYPURA_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
-    let path = dir.join("gemma-3-270m-q4_k_m.gguf");
-    assert!(path.is_file(), "test model {} is missing", path.display());
+    let path = model_path(GEMMA3);
     let seen: Arc<Mutex<Vec<LoadProgress>>> = Arc::default();
     let log = Arc::clone(&seen);
     let options = LoadOptions::new(&path)

@@ -253,7 +253,9 @@ pub(crate) fn plan_repacking(inventory: &ModelInventory, use_extra_bufts: bool) 
 /// name outside the layers, one per name within a layer (`blk.N.` + rest) listing its layers.
 /// llama.cpp compiles every override for every tensor, so the count matters.
 pub(crate) fn exact_name_patterns(names: &BTreeSet<String>) -> Vec<String> {
-    let escape = |s: &str| s.replace('.', "\\.").replace('-', "\\-");
+    // Names hold only ASCII letters, digits, '.', '_' and '-' (checked when chosen): only
+    // the dot means something outside a bracket.
+    let escape = |s: &str| s.replace('.', "\\.");
     let mut by_rest: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     let mut patterns = Vec::new();
     for name in names {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use super::model::{LoadStats, Model};
 use super::options::{LoadMode, LoadOptions, LoadProgress, LoadProgressCallback};
 use super::prepare::{prepare, Prepared};
 use super::proc_stats;
+use super::repacked::{fill_repacked, RepackError, RepackTarget};
 use crate::error::LoadError;
 use crate::io::{fd_path, ModelFile, ReadError, ReadPool, ReadRequest, StandIn};
 use crate::llama::repack::{self, Repacking};
@@ -21,13 +23,11 @@ use crate::model::{excerpt, excerpt_within, ModelInventory};
 
 /// Longest part of a llama.cpp error message quoted in hypura's (escaped).
 const LLAMA_MESSAGE_BYTES: usize = 160;
-use super::repacked::{fill_repacked, RepackError, RepackTarget};
 use crate::plan::{GroupKind, Placement, Plan};
 use crate::stream::callback::eval_callback;
 use crate::stream::head::{HeadCompute, StreamedHead};
 use crate::stream::{GroupReads, RowSource, Streamer, StreamerSetup};
 use crate::sys;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Called by llama.cpp's loader before each tensor: turns the tensors' reads to the load
 /// window of each of hypura's buffer types. Returning false stops the load (the reason is
@@ -105,7 +105,6 @@ impl Model {
         // would repack.
         let repacking = match options.mode {
             LoadMode::Tiered if plan.full_resident => {
-                backend::init();
                 repack::plan_repacking(&inventory, options.repack)
             }
             _ => Repacking::Nothing,
@@ -535,16 +534,16 @@ fn build_streamer(
                     / pieces as u64;
                 let done = read + repacked_bytes.load(Ordering::Relaxed);
                 (report.0)(LoadProgress { done, total });
-                if pending == 0 && filler.is_finished() {
-                    break;
+                if pending == 0 {
+                    if filler.is_finished() {
+                        break;
+                    }
+                    // The reads are done; the conversions go on.
+                    std::thread::sleep(std::time::Duration::from_millis(200));
                 }
             }
         }
-        filler.join().unwrap_or_else(|_| {
-            Err(RepackError::NoLayout(
-                "(a converter thread panicked)".into(),
-            ))
-        })
+        filler.join().unwrap_or(Err(RepackError::Panicked))
     });
     completion.wait().map_err(|e| read_error(path, e))?;
     repack_result.map_err(|e| match e {

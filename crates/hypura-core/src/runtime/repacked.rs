@@ -74,6 +74,8 @@ pub(crate) enum RepackError {
     NoLayout(String),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    #[error("a thread converting the repacked weights panicked")]
+    Panicked,
 }
 
 /// Reads and converts every target with `threads` threads; `done_bytes` counts the bytes

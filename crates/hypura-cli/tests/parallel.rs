@@ -7,45 +7,21 @@ use common::*;
 
 use serde_json::Value;
 
-fn run_json(model: &str, seed: u64, extra: &[&str]) -> Value {
-    let stats = tempfile(&format!("parallel-{seed}-{}.json", extra.len()));
-    let seed = seed.to_string();
-    let mut args = vec![
-        "run",
-        "-m",
+/// A sampled run of 12 tokens with half the weights streamed.
+fn run_json(model: &std::path::Path, seed: u64, extra: &[&str]) -> Value {
+    run_stats_seeded(
         model,
-        "-p",
-        PROMPT,
-        "-n",
-        "12",
-        "--temp",
+        &[&["--ram-budget", "50%"], extra].concat(),
+        12,
         "0.8",
-        "--seed",
-        &seed,
-        "--threads",
-        "2",
-        "--ctx",
-        "128",
-        "--ram-budget",
-        "50%",
-        "--disk-gbps",
-        "1.6",
-        "--ignore-eos",
-        "--stats-json",
-        stats.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let out = hypura(&args);
-    assert_eq!(out.code, 0, "hypura {args:?} failed:\n{}", out.stderr);
-    let value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&stats);
-    value
+        seed,
+    )
 }
 
 #[test]
 fn parallel_continuations_are_lone_runs_and_share_their_reads() {
     let path = model(SMOLLM2);
-    let path = path.to_str().unwrap();
+    let path = path.as_path();
     let together = run_json(path, 7, &["--parallel", "3"]);
     assert_eq!(together["sequences"], 3);
     let sequences = together["sequence_tokens"].as_array().unwrap();

@@ -8,12 +8,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
-use hypura_core::{ChatMessage, GenerateOptions, RequestTimings, StopReason};
+use hypura_core::{ChatMessage, GenerateOptions};
 use serde_json::Value;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 
+pub(crate) use crate::worker::Ending;
 use crate::worker::{Job, Submit, Update};
 use crate::{ApiError, AppState};
 
@@ -42,15 +43,6 @@ pub(crate) struct Settings {
     /// Tokens the penalties look back over; -1: the whole context.
     pub repeat_last_n: Option<i32>,
     pub stop: Vec<String>,
-}
-
-/// How a request ended, with its figures.
-#[derive(Debug)]
-pub(crate) struct Ending {
-    pub reason: StopReason,
-    pub prompt_tokens: usize,
-    pub completion_tokens: usize,
-    pub timings: RequestTimings,
 }
 
 /// Stop strings as both APIs write them: `null`, one string, or an array of strings.
@@ -174,20 +166,7 @@ pub(crate) async fn whole(mut rx: UnboundedReceiver<Update>) -> Result<(String, 
     while let Some(update) = rx.recv().await {
         match update {
             Update::Text(piece) => text.push_str(&piece),
-            Update::Done {
-                reason,
-                prompt_tokens,
-                completion_tokens,
-                timings,
-            } => {
-                let ending = Ending {
-                    reason,
-                    prompt_tokens,
-                    completion_tokens,
-                    timings,
-                };
-                return Ok((text, ending));
-            }
+            Update::Done(ending) => return Ok((text, ending)),
             Update::Failed(reason) => return Err(ApiError::bad_request(reason)),
         }
     }

@@ -286,20 +286,7 @@ async fn respond(
                 v["done"] = json!(false);
                 v
             }
-            Update::Done {
-                reason,
-                prompt_tokens,
-                completion_tokens,
-                timings,
-            } => {
-                let ending = Ending {
-                    reason,
-                    prompt_tokens,
-                    completion_tokens,
-                    timings,
-                };
-                endpoint.last(&model, "", &ending, started)
-            }
+            Update::Done(ending) => endpoint.last(&model, "", &ending, started),
             Update::Failed(reason) => json!({"error": reason}),
         };
         let mut line = v.to_string();

@@ -212,7 +212,7 @@ async fn respond(
     let events = tokio_stream::iter(head)
         .chain(updates.map(move |update| match update {
             Update::Text(piece) => chunk("choices", json!([endpoint.delta(&piece, None)])),
-            Update::Done { reason, .. } => chunk(
+            Update::Done(Ending { reason, .. }) => chunk(
                 "choices",
                 json!([endpoint.delta("", Some(finish_reason(reason)))]),
             ),

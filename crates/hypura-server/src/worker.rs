@@ -20,14 +20,18 @@ pub enum Update {
     /// More text.
     Text(String),
     /// The request ended.
-    Done {
-        reason: StopReason,
-        prompt_tokens: usize,
-        completion_tokens: usize,
-        timings: RequestTimings,
-    },
+    Done(Ending),
     /// It could not run (settings, a prompt too long, a decode error).
     Failed(String),
+}
+
+/// How a request ended, with its figures.
+#[derive(Debug)]
+pub struct Ending {
+    pub reason: StopReason,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub timings: RequestTimings,
 }
 
 /// What the engine's thread has done, for `/health` and `/metrics`.
@@ -167,12 +171,12 @@ fn route(listeners: &mut HashMap<RequestId, UnboundedSender<Update>>, event: Eng
         } => {
             // Dropping the sender after `Done` ends the request's stream of updates.
             if let Some(tx) = listeners.remove(&id) {
-                let _ = tx.send(Update::Done {
+                let _ = tx.send(Update::Done(Ending {
                     reason,
                     prompt_tokens,
                     completion_tokens: tokens.len(),
                     timings,
-                });
+                }));
             }
         }
         _ => {}

@@ -69,21 +69,29 @@ pub fn hypura_with_stdin(args: &[&str], input: &str) -> Output {
 
 /// Runs `hypura run` greedily and returns its statistics.
 pub fn run_stats(model: &std::path::Path, extra: &[&str], tokens: usize) -> Value {
-    run_stats_at(model, extra, tokens, "0")
+    run_stats_seeded(model, extra, tokens, "0", 42)
 }
 
 /// Runs `hypura run` sampling at temperature 1 (seed 42: random models do not loop on one
 /// token then) and returns its statistics.
 pub fn run_sampled(model: &std::path::Path, extra: &[&str], tokens: usize) -> Value {
-    run_stats_at(model, extra, tokens, "1")
+    run_stats_seeded(model, extra, tokens, "1", 42)
 }
 
-fn run_stats_at(model: &std::path::Path, extra: &[&str], tokens: usize, temp: &str) -> Value {
+/// Runs `hypura run` at temperature `temp` with `seed` and returns its statistics.
+pub fn run_stats_seeded(
+    model: &std::path::Path,
+    extra: &[&str],
+    tokens: usize,
+    temp: &str,
+    seed: u64,
+) -> Value {
     // Unique per call: tests run in parallel threads of one process.
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let stats = tempfile(&format!("stats-{call}.json"));
     let max_tokens = tokens.to_string();
+    let seed = seed.to_string();
     let mut args = vec![
         "run",
         "--model",
@@ -95,7 +103,7 @@ fn run_stats_at(model: &std::path::Path, extra: &[&str], tokens: usize, temp: &s
         "--temp",
         temp,
         "--seed",
-        "42",
+        &seed,
         "--threads",
         "2",
         "--ctx",

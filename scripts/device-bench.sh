@@ -92,13 +92,19 @@ run_bench() { # model cap name [weights budget [more hypura bench flags...]]
         --tokens "$TOKENS" --rounds "$ROUNDS" --disk-gbps "$GBPS" --json "$OUT/bench-$3.json" "${@:5}"
 }
 
-capped_run() { # binary cap weights-budget [hypura run flags...]: one hypura run in a fresh capped cgroup
+fresh_cgroup() { # name cap: page cache dropped, an empty cgroup with memory.max = cap; prints its path
     local root=${CGROUP_ROOT:-/sys/fs/cgroup}
-    local cg=$root/hypura-ab-$$ stats=$W/ab-stats.json
+    local cg=$root/$1-$$
     sync; echo 3 > /proc/sys/vm/drop_caches
     echo +memory > "$root/cgroup.subtree_control" 2>/dev/null || true
     rmdir "$cg" 2>/dev/null || true
     mkdir "$cg"; echo "$2" > "$cg/memory.max"; echo 0 > "$cg/memory.swap.max"
+    echo "$cg"
+}
+
+capped_run() { # binary cap weights-budget [hypura run flags...]: one hypura run in a fresh capped cgroup
+    local cg stats=$W/ab-stats.json
+    cg=$(fresh_cgroup hypura-ab "$2")
     (echo $BASHPID > "$cg/cgroup.procs"; exec "$1" run --model "$M7" --prompt "The history of the city begins" \
         --max-tokens "$TOKENS" --temp "${TEMP:-0}" ${SEED:+--seed $SEED} --ignore-eos --threads "$THREADS" --ctx 256 --no-repack \
         --ram-budget "$3" --disk-gbps "$GBPS" --stats-json "$stats" ${IO_THREADS:+--io-threads $IO_THREADS} "${@:4}" >/dev/null 2>"$W/ab-stderr") \
@@ -112,12 +118,8 @@ capped_run() { # binary cap weights-budget [hypura run flags...]: one hypura run
 }
 
 parallel_run() { # model cap sequences tokens [hypura run flags...]: one `run --parallel` in a fresh capped cgroup
-    local root=${CGROUP_ROOT:-/sys/fs/cgroup}
-    local cg=$root/hypura-tp-$$ stats=$W/tp-stats.json
-    sync; echo 3 > /proc/sys/vm/drop_caches
-    echo +memory > "$root/cgroup.subtree_control" 2>/dev/null || true
-    rmdir "$cg" 2>/dev/null || true
-    mkdir "$cg"; echo "$2" > "$cg/memory.max"; echo 0 > "$cg/memory.swap.max"
+    local cg stats=$W/tp-stats.json
+    cg=$(fresh_cgroup hypura-tp "$2")
     (echo $BASHPID > "$cg/cgroup.procs"; exec "$H" run --model "$1" --prompt "${TP_PROMPT:-The history of the city begins}" \
         --max-tokens "$4" --temp 1 --seed 42 --ignore-eos --threads "$THREADS" --ctx "${TP_CTX:-256}" --no-repack \
         --parallel "$3" --disk-gbps "$GBPS" --stats-json "$stats" "${@:5}" >/dev/null 2>"$W/tp-stderr") \

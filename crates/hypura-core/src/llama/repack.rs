@@ -168,7 +168,10 @@ pub(crate) fn plan_repacking(inventory: &ModelInventory, use_extra_bufts: bool) 
         } else {
             t.role
         };
-        let op = match weight_op(role, &info.name, n_dims) {
+        // An unknown operation is tested as a product: if the repacked layout would serve
+        // one, hypura cannot tell whether llama.cpp would use it.
+        let known = weight_op(role, &info.name, n_dims);
+        let op = match known {
             Some(WeightOp::Other) => continue,
             Some(op) => op,
             None => WeightOp::MatMul,
@@ -218,7 +221,7 @@ pub(crate) fn plan_repacking(inventory: &ModelInventory, use_extra_bufts: bool) 
                 info.name
             ));
         }
-        if weight_op(role, &info.name, n_dims).is_none() {
+        if known.is_none() {
             return Repacking::Unsure(format!(
                 "hypura cannot tell which operation {} serves",
                 info.name

@@ -524,14 +524,12 @@ fn build_streamer(
             }
         });
         if let Some(report) = progress {
-            let total: u64 =
-                resident_reads.iter().map(|r| r.len as u64).sum::<u64>() + repack_total;
+            let plain_total: u64 = resident_reads.iter().map(|r| r.len as u64).sum();
+            let total = plain_total + repack_total;
             let pieces = completion.pieces().max(1);
             loop {
                 let pending = completion.wait_for(std::time::Duration::from_millis(200));
-                let read = resident_reads.iter().map(|r| r.len as u64).sum::<u64>()
-                    * (pieces - pending) as u64
-                    / pieces as u64;
+                let read = plain_total * (pieces - pending) as u64 / pieces as u64;
                 let done = read + repacked_bytes.load(Ordering::Relaxed);
                 (report.0)(LoadProgress { done, total });
                 if pending == 0 {

@@ -307,14 +307,29 @@ void hypura_params_free(hypura_params *params);
 // `params` is NULL or live; `path` is NULL or a NUL-terminated string.
 hypura_status hypura_params_set_model_path(hypura_params *params, const char *path);
 
-// Bytes of weights hypura may hold in RAM (resident tensors, the streaming window and one
-// micro-batch of embedding rows); the rest streams from the file. Must be more than 0.
+// Weights only: bytes of weights hypura may hold in RAM (resident tensors, the streaming
+// window and one micro-batch of embedding rows); the rest streams from the file. The KV
+// cache and buffers come on top: `hypura_params_set_memory_budget_bytes` bounds the whole
+// process instead. Must be more than 0.
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_params_set_weights_budget_bytes(hypura_params *params, uint64_t bytes);
+
+// Weights only: the share of the model's weight bytes hypura may hold in RAM, in percent:
+// more than 0, at most 100.
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_params_set_weights_budget_percent(hypura_params *params, float percent);
+
+// The former name of `hypura_params_set_weights_budget_bytes` (weights only), kept working.
 //
 // # Safety
 // `params` is NULL or live.
 hypura_status hypura_params_set_ram_budget_bytes(hypura_params *params, uint64_t bytes);
 
-// The RAM budget as a percentage of the model's weight bytes: more than 0, at most 100.
+// The former name of `hypura_params_set_weights_budget_percent` (weights only), kept working.
 //
 // # Safety
 // `params` is NULL or live.

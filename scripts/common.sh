@@ -7,6 +7,10 @@ MODELS_DIR="${HYPURA_MODELS_DIR:-$HYPURA_ROOT/models}"
 
 SMOLLM2_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 GEMMA3_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+# Real chat templates of the major model families, as their GGUF files carry them
+# (tokenizer.chat_template), from Hugging Face's MIT-licensed npm package @huggingface/ollama-utils.
+CHAT_TEMPLATES_URL=https://registry.npmjs.org/@huggingface/ollama-utils/-/ollama-utils-0.0.18.tgz
+CHAT_TEMPLATES_SHA256=3d8beba35ea5d634970e29090ab45234e54a3db8d9263cf72e0031c1cc44f8d5
 
 say() { printf 'hypura-setup: %s\n' "$*" >&2; }
 
@@ -98,4 +102,22 @@ fetch_models() {
         mv "$gemma.part" "$gemma"
     fi
     check_sha "$gemma" "$GEMMA3_SHA256"
+}
+
+# fetch_chat_templates DIR: the families' chat templates the template tests compare
+# (DIR/chat-template-automap.ts; crates/hypura-core/tests/chat.rs reads it).
+fetch_chat_templates() {
+    local dir=$1 tarball
+    [ -f "$dir/chat-template-automap.ts" ] && return 0
+    mkdir -p "$dir"
+    tarball="$dir/ollama-utils.tgz"
+    say "fetching the families' chat templates (npm: @huggingface/ollama-utils 0.0.18)"
+    python3 - "$CHAT_TEMPLATES_URL" "$tarball" <<'PY'
+import shutil, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=120) as src, open(sys.argv[2], "wb") as out:
+    shutil.copyfileobj(src, out)
+PY
+    check_sha "$tarball" "$CHAT_TEMPLATES_SHA256"
+    tar -xzf "$tarball" -C "$dir" --strip-components=2 package/src/chat-template-automap.ts
+    rm -f "$tarball"
 }

@@ -64,7 +64,7 @@ PY
 
 cold_case() { # model cap weights-budget name: a profile saved by an earlier session (another
     # prompt), then stock and hypura both start cold
-    "$H" run --model "$1" --ram-budget "$3" --prompt "Once upon a time in a small village" \
+    "$H" run --model "$1" --weights-budget "$3" --prompt "Once upon a time in a small village" \
         --max-tokens 64 --temp 1 --seed 7 --ignore-eos --threads "$THREADS" --no-repack \
         --disk-gbps "$GBPS" 2>&1 >/dev/null | grep 'profile' || true
     run_bench "$1" "$2" "$4" "$3" --temp 1 --seed 42
@@ -88,7 +88,7 @@ echo "== disk: sequential O_DIRECT read of $(basename "$M7") with dd bs=4M: $GBP
 
 run_bench() { # model cap name [weights budget [more hypura bench flags...]]
     echo "== bench $(basename "$1") under a $2 cap${4:+, hypura weights budget $4}"
-    "$H" bench --model "$1" --ram-budget "$2" ${4:+--weights-budget "$4"} --cgroup --threads "$THREADS" \
+    "$H" bench --model "$1" --memory "$2" ${4:+--weights-budget "$4"} --cgroup --threads "$THREADS" \
         --tokens "$TOKENS" --rounds "$ROUNDS" --disk-gbps "$GBPS" --json "$OUT/bench-$3.json" "${@:5}"
 }
 
@@ -107,7 +107,7 @@ capped_run() { # binary cap weights-budget [hypura run flags...]: one hypura run
     cg=$(fresh_cgroup hypura-ab "$2")
     (echo $BASHPID > "$cg/cgroup.procs"; exec "$1" run --model "$M7" --prompt "The history of the city begins" \
         --max-tokens "$TOKENS" --temp "${TEMP:-0}" ${SEED:+--seed $SEED} --ignore-eos --threads "$THREADS" --ctx 256 --no-repack \
-        --ram-budget "$3" --disk-gbps "$GBPS" --stats-json "$stats" ${IO_THREADS:+--io-threads $IO_THREADS} "${@:4}" >/dev/null 2>"$W/ab-stderr") \
+        --weights-budget "$3" --disk-gbps "$GBPS" --stats-json "$stats" ${IO_THREADS:+--io-threads $IO_THREADS} "${@:4}" >/dev/null 2>"$W/ab-stderr") \
         || { echo "run failed: $(tail -1 "$W/ab-stderr")"; rmdir "$cg"; return; }
     python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('%-22s decode %.3f tok/s  read/token %.2f GiB  stream wait %.1f s  readers busy %.0f%%  peak RSS %.2f GiB  cgroup peak %.2f GiB' % (sys.argv[2], d['decode_tok_s'], d['disk_bytes_per_token']/2**30, d['stream_wait_s'], 100*d.get('reader_utilization', float('nan')), d['peak_rss_bytes']/2**30, int(open(sys.argv[3]).read())/2**30))" \
         "$stats" "$(basename "$1")${IO_THREADS:+ io=$IO_THREADS}${4:+ $4}" "$cg/memory.peak"
@@ -222,7 +222,7 @@ PY
         --temp 1 --seed 42 --hypura-flag=--no-expert-profile; sim_report "$OUT/bench-qwen30b-8g.json" ;;
     moe-ceiling) # both in RAM, uncapped: the CPU compute ceiling of the moe case
         M=$(synth mixtral-8x7b q4_0)
-        for mode in --baseline "--ram-budget 100%"; do
+        for mode in --baseline "--weights-budget 100%"; do
             "$H" run --model "$M" $mode --no-repack --no-expert-profile --prompt "The history of the city begins" \
                 --max-tokens "$TOKENS" --temp 1 --seed 42 --threads "$THREADS" --ignore-eos \
                 --stats-json "$OUT/ceiling.json" >/dev/null 2>&1

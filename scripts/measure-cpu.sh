@@ -9,7 +9,7 @@ TOKENS=${1:-32}
 THREADS=${HYPURA_THREADS:-$(nproc)}
 out=$(mktemp -d)
 for model in SmolLM2-135M-Instruct.Q4_1.gguf gemma-3-270m-q4_k_m.gguf; do
-    for cfg in "baseline:--baseline" "100%:--ram-budget 100%" "50%:--ram-budget 50%" "25%:--ram-budget 25%" "10%:--ram-budget 10%"; do
+    for cfg in "baseline:--baseline" "100%:--weights-budget 100%" "50%:--weights-budget 50%" "25%:--weights-budget 25%" "10%:--weights-budget 10%"; do
         name=${cfg%%:*}; args=${cfg#*:}
         # shellcheck disable=SC2086
         ./target/release/hypura run --model "$MODELS_DIR/$model" $args --prompt "The capital of France is" \

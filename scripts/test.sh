@@ -20,6 +20,7 @@ sys.exit(m.version("openai") != "3.57.0" or m.version("ollama") != "0.6.3")' 2>/
     python3 -m pip install --quiet --disable-pip-version-check --upgrade \
         --target "$PYTHON_CLIENTS" openai==3.57.0 ollama==0.6.3 >&2
 fi
+fetch_chat_templates "$HYPURA_ROOT/target/chat-templates"
 export HYPURA_MODELS_DIR="$MODELS_DIR"
 # libhypura.so/.a and the hypura binary must exist before the C and Python example tests.
 cargo build --release --workspace --locked

@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
     hypura_params *params = NULL;
     hypura_status status = hypura_params_new(&params);
     if (status == HYPURA_STATUS_OK) status = hypura_params_set_model_path(params, argv[1]);
-    if (status == HYPURA_STATUS_OK) status = hypura_params_set_ram_budget_percent(params, (float)atof(argv[2]));
+    if (status == HYPURA_STATUS_OK) status = hypura_params_set_weights_budget_percent(params, (float)atof(argv[2]));
     if (status == HYPURA_STATUS_OK && argc > 5) status = hypura_params_set_threads(params, (uint32_t)atoi(argv[5]));
     if (status != HYPURA_STATUS_OK) {
         hypura_params_free(params);

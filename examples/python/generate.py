@@ -30,7 +30,7 @@ def load_library():
     lib.hypura_params_free.argtypes = [params_p]
     lib.hypura_params_free.restype = None
     lib.hypura_params_set_model_path.argtypes = [params_p, ctypes.c_char_p]
-    lib.hypura_params_set_ram_budget_percent.argtypes = [params_p, ctypes.c_float]
+    lib.hypura_params_set_weights_budget_percent.argtypes = [params_p, ctypes.c_float]
     lib.hypura_params_set_threads.argtypes = [params_p, ctypes.c_uint32]
     lib.hypura_load.argtypes = [params_p, ctypes.POINTER(model_p)]
     lib.hypura_model_free.argtypes = [model_p]
@@ -46,7 +46,7 @@ def load_library():
                                   ctypes.c_float, ctypes.c_float, ctypes.POINTER(ctypes.c_int32)]
     lib.hypura_is_eog.argtypes = [model_p, ctypes.c_int32, ctypes.POINTER(ctypes.c_bool)]
     lib.hypura_last_error.argtypes = [ctypes.c_char_p, ctypes.c_size_t, size_p]
-    for name in ["hypura_params_new", "hypura_params_set_model_path", "hypura_params_set_ram_budget_percent",
+    for name in ["hypura_params_new", "hypura_params_set_model_path", "hypura_params_set_weights_budget_percent",
                  "hypura_params_set_threads", "hypura_load", "hypura_n_vocab", "hypura_tokenize",
                  "hypura_detokenize", "hypura_decode", "hypura_sample", "hypura_is_eog", "hypura_last_error"]:
         getattr(lib, name).restype = ctypes.c_uint32
@@ -70,7 +70,7 @@ def main():
     model = ctypes.c_void_p()
     try:
         check(lib, lib.hypura_params_set_model_path(params, model_path.encode()), "hypura_params_set_model_path")
-        check(lib, lib.hypura_params_set_ram_budget_percent(params, percent), "hypura_params_set_ram_budget_percent")
+        check(lib, lib.hypura_params_set_weights_budget_percent(params, percent), "hypura_params_set_weights_budget_percent")
         if len(sys.argv) > 5:
             check(lib, lib.hypura_params_set_threads(params, int(sys.argv[5])), "hypura_params_set_threads")
         check(lib, lib.hypura_load(params, ctypes.byref(model)), "hypura_load")

@@ -47,13 +47,18 @@ pub struct ModelArgs {
     /// The GGUF model file.
     #[arg(short = 'm', long)]
     pub model: PathBuf,
-    /// Bytes of weights hypura may hold: 512M, 2G, or 40% (of the weights). Default: all.
-    #[arg(long)]
-    pub ram_budget: Option<String>,
-    /// The whole process may use this much (e.g. 8G): hypura subtracts the KV cache,
-    /// llama.cpp's buffers and its own, and plans the weights in the rest.
-    #[arg(long, conflicts_with = "ram_budget")]
+    /// The memory the whole process may use (e.g. 8G): hypura subtracts the KV cache,
+    /// llama.cpp's buffers and its own, and plans the weights in the rest. Default: every
+    /// weight in RAM.
+    #[arg(long, conflicts_with_all = ["weights_budget", "ram_budget"])]
     pub memory: Option<String>,
+    /// Weights only: bytes of weights hypura may hold in RAM (512M, 2G) or a share of them
+    /// (40%); the KV cache and buffers come on top. --memory bounds the whole process.
+    #[arg(long, conflicts_with = "ram_budget")]
+    pub weights_budget: Option<String>,
+    /// The former name of --weights-budget (weights only), kept working with a warning.
+    #[arg(long, hide = true)]
+    pub ram_budget: Option<String>,
     /// Disk read bandwidth in GB/s for the bound (default: measured once and cached).
     #[arg(long)]
     pub disk_gbps: Option<f64>,
@@ -328,9 +333,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// The memory cap for both modes (512M, 2G, 40% of the weights); hypura plans its whole
-    /// process within it.
-    #[arg(long)]
-    pub ram_budget: String,
+    /// process within it, as `run --memory` does.
+    #[arg(long, alias = "ram-budget")]
+    pub memory: String,
     /// hypura's weight budget (default: what the cap leaves after the KV cache, llama.cpp's
     /// buffers and the process).
     #[arg(long)]

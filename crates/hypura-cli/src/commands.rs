@@ -31,15 +31,25 @@ pub(crate) fn usage(message: impl Into<String>) -> Failure {
 }
 
 fn budget_of(args: &ModelArgs) -> Result<Budget, Failure> {
-    Ok(match (&args.ram_budget, &args.memory) {
-        (Some(text), _) => text.parse::<Budget>()?,
-        (None, Some(text)) => Budget::ProcessBytes(parse_bytes(text).ok_or_else(|| {
-            usage(format!(
-                "--memory {text}: use bytes with an optional K/M/G/T suffix (e.g. 8G)"
-            ))
-        })?),
-        (None, None) => Budget::AllWeights,
-    })
+    if args.ram_budget.is_some() {
+        log::warn!(
+            "--ram-budget is now --weights-budget (weights only); --memory bounds the whole process"
+        );
+    }
+    Ok(
+        match (
+            args.weights_budget.as_ref().or(args.ram_budget.as_ref()),
+            &args.memory,
+        ) {
+            (Some(text), _) => text.parse::<Budget>()?,
+            (None, Some(text)) => Budget::ProcessBytes(parse_bytes(text).ok_or_else(|| {
+                usage(format!(
+                    "--memory {text}: use bytes with an optional K/M/G/T suffix (e.g. 8G)"
+                ))
+            })?),
+            (None, None) => Budget::AllWeights,
+        },
+    )
 }
 
 /// The load options the model arguments give (the disk bandwidth as given, or the default).
@@ -537,8 +547,9 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
     }
     let model_args = ModelArgs {
         model: args.model.clone(),
-        ram_budget: None,
         memory: None,
+        weights_budget: None,
+        ram_budget: None,
         disk_gbps: args.disk_gbps,
         io_threads: args.io_threads,
         ctx: args.ctx,
@@ -561,7 +572,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         .context_length(context);
     let options = with_measured_disk(&model_args, options)?;
     let whole = Plan::for_options(&options)?;
-    let cap = size_of(&args.ram_budget, whole.model_bytes)?;
+    let cap = size_of(&args.memory, whole.model_bytes)?;
     let weights_budget = match &args.weights_budget {
         Some(text) => size_of(text, whole.model_bytes)?,
         // The process within the cap, as `--memory` would plan it.

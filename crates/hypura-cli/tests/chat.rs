@@ -39,7 +39,10 @@ fn smollm2_answers_the_question_with_its_own_template() {
     assert_eq!(resident.code, 0, "{}", resident.stderr);
     assert!(resident.stdout.contains("Paris"), "{:?}", resident.stdout);
     // Streamed from disk at half the weights: the same answer.
-    let streamed = hypura(&chat_args(path, &["-p", QUESTION, "--ram-budget", "50%"]));
+    let streamed = hypura(&chat_args(
+        path,
+        &["-p", QUESTION, "--weights-budget", "50%"],
+    ));
     assert_eq!(streamed.code, 0, "{}", streamed.stderr);
     assert_eq!(streamed.stdout, resident.stdout);
     // The question from a file.
@@ -199,7 +202,7 @@ fn llama_cpp_sampler_settings_apply_and_reproduce() {
     assert_eq!(run(&seeded), first);
     assert_eq!(run(&[&seeded[..], &["--baseline"]].concat()), first);
     assert_eq!(
-        run(&[&seeded[..], &["--ram-budget", "50%"]].concat()),
+        run(&[&seeded[..], &["--weights-budget", "50%"]].concat()),
         first
     );
     assert_ne!(

@@ -119,7 +119,7 @@ fn budget_below_one_layer_names_the_minimum() {
     let m = model(GEMMA3);
     let path = m.to_str().unwrap();
     let mut run = run_args(path);
-    run.extend(["--ram-budget".to_string(), "1M".to_string()]);
+    run.extend(["--weights-budget".to_string(), "1M".to_string()]);
     expect_error(
         &run.iter().map(String::as_str).collect::<Vec<_>>(),
         "at least",
@@ -129,7 +129,7 @@ fn budget_below_one_layer_names_the_minimum() {
             "plan",
             "--model",
             path,
-            "--ram-budget",
+            "--weights-budget",
             "1M",
             "--disk-gbps",
             "1",
@@ -156,7 +156,7 @@ fn invalid_arguments() {
             "plan",
             "--model",
             path,
-            "--ram-budget",
+            "--weights-budget",
             "lots",
             "--disk-gbps",
             "1",

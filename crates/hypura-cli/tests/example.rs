@@ -33,7 +33,7 @@ fn the_crate_docs_example_runs_and_matches_the_cli() {
         "run",
         "--model",
         model.to_str().unwrap(),
-        "--ram-budget",
+        "--weights-budget",
         "25%",
         "--ctx",
         "512",

@@ -35,7 +35,7 @@ fn a_saved_profile_starts_the_next_run_and_plan() {
     let _ = std::fs::remove_dir_all(&dir);
     let profiles = ["--expert-profiles", dir.to_str().unwrap()];
     let stock = run_sampled(&path, &["--baseline", "--no-repack"], TOKENS);
-    let budget = ["--no-repack", "--ram-budget", "25%"];
+    let budget = ["--no-repack", "--weights-budget", "25%"];
     let with = |extra: &[&str]| -> Vec<String> {
         budget.iter().chain(extra).map(|s| s.to_string()).collect()
     };
@@ -68,7 +68,7 @@ fn a_saved_profile_starts_the_next_run_and_plan() {
         "plan",
         "--model",
         path.to_str().unwrap(),
-        "--ram-budget",
+        "--weights-budget",
         "25%",
         "--disk-gbps",
         "1.6",
@@ -157,7 +157,12 @@ fn experts_predicted_for_the_next_layer_are_read_ahead() {
         let at = format!("read-ahead {budget}");
         let stats = run_sampled(
             &path,
-            &["--no-repack", "--no-expert-profile", "--ram-budget", budget],
+            &[
+                "--no-repack",
+                "--no-expert-profile",
+                "--weights-budget",
+                budget,
+            ],
             TOKENS,
         );
         assert_eq!(tokens(&stats), tokens(&stock), "{at}: tokens differ");
@@ -209,7 +214,12 @@ fn an_moe_built_from_smollm2_writes_its_text_and_matches_stock() {
     // ...and reads experts slice by slice at 25%, the router's random picks.
     let stats = run_stats(
         &path,
-        &["--no-repack", "--no-expert-profile", "--ram-budget", "25%"],
+        &[
+            "--no-repack",
+            "--no-expert-profile",
+            "--weights-budget",
+            "25%",
+        ],
         16,
     );
     assert!(u(&stats, "expert_cache_bytes") > 0, "no expert cache");

@@ -28,7 +28,7 @@ fn check_with_repacking(label: &str, extra: &[&str]) {
     let path = synth_model(label, extra);
     check_against_stock(label, &path, TOKENS, run_sampled);
     let stock = tokens(&run_sampled(&path, &["--baseline"], TOKENS));
-    let full = tokens(&run_sampled(&path, &["--ram-budget", "100%"], TOKENS));
+    let full = tokens(&run_sampled(&path, &["--weights-budget", "100%"], TOKENS));
     assert_eq!(
         full, stock,
         "{label}: full budget differs from stock with repacking on"
@@ -170,7 +170,7 @@ fn next_token_prediction_layers_are_never_read() {
                 .sum::<u64>(),
             "{label}: the model's bytes count the unused layer"
         );
-        let stats = run_sampled(&path, &["--no-repack", "--ram-budget", "50%"], TOKENS);
+        let stats = run_sampled(&path, &["--no-repack", "--weights-budget", "50%"], TOKENS);
         let accessed = stats["tensor_accesses"].as_array().unwrap();
         assert!(
             accessed
@@ -233,7 +233,7 @@ fn expert_slices_match_stock() {
         let baseline = run_sampled(&path, &["--baseline", "--no-repack"], TOKENS);
         for budget in ["100%", "50%", "25%", "15%"] {
             let plan = plan_json(&path, budget);
-            let stats = run_sampled(&path, &["--no-repack", "--ram-budget", budget], TOKENS);
+            let stats = run_sampled(&path, &["--no-repack", "--weights-budget", budget], TOKENS);
             let at = format!("{label} {budget}");
             assert_eq!(tokens(&stats), tokens(&baseline), "{at}: tokens differ");
             assert_eq!(

@@ -151,7 +151,7 @@ impl Case {
             index,
             model: index % n_models,
             case_seed: case_seed(seed, TAG_PLAN, index as u64),
-            budget: vec!["--ram-budget", "50%"],
+            budget: vec!["--weights-budget", "50%"],
             plan_accepted: false,
         }
     }
@@ -160,8 +160,8 @@ impl Case {
         let mut mode = Rng::new(case_seed(seed, TAG_MODE, index as u64));
         let budget = match mode.below(100) {
             0..=9 => vec!["--baseline"],
-            10..=24 => vec!["--ram-budget", "10%"],
-            _ => vec!["--ram-budget", "50%"],
+            10..=24 => vec!["--weights-budget", "10%"],
+            _ => vec!["--weights-budget", "50%"],
         };
         Case {
             cmd,
@@ -169,7 +169,7 @@ impl Case {
             model: index % n_models,
             case_seed: case_seed(seed, TAG_RUN, index as u64),
             budget: if cmd == Cmd::Screen {
-                vec!["--ram-budget", "50%"]
+                vec!["--weights-budget", "50%"]
             } else {
                 budget
             },
@@ -403,8 +403,8 @@ impl Fuzz<'_> {
             Cmd::Screen => "plan(screen)",
             Cmd::Run => match case.budget.as_slice() {
                 ["--baseline"] => "run --baseline",
-                [_, "10%"] => "run --ram-budget 10%",
-                _ => "run --ram-budget 50%",
+                [_, "10%"] => "run --weights-budget 10%",
+                _ => "run --weights-budget 50%",
             },
         };
         {

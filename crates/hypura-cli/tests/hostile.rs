@@ -71,7 +71,7 @@ fn args(cmd: Cmd, path: &Path, extra: &[&str]) -> Vec<OsString> {
     push("--model");
     a.push(path.into());
     let rest: &[&str] = match cmd {
-        Cmd::Plan => &["--ram-budget", "50%", "--disk-gbps", "1"],
+        Cmd::Plan => &["--weights-budget", "50%", "--disk-gbps", "1"],
         Cmd::Run => &[
             "--prompt",
             "hi",
@@ -83,7 +83,7 @@ fn args(cmd: Cmd, path: &Path, extra: &[&str]) -> Vec<OsString> {
             "1",
             "--disk-gbps",
             "1",
-            "--ram-budget",
+            "--weights-budget",
             "50%",
         ],
     };

@@ -36,7 +36,7 @@ fn repacked_full_budget_matches_stock() {
     for name in [SMOLLM2, GEMMA3] {
         let model = model(name);
         let stock = tokens(&run_stats(&model, &["--baseline"], 16));
-        let full = tokens(&run_stats(&model, &["--ram-budget", "100%"], 16));
+        let full = tokens(&run_stats(&model, &["--weights-budget", "100%"], 16));
         assert_eq!(
             full, stock,
             "{name}: full budget differs from stock with repacking on"

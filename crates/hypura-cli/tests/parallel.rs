@@ -11,7 +11,7 @@ use serde_json::Value;
 fn run_json(model: &std::path::Path, seed: u64, extra: &[&str]) -> Value {
     run_stats_seeded(
         model,
-        &[&["--ram-budget", "50%"], extra].concat(),
+        &[&["--weights-budget", "50%"], extra].concat(),
         12,
         "0.8",
         seed,

@@ -49,7 +49,7 @@ fn plan_accepts_absolute_sizes_and_prints_a_table() {
         "plan",
         "--model",
         m.to_str().unwrap(),
-        "--ram-budget",
+        "--weights-budget",
         "20%",
         "--disk-gbps",
         "2",

@@ -725,7 +725,7 @@ fn samples(text: &str) -> std::collections::HashMap<String, f64> {
 #[test]
 fn metrics_count_requests_tokens_and_reads() {
     // Half the weights stream from the file, so reads move too.
-    let server = Server::start(&["--ram-budget", "50%"]);
+    let server = Server::start(&["--weights-budget", "50%"]);
     let scrape = || {
         let (status, head, body) = server.exchange("GET", "/metrics", "", &[]);
         assert_eq!(status, 200, "{body}");

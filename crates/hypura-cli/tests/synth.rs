@@ -61,7 +61,7 @@ fn synthetic_dense_and_moe_models_run_the_same_in_both_modes() {
         let path = tempfile(&format!("synth-{name}.gguf"));
         synth(&path, &extra);
         let stock = tokens(&run_stats(&path, &["--baseline", "--no-repack"], 12));
-        let tiered = run_stats(&path, &["--no-repack", "--ram-budget", "60%"], 12);
+        let tiered = run_stats(&path, &["--no-repack", "--weights-budget", "60%"], 12);
         assert_eq!(tokens(&tiered), stock, "{name}: hypura differs from stock");
         assert!(
             u(&tiered, "disk_bytes_read") > 0,

@@ -203,7 +203,7 @@ fn the_valid_model_plans_and_runs_in_stock_llama_cpp_and_tiered() {
     let p = path.to_str().unwrap();
     let plan = hypura(&["plan", "--model", p, "--disk-gbps", "1"]);
     assert_eq!(plan.code, 0, "{}", plan.stderr);
-    for mode in [&["--baseline"][..], &["--ram-budget", "80%"]] {
+    for mode in [&["--baseline"][..], &["--weights-budget", "80%"]] {
         let mut args = vec![
             "run",
             "--model",
@@ -241,7 +241,7 @@ fn an_architecture_without_a_spec_runs_as_stock_with_a_notice() {
         p,
         "--disk-gbps",
         "1",
-        "--ram-budget",
+        "--weights-budget",
         "50%",
     ]);
     assert_eq!(plan.code, 0, "{}", plan.stderr);
@@ -251,7 +251,7 @@ fn an_architecture_without_a_spec_runs_as_stock_with_a_notice() {
         plan.stdout
     );
     let mut texts = Vec::new();
-    for mode in [&["--baseline"][..], &["--ram-budget", "50%"]] {
+    for mode in [&["--baseline"][..], &["--weights-budget", "50%"]] {
         let mut args = vec!["run", "--model", p, "--prompt", "hi", "--max-tokens", "4"];
         args.extend([
             "--temp",

@@ -80,6 +80,18 @@ pub struct ChatTemplate {
     bos_token: String,
     eos_token: String,
     adds_bos: bool,
+    /// Whether the template renders a system message's text (else it is merged into the next
+    /// message, as llama.cpp does).
+    supports_system_role: bool,
+}
+
+/// How a message's content is given to the template.
+#[derive(Debug, Clone, Copy)]
+enum Content {
+    /// A string, as most templates take it.
+    Text,
+    /// One text part, `[{"type": "text", "text": …}]`, for templates that index it.
+    Parts,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -89,6 +101,7 @@ impl std::fmt::Debug for ChatTemplate {
             .field("bos_token", &self.bos_token)
             .field("eos_token", &self.eos_token)
             .field("adds_bos", &self.adds_bos)
+            .field("supports_system_role", &self.supports_system_role)
             .finish()
     }
 }
@@ -115,13 +128,29 @@ impl ChatTemplate {
         env.add_function("strftime_now", strftime_now);
         env.add_template_owned(TEMPLATE_NAME, source.to_string())
             .map_err(|e| ChatTemplateError::Syntax(describe(&e)))?;
-        Ok(Self {
+        let mut template = Self {
             env,
             source: source.to_string(),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
             adds_bos,
-        })
+            supports_system_role: true,
+        };
+        // As llama.cpp probes a template: does a system message's text come out?
+        const SYSTEM_PROBE: &str = "System message";
+        template.supports_system_role = [Content::Text, Content::Parts].iter().any(|&content| {
+            template
+                .render_as(
+                    &[
+                        ChatMessage::new("system", SYSTEM_PROBE),
+                        ChatMessage::new("user", "User message"),
+                    ],
+                    true,
+                    content,
+                )
+                .is_ok_and(|text| text.contains(SYSTEM_PROBE))
+        });
+        Ok(template)
     }
 
     /// The template's Jinja source.
@@ -131,15 +160,59 @@ impl ChatTemplate {
 
     /// Renders `messages`; with `add_generation_prompt`, ends with what starts the
     /// assistant's reply.
+    ///
+    /// Two adjustments llama.cpp's Jinja path makes too: a template that ignores or refuses
+    /// a system message (Mistral's first ones) gets it merged into the next message, joined
+    /// by a newline; and a template that cannot take a message's content as a string (some
+    /// index `content[0]['text']`, as Gemma 3's first one does for the system message) gets
+    /// it as one text part, `[{"type": "text", "text": …}]`.
     pub fn render(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, ChatTemplateError> {
+        let merged;
+        let messages = match messages {
+            [first, second, rest @ ..] if first.role == "system" && !self.supports_system_role => {
+                merged = std::iter::once(ChatMessage::new(
+                    second.role.clone(),
+                    format!("{}\n{}", first.content, second.content),
+                ))
+                .chain(rest.iter().cloned())
+                .collect::<Vec<_>>();
+                &merged[..]
+            }
+            [first, rest @ ..] if first.role == "system" && !self.supports_system_role => rest,
+            _ => messages,
+        };
+        match self.render_as(messages, add_generation_prompt, Content::Text) {
+            Err(as_text) => self
+                .render_as(messages, add_generation_prompt, Content::Parts)
+                .map_err(|_| as_text),
+            rendered => rendered,
+        }
+    }
+
+    fn render_as(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        content: Content,
+    ) -> Result<String, ChatTemplateError> {
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| ChatTemplateError::Syntax(describe(&e)))?;
+        let messages: Vec<Value> = messages
+            .iter()
+            .map(|m| match content {
+                Content::Text => Value::from_serialize(m),
+                Content::Parts => minijinja::context! {
+                    role => &m.role,
+                    content => [minijinja::context! { type => "text", text => &m.content }],
+                },
+            })
+            .collect();
         let rendered = template
             .render(minijinja::context! {
                 messages => messages,
@@ -248,6 +321,42 @@ mod tests {
     use super::*;
 
     const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+    #[test]
+    fn a_template_without_a_system_role_gets_it_merged_into_the_next_message() {
+        let t = ChatTemplate::new(
+            "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no') }}\
+             {% endif %}[{{ m.role }}] {{ m.content }}\n{% endfor %}",
+            "",
+            "",
+            false,
+        )
+        .unwrap();
+        let system = ChatMessage::new("system", "Be brief.");
+        let user = ChatMessage::new("user", "Hi");
+        assert_eq!(
+            t.render(&[system.clone(), user.clone()], false).unwrap(),
+            "[user] Be brief.\nHi\n"
+        );
+        assert_eq!(t.render(&[system], false).unwrap(), "");
+        assert_eq!(t.render(&[user], false).unwrap(), "[user] Hi\n");
+    }
+
+    #[test]
+    fn a_template_that_indexes_content_parts_gets_them() {
+        let t = ChatTemplate::new(
+            "{% for m in messages %}{{ m.content[0]['text'] + '|' }}{% endfor %}",
+            "",
+            "",
+            false,
+        )
+        .unwrap();
+        let messages = [
+            ChatMessage::new("system", "Be brief."),
+            ChatMessage::new("user", "Hi"),
+        ];
+        assert_eq!(t.render(&messages, false).unwrap(), "Be brief.|Hi|");
+    }
 
     #[test]
     fn renders_as_llama_cpp_does() {

@@ -104,13 +104,15 @@ pub unsafe extern "C" fn hypura_params_set_model_path(
     })
 }
 
-/// Bytes of weights hypura may hold in RAM (resident tensors, the streaming window and one
-/// micro-batch of embedding rows); the rest streams from the file. Must be more than 0.
+/// Weights only: bytes of weights hypura may hold in RAM (resident tensors, the streaming
+/// window and one micro-batch of embedding rows); the rest streams from the file. The KV
+/// cache and buffers come on top: `hypura_params_set_memory_budget_bytes` bounds the whole
+/// process instead. Must be more than 0.
 ///
 /// # Safety
 /// `params` is NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn hypura_params_set_ram_budget_bytes(
+pub unsafe extern "C" fn hypura_params_set_weights_budget_bytes(
     params: *mut hypura_params,
     bytes: u64,
 ) -> hypura_status {
@@ -118,7 +120,7 @@ pub unsafe extern "C" fn hypura_params_set_ram_budget_bytes(
         if bytes == 0 {
             return fail(
                 HYPURA_STATUS_INVALID_ARGUMENT,
-                "the RAM budget must be more than 0 bytes",
+                "the weights budget must be more than 0 bytes",
             );
         }
         p.options = p.options.clone().budget(Budget::WeightBytes(bytes));
@@ -126,12 +128,13 @@ pub unsafe extern "C" fn hypura_params_set_ram_budget_bytes(
     })
 }
 
-/// The RAM budget as a percentage of the model's weight bytes: more than 0, at most 100.
+/// Weights only: the share of the model's weight bytes hypura may hold in RAM, in percent:
+/// more than 0, at most 100.
 ///
 /// # Safety
 /// `params` is NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn hypura_params_set_ram_budget_percent(
+pub unsafe extern "C" fn hypura_params_set_weights_budget_percent(
     params: *mut hypura_params,
     percent: f32,
 ) -> hypura_status {
@@ -139,7 +142,7 @@ pub unsafe extern "C" fn hypura_params_set_ram_budget_percent(
         if !(percent.is_finite() && percent > 0.0 && percent <= 100.0) {
             return fail(
                 HYPURA_STATUS_INVALID_ARGUMENT,
-                "the RAM budget percentage must be in (0, 100]",
+                "the weights budget percentage must be in (0, 100]",
             );
         }
         p.options = p
@@ -148,6 +151,32 @@ pub unsafe extern "C" fn hypura_params_set_ram_budget_percent(
             .budget(Budget::WeightPercent(f64::from(percent)));
         HYPURA_STATUS_OK
     })
+}
+
+/// The former name of `hypura_params_set_weights_budget_bytes` (weights only), kept working.
+///
+/// # Safety
+/// `params` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn hypura_params_set_ram_budget_bytes(
+    params: *mut hypura_params,
+    bytes: u64,
+) -> hypura_status {
+    // SAFETY: the caller's promise about `params` is the same one.
+    unsafe { hypura_params_set_weights_budget_bytes(params, bytes) }
+}
+
+/// The former name of `hypura_params_set_weights_budget_percent` (weights only), kept working.
+///
+/// # Safety
+/// `params` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn hypura_params_set_ram_budget_percent(
+    params: *mut hypura_params,
+    percent: f32,
+) -> hypura_status {
+    // SAFETY: the caller's promise about `params` is the same one.
+    unsafe { hypura_params_set_weights_budget_percent(params, percent) }
 }
 
 /// The whole process may use this many bytes: hypura subtracts the KV cache, llama.cpp's

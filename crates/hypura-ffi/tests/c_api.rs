@@ -123,6 +123,7 @@ fn load_errors_leave_null_and_a_message() {
     let smol = model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
     let p = Params::new(smol.to_str().unwrap());
     // SAFETY: a live params object.
+    // The former names (weights only) keep working beside hypura_params_set_weights_budget_*.
     unsafe {
         assert_eq!(
             hypura_params_set_ram_budget_bytes(p.0, 1 << 20),
@@ -139,11 +140,11 @@ fn load_errors_leave_null_and_a_message() {
             HYPURA_STATUS_INVALID_ARGUMENT
         );
         assert_eq!(
-            hypura_params_set_ram_budget_percent(p.0, 0.0),
+            hypura_params_set_weights_budget_percent(p.0, 0.0),
             HYPURA_STATUS_INVALID_ARGUMENT
         );
         assert_eq!(
-            hypura_params_set_ram_budget_bytes(p.0, 0),
+            hypura_params_set_weights_budget_bytes(p.0, 0),
             HYPURA_STATUS_INVALID_ARGUMENT
         );
         assert_eq!(
@@ -248,7 +249,7 @@ fn misuse_of_a_loaded_model() {
     // SAFETY: a live params object.
     unsafe {
         assert_eq!(
-            hypura_params_set_ram_budget_percent(p.0, 25.0),
+            hypura_params_set_weights_budget_percent(p.0, 25.0),
             HYPURA_STATUS_OK
         );
         assert_eq!(hypura_params_set_context_length(p.0, 16), HYPURA_STATUS_OK);
@@ -566,7 +567,7 @@ fn two_sequences_decode_side_by_side() {
     // SAFETY: a live params object.
     unsafe {
         assert_eq!(
-            hypura_params_set_ram_budget_percent(p.0, 50.0),
+            hypura_params_set_weights_budget_percent(p.0, 50.0),
             HYPURA_STATUS_OK
         );
         assert_eq!(hypura_params_set_sequences(p.0, 2), HYPURA_STATUS_OK);
@@ -659,7 +660,7 @@ fn streaming_copy(name: &str) -> (std::path::PathBuf, Vec<u8>, *mut hypura_model
     std::fs::write(&copy, &original).unwrap();
     let p = Params::new(copy.to_str().unwrap());
     // SAFETY: a live params object.
-    let status = unsafe { hypura_params_set_ram_budget_percent(p.0, 10.0) };
+    let status = unsafe { hypura_params_set_weights_budget_percent(p.0, 10.0) };
     assert_eq!(status, HYPURA_STATUS_OK);
     let (status, model) = load(&p);
     assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
@@ -736,7 +737,7 @@ fn a_model_file_changed_under_a_running_model_is_detected_and_never_used() {
         unsafe { hypura_model_free(model) };
         let p = Params::new(copy.to_str().unwrap());
         // SAFETY: a live params object.
-        unsafe { hypura_params_set_ram_budget_percent(p.0, 10.0) };
+        unsafe { hypura_params_set_weights_budget_percent(p.0, 10.0) };
         let (status, fresh) = load(&p);
         assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
         assert_eq!(
@@ -862,7 +863,7 @@ fn expert_counters_and_profiles_through_the_c_api() {
             HYPURA_STATUS_OK
         );
         assert_eq!(
-            hypura_params_set_ram_budget_percent(p.0, 25.0),
+            hypura_params_set_weights_budget_percent(p.0, 25.0),
             HYPURA_STATUS_OK
         );
         assert_eq!(

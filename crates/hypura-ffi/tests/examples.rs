@@ -69,7 +69,7 @@ fn cli_text(tokens: &str) -> String {
         "run",
         "--model",
         model().to_str().unwrap(),
-        "--ram-budget",
+        "--weights-budget",
         &format!("{BUDGET_PERCENT}%"),
         "--prompt",
         PROMPT,

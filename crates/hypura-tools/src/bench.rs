@@ -158,7 +158,7 @@ fn run_once(cfg: &BenchConfig, baseline: bool, round: usize) -> Result<Value, Be
     if baseline {
         cmd.arg("--baseline");
     } else {
-        cmd.args(["--ram-budget", &cfg.weights_budget_bytes.to_string()])
+        cmd.args(["--weights-budget", &cfg.weights_budget_bytes.to_string()])
             .args(&cfg.hypura_flags);
         if let Some(n) = cfg.io_threads {
             cmd.args(["--io-threads", &n.to_string()]);

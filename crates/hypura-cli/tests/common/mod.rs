@@ -147,7 +147,7 @@ pub fn plan_json(model: &std::path::Path, budget: &str) -> Value {
         "plan",
         "--model",
         model.to_str().unwrap(),
-        "--ram-budget",
+        "--weights-budget",
         budget,
         "--disk-gbps",
         "2",
@@ -256,7 +256,11 @@ pub fn check_against_stock(
     assert_eq!(expected.len(), n_tokens);
     let mut full_peak = 0;
     for budget in ["100%", "50%", "10%"] {
-        let stats = run(model, &["--no-repack", "--ram-budget", budget], n_tokens);
+        let stats = run(
+            model,
+            &["--no-repack", "--weights-budget", budget],
+            n_tokens,
+        );
         assert_eq!(
             tokens(&stats),
             expected,

@@ -85,6 +85,9 @@ enum hypura_status
   HYPURA_STATUS_MODEL_FILE_CHANGED = 18,
   // The GGUF is well formed but holds values llama.cpp would refuse or crash on.
   HYPURA_STATUS_INVALID_MODEL = 19,
+  // Requests queued with `hypura_submit` are running on the model's sequences:
+  // `hypura_decode` and `hypura_reset` wait until they have ended (step, or cancel them).
+  HYPURA_STATUS_REQUESTS_RUNNING = 20,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -94,12 +97,82 @@ typedef uint32_t hypura_status;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// What an event says.
+enum hypura_event_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // More text of the request (`text`, `text_len` bytes of UTF-8, whole characters).
+  HYPURA_EVENT_TEXT = 0,
+  // The request ended (`stop_reason`, `prompt_tokens`, `generated_tokens`); no event
+  // for it follows.
+  HYPURA_EVENT_FINISHED = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum hypura_event_kind hypura_event_kind;
+#else
+typedef uint32_t hypura_event_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Why a request ended.
+enum hypura_stop_reason
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Not ended (a text event).
+  HYPURA_STOP_NONE = 0,
+  // Its token limit.
+  HYPURA_STOP_MAX_TOKENS = 1,
+  // The model produced an end-of-generation token.
+  HYPURA_STOP_END_OF_GENERATION = 2,
+  // Cancelled.
+  HYPURA_STOP_CANCELLED = 3,
+  // Its sequence's share of the context is full.
+  HYPURA_STOP_CONTEXT_FULL = 4,
+  // One of its stop strings occurred (the text before it was given, not the string).
+  HYPURA_STOP_STOP_STRING = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum hypura_stop_reason hypura_stop_reason;
+#else
+typedef uint32_t hypura_stop_reason;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A loaded model with its context. Opaque; free with [`hypura_model_free`].
 typedef struct hypura_model hypura_model;
 
 // Parameters of [`crate::hypura_load`]. Opaque: create with [`hypura_params_new`], change
 // with the `hypura_params_set_*` functions, free with [`hypura_params_free`].
 typedef struct hypura_params hypura_params;
+
+// A request's sampling and stopping settings. Opaque; create with
+// [`hypura_request_params_new`], free with [`hypura_request_params_free`].
+typedef struct hypura_request_params hypura_request_params;
+
+// One event of [`hypura_step`], valid only during the callback that receives it.
+typedef struct {
+  // The request, as [`hypura_submit`] numbered it.
+  uint64_t request_id;
+  hypura_event_kind kind;
+  // Text events: the new text (not NUL-terminated); NULL otherwise.
+  const char *text;
+  size_t text_len;
+  // Finished events: why; `HYPURA_STOP_NONE` otherwise.
+  hypura_stop_reason stop_reason;
+  // Finished events: the prompt's tokens and the tokens generated; 0 otherwise.
+  size_t prompt_tokens;
+  size_t generated_tokens;
+} hypura_event;
+
+// Receives the events of a step: `user` is what the caller passed to [`hypura_step`].
+// Calls on the same model from inside it return `HYPURA_STATUS_BUSY`.
+typedef void (*hypura_event_callback)(void *user, const hypura_event *event);
 
 // One token of a batch for [`hypura_decode`].
 typedef struct {
@@ -166,6 +239,128 @@ uint32_t hypura_version_patch(void);
 
 // The version as a static NUL-terminated string, e.g. "0.1.0". Never NULL; do not free.
 const char *hypura_version(void);
+
+// Creates request settings with the defaults (64 tokens, greedy, seed 0, stop at an
+// end-of-generation token; once a temperature is set, llama.cpp's sampler defaults: top-k
+// 40, top-p 0.95, min-p 0.05) in `*out`. Free with [`hypura_request_params_free`].
+//
+// # Safety
+// `out` is NULL or valid for a write.
+hypura_status hypura_request_params_new(hypura_request_params **out);
+
+// Frees request settings. NULL is accepted and ignored.
+//
+// # Safety
+// `params` is NULL or a value from `hypura_request_params_new` not freed yet.
+void hypura_request_params_free(hypura_request_params *params);
+
+// The most tokens to generate, at least 1.
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_request_params_set_max_tokens(hypura_request_params *params,
+                                                   uint32_t max_tokens);
+
+// Sampling temperature: 0 is greedy.
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_request_params_set_temperature(hypura_request_params *params,
+                                                    float temperature);
+
+// Keeps the `top_k` most likely tokens (0: all).
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_request_params_set_top_k(hypura_request_params *params, int32_t top_k);
+
+// Keeps the most likely tokens holding `top_p` of the probability, in (0, 1].
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_request_params_set_top_p(hypura_request_params *params, float top_p);
+
+// Drops tokens less likely than `min_p` times the most likely one, in [0, 1].
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_request_params_set_min_p(hypura_request_params *params, float min_p);
+
+// The sampler's seed: the same seed and settings give the same text.
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_request_params_set_seed(hypura_request_params *params, uint64_t seed);
+
+// The repetition penalty (more than 0; 1: none) over the last `last_n` tokens (0 or more).
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_request_params_set_repeat_penalty(hypura_request_params *params,
+                                                       float penalty,
+                                                       int32_t last_n);
+
+// The frequency and presence penalties (0: none).
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_request_params_set_penalties(hypura_request_params *params,
+                                                  float frequency,
+                                                  float presence);
+
+// Adds a stop string (`len` bytes of UTF-8, copied; at most 16 per request, none empty): the text ends
+// just before its first occurrence, and text that could still become one is held back.
+//
+// # Safety
+// `params` is NULL or live; `text` is NULL or valid for `len` bytes.
+hypura_status hypura_request_params_add_stop(hypura_request_params *params,
+                                             const char *text,
+                                             size_t len);
+
+// Whether an end-of-generation token ends the request (the default) or is generated on.
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_request_params_set_stop_at_end_of_generation(hypura_request_params *params,
+                                                                  bool on);
+
+// Queues a request: `prompt` (`prompt_len` bytes of UTF-8, copied, tokenized with the
+// model's special tokens) with `params` (NULL: the defaults of
+// [`hypura_request_params_new`]); `*request_id` receives its number. It starts at a step
+// when a sequence is free. A prompt that cannot fit a sequence's share of the context, or
+// that has no tokens, gives `HYPURA_STATUS_INVALID_ARGUMENT` at once.
+//
+// # Safety
+// `model` is NULL or live; `prompt` is NULL or valid for `prompt_len` bytes; `params` is
+// NULL or live; `request_id` is NULL or writable.
+hypura_status hypura_submit(hypura_model *model,
+                            const char *prompt,
+                            size_t prompt_len,
+                            const hypura_request_params *params,
+                            uint64_t *request_id);
+
+// Decodes one batch for the running requests (starting waiting ones on free sequences
+// first), and calls `callback` with each event, in order: new text, and requests that
+// ended. `*running` and `*waiting` (either may be NULL) receive the requests running and
+// waiting afterwards; when both are 0 the engine is idle. A decode error fails the step
+// (`HYPURA_STATUS_DECODE_FAILED`, `HYPURA_STATUS_MODEL_FILE_CHANGED`, …) and leaves the
+// requests as they were: cancel them, or step again.
+//
+// # Safety
+// `model` is NULL or live; `callback` is NULL or a function that may be called with
+// `user` and a pointer valid during the call; `running` and `waiting` are NULL or writable.
+hypura_status hypura_step(hypura_model *model,
+                          hypura_event_callback callback,
+                          void *user,
+                          size_t *running,
+                          size_t *waiting);
+
+// Stops request `request_id`, waiting or running: no event for it follows. `*found`
+// (may be NULL) says whether the engine still had it.
+//
+// # Safety
+// `model` is NULL or live; `found` is NULL or writable.
+hypura_status hypura_cancel(hypura_model *model, uint64_t request_id, bool *found);
 
 // Copies this thread's last error message, NUL-terminated, into `buf`.
 //

@@ -18,8 +18,9 @@
 #     builds on one machine), same cgroup set-up as `hypura bench`.
 # ab-moe: the same with $M7 an MoE under a 16 GiB cap, sampled at temperature 1 (seed 42).
 # tp-70b, tp-moe: aggregate decode rate of `run --parallel N` (Llama-70B shape under 32 GiB,
-#     Mixtral shape under 16 GiB): hypura (--memory = the cap, or $TP_MEM) at each of $TP_N
-#     sequences, stock llama.cpp (mmap) at each of $TP_STOCK_N, each run in a fresh capped cgroup.
+#     Mixtral shape under 16 GiB): hypura (--memory = the cap, or $TP_MEM; its resident weights
+#     repacked unless TP_NO_REPACK=1) at each of $TP_N sequences, stock llama.cpp (mmap, which
+#     cannot repack under the cap) at each of $TP_STOCK_N, each run in a fresh capped cgroup.
 # verify: the cost of checking the model file while streaming: hypura alone under the 7B/2 GiB
 #     cap, alternately with the checks (default) and with --no-verify-reads, $VERIFY_ROUNDS each.
 set -euo pipefail
@@ -121,7 +122,8 @@ parallel_run() { # model cap sequences tokens [hypura run flags...]: one `run --
     local cg stats=$W/tp-stats.json
     cg=$(fresh_cgroup hypura-tp "$2")
     (echo $BASHPID > "$cg/cgroup.procs"; exec "$H" run --model "$1" --prompt "${TP_PROMPT:-The history of the city begins}" \
-        --max-tokens "$4" --temp 1 --seed 42 --ignore-eos --threads "$THREADS" --ctx "${TP_CTX:-256}" --no-repack \
+        --max-tokens "$4" --temp 1 --seed 42 --ignore-eos --threads "$THREADS" --ctx "${TP_CTX:-256}" \
+        $(case " ${*:5} " in *" --baseline "*) echo --no-repack;; *) echo ${TP_NO_REPACK:+--no-repack};; esac) \
         --parallel "$3" --disk-gbps "$GBPS" --stats-json "$stats" "${@:5}" >/dev/null 2>"$W/tp-stderr") \
         || { echo "run failed: $(tail -1 "$W/tp-stderr")"; rmdir "$cg"; return; }
     cp "$stats" "$OUT/tp-$(basename "$1" .gguf)-$3${5:+$5}.json" 2>/dev/null || true

@@ -26,7 +26,10 @@ export HYPURA_MODELS_DIR="$MODELS_DIR"
 cargo build --release --workspace --locked
 log=$(mktemp)
 status=0
-cargo test --release --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+# One test at a time: the tests start model runs whose llama.cpp threads spin while they wait,
+# and two runs sharing two cores slow each other down many times over (the families test took
+# 328 s with two at a time, 160 s with one).
+RUST_TEST_THREADS=${RUST_TEST_THREADS:-1} cargo test --release --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
 # One closing line for the whole workspace (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

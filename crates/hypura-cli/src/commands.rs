@@ -656,7 +656,7 @@ pub fn read_rate(args: ReadRateArgs) -> Result<(), Failure> {
 }
 
 pub fn expert_sim(args: ExpertSimArgs) -> Result<(), Failure> {
-    use hypura_tools::expert_sim::{routing, simulate};
+    use hypura_tools::expert_sim::{holdout, routing, simulate};
     let path = &args.stats;
     let bad = |why: String| usage(format!("{}: {why}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
@@ -702,5 +702,14 @@ pub fn expert_sim(args: ExpertSimArgs) -> Result<(), Failure> {
         "| the run itself (slices, background reader included) | {:.1}% | {hits} | {misses} |",
         100.0 * hits as f64 / (hits + misses).max(1) as f64
     );
+    if let Some(h) = holdout(&trace, capacity) {
+        println!(
+            "second half of the trace ({} picks), a set held all along: chosen on the first half \
+             {:.1}%, chosen on the second half itself (hindsight) {:.1}%",
+            h.picks,
+            100.0 * h.learnt,
+            100.0 * h.hindsight
+        );
+    }
     Ok(())
 }

@@ -31,6 +31,22 @@ fn rate(from: Mark, to: Mark) -> f64 {
     }
 }
 
+/// The first mark at or after `at_s` (the last if none): where a phase that began at
+/// `at_s`, inside a step, is first whole.
+fn mark_from(marks: &[Mark], at_s: f64) -> Mark {
+    marks
+        .iter()
+        .find(|m| m.at_s >= at_s)
+        .or(marks.last())
+        .copied()
+        .unwrap_or(Mark {
+            at_s: 0.0,
+            tokens: 0,
+            file_bytes: 0,
+            storage_bytes: 0,
+        })
+}
+
 /// The last mark at or before `at_s` (the first if none).
 fn mark_at(marks: &[Mark], at_s: f64) -> Mark {
     marks
@@ -109,9 +125,10 @@ pub fn run(
         println!("[{i}] {}", text.replace('\n', "\\n"));
     }
     let end = *marks.last().unwrap_or(&marks[0]);
-    // Decoding proper starts once every sequence has its first token (its prompt done).
+    // Decoding proper starts once every sequence has its first token (its prompt done): at
+    // the end of the step that sampled the last first token (that step still fed prompts).
     let ttft_s = first_token_s.iter().copied().fold(0.0, f64::max);
-    let decode_start = mark_at(&marks, ttft_s);
+    let decode_start = mark_from(&marks, ttft_s);
     let decode_tok_s = rate(decode_start, end);
     let steady_tok_s = rate(mark_at(&marks, (decode_start.at_s + end.at_s) / 2.0), end);
     let decoded = end.tokens - decode_start.tokens;

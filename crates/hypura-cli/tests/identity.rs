@@ -63,3 +63,46 @@ fn repacked_full_budget_matches_stock() {
         "hypura repacks what stock repacks: {our_log}"
     );
 }
+
+/// A tiered model keeps the weights it holds in RAM in the repacked layout (streamed ones stay
+/// plain). Half of Gemma 3's weights hold all of those llama.cpp repacks on this CPU, so the
+/// repacked bytes are stock's, and so are the logits, bit for bit, with repacking on; with
+/// `--no-repack` nothing is repacked.
+#[test]
+fn a_tiered_model_repacks_what_it_holds() {
+    let path = model(GEMMA3);
+    let log = |extra: &[&str]| {
+        let args = [
+            "run",
+            "-m",
+            path.to_str().unwrap(),
+            "-p",
+            "Hello",
+            "-n",
+            "1",
+            "--temp",
+            "0",
+            "-vv",
+        ];
+        let out = hypura(&[&args[..], extra].concat());
+        assert_eq!(out.code, 0, "{extra:?}: {}", out.stderr);
+        out.stderr
+    };
+    let stock_mib = model_buffer_mib(&log(&["--baseline"]), "CPU_REPACK");
+    assert!(stock_mib.unwrap_or(0.0) > 0.0, "stock repacks gemma");
+    let half = log(&["--weights-budget", "50%"]);
+    assert!(half.contains(" HYPURA model buffer size"), "{half}");
+    assert_eq!(
+        model_buffer_mib(&half, "HYPURA_REPACK"),
+        stock_mib,
+        "{half}"
+    );
+    let plain = log(&["--weights-budget", "50%", "--no-repack"]);
+    assert_eq!(model_buffer_mib(&plain, "HYPURA_REPACK"), None, "{plain}");
+
+    let stock = run_stats(&path, &["--baseline"], TOKENS);
+    let tiered = run_stats(&path, &["--weights-budget", "50%"], TOKENS);
+    assert!(u(&tiered, "disk_bytes_read") > 0, "50% streams");
+    assert_eq!(tokens(&tiered), tokens(&stock));
+    assert_eq!(tiered["logits_digest"], stock["logits_digest"]);
+}

@@ -1,5 +1,6 @@
 //! `hypura serve`: the OpenAI-compatible endpoints driven over plain HTTP/1.1 — whole and
-//! streamed answers, eight concurrent requests each getting what it gets alone, a client
+//! streamed answers, eight concurrent requests each getting what it gets alone, `n` choices
+//! each getting what a lone request with its seed gets, a client
 //! that goes away, bad requests, the API key, and a graceful stop; the Ollama-compatible
 //! endpoints (chat and generate, streamed as JSON lines or whole, tags, show, version,
 //! errors), stop strings, `/metrics`; and the official Python clients (openai, ollama).
@@ -242,6 +243,62 @@ fn eight_concurrent_requests_each_get_their_own_answer() {
             together[i]["choices"][0]["text"], alone[i]["choices"][0]["text"],
             "request {i}: {} vs {}",
             together[i], alone[i]
+        );
+    }
+}
+
+#[test]
+fn n_choices_are_the_lone_answers_with_the_seed_counted_up() {
+    let server = Server::start(&[]);
+    let body = |seed: u64, extra: Value| {
+        let mut body = json!({"prompt": "Once upon a time", "max_tokens": 10, "temperature": 0.9, "seed": seed});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let lone: Vec<String> = (0..3)
+        .map(|i| {
+            let (status, answer) = server.post("/v1/completions", &body(7 + i, json!({})));
+            assert_eq!(status, 200, "{answer}");
+            answer["choices"][0]["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(lone[0] != lone[1] || lone[1] != lone[2], "{lone:?}");
+    let (status, three) = server.post("/v1/completions", &body(7, json!({"n": 3})));
+    assert_eq!(status, 200, "{three}");
+    let choices = three["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3, "{three}");
+    for (i, choice) in choices.iter().enumerate() {
+        assert_eq!(choice["index"], i);
+        assert_eq!(choice["text"], lone[i], "choice {i}");
+    }
+    assert_eq!(three["usage"]["completion_tokens"], 30);
+
+    // Streamed: each choice's pieces, told apart by their index, add up to its answer.
+    let (status, stream) = server.request(
+        "POST",
+        "/v1/completions",
+        &body(7, json!({"n": 3, "stream": true})).to_string(),
+        &[],
+    );
+    assert_eq!(status, 200);
+    let data = events(&stream);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{stream}");
+    let mut streamed = vec![String::new(); 3];
+    for chunk in &data[..data.len() - 1] {
+        let chunk: Value = serde_json::from_str(chunk).unwrap();
+        let choice = &chunk["choices"][0];
+        streamed[choice["index"].as_u64().unwrap() as usize] += choice["text"].as_str().unwrap();
+    }
+    assert_eq!(streamed, lone);
+
+    for n in [0, 17] {
+        let (status, error) = server.post("/v1/completions", &body(7, json!({"n": n})));
+        assert_eq!(status, 400, "n = {n}: {error}");
+        assert!(
+            error["error"]["message"].as_str().unwrap().contains("'n'"),
+            "{error}"
         );
     }
 }

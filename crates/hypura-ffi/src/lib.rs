@@ -1,8 +1,10 @@
 //! # libhypura: the C ABI of hypura
 //!
 //! A small C API over `hypura-core`: load a GGUF model with a RAM budget (the rest of the
-//! weights stream from the file), tokenize, decode batches for one or more sequences, sample,
-//! and read per-tier statistics. The header `include/hypura.h` is generated from this crate
+//! weights stream from the file), generate text for many requests at once on hypura's engine
+//! (submit, step, cancel: continuous batching, the engine `hypura serve` uses), or go low
+//! level (tokenize, decode batches for one or more sequences, sample), and read per-tier
+//! statistics. The header `include/hypura.h` is generated from this crate
 //! by cbindgen (`HYPURA_BLESS=1 cargo test -p hypura-ffi --test header` rewrites it).
 //!
 //! Rules that hold for every function:
@@ -22,12 +24,14 @@
 #![allow(non_camel_case_types)]
 
 mod boundary;
+mod engine;
 mod error;
 mod model;
 mod params;
 mod stats;
 mod status;
 
+pub use engine::*;
 pub use error::hypura_last_error;
 pub use model::*;
 pub use params::*;

@@ -5,7 +5,7 @@
 use std::ffi::c_char;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
-use hypura_core::{BatchToken, Model, Sampler};
+use hypura_core::{BatchToken, Engine, Model, Sampler};
 
 use crate::boundary::{ffi_boundary, require};
 use crate::error::fail;
@@ -25,8 +25,29 @@ pub struct hypura_batch_token {
 }
 
 pub(crate) struct ModelState {
-    pub(crate) model: Model,
+    /// The model, inside the engine that runs `hypura_submit`'s requests on it.
+    pub(crate) engine: Engine,
     sampler: Sampler,
+}
+
+impl ModelState {
+    pub(crate) fn model(&self) -> &Model {
+        self.engine.model()
+    }
+
+    /// The model for a low-level call that changes its sequences: refused while the
+    /// engine's requests run on them.
+    fn sequences_free(&mut self) -> Result<&mut Model, hypura_status> {
+        if self.engine.is_idle() {
+            Ok(self.engine.model_mut())
+        } else {
+            Err(fail(
+                HYPURA_STATUS_REQUESTS_RUNNING,
+                "requests from hypura_submit are running on the model's sequences: step until \
+                 they end, or cancel them",
+            ))
+        }
+    }
 }
 
 /// A loaded model with its context. Opaque; free with [`hypura_model_free`].
@@ -38,7 +59,7 @@ pub struct hypura_model {
     end_of_generation: Vec<bool>,
 }
 
-fn report<E: std::fmt::Display>(e: &E) -> hypura_status
+pub(crate) fn report<E: std::fmt::Display>(e: &E) -> hypura_status
 where
     for<'a> &'a E: Into<hypura_status>,
 {
@@ -106,7 +127,7 @@ pub unsafe extern "C" fn hypura_load(
                 .map(|t| model.is_end_of_generation(t as i32))
                 .collect(),
             state: Mutex::new(ModelState {
-                model,
+                engine: Engine::new(model),
                 sampler: Sampler::new(0.0, p.seed),
             }),
         });
@@ -228,7 +249,7 @@ pub unsafe extern "C" fn hypura_tokenize(
         let Ok(text) = std::str::from_utf8(bytes) else {
             return fail(HYPURA_STATUS_INVALID_ARGUMENT, "text is not UTF-8");
         };
-        let ids = match state.model.tokenize(text, add_special) {
+        let ids = match state.model().tokenize(text, add_special) {
             Ok(ids) => ids,
             Err(e) => return report(&e),
         };
@@ -284,7 +305,7 @@ pub unsafe extern "C" fn hypura_detokenize(
                     format!("token id {id} is outside the vocabulary"),
                 );
             }
-            text.extend_from_slice(&state.model.token_bytes(id));
+            text.extend_from_slice(&state.model().token_bytes(id));
         }
         // SAFETY: checked non-NULL.
         unsafe { *len = text.len() };
@@ -352,7 +373,11 @@ pub unsafe extern "C" fn hypura_decode(
                 logits: t.logits,
             })
             .collect();
-        match state.model.decode(&tokens) {
+        let model = match state.sequences_free() {
+            Ok(model) => model,
+            Err(status) => return status,
+        };
+        match model.decode(&tokens) {
             Ok(values) => {
                 if !values.is_empty() {
                     // SAFETY: `logits_capacity` >= values.len() writable floats, checked above.
@@ -374,9 +399,11 @@ pub unsafe extern "C" fn hypura_decode(
 /// `model` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn hypura_save_expert_profile(model: *const hypura_model) -> hypura_status {
-    with_model(model, |_, state| match state.model.save_expert_profile() {
-        Ok(_) => HYPURA_STATUS_OK,
-        Err(e) => fail(HYPURA_STATUS_IO_ERROR, e.to_string()),
+    with_model(model, |_, state| {
+        match state.model().save_expert_profile() {
+            Ok(_) => HYPURA_STATUS_OK,
+            Err(e) => fail(HYPURA_STATUS_IO_ERROR, e.to_string()),
+        }
     })
 }
 
@@ -387,11 +414,15 @@ pub unsafe extern "C" fn hypura_save_expert_profile(model: *const hypura_model) 
 #[no_mangle]
 pub unsafe extern "C" fn hypura_reset(model: *mut hypura_model, seq_id: i32) -> hypura_status {
     with_model(model, |_, state| {
+        let model = match state.sequences_free() {
+            Ok(model) => model,
+            Err(status) => return status,
+        };
         if seq_id == -1 {
-            state.model.clear();
+            model.clear();
             return HYPURA_STATUS_OK;
         }
-        match state.model.clear_sequence(seq_id) {
+        match model.clear_sequence(seq_id) {
             Ok(()) => HYPURA_STATUS_OK,
             Err(e) => report(&e),
         }

@@ -60,7 +60,7 @@ pub unsafe extern "C" fn hypura_get_stats(
 ) -> hypura_status {
     with_model(model, |_, state| {
         require!(stats, "stats");
-        let model = &state.model;
+        let model = state.model();
         let plan = model.plan();
         let s = model.stats();
         let value = hypura_stats {

@@ -52,6 +52,9 @@ pub enum hypura_status {
     HYPURA_STATUS_MODEL_FILE_CHANGED = 18,
     /// The GGUF is well formed but holds values llama.cpp would refuse or crash on.
     HYPURA_STATUS_INVALID_MODEL = 19,
+    /// Requests queued with `hypura_submit` are running on the model's sequences:
+    /// `hypura_decode` and `hypura_reset` wait until they have ended (step, or cancel them).
+    HYPURA_STATUS_REQUESTS_RUNNING = 20,
 }
 
 use hypura_status::*;

@@ -912,3 +912,227 @@ fn expert_counters_and_profiles_through_the_c_api() {
     std::fs::remove_dir_all(dir).unwrap();
     std::fs::remove_file(moe).unwrap();
 }
+
+/// What the engine's callback collects: each request's text, and how it ended.
+#[derive(Default)]
+struct Collected {
+    texts: std::collections::HashMap<u64, String>,
+    ended: std::collections::HashMap<u64, (hypura_stop_reason, usize, usize)>,
+    nested_status: Option<hypura_status>,
+    model: usize,
+}
+
+unsafe extern "C" fn collect(user: *mut std::ffi::c_void, event: *const hypura_event) {
+    // SAFETY: the test passes a live Collected; the event is valid during the call.
+    let (c, e) = unsafe { (&mut *user.cast::<Collected>(), &*event) };
+    match e.kind {
+        hypura_event_kind::HYPURA_EVENT_TEXT => {
+            // SAFETY: `text_len` bytes of UTF-8 at `text`, valid during the call.
+            let bytes = unsafe { std::slice::from_raw_parts(e.text.cast::<u8>(), e.text_len) };
+            c.texts
+                .entry(e.request_id)
+                .or_default()
+                .push_str(std::str::from_utf8(bytes).expect("whole UTF-8 characters"));
+        }
+        hypura_event_kind::HYPURA_EVENT_FINISHED => {
+            c.ended.insert(
+                e.request_id,
+                (e.stop_reason, e.prompt_tokens, e.generated_tokens),
+            );
+        }
+    }
+    // A call on the same model from inside the callback is refused, never deadlocks.
+    let mut running = 0usize;
+    // SAFETY: the live model the test stepped.
+    c.nested_status = Some(unsafe {
+        hypura_step(
+            c.model as *mut hypura_model,
+            Some(collect),
+            user,
+            &mut running,
+            null_mut(),
+        )
+    });
+}
+
+/// Request settings: `tokens` at most, sampled at temperature 0.9 with `seed`; freed by the
+/// caller.
+fn request(tokens: u32, seed: u64) -> *mut hypura_request_params {
+    let mut r = null_mut();
+    // SAFETY: writable pointers, a live params object.
+    unsafe {
+        assert_eq!(hypura_request_params_new(&mut r), HYPURA_STATUS_OK);
+        assert_eq!(
+            hypura_request_params_set_max_tokens(r, tokens),
+            HYPURA_STATUS_OK
+        );
+        assert_eq!(
+            hypura_request_params_set_temperature(r, 0.9),
+            HYPURA_STATUS_OK
+        );
+        assert_eq!(hypura_request_params_set_seed(r, seed), HYPURA_STATUS_OK);
+        assert_eq!(
+            hypura_request_params_set_stop_at_end_of_generation(r, false),
+            HYPURA_STATUS_OK
+        );
+    }
+    r
+}
+
+/// Submits `requests` (prompt, seed) and steps until the engine is idle.
+fn run_requests(
+    model: *mut hypura_model,
+    requests: &[(&str, u64)],
+    tokens: u32,
+) -> (Collected, Vec<u64>) {
+    let mut collected = Collected {
+        model: model as usize,
+        ..Collected::default()
+    };
+    let mut ids = Vec::new();
+    for &(prompt, seed) in requests {
+        let r = request(tokens, seed);
+        let mut id = u64::MAX;
+        // SAFETY: a live model and params, a prompt of the length given.
+        let status =
+            unsafe { hypura_submit(model, prompt.as_ptr().cast(), prompt.len(), r, &mut id) };
+        assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
+        // SAFETY: from hypura_request_params_new; the request copied what it needs.
+        unsafe { hypura_request_params_free(r) };
+        ids.push(id);
+    }
+    loop {
+        let (mut running, mut waiting) = (0usize, 0usize);
+        // SAFETY: a live model, the callback and its Collected, writable counts.
+        let status = unsafe {
+            hypura_step(
+                model,
+                Some(collect),
+                (&mut collected as *mut Collected).cast(),
+                &mut running,
+                &mut waiting,
+            )
+        };
+        assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
+        if running == 0 && waiting == 0 {
+            break;
+        }
+    }
+    (collected, ids)
+}
+
+#[test]
+fn the_engine_runs_requests_together_as_each_runs_alone() {
+    let smol = model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let p = Params::new(smol.to_str().unwrap());
+    // SAFETY: a live params object.
+    unsafe {
+        assert_eq!(hypura_params_set_sequences(p.0, 2), HYPURA_STATUS_OK);
+        assert_eq!(hypura_params_set_context_length(p.0, 256), HYPURA_STATUS_OK);
+        assert_eq!(
+            hypura_params_set_weights_budget_percent(p.0, 50.0),
+            HYPURA_STATUS_OK
+        );
+    }
+    let (status, model) = load(&p);
+    assert_eq!(status, HYPURA_STATUS_OK, "{}", last_error());
+    let requests = [
+        ("The capital of France is", 10),
+        ("Once upon a time", 11),
+        ("def add(a, b):", 12),
+    ];
+    // Three requests on two sequences: the third waits for a free one.
+    let (together, ids) = run_requests(model, &requests, 12);
+    assert_eq!(together.nested_status, Some(HYPURA_STATUS_BUSY));
+    for (i, id) in ids.iter().enumerate() {
+        let alone = run_requests(model, &requests[i..=i], 12).0;
+        let alone_id = *alone.ended.keys().next().unwrap();
+        assert_eq!(
+            together.texts[id], alone.texts[&alone_id],
+            "request {i}: together and alone differ"
+        );
+        let (reason, prompt_tokens, generated) = together.ended[id];
+        assert_eq!(reason, hypura_stop_reason::HYPURA_STOP_MAX_TOKENS);
+        assert!(prompt_tokens > 0);
+        assert_eq!(generated, 12);
+    }
+
+    // A cancelled request: found once, then gone; low-level decoding waits for the engine.
+    let r = request(200, 1);
+    let prompt = "A long story";
+    let mut id = 0u64;
+    let mut found = false;
+    // SAFETY: a live model and params; valid pointers.
+    unsafe {
+        assert_eq!(
+            hypura_submit(model, prompt.as_ptr().cast(), prompt.len(), r, &mut id),
+            HYPURA_STATUS_OK
+        );
+        hypura_request_params_free(r);
+        let batch = prompt_batch(&[1, 2]);
+        let mut logits = vec![0f32; 100_000];
+        let mut n_outputs = 0usize;
+        assert_eq!(
+            hypura_decode(
+                model,
+                batch.as_ptr(),
+                batch.len(),
+                logits.as_mut_ptr(),
+                logits.len(),
+                &mut n_outputs,
+            ),
+            HYPURA_STATUS_REQUESTS_RUNNING
+        );
+        assert_eq!(hypura_reset(model, -1), HYPURA_STATUS_REQUESTS_RUNNING);
+        assert_eq!(hypura_cancel(model, id, &mut found), HYPURA_STATUS_OK);
+        assert!(found);
+        assert_eq!(hypura_cancel(model, id, &mut found), HYPURA_STATUS_OK);
+        assert!(!found);
+        assert_eq!(hypura_reset(model, -1), HYPURA_STATUS_OK);
+    }
+
+    // Bad input: one line each, nothing queued.
+    let mut id = 0u64;
+    let long = "word ".repeat(400);
+    let r = request(4, 1);
+    // SAFETY: a live model; valid or NULL pointers as each case says.
+    unsafe {
+        assert_eq!(
+            hypura_submit(model, null(), 0, null(), &mut id),
+            HYPURA_STATUS_NULL_ARGUMENT
+        );
+        assert_eq!(
+            hypura_submit(model, long.as_ptr().cast(), long.len(), null(), &mut id),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("context"), "{}", last_error());
+        let invalid = [0xffu8, 0xfe];
+        assert_eq!(
+            hypura_submit(model, invalid.as_ptr().cast(), 2, null(), &mut id),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            hypura_step(model, None, null_mut(), null_mut(), null_mut()),
+            HYPURA_STATUS_NULL_ARGUMENT
+        );
+        assert_eq!(
+            hypura_request_params_set_max_tokens(r, 0),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            hypura_request_params_set_top_p(r, 0.0),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            hypura_request_params_add_stop(r, invalid.as_ptr().cast(), 2),
+            HYPURA_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            hypura_request_params_set_max_tokens(null_mut(), 4),
+            HYPURA_STATUS_NULL_ARGUMENT
+        );
+        hypura_request_params_free(r);
+        hypura_request_params_free(null_mut());
+        hypura_model_free(model);
+    }
+}

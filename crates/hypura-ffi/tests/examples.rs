@@ -1,5 +1,7 @@
 //! The C and Python examples build against libhypura, generate the same greedy text as
-//! `hypura run --temp 0`, and the C one runs clean under valgrind.
+//! `hypura run --temp 0` (the engine example: the same sampled continuations as
+//! `hypura run -P N`), and the first C one runs clean under valgrind (each run under valgrind
+//! takes a minute and a half on two cores: one is enough for the suite).
 //!
 //! They need the release build of the whole workspace (`scripts/test.sh` does it first):
 //! `target/release/libhypura.{so,a}` and `target/release/hypura`.
@@ -105,6 +107,11 @@ fn lib_dir() -> &'static Path {
 
 /// Compiles examples/c/generate.c with the flags pkg-config gives for libhypura.
 fn build_c_example(static_link: bool) -> PathBuf {
+    build_c("generate", static_link)
+}
+
+/// Compiles examples/c/`name`.c with the flags pkg-config gives for libhypura.
+fn build_c(name: &str, static_link: bool) -> PathBuf {
     let release = release_dir();
     let pc_dir = scratch("pkgconfig");
     std::fs::create_dir_all(&pc_dir).unwrap();
@@ -122,14 +129,14 @@ fn build_c_example(static_link: bool) -> PathBuf {
         pkg.arg("--static");
     }
     let flags = run(pkg.arg("hypura"));
-    let exe = scratch(if static_link {
-        "generate-static"
+    let exe = scratch(&if static_link {
+        format!("{name}-static")
     } else {
-        "generate"
+        name.to_string()
     });
     let mut cc = Command::new("cc");
     cc.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1"])
-        .arg(root().join("examples/c/generate.c"))
+        .arg(root().join(format!("examples/c/{name}.c")))
         .arg("-o")
         .arg(&exe);
     for flag in flags.split_whitespace() {
@@ -185,6 +192,12 @@ fn python_example_matches_the_cli() {
 #[test]
 fn c_example_is_clean_under_valgrind() {
     let exe = build_c_example(false);
+    assert_eq!(valgrind(&exe, &example_args("3")), cli_text("3"));
+}
+
+/// Runs `exe` with `args` under valgrind; fails on any error or definite or indirect leak;
+/// returns its stdout.
+fn valgrind(exe: &Path, args: &[String]) -> String {
     let log = scratch("valgrind.log");
     let out = Command::new("valgrind")
         .args([
@@ -194,17 +207,71 @@ fn c_example_is_clean_under_valgrind() {
             "--errors-for-leak-kinds=definite,indirect",
             &format!("--log-file={}", log.display()),
         ])
-        .arg(&exe)
-        .args(example_args("3"))
+        .arg(exe)
+        .args(args)
         .output()
         .expect("valgrind is needed (scripts/test.sh installs it)");
     let report = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         out.status.success(),
-        "valgrind found errors ({}):\n{report}",
+        "valgrind found errors in {} ({}):\n{report}",
+        exe.display(),
         out.status
     );
     assert!(report.contains("ERROR SUMMARY: 0 errors"), "{report}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), cli_text("3"));
-    assert!(Path::new(&exe).exists());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const MANY_PROMPT: &str = "Once upon a time";
+
+/// The engine example's arguments: `n` requests of `tokens` tokens, seeds 42.., temperature
+/// 0.9, `percent` of the weights in RAM.
+fn many_args(tokens: &str, n: &str, percent: &str) -> Vec<String> {
+    [
+        model().to_str().unwrap(),
+        percent,
+        MANY_PROMPT,
+        tokens,
+        n,
+        "42",
+        "0.9",
+        "2",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `hypura run -P n` with the engine example's settings.
+fn cli_continuations(tokens: &str, n: &str, percent: &str) -> String {
+    run(Command::new(release_dir().join("hypura")).args([
+        "run",
+        "--model",
+        model().to_str().unwrap(),
+        "--weights-budget",
+        &format!("{percent}%"),
+        "--prompt",
+        MANY_PROMPT,
+        "--max-tokens",
+        tokens,
+        "-P",
+        n,
+        "--seed",
+        "42",
+        "--temp",
+        "0.9",
+        "-c",
+        "256",
+        "--threads",
+        "2",
+        "--disk-gbps",
+        "1",
+    ]))
+}
+
+#[test]
+fn c_engine_example_matches_run_parallel() {
+    let exe = build_c("many", false);
+    let text = run(Command::new(&exe).args(many_args("16", "3", "50")));
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert_eq!(text, cli_continuations("16", "3", "50"));
 }

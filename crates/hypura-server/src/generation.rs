@@ -28,7 +28,7 @@ pub(crate) mod defaults {
 }
 
 /// A request's generation settings, whatever API it came through; `None`: the default.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Settings {
     pub max_tokens: Option<u64>,
     pub temperature: Option<f32>,
@@ -70,7 +70,7 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// A seed for a request that gives none: the clock's nanoseconds.
-fn fresh_seed() -> u64 {
+pub(crate) fn fresh_seed() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)

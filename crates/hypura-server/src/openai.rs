@@ -14,9 +14,12 @@ use axum::Json;
 use hypura_core::{ChatMessage, StopReason};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio_stream::StreamExt;
+use tokio_stream::{StreamExt, StreamMap};
 
-use crate::generation::{self, parse, stop_strings, unix_now, Ending, Settings};
+/// The most choices (`n`) one request may ask for.
+const MAX_CHOICES: u64 = 16;
+
+use crate::generation::{self, fresh_seed, parse, stop_strings, unix_now, Ending, Settings};
 use crate::worker::Update;
 use crate::{ApiError, AppState};
 
@@ -38,11 +41,15 @@ struct Sampling {
 }
 
 impl Sampling {
-    fn settings(self) -> Result<Settings, ApiError> {
-        if self.n.is_some_and(|n| n != 1) {
-            return Err(ApiError::bad_request("only n = 1 is supported"));
+    /// The settings, and how many choices to generate.
+    fn settings(self) -> Result<(Settings, usize), ApiError> {
+        let n = self.n.unwrap_or(1);
+        if !(1..=MAX_CHOICES).contains(&n) {
+            return Err(ApiError::bad_request(format!(
+                "'n' must be 1 to {MAX_CHOICES}"
+            )));
         }
-        Ok(Settings {
+        let settings = Settings {
             max_tokens: self.max_completion_tokens.or(self.max_tokens),
             temperature: self.temperature,
             top_p: self.top_p,
@@ -54,7 +61,8 @@ impl Sampling {
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: None,
             stop: stop_strings(self.stop.as_ref())?,
-        })
+        };
+        Ok((settings, n as usize))
     }
 }
 
@@ -130,34 +138,40 @@ impl Endpoint {
         }
     }
 
-    /// The choice of a whole answer.
-    fn choice(self, text: String, finish: &str) -> Value {
+    /// Choice `index` of a whole answer.
+    fn choice(self, index: usize, text: String, finish: &str) -> Value {
         match self {
             Endpoint::Chat => json!({
-                "index": 0,
+                "index": index,
                 "message": {"role": "assistant", "content": text},
                 "finish_reason": finish,
             }),
-            Endpoint::Completion => json!({"index": 0, "text": text, "finish_reason": finish}),
+            Endpoint::Completion => {
+                json!({"index": index, "text": text, "finish_reason": finish})
+            }
         }
     }
 
-    /// The choice of a streamed chunk: a piece of text, or the end.
-    fn delta(self, text: &str, finish: Option<&str>) -> Value {
+    /// Choice `index` of a streamed chunk: a piece of text, or the end.
+    fn delta(self, index: usize, text: &str, finish: Option<&str>) -> Value {
         match (self, finish) {
             (Endpoint::Chat, None) => {
-                json!({"index": 0, "delta": {"content": text}, "finish_reason": null})
+                json!({"index": index, "delta": {"content": text}, "finish_reason": null})
             }
-            (Endpoint::Chat, Some(f)) => json!({"index": 0, "delta": {}, "finish_reason": f}),
-            (Endpoint::Completion, f) => json!({"index": 0, "text": text, "finish_reason": f}),
+            (Endpoint::Chat, Some(f)) => {
+                json!({"index": index, "delta": {}, "finish_reason": f})
+            }
+            (Endpoint::Completion, f) => {
+                json!({"index": index, "text": text, "finish_reason": f})
+            }
         }
     }
 
-    /// The chunk before any text (chat names the assistant's role first).
-    fn head(self) -> Option<Value> {
+    /// Choice `index`'s chunk before any text (chat names the assistant's role first).
+    fn head(self, index: usize) -> Option<Value> {
         match self {
             Endpoint::Chat => Some(json!({
-                "index": 0,
+                "index": index,
                 "delta": {"role": "assistant", "content": ""},
                 "finish_reason": null,
             })),
@@ -166,16 +180,27 @@ impl Endpoint {
     }
 }
 
-/// Runs `prompt` and answers as `endpoint` does, whole or streamed.
+/// Runs `prompt` `n` times (choice `i` with the seed plus `i`, all decoded together) and
+/// answers as `endpoint` does, whole or streamed.
 async fn respond(
     state: &AppState,
     endpoint: Endpoint,
     prompt: String,
-    settings: Settings,
+    (settings, n): (Settings, usize),
     stream: bool,
 ) -> Result<Response, ApiError> {
-    let options = state.options(prompt, settings)?;
-    let rx = state.submit(options)?;
+    let seed = settings.seed.unwrap_or_else(fresh_seed);
+    // All queued before any is awaited, so that the engine decodes them together; an error
+    // drops the receivers of those already queued, which cancels them.
+    let receivers = (0..n)
+        .map(|i| {
+            let settings = Settings {
+                seed: Some(seed.wrapping_add(i as u64)),
+                ..settings.clone()
+            };
+            state.submit(state.options(prompt.clone(), settings)?)
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
     let shell = json!({
         "id": format!("{}-{}", endpoint.id_prefix(), state.next_id()),
         "object": endpoint.object(stream),
@@ -188,17 +213,16 @@ async fn respond(
         v
     };
     if !stream {
-        let (text, ending) = generation::whole(rx).await?;
-        let Ending {
-            reason,
-            prompt_tokens,
-            completion_tokens,
-            ..
-        } = ending;
-        let mut answer = with(
-            "choices",
-            json!([endpoint.choice(text, finish_reason(reason))]),
-        );
+        let mut choices = Vec::with_capacity(n);
+        let (mut prompt_tokens, mut completion_tokens) = (0, 0);
+        for (index, rx) in receivers.into_iter().enumerate() {
+            let (text, ending) = generation::whole(rx).await?;
+            choices.push(endpoint.choice(index, text, finish_reason(ending.reason)));
+            // The prompt counts once, as OpenAI counts it.
+            prompt_tokens = ending.prompt_tokens;
+            completion_tokens += ending.completion_tokens;
+        }
+        let mut answer = with("choices", Value::Array(choices));
         answer["usage"] = json!({
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -206,15 +230,21 @@ async fn respond(
         });
         return Ok(Json(answer).into_response());
     }
-    let updates = generation::updates(rx).await?;
+    let mut choices = StreamMap::with_capacity(n);
+    for (index, rx) in receivers.into_iter().enumerate() {
+        choices.insert(index, Box::pin(generation::updates(rx).await?));
+    }
     let chunk = with.clone();
-    let head = endpoint.head().map(|c| with("choices", json!([c])));
-    let events = tokio_stream::iter(head)
-        .chain(updates.map(move |update| match update {
-            Update::Text(piece) => chunk("choices", json!([endpoint.delta(&piece, None)])),
+    let heads: Vec<Value> = (0..n)
+        .filter_map(|index| endpoint.head(index))
+        .map(|c| with("choices", json!([c])))
+        .collect();
+    let events = tokio_stream::iter(heads)
+        .chain(choices.map(move |(index, update)| match update {
+            Update::Text(piece) => chunk("choices", json!([endpoint.delta(index, &piece, None)])),
             Update::Done(Ending { reason, .. }) => chunk(
                 "choices",
-                json!([endpoint.delta("", Some(finish_reason(reason)))]),
+                json!([endpoint.delta(index, "", Some(finish_reason(reason)))]),
             ),
             Update::Failed(reason) => json!({"error": {"message": reason, "type": "server_error"}}),
         }))

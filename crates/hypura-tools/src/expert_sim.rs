@@ -116,6 +116,54 @@ fn best_fixed_set(requests: &[Vec<Unit>], capacity: usize) -> PolicyResult {
     }
 }
 
+/// How far frequency carries beyond the trace it was measured on: on the trace's second
+/// half, the hit rates of a set of experts held all along (already read when the half
+/// begins), chosen from the first half's picks (what a saved profile gives the next run),
+/// and chosen from the second half's own (the offline best, which knows what will be
+/// picked). Under near-uniform routing the first is near capacity / experts, whatever the
+/// second: the best fixed set's edge is hindsight, not a frequency any policy could learn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Holdout {
+    /// Picks in the second half.
+    pub picks: u64,
+    /// Hit rate of the set chosen on the first half.
+    pub learnt: f64,
+    /// Hit rate of the set chosen on the second half itself.
+    pub hindsight: f64,
+}
+
+/// See [`Holdout`]; `None` for a trace of fewer than two requests.
+pub fn holdout(trace: &[ExpertRequest], capacity: usize) -> Option<Holdout> {
+    if trace.len() < 2 {
+        return None;
+    }
+    let (first, second) = trace.split_at(trace.len() / 2);
+    let count = |half: &[ExpertRequest]| {
+        let mut picks: HashMap<Unit, u64> = HashMap::new();
+        for u in half.iter().flat_map(units) {
+            *picks.entry(u).or_default() += 1;
+        }
+        picks
+    };
+    let top = |picks: &HashMap<Unit, u64>| -> HashSet<Unit> {
+        let mut ranked: Vec<(&Unit, &u64)> = picks.iter().collect();
+        // Most picked first; ties in a fixed order, so that the result is reproducible.
+        ranked.sort_unstable_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        ranked.into_iter().take(capacity).map(|(u, _)| *u).collect()
+    };
+    let scored = count(second);
+    let picks: u64 = scored.values().sum();
+    let rate = |held: &HashSet<Unit>| {
+        let hits: u64 = held.iter().filter_map(|u| scored.get(u)).sum();
+        hits as f64 / picks.max(1) as f64
+    };
+    Some(Holdout {
+        picks,
+        learnt: rate(&top(&count(first))),
+        hindsight: rate(&top(&scored)),
+    })
+}
+
 /// Replays `requests` through a cache of `capacity` units, the online policies' common
 /// part: `on_request` sees each request first; a unit held is a hit; a missing one is read,
 /// after `victim` (when the cache is full) has named one to evict among the held units it
@@ -417,6 +465,19 @@ mod tests {
             simulate(&[request(0, &[0, 1, 2])], 2),
             Err(SimError::CapacityTooSmall { largest: 3, .. })
         ));
+    }
+
+    #[test]
+    fn holdout_scores_the_first_halfs_set_on_the_second() {
+        // Layer 0 picks expert 0 then 1 in the first half, 2 in the second: the set learnt
+        // (two experts) misses all of the second half, which hindsight hits every time.
+        let mut trace: Vec<ExpertRequest> = (0..4).map(|i| request(0, &[i % 2])).collect();
+        trace.extend((0..4).map(|_| request(0, &[2])));
+        let h = holdout(&trace, 2).unwrap();
+        assert_eq!(h.picks, 4);
+        assert_eq!(h.learnt, 0.0);
+        assert_eq!(h.hindsight, 1.0);
+        assert_eq!(holdout(&trace[..1], 2), None);
     }
 
     #[test]

@@ -106,9 +106,45 @@ unsafe fn supported_in(
     }
 }
 
-/// Decides what llama.cpp's loader would put in `CPU_REPACK` for `inventory`'s model with
-/// `use_extra_bufts` (llama.cpp's `use_extra_bufts`), on the backends registered now.
-pub(crate) fn plan_repacking(inventory: &ModelInventory, use_extra_bufts: bool) -> Repacking {
+/// Which weights to choose for `CPU_REPACK`.
+pub(crate) enum RepackScope<'a> {
+    /// Those llama.cpp's loader would choose (a model that fits): when in doubt about one,
+    /// the whole choice is [`Repacking::Unsure`].
+    AsLlamaCpp,
+    /// Of these weights (those a tiered model keeps in RAM, where hypura places every weight
+    /// itself), the ones whose product the CPU runs in the repacked layout; a weight in doubt
+    /// (a tied head, an operation the name does not say, another extra type) stays plain, and
+    /// the choice is never `Unsure`.
+    Resident(&'a std::collections::HashSet<&'a str>),
+}
+
+/// Decides what goes in `CPU_REPACK` for `inventory`'s model with `use_extra_bufts`
+/// (llama.cpp's `use_extra_bufts`), on the backends registered now, within `scope`.
+pub(crate) fn plan_repacking(
+    inventory: &ModelInventory,
+    use_extra_bufts: bool,
+    scope: RepackScope<'_>,
+) -> Repacking {
+    match (plan_within(inventory, use_extra_bufts, &scope), scope) {
+        (Repacking::Unsure(_), RepackScope::Resident(_)) => Repacking::Nothing,
+        (choice, _) => choice,
+    }
+}
+
+fn plan_within(
+    inventory: &ModelInventory,
+    use_extra_bufts: bool,
+    scope: &RepackScope<'_>,
+) -> Repacking {
+    // A doubt about one weight: the whole choice is unsure, or that weight stays plain.
+    macro_rules! doubt {
+        ($why:expr) => {
+            match scope {
+                RepackScope::AsLlamaCpp => return Repacking::Unsure($why),
+                RepackScope::Resident(_) => continue,
+            }
+        };
+    }
     if !use_extra_bufts {
         return Repacking::Nothing;
     }
@@ -161,6 +197,11 @@ pub(crate) fn plan_repacking(inventory: &ModelInventory, use_extra_bufts: bool) 
     let head_is_embedding = inventory.tied_head;
     for t in inventory.tensors.iter().filter(|t| !inventory.is_unused(t)) {
         let info = &t.info;
+        if let RepackScope::Resident(resident) = scope {
+            if !resident.contains(info.name.as_str()) {
+                continue;
+            }
+        }
         let n_dims = info.dims.len();
         // The tied head is a second copy of the embedding, multiplied as the head.
         let role = if head_is_embedding && t.role == Role::Embedding {
@@ -182,7 +223,7 @@ pub(crate) fn plan_repacking(inventory: &ModelInventory, use_extra_bufts: bool) 
             *d = i64::try_from(*n).unwrap_or(i64::MAX);
         }
         if op == WeightOp::ExpertMatMul && ne[3] != 1 {
-            return Repacking::Unsure(format!("expert tensor {} has four dimensions", info.name));
+            doubt!(format!("expert tensor {} has four dimensions", info.name));
         }
         let Some(ctx) = MetaContext::new(8) else {
             return Repacking::Unsure("ggml could not make a context".into());
@@ -216,26 +257,26 @@ pub(crate) fn plan_repacking(inventory: &ModelInventory, use_extra_bufts: bool) 
         };
         let Some(buft) = chosen else { continue };
         if buft != repack_buft {
-            return Repacking::Unsure(format!(
+            doubt!(format!(
                 "llama.cpp would keep {} in another extra buffer type",
                 info.name
             ));
         }
         if known.is_none() {
-            return Repacking::Unsure(format!(
+            doubt!(format!(
                 "hypura cannot tell which operation {} serves",
                 info.name
             ));
         }
         if role != t.role {
-            return Repacking::Unsure("the tied LM head would be repacked".into());
+            doubt!("the tied LM head would be repacked".to_string());
         }
         if !info
             .name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
         {
-            return Repacking::Unsure(format!(
+            doubt!(format!(
                 "tensor name {:?} has unusual characters",
                 info.name
             ));

@@ -156,6 +156,13 @@ impl Engine {
         &self.model
     }
 
+    /// The model, to use directly (tokenize, decode, statistics). Decoding on a sequence a
+    /// running request holds would corrupt that request's context: do it only while the
+    /// engine is idle ([`Engine::is_idle`]); a request started later clears its sequence first.
+    pub fn model_mut(&mut self) -> &mut Model {
+        &mut self.model
+    }
+
     /// Gives the model back.
     pub fn into_model(self) -> Model {
         self.model

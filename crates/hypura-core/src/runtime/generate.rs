@@ -68,6 +68,17 @@ impl GenerateOptions {
         }
     }
 
+    /// The same settings for another prompt.
+    pub fn with_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.prompt = prompt.into();
+        self
+    }
+
+    /// The stop strings set so far.
+    pub fn stops(&self) -> &[String] {
+        &self.stop
+    }
+
     /// Keep only the `k` most likely tokens (0 keeps all).
     pub fn top_k(mut self, k: i32) -> Self {
         self.top_k = k;

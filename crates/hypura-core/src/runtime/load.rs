@@ -16,7 +16,7 @@ use super::proc_stats;
 use super::repacked::{fill_repacked, RepackError, RepackTarget};
 use crate::error::LoadError;
 use crate::io::{fd_path, ModelFile, ReadError, ReadPool, ReadRequest, StandIn};
-use crate::llama::repack::{self, Repacking};
+use crate::llama::repack::{self, RepackScope, Repacking};
 use crate::llama::{backend, LlamaContext, LlamaModel, ThreadPool};
 use crate::memory::{HypuraBufferType, ReservedMemory};
 use crate::model::{excerpt, excerpt_within, ModelInventory};
@@ -102,12 +102,23 @@ impl Model {
 
         // A model that fits is loaded into llama.cpp's own buffer types (the repacked layout
         // included), but hypura fills them, in parallel, unless it cannot tell what llama.cpp
-        // would repack.
+        // would repack. A tiered model keeps its resident weights in the repacked layout where
+        // the CPU's faster kernels take them (batches and prompts gain most), the streamed
+        // ones plain.
+        let resident: std::collections::HashSet<&str> = plan
+            .tensors
+            .iter()
+            .filter(|t| t.placement == Placement::Resident)
+            .map(|t| t.name.as_str())
+            .collect();
         let repacking = match options.mode {
             LoadMode::Tiered if plan.full_resident => {
-                repack::plan_repacking(&inventory, options.repack)
+                repack::plan_repacking(&inventory, options.repack, RepackScope::AsLlamaCpp)
             }
-            _ => Repacking::Nothing,
+            LoadMode::Tiered => {
+                repack::plan_repacking(&inventory, options.repack, RepackScope::Resident(&resident))
+            }
+            LoadMode::Stock => Repacking::Nothing,
         };
         if let Repacking::Unsure(why) = &repacking {
             log::info!("llama.cpp reads the model itself: {why}");

@@ -7,7 +7,7 @@ use std::path::Path;
 use hypura_core::units::{format_bytes, parse_bytes};
 use hypura_core::{
     limits, Budget, ChatMessage, GenerateOptions, GenerationStats, LoadMode, LoadOptions, Model,
-    Plan,
+    Plan, StopReason,
 };
 use hypura_tools::{bench as bench_tool, disk, read_rate as read_rate_tool, synth as synth_tool};
 
@@ -294,6 +294,12 @@ fn finish_generation(
         format_bytes(stats.peak_rss_bytes),
         stats.load_s
     );
+    if stats.stop_reason == StopReason::ContextFull {
+        eprintln!(
+            "hypura: stopped early: the context ({} tokens, -c) is full",
+            model.context_per_sequence()
+        );
+    }
     match model.save_expert_profile() {
         Ok(Some(path)) => eprintln!("hypura: expert profile saved to {}", path.display()),
         Ok(None) => {}

@@ -23,7 +23,7 @@ const MAX_EXPERTS: usize = 1024;
 pub struct ExpertProfile {
     /// The file format (1).
     pub format: u32,
-    /// The model's identity ([`model_key`]).
+    /// The model's identity (`model_key`).
     pub model: String,
     /// Requests the chances were measured over, all runs together.
     pub requests: u64,

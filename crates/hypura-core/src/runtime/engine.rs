@@ -4,7 +4,8 @@
 //! that are starting. The streamed weights are read once per step for all of them, which is
 //! where batching pays beyond memory. Each request has its own sequence in the context, its
 //! own sampler (llama.cpp's chain, seeded), its own limits and stop strings; a request
-//! beyond the free sequences waits in the queue.
+//! beyond the free sequences waits in the queue. [`Model::generate`] and [`Model::chat`] run
+//! their one request on it too, so a request gets the same text alone or among others.
 //!
 //! ```no_run
 //! use hypura_core::{Engine, EngineEvent, GenerateOptions, LoadOptions, Model};
@@ -25,6 +26,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::borrow::BorrowMut;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -118,30 +120,37 @@ impl Active {
     }
 }
 
-/// Many requests on one model, decoded together: see the module's notes.
-pub struct Engine {
-    model: Model,
+/// Many requests on one model, decoded together: see the module's notes. It owns the model
+/// (`Engine<Model>`, the default), or borrows it (`Engine<&mut Model>`: what
+/// [`Model::generate`] runs on).
+pub struct Engine<M = Model> {
+    model: M,
     slots: Vec<Option<Active>>,
     waiting: VecDeque<Waiting>,
     next_id: u64,
     tokens_generated: u64,
 }
 
-impl std::fmt::Debug for Engine {
+impl<M: BorrowMut<Model>> std::fmt::Debug for Engine<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("model", &self.model)
+            .field("model", self.model.borrow())
             .field("active", &self.slots.iter().flatten().count())
             .field("waiting", &self.waiting.len())
             .finish()
     }
 }
 
-impl Engine {
+impl<M: BorrowMut<Model>> Engine<M> {
     /// An engine on `model`, serving up to [`Model::sequences`] requests at once.
-    pub fn new(mut model: Model) -> Self {
-        model.clear();
-        let slots = (0..model.sequences()).map(|_| None).collect();
+    pub fn new(mut model: M) -> Self {
+        model.borrow_mut().clear();
+        Self::keeping_context(model)
+    }
+
+    /// An engine on `model` as it is: its sequences are cleared as requests take them.
+    fn keeping_context(model: M) -> Self {
+        let slots = (0..model.borrow().sequences()).map(|_| None).collect();
         Self {
             model,
             slots,
@@ -153,18 +162,18 @@ impl Engine {
 
     /// The model (for its statistics, tokenizer and plan).
     pub fn model(&self) -> &Model {
-        &self.model
+        self.model.borrow()
     }
 
     /// The model, to use directly (tokenize, decode, statistics). Decoding on a sequence a
     /// running request holds would corrupt that request's context: do it only while the
     /// engine is idle ([`Engine::is_idle`]); a request started later clears its sequence first.
     pub fn model_mut(&mut self) -> &mut Model {
-        &mut self.model
+        self.model.borrow_mut()
     }
 
     /// Gives the model back.
-    pub fn into_model(self) -> Model {
+    pub fn into_model(self) -> M {
         self.model
     }
 
@@ -172,19 +181,8 @@ impl Engine {
     /// free. Fails at once on settings out of range or a prompt that cannot fit.
     pub fn submit(&mut self, request: GenerateOptions) -> Result<RequestId, GenerateError> {
         request.check()?;
-        let prompt = self.model.tokenize(&request.prompt, true)?;
-        if prompt.is_empty() {
-            return Err(GenerateError::InvalidOption(
-                "the prompt has no tokens".into(),
-            ));
-        }
-        let n_ctx = self.model.context_per_sequence();
-        if prompt.len() >= n_ctx {
-            return Err(GenerateError::InvalidOption(format!(
-                "the prompt has {} tokens; a request's context holds {n_ctx}",
-                prompt.len()
-            )));
-        }
+        let prompt = self.model.borrow().tokenize(&request.prompt, true)?;
+        self.check_prompt(&prompt)?;
         let id = RequestId(self.next_id);
         self.next_id += 1;
         self.waiting.push_back(Waiting {
@@ -194,6 +192,63 @@ impl Engine {
             submitted: Instant::now(),
         });
         Ok(id)
+    }
+
+    fn check_prompt(&self, prompt: &[Token]) -> Result<(), GenerateError> {
+        if prompt.is_empty() {
+            return Err(GenerateError::InvalidOption(
+                "the prompt has no tokens".into(),
+            ));
+        }
+        let n_ctx = self.model.borrow().context_per_sequence();
+        if prompt.len() >= n_ctx {
+            return Err(GenerateError::InvalidOption(format!(
+                "the prompt has {} tokens; a request's context holds {n_ctx}",
+                prompt.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// An engine on `model` running `request` for `prompt` on sequence 0, whose first
+    /// `cached` tokens the sequence already holds (a conversation going on): only the rest
+    /// is decoded. The other sequences are left as they are until a request takes them.
+    pub(crate) fn resuming(
+        model: M,
+        request: GenerateOptions,
+        prompt: Vec<Token>,
+        cached: usize,
+    ) -> Result<(Self, RequestId), GenerateError> {
+        request.check()?;
+        let mut engine = Self::keeping_context(model);
+        engine.check_prompt(&prompt)?;
+        let held = engine.model.borrow().sequence_length(0);
+        let cached = if cached < prompt.len() && held == Some(cached) {
+            cached
+        } else {
+            // What sequence 0 holds is not the prompt's beginning: start it afresh.
+            engine.model.borrow_mut().clear_sequence(0)?;
+            0
+        };
+        let sampler = request.sampler(engine.model.borrow().n_vocab(), &prompt)?;
+        let id = RequestId(engine.next_id);
+        engine.next_id += 1;
+        engine.slots[0] = Some(Active {
+            id,
+            seq: 0,
+            prompt,
+            fed: cached,
+            next: None,
+            generated: Vec::new(),
+            text: Utf8Pieces::default(),
+            stops: StopStrings::new(&request.stop),
+            sampler,
+            options: request,
+            waited: Duration::ZERO,
+            started: Instant::now(),
+            first_token: None,
+        });
+        Ok((engine, id))
     }
 
     /// Stops a request, waiting or running: it ends with [`StopReason::Caller`] at once (the
@@ -246,15 +301,24 @@ impl Engine {
     /// what happened. A decode error fails the step (every running request is left as it
     /// was; the caller may cancel them).
     pub fn step(&mut self) -> Result<Vec<EngineEvent>, GenerateError> {
+        self.step_observing(&mut |_, _| {})
+    }
+
+    /// [`Engine::step`], showing `observe` each request's logits before it samples from them.
+    pub(crate) fn step_observing(
+        &mut self,
+        observe: &mut dyn FnMut(RequestId, &[f32]),
+    ) -> Result<Vec<EngineEvent>, GenerateError> {
         self.admit()?;
         let mut events = Vec::new();
-        let n_ctx = self.model.context_per_sequence();
+        let n_ctx = self.model.borrow().context_per_sequence();
         // Requests that cannot take another token end here ("length").
         for slot in self.slots.iter_mut() {
             let full = slot.as_ref().is_some_and(|a| {
                 a.next.is_some()
                     && self
                         .model
+                        .borrow()
                         .sequence_length(a.seq)
                         .is_some_and(|held| held + 1 > n_ctx)
             });
@@ -300,8 +364,8 @@ impl Engine {
         if batch.is_empty() {
             return Ok(events);
         }
-        let logits = self.model.decode(&batch)?;
-        let n_vocab = self.model.n_vocab();
+        let logits = self.model.borrow_mut().decode(&batch)?;
+        let n_vocab = self.model.borrow().n_vocab();
         let mut rows = logits.chunks_exact(n_vocab);
         for (i, fed) in owners {
             let Some(a) = self.slots[i].as_mut() else {
@@ -317,13 +381,15 @@ impl Engine {
                     "fewer logits than asked for".into(),
                 )));
             };
+            observe(a.id, row);
             let token = a.sampler.sample(row);
             a.sampler.accept(token);
             a.generated.push(token);
             self.tokens_generated += 1;
             a.first_token.get_or_insert_with(Instant::now);
-            let end = a.options.stop_at_end_of_generation && self.model.is_end_of_generation(token);
-            let checked = a.stops.push(&a.text.push(&self.model.token_bytes(token)));
+            let model = self.model.borrow();
+            let end = a.options.stop_at_end_of_generation && model.is_end_of_generation(token);
+            let checked = a.stops.push(&a.text.push(&model.token_bytes(token)));
             if !checked.text.is_empty() {
                 events.push(EngineEvent::Text {
                     id: a.id,
@@ -358,8 +424,10 @@ impl Engine {
             let Some(w) = self.waiting.pop_front() else {
                 break;
             };
-            self.model.clear_sequence(seq as i32)?;
-            let sampler = w.options.sampler(self.model.n_vocab(), &w.prompt)?;
+            self.model.borrow_mut().clear_sequence(seq as i32)?;
+            let sampler = w
+                .options
+                .sampler(self.model.borrow().n_vocab(), &w.prompt)?;
             self.slots[seq] = Some(Active {
                 id: w.id,
                 seq: seq as i32,

@@ -8,13 +8,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::engine::{Engine, EngineEvent};
 use super::model::{Model, Token};
 use super::options::{limits, LoadMode};
 use super::prepare::IO_BUFFER_SLACK_BYTES;
 use super::proc_stats;
-use super::text::{StopStrings, Utf8Pieces};
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::error::GenerateError;
+use crate::error::{DecodeError, GenerateError};
 use crate::llama::{ChainSettings, SamplerChain};
 use crate::stream::experts::{ExpertLayerStats, ExpertRequest};
 use crate::stream::track::TensorAccess;
@@ -396,10 +396,21 @@ fn check_request(request: &GenerateOptions) -> Result<(), GenerateError> {
     Ok(())
 }
 
+/// Where the prompt ended, for the measures of what follows.
+struct AfterPrompt {
+    prompt_s: f64,
+    prompt_bytes_read: u64,
+    file_before: u64,
+    storage_before: u64,
+    started: Instant,
+}
+
 impl Model {
-    /// Generates text for `request`, from a cleared context: `on_text` receives each new
-    /// piece of text (always whole UTF-8 characters) and returns
-    /// [`ControlFlow::Break`] to stop.
+    /// Generates text for `request`, from a cleared context, as one request on the
+    /// [`Engine`] (the one that serves many at once; a request gets the same text either
+    /// way): `on_text` receives each new piece of text (always whole UTF-8 characters) and
+    /// returns [`ControlFlow::Break`] to stop. A context that fills up ends the text with
+    /// [`StopReason::ContextFull`]; a prompt that cannot fit it is an error.
     pub fn generate(
         &mut self,
         request: &GenerateOptions,
@@ -431,8 +442,8 @@ impl Model {
         self.generate_after(&prompt, cached, request, on_text)
     }
 
-    /// The loop: decodes `prompt` from `cached` on (the tokens before it are already in
-    /// sequence 0), then samples and decodes.
+    /// Runs `prompt` on the engine, on sequence 0 (its first `cached` tokens are already
+    /// there), and measures it: the engine decodes the prompt, then one token per step.
     fn generate_after(
         &mut self,
         prompt: &[Token],
@@ -445,73 +456,88 @@ impl Model {
                 "the prompt has no tokens".into(),
             ));
         }
+        let tiered = self.load_mode() == LoadMode::Tiered;
         let prompt_started = Instant::now();
         let prompt_file_before = self.file_bytes_read();
         let prompt_storage_before = proc_stats::storage_read_bytes();
-        self.decode_tokens(&prompt[cached..])?;
-        let prompt_s = prompt_started.elapsed().as_secs_f64();
-        let prompt_bytes_read = if self.load_mode() == LoadMode::Tiered {
-            self.file_bytes_read() - prompt_file_before
-        } else {
-            proc_stats::storage_read_bytes().saturating_sub(prompt_storage_before)
-        };
-        log::info!(
-            "after the prompt: RSS {} MiB, peak {} MiB",
-            proc_stats::rss_bytes() >> 20,
-            proc_stats::peak_rss_bytes() >> 20
-        );
-
-        self.reset_counters();
-        let file_before = self.file_bytes_read();
-        let storage_before = proc_stats::storage_read_bytes();
-        let mut sampler = request.sampler(self.n_vocab(), prompt)?;
-        let mut text = Utf8Pieces::default();
-        let mut stops = StopStrings::new(&request.stop);
-        let mut tokens = Vec::new();
-        let mut decoded = 0usize;
-        let mut stop_reason = StopReason::MaxTokens;
-        let started = Instant::now();
-        // When each decode step ended, from `started`.
-        let mut step_done_s: Vec<f64> = Vec::new();
+        let (mut engine, id) =
+            Engine::resuming(&mut *self, request.clone(), prompt.to_vec(), cached)?;
         let mut digest = xxhash_rust::xxh3::Xxh3::new();
-        for i in 0..request.max_tokens {
-            let logits = self.last_logits();
-            let bytes: Vec<u8> = logits.iter().flat_map(|l| l.to_le_bytes()).collect();
-            digest.update(&bytes);
-            let token = sampler.sample(logits);
-            sampler.accept(token);
-            tokens.push(token);
-            let end = request.stop_at_end_of_generation && self.is_end_of_generation(token);
-            let checked = stops.push(&text.push(&self.token_bytes(token)));
-            if !checked.text.is_empty() && on_text(&checked.text).is_break() {
+        let mut tokens = Vec::new();
+        let mut stop_reason = StopReason::MaxTokens;
+        let mut stopped_by_caller = false;
+        // Set once the prompt is done (its step sampled the first token).
+        let mut after_prompt: Option<AfterPrompt> = None;
+        // When each decode step after the prompt ended, from the prompt's end.
+        let mut step_done_s: Vec<f64> = Vec::new();
+        while !engine.is_idle() {
+            let events = engine.step_observing(&mut |_, logits| {
+                let bytes: Vec<u8> = logits.iter().flat_map(|l| l.to_le_bytes()).collect();
+                digest.update(&bytes);
+            })?;
+            match &after_prompt {
+                None if engine.tokens_generated() > 0 => {
+                    let model = engine.model();
+                    let prompt_bytes_read = if tiered {
+                        model.file_bytes_read() - prompt_file_before
+                    } else {
+                        proc_stats::storage_read_bytes().saturating_sub(prompt_storage_before)
+                    };
+                    log::info!(
+                        "after the prompt: RSS {} MiB, peak {} MiB",
+                        proc_stats::rss_bytes() >> 20,
+                        proc_stats::peak_rss_bytes() >> 20
+                    );
+                    model.reset_counters();
+                    after_prompt = Some(AfterPrompt {
+                        prompt_s: prompt_started.elapsed().as_secs_f64(),
+                        prompt_bytes_read,
+                        file_before: model.file_bytes_read(),
+                        storage_before: proc_stats::storage_read_bytes(),
+                        started: Instant::now(),
+                    });
+                }
+                None => {}
+                Some(a) => step_done_s.push(a.started.elapsed().as_secs_f64()),
+            }
+            for event in events {
+                match event {
+                    EngineEvent::Text { text, .. } => {
+                        if !stopped_by_caller && on_text(&text).is_break() {
+                            stopped_by_caller = true;
+                        }
+                    }
+                    EngineEvent::Finished {
+                        reason, tokens: t, ..
+                    } => {
+                        stop_reason = reason;
+                        tokens = t;
+                    }
+                }
+            }
+            if stopped_by_caller {
+                if let Some(EngineEvent::Finished { tokens: t, .. }) = engine.cancel(id) {
+                    tokens = t;
+                }
                 stop_reason = StopReason::Caller;
                 break;
             }
-            if checked.stopped {
-                stop_reason = StopReason::StopString;
-                break;
-            }
-            if end {
-                stop_reason = StopReason::EndOfGeneration;
-                break;
-            }
-            if i + 1 < request.max_tokens {
-                self.decode_tokens(&[token])?;
-                decoded += 1;
-                step_done_s.push(started.elapsed().as_secs_f64());
-            }
         }
+        drop(engine);
+        let Some(AfterPrompt {
+            prompt_s,
+            prompt_bytes_read,
+            file_before,
+            storage_before,
+            started,
+        }) = after_prompt
+        else {
+            return Err(GenerateError::Decode(DecodeError::Failed(
+                "the request ended before its first token".into(),
+            )));
+        };
+        let decoded = step_done_s.len();
         let (expert_trace, expert_unit_bytes) = self.expert_trace();
-        if !matches!(stop_reason, StopReason::Caller | StopReason::StopString) {
-            let checked = stops.push(&text.finish());
-            let rest = checked.text + &stops.finish();
-            if checked.stopped {
-                stop_reason = StopReason::StopString;
-            }
-            if !rest.is_empty() {
-                let _ = on_text(&rest);
-            }
-        }
         let decode_s = started.elapsed().as_secs_f64();
         let storage_bytes_read = proc_stats::storage_read_bytes().saturating_sub(storage_before);
         let disk_bytes_read = if self.load_mode() == LoadMode::Tiered {

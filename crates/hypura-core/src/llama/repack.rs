@@ -9,6 +9,10 @@
 //! hypura cannot be sure to choose as llama.cpp would (another device or extra buffer type
 //! present, a tied LM head that would be repacked, a weight whose operation the name does not
 //! say), the choice is [`Repacking::Unsure`] and llama.cpp loads the model itself.
+//!
+//! A tiered model's resident weights are chosen the same way ([`RepackScope::Resident`]);
+//! there hypura places every weight itself, so a weight in doubt just stays plain, as the
+//! streamed weights do.
 
 use std::collections::BTreeSet;
 use std::ffi::CStr;

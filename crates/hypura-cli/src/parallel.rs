@@ -13,7 +13,7 @@ use crate::commands::Failure;
 
 /// One step's end: seconds since the start, tokens sampled so far, bytes read so far (from
 /// the model file by hypura, and from storage by the process).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Mark {
     at_s: f64,
     tokens: u64,
@@ -39,12 +39,7 @@ fn mark_from(marks: &[Mark], at_s: f64) -> Mark {
         .find(|m| m.at_s >= at_s)
         .or(marks.last())
         .copied()
-        .unwrap_or(Mark {
-            at_s: 0.0,
-            tokens: 0,
-            file_bytes: 0,
-            storage_bytes: 0,
-        })
+        .unwrap_or_default()
 }
 
 /// The last mark at or before `at_s` (the first if none).
@@ -55,12 +50,7 @@ fn mark_at(marks: &[Mark], at_s: f64) -> Mark {
         .last()
         .or(marks.first())
         .copied()
-        .unwrap_or(Mark {
-            at_s: 0.0,
-            tokens: 0,
-            file_bytes: 0,
-            storage_bytes: 0,
-        })
+        .unwrap_or_default()
 }
 
 /// Generates `n` continuations of `request`'s prompt with `model` (loaded with at least `n`

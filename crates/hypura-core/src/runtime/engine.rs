@@ -213,13 +213,14 @@ impl<M: BorrowMut<Model>> Engine<M> {
     /// An engine on `model` running `request` for `prompt` on sequence 0, whose first
     /// `cached` tokens the sequence already holds (a conversation going on): only the rest
     /// is decoded. The other sequences are left as they are until a request takes them.
+    /// `request`'s settings are checked by the caller (before it touches the context); the
+    /// prompt is checked here, as [`Engine::submit`] checks it.
     pub(crate) fn resuming(
         model: M,
         request: GenerateOptions,
         prompt: Vec<Token>,
         cached: usize,
     ) -> Result<(Self, RequestId), GenerateError> {
-        request.check()?;
         let mut engine = Self::keeping_context(model);
         engine.check_prompt(&prompt)?;
         let held = engine.model.borrow().sequence_length(0);

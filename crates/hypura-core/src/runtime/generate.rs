@@ -451,11 +451,6 @@ impl Model {
         request: &GenerateOptions,
         mut on_text: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<GenerationStats, GenerateError> {
-        if prompt.is_empty() {
-            return Err(GenerateError::InvalidOption(
-                "the prompt has no tokens".into(),
-            ));
-        }
         let tiered = self.load_mode() == LoadMode::Tiered;
         let prompt_started = Instant::now();
         let prompt_file_before = self.file_bytes_read();

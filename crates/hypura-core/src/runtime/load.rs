@@ -105,17 +105,17 @@ impl Model {
         // would repack. A tiered model keeps its resident weights in the repacked layout where
         // the CPU's faster kernels take them (batches and prompts gain most), the streamed
         // ones plain.
-        let resident: std::collections::HashSet<&str> = plan
-            .tensors
-            .iter()
-            .filter(|t| t.placement == Placement::Resident)
-            .map(|t| t.name.as_str())
-            .collect();
         let repacking = match options.mode {
             LoadMode::Tiered if plan.full_resident => {
                 repack::plan_repacking(&inventory, options.repack, RepackScope::AsLlamaCpp)
             }
             LoadMode::Tiered => {
+                let resident: std::collections::HashSet<&str> = plan
+                    .tensors
+                    .iter()
+                    .filter(|t| t.placement == Placement::Resident)
+                    .map(|t| t.name.as_str())
+                    .collect();
                 repack::plan_repacking(&inventory, options.repack, RepackScope::Resident(&resident))
             }
             LoadMode::Stock => Repacking::Nothing,

@@ -11,6 +11,10 @@ GEMMA3_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 # (tokenizer.chat_template), from Hugging Face's MIT-licensed npm package @huggingface/ollama-utils.
 CHAT_TEMPLATES_URL=https://registry.npmjs.org/@huggingface/ollama-utils/-/ollama-utils-0.0.18.tgz
 CHAT_TEMPLATES_SHA256=3d8beba35ea5d634970e29090ab45234e54a3db8d9263cf72e0031c1cc44f8d5
+# gpt-oss's template is not in that map: llama.cpp's own copy (models/templates), from the
+# MIT-licensed llama-cpp-python source package on PyPI, which vendors llama.cpp (76 MB).
+GPT_OSS_TEMPLATE_URL=https://files.pythonhosted.org/packages/ec/e9/e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/llama_cpp_python-0.3.36.tar.gz
+GPT_OSS_TEMPLATE_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 
 say() { printf 'hypura-setup: %s\n' "$*" >&2; }
 
@@ -105,19 +109,35 @@ fetch_models() {
 }
 
 # fetch_chat_templates DIR: the families' chat templates the template tests compare
-# (DIR/chat-template-automap.ts; crates/hypura-core/tests/chat.rs reads it).
+# (DIR/chat-template-automap.ts and DIR/openai-gpt-oss-120b.jinja;
+# crates/hypura-core/tests/family_templates.rs reads them).
 fetch_chat_templates() {
     local dir=$1 tarball
-    [ -f "$dir/chat-template-automap.ts" ] && return 0
     mkdir -p "$dir"
-    tarball="$dir/ollama-utils.tgz"
-    say "fetching the families' chat templates (npm: @huggingface/ollama-utils 0.0.18)"
-    python3 - "$CHAT_TEMPLATES_URL" "$tarball" <<'PY'
+    if [ ! -f "$dir/chat-template-automap.ts" ]; then
+        tarball="$dir/ollama-utils.tgz"
+        say "fetching the families' chat templates (npm: @huggingface/ollama-utils 0.0.18)"
+        download "$CHAT_TEMPLATES_URL" "$tarball"
+        check_sha "$tarball" "$CHAT_TEMPLATES_SHA256"
+        tar -xzf "$tarball" -C "$dir" --strip-components=2 package/src/chat-template-automap.ts
+        rm -f "$tarball"
+    fi
+    if [ ! -f "$dir/openai-gpt-oss-120b.jinja" ]; then
+        tarball="$dir/llama-cpp-python.tar.gz"
+        say "fetching gpt-oss's chat template (PyPI: llama-cpp-python 0.3.36 source, 76 MB)"
+        download "$GPT_OSS_TEMPLATE_URL" "$tarball"
+        check_sha "$tarball" "$GPT_OSS_TEMPLATE_SHA256"
+        tar -xzf "$tarball" -C "$dir" --strip-components=5 \
+            llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates/openai-gpt-oss-120b.jinja
+        rm -f "$tarball"
+    fi
+}
+
+# download URL FILE
+download() {
+    python3 - "$1" "$2" <<'PY'
 import shutil, sys, urllib.request
-with urllib.request.urlopen(sys.argv[1], timeout=120) as src, open(sys.argv[2], "wb") as out:
+with urllib.request.urlopen(sys.argv[1], timeout=300) as src, open(sys.argv[2], "wb") as out:
     shutil.copyfileobj(src, out)
 PY
-    check_sha "$tarball" "$CHAT_TEMPLATES_SHA256"
-    tar -xzf "$tarball" -C "$dir" --strip-components=2 package/src/chat-template-automap.ts
-    rm -f "$tarball"
 }

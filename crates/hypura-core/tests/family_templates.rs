@@ -6,8 +6,10 @@
 //! with its family ([`Family::template_writes`]), and checked to be exactly that.
 //!
 //! The templates come from Hugging Face's MIT-licensed npm package `@huggingface/ollama-utils`
-//! (its `chat-template-automap.ts` maps the GGUF template of each model in Ollama's library);
-//! `scripts/test.sh` fetches the pinned version into `target/chat-templates`.
+//! (its `chat-template-automap.ts` maps the GGUF template of each model in Ollama's library),
+//! and gpt-oss's, which that map lacks, from llama.cpp's own `models/templates` as the
+//! MIT-licensed `llama-cpp-python` source package on PyPI vendors it; `scripts/test.sh` fetches
+//! the pinned versions into `target/chat-templates`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -56,7 +58,21 @@ fn string_literal(text: &str) -> (String, &str) {
     panic!("an unterminated string literal");
 }
 
-/// Each model's GGUF chat template, by its name in Ollama's library (`library/llama3:8b`).
+/// A template file fetched beside the map; the suite fails, never skips, when it is missing.
+fn template_file(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/chat-templates")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: run scripts/test.sh (it fetches the families' chat templates)",
+            path.display()
+        )
+    })
+}
+
+/// Each model's GGUF chat template, by its name in Ollama's library (`library/llama3:8b`),
+/// and the files fetched beside the map by their file name.
 fn templates() -> HashMap<String, String> {
     let text = automap();
     let mut templates = HashMap::new();
@@ -70,8 +86,14 @@ fn templates() -> HashMap<String, String> {
         templates.insert(model, template);
         rest = after;
     }
+    for name in [GPT_OSS] {
+        templates.insert(name.to_string(), template_file(name));
+    }
     templates
 }
+
+/// gpt-oss's template (not in Ollama's map): llama.cpp's own copy, from `models/templates`.
+const GPT_OSS: &str = "openai-gpt-oss-120b.jinja";
 
 /// A family's model, with the special token texts its tokenizer gives the template, and
 /// whether its tokenizer adds BOS itself.
@@ -181,7 +203,46 @@ const FAMILIES: &[Family] = &[
             }
         },
     },
+    Family {
+        name: "gpt-oss",
+        model: GPT_OSS,
+        bos: "<|startoftext|>",
+        eos: "<|return|>",
+        adds_bos: false,
+        template_writes: gpt_oss_writes,
+    },
 ];
+
+/// gpt-oss's template (the Harmony format) opens with a system message of its own (the model's
+/// identity, today's date, the reasoning effort and the channels), turns a system message into
+/// developer instructions, and writes earlier answers to the `final` channel, ended by
+/// `<|end|>`: llama.cpp's renderer writes none of that.
+fn gpt_oss_writes(llama: String, system: bool, _generation_prompt: bool) -> String {
+    let header = format!(
+        "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n\
+         Knowledge cutoff: 2024-06\nCurrent date: {}\n\nReasoning: medium\n\n# Valid channels: \
+         analysis, commentary, final. Channel must be included for every message.<|end|>",
+        chrono::Local::now().format("%Y-%m-%d")
+    );
+    let mut rest = llama.as_str();
+    let mut developer = String::new();
+    if system {
+        let message = rest
+            .strip_prefix("<|start|>system<|message|>")
+            .expect("llama.cpp opens with the system message");
+        let (instructions, after) = message.split_once("<|end|>").expect("an ended message");
+        developer =
+            format!("<|start|>developer<|message|># Instructions\n\n{instructions}\n\n<|end|>");
+        rest = after;
+    }
+    let rest = rest
+        .replace(
+            "<|start|>assistant<|message|>",
+            "<|start|>assistant<|channel|>final<|message|>",
+        )
+        .replace("<|return|>", "<|end|>");
+    header + &developer + &rest
+}
 
 fn conversations() -> Vec<(&'static str, Vec<ChatMessage>)> {
     let system = ChatMessage::new("system", "You are a helpful assistant.");

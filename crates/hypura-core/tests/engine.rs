@@ -53,17 +53,19 @@ fn requests() -> Vec<GenerateOptions> {
 
 #[test]
 fn batched_requests_get_what_a_lone_generation_gets() {
-    // 25%: hypura computes the LM head itself, micro-batch by micro-batch (16 tokens: the
-    // prompts' batches split, with outputs in several). Its sequences then share llama.cpp's
-    // unified KV cache (which keeps a batch's order), where a sequence's cells lie among
-    // the others': attention sums the same terms in another grouping, so a sampled token
-    // can differ from a lone run's in the last bits. Greedy requests there.
+    // A tiered model's sequences share llama.cpp's unified KV cache (one pass over the
+    // streamed weights per step), where a sequence's cells lie among the others': attention
+    // sums the same terms in another grouping, so a sampled token can differ from a lone
+    // run's in the last bits. Greedy requests there; sampled ones where every weight is
+    // resident (a cache per sequence). At 25% hypura computes the LM head itself,
+    // micro-batch by micro-batch (16 tokens: the prompts' batches split, with outputs in
+    // several).
     for (budget, batch) in [
         (Budget::AllWeights, 128),
         (Budget::WeightPercent(50.0), 128),
         (Budget::WeightPercent(25.0), 16),
     ] {
-        let greedy = budget == Budget::WeightPercent(25.0);
+        let greedy = budget != Budget::AllWeights;
         let requests = || {
             requests()
                 .into_iter()
@@ -227,4 +229,48 @@ fn a_stop_string_ends_a_request_just_before_it() {
             .to_string();
         assert!(e.contains(why), "{e}");
     }
+}
+
+#[test]
+fn a_step_reads_the_streamed_weights_once_whatever_it_mixes() {
+    // Half the weights streamed, three sequences: a step that feeds prompts beside a decode,
+    // and a step decoding sequences 0 and 2 (1 cancelled), each read the streamed weights
+    // once. (With a KV cache per sequence, llama.cpp split such batches into several
+    // micro-batches, each a pass over the streamed weights.)
+    let model = load(3, Budget::WeightPercent(50.0));
+    let per_pass = model.plan().streamed_bytes_per_token;
+    assert!(per_pass > 0, "nothing streamed");
+    let mut engine = Engine::new(model);
+    let request = |prompt: &str| {
+        GenerateOptions::new(prompt)
+            .max_tokens(20)
+            .temperature(0.0)
+            .stop_at_end_of_generation(false)
+    };
+    let read = |engine: &Engine| engine.model().stats().bytes_read;
+    let step_reads = |engine: &mut Engine| {
+        let before = read(engine);
+        engine.step().unwrap();
+        read(engine) - before
+    };
+    let _a = engine.submit(request("The capital of France is")).unwrap();
+    for _ in 0..3 {
+        step_reads(&mut engine);
+    }
+    let b = engine
+        .submit(request("Once upon a time, in a small village,"))
+        .unwrap();
+    engine.submit(request("def fibonacci(n):")).unwrap();
+    let mixed = step_reads(&mut engine);
+    assert_eq!(engine.load(), (3, 0));
+    assert!(
+        mixed < per_pass * 3 / 2,
+        "a step feeding two prompts beside a decode read {mixed} bytes; one pass is {per_pass}"
+    );
+    engine.cancel(b).expect("b was running");
+    let gapped = step_reads(&mut engine);
+    assert!(
+        gapped < per_pass * 3 / 2,
+        "decoding sequences 0 and 2 read {gapped} bytes; one pass is {per_pass}"
+    );
 }

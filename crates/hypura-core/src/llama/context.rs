@@ -43,10 +43,17 @@ impl LlamaContext {
         unsafe { sys::llama_attach_threadpool(self.0.as_ptr(), pool.as_ptr(), pool.as_ptr()) };
     }
 
-    /// Positions each sequence can hold (llama.cpp may round the context length up).
+    /// Positions one sequence can hold in llama.cpp's view (llama.cpp may round the context
+    /// length up; with a unified KV cache, this is the whole cache).
     pub fn n_ctx_seq(&self) -> usize {
         // SAFETY: the context is live.
         unsafe { sys::llama_n_ctx_seq(self.0.as_ptr()) as usize }
+    }
+
+    /// Positions of the whole KV cache (llama.cpp may round the context length up).
+    pub fn n_ctx(&self) -> usize {
+        // SAFETY: the context is live.
+        unsafe { sys::llama_n_ctx(self.0.as_ptr()) as usize }
     }
 
     /// Tokens per `llama_decode` call (llama.cpp may have lowered it to the context length).

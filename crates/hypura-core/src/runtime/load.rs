@@ -286,10 +286,21 @@ impl Model {
         ctx_params.n_batch = options.batch_size;
         ctx_params.n_ubatch = options.batch_size;
         ctx_params.n_seq_max = options.sequences;
-        // hypura's LM head appends each micro-batch's logits: the micro-batches must keep the
-        // batch's order, which llama.cpp's split of a unified KV cache does (its split of
-        // per-sequence caches groups tokens by sequence).
-        ctx_params.kv_unified = plan.head_streamed && options.sequences > 1;
+        // Several sequences of a tiered model share one KV cache (llama-server's default too),
+        // each held to its share by hypura (`Model::context_per_sequence`). With a cache per
+        // sequence, llama.cpp splits a batch into micro-batches of equally many tokens from
+        // runs of consecutive sequence ids: a step mixing prompt chunks with one-token
+        // decodes, or decoding sequences 0, 3 and 7, becomes several micro-batches, each
+        // another pass over the streamed weights. A shared cache's split takes the batch in
+        // order, up to the micro-batch size: one pass per step (hypura's LM head, which
+        // appends each micro-batch's logits, needs that order too). The price: a sequence's
+        // cells lie among the others', so attention sums the same terms in another grouping,
+        // and a sampled token can differ in the last bits from a lone run's. With every
+        // weight resident an extra pass costs little, and a cache per sequence keeps every
+        // sequence exactly what a lone run gives. Stock llama.cpp shares one cache as
+        // llama-server does by default.
+        ctx_params.kv_unified =
+            options.sequences > 1 && (options.mode == LoadMode::Stock || !plan.full_resident);
         ctx_params.n_threads = n_threads;
         ctx_params.n_threads_batch = n_threads;
         ctx_params.no_perf = true;

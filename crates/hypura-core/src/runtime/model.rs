@@ -236,9 +236,11 @@ impl Model {
         self.file.is_direct()
     }
 
-    /// Positions each sequence can hold (llama.cpp may round the context length up).
+    /// Positions each sequence can hold (llama.cpp may round the context length up): its
+    /// share of the KV cache, also where the sequences share one cache (see `kv_unified`
+    /// where the context is made), so that together they always fit.
     pub fn context_per_sequence(&self) -> usize {
-        self.context.n_ctx_seq()
+        (self.context.n_ctx() / self.n_past.len().max(1)).min(self.context.n_ctx_seq())
     }
 
     /// Sequences that can be decoded side by side.

@@ -442,7 +442,8 @@ impl ArchSpec {
 
 /// Bytes of the KV cache llama.cpp allocates for a model of architecture `arch` (its keys'
 /// prefix; `spec` is its family's, [`UNTIERED`] without one) for `n_ctx` positions over
-/// `n_seq` sequences with micro-batches of `n_ubatch`: F16 keys and values in every
+/// `n_seq` sequences (in one shared cache or a cache each: the larger) with micro-batches of
+/// `n_ubatch`: F16 keys and values in every
 /// attention layer of the trunk with a cache of its own (not those reusing an earlier
 /// layer's, nor next-token-prediction layers), each with its own key/value heads where the
 /// file gives them per layer; sliding-window layers hold only their window, absorbed latent
@@ -496,13 +497,12 @@ pub(crate) fn kv_cache_bytes(
     let head_v_swa = field(Field::HeadVSwa).unwrap_or(head_v);
     let n_kv_shared = field(Field::SharedKvLayers).unwrap_or(0).min(n_layer);
     let n_seq = u64::from(n_seq.max(1));
-    // As llama_context pads the context: to 256 cells, then per sequence.
+    // As llama_context pads the context: to 256 cells, then, with a cache per sequence, per
+    // sequence. hypura shares one cache among the sequences of a tiered model (`kv_unified`)
+    // and not otherwise, which the plan decides after this estimate: the larger of the two.
     let n_ctx = u64::from(n_ctx.max(1)).next_multiple_of(KV_CELL_PADDING);
-    let full_cells = if n_seq == 1 {
-        n_ctx
-    } else {
-        (n_ctx / n_seq).next_multiple_of(KV_CELL_PADDING) * n_seq
-    };
+    let per_sequence_cells = (n_ctx / n_seq).max(1).next_multiple_of(KV_CELL_PADDING);
+    let full_cells = n_ctx.max(per_sequence_cells * n_seq);
     let latent_absorbed = spec.latent.is_some_and(|l| {
         get(l.key_length_key).unwrap_or(0) > 0 && get(l.value_length_key).unwrap_or(0) > 0
     });
@@ -526,11 +526,18 @@ pub(crate) fn kv_cache_bytes(
     let sliding = spec.sliding_window.and_then(|s| {
         let w = get(s.window_key).filter(|w| *w > 0)?;
         let layers = s.layers(header, arch, n_layer_all).ok()?;
-        // One window per sequence's stream, plus a micro-batch.
-        let per_stream = (w as u64 + u64::from(n_ubatch))
-            .min(full_cells / n_seq)
+        // Shared: a window per sequence plus a micro-batch; one cache per sequence: a window
+        // plus a micro-batch in each.
+        let w = w as u64;
+        let ub = u64::from(n_ubatch);
+        let shared = (w * n_seq + ub)
+            .min(n_ctx)
             .next_multiple_of(KV_CELL_PADDING);
-        Some((layers, per_stream * n_seq))
+        let per_sequence = (w + ub)
+            .min(per_sequence_cells)
+            .next_multiple_of(KV_CELL_PADDING)
+            * n_seq;
+        Some((layers, shared.max(per_sequence)))
     });
     let is_swa = |l: u64| sliding.is_some_and(|(layers, _)| layers.contains(l));
     let attention_layers = || (0..n_layer - n_kv_shared).filter(|&l| !recurrent.contains(l));

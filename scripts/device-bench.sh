@@ -3,7 +3,7 @@
 # (default .device/hypura; build with `cargo build --release -p hypura-cli` and strip it).
 # Generates synthetic models, measures the disk, and benchmarks stock llama.cpp vs hypura in
 # memory-capped cgroups, CPU compute. Prints tables; writes JSON under $OUT (or /tmp).
-#   scripts/device-bench.sh [io|ab|ab-moe|ab-moe-io|tp-70b|tp-moe|verify|7b|13b|fits|70b|moe|moe10|moe-cold|qwen30b-cold|moe-fits|shift|moe-token|qwen30b|moe-whole|moe-ceiling|all] ...
+#   scripts/device-bench.sh [io|ab|ab-moe|ab-moe-io|tp-70b|tp-moe|tp-70b-ceiling|tp-moe-ceiling|tp-70b-prompt|tp-moe-prompt|verify|7b|13b|fits|70b|moe|moe10|moe-cold|qwen30b-cold|moe-fits|shift|moe-token|qwen30b|moe-whole|moe-ceiling|all] ...
 #   (several may be given; M7=<file> measures the disk on that file instead of a 7B model)
 # MoE cases run hypura without a saved expert profile (--no-expert-profile), except
 # moe-cold and qwen30b-cold: a first run with another prompt saves one, then stock and hypura
@@ -21,6 +21,10 @@
 #     Mixtral shape under 16 GiB): hypura (--memory = the cap, or $TP_MEM; its resident weights
 #     repacked unless TP_NO_REPACK=1) at each of $TP_N sequences, stock llama.cpp (mmap, which
 #     cannot repack under the cap) at each of $TP_STOCK_N, each run in a fresh capped cgroup.
+# tp-70b-ceiling, tp-moe-ceiling: the same shapes uncapped with every weight resident
+#     (--weights-budget 100%): the CPU's compute ceiling for $TP_N sequences.
+# tp-70b-prompt, tp-moe-prompt: time to first token of a 512-token prompt, one sequence under
+#     the cap, hypura and (with TP_PROMPT_STOCK=1) stock.
 # verify: the cost of checking the model file while streaming: hypura alone under the 7B/2 GiB
 #     cap, alternately with the checks (default) and with --no-verify-reads, $VERIFY_ROUNDS each.
 set -euo pipefail
@@ -73,12 +77,13 @@ cold_case() { # model cap weights-budget name: a profile saved by an earlier ses
     cold_report "$OUT/bench-$4.json"
 }
 
-disk() { # file
+disk() { # file: reads it whole, or its first $DD_COUNT blocks of 4 MiB
     sync; echo 3 > /proc/sys/vm/drop_caches
     local t0 t1 bytes
     bytes=$(stat -c %s "$1")
+    if [ -n "${DD_COUNT:-}" ]; then bytes=$((DD_COUNT * 4194304 < bytes ? DD_COUNT * 4194304 : bytes)); fi
     t0=$(date +%s.%N)
-    dd if="$1" of=/dev/null bs=4M iflag=direct status=none
+    dd if="$1" of=/dev/null bs=4M iflag=direct status=none ${DD_COUNT:+count=$DD_COUNT}
     t1=$(date +%s.%N)
     awk -v b="$bytes" -v a="$t0" -v z="$t1" 'BEGIN { printf "%.2f", b / (z - a) / 1e9 }'
 }
@@ -127,15 +132,37 @@ parallel_run() { # model cap sequences tokens [hypura run flags...]: one `run --
         --parallel "$3" --disk-gbps "$GBPS" --stats-json "$stats" "${@:5}" >/dev/null 2>"$W/tp-stderr") \
         || { echo "run failed: $(tail -1 "$W/tp-stderr")"; rmdir "$cg"; return; }
     cp "$stats" "$OUT/tp-$(basename "$1" .gguf)-$3${5:+$5}.json" 2>/dev/null || true
-    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('| %s | %d | %d | %.3f | %.3f | %.1f | %.2f GiB | %.2f GiB | %.2f GiB | %.1f |' % (sys.argv[2], d.get('sequences', 1), d['tokens_generated'], d['decode_tok_s'], d['steady_tok_s'], d.get('time_to_first_token_s', d['prompt_s']), d['disk_bytes_per_token']/2**30, d['streamed_bytes_per_token']/2**30, int(open(sys.argv[3]).read())/2**30, d['load_s']))" \
-        "$stats" "$(case " ${*:5} " in *" --baseline "*) echo stock;; *) echo hypura;; esac)" "$cg/memory.peak"
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); m=d.get('model_stats', {}); print('| %s | %d | %d | %.3f | %.3f | %.1f (%d tokens) | %.2f GiB | %.2f GiB | %.1f s, readers %.0f%% | %.2f GiB | %.1f |' % (sys.argv[2], d.get('sequences', 1), d['tokens_generated'], d['decode_tok_s'], d['steady_tok_s'], d.get('time_to_first_token_s', d['prompt_s']), d.get('prompt_tokens', 0), d['disk_bytes_per_token']/2**30, d['streamed_bytes_per_token']/2**30, m.get('stream_wait_s', 0), 100 * m.get('reader_busy_s', 0) / max(1, m.get('reader_threads', 1)) / max(1e-9, m.get('decode_s', 1)), int(open(sys.argv[3]).read())/2**30, d['load_s']))" \
+        "$stats" "${LABEL:+$LABEL }$(case " ${*:5} " in *" --baseline "*) echo stock;; *) echo hypura;; esac)" "$cg/memory.peak"
     rmdir "$cg"
+}
+
+tp_header() {
+    echo "| mode | sequences | tokens | aggregate decode tok/s | steady (2nd half) | all first tokens s | read per token | planned per step | stream wait, readers busy | cgroup peak | load s |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+}
+
+ceiling() { # model: every weight resident, uncapped, at each of $TP_N sequences
+    echo "== $(basename "$1") uncapped, every weight resident (--weights-budget 100%), run --parallel N"
+    tp_header
+    for n in ${TP_N-1 4 16}; do parallel_run "$1" max "$n" "$TOKENS" --weights-budget 100%; done
+}
+
+# A prompt of 529 tokens in the synthetic models' generated vocabulary (the table gives the count).
+PROMPT_512=$(python3 -c "print(' '.join(['The history of the city begins with a small village by the river, where farmers and fishermen traded grain and salt.'] * 8))")
+
+prompt_ttft() { # model cap: one sequence with a 512-token prompt, hypura (and stock with TP_PROMPT_STOCK=1)
+    echo "== $(basename "$1") under a $2 cap: time to first token of a long prompt, one sequence"
+    tp_header
+    TP_PROMPT=$PROMPT_512 TP_CTX=1024 parallel_run "$1" "$2" 1 2 --memory "${TP_MEM:-$2}"
+    if [ -n "${TP_PROMPT_STOCK:-}" ]; then
+        TP_PROMPT=$PROMPT_512 TP_CTX=1024 parallel_run "$1" "$2" 1 2 --baseline
+    fi
 }
 
 throughput() { # model cap: hypura at each of $TP_N sequences ($TOKENS each), stock at each of $TP_STOCK_N ($STOCK_TOKENS each)
     echo "== $(basename "$1") under a $2 cap, run --parallel N (sampled, temperature 1, seed 42 + i), hypura --memory ${TP_MEM:-$2}"
-    echo "| mode | sequences | tokens | aggregate decode tok/s | steady (2nd half) | all first tokens s | read per token | planned per step | cgroup peak | load s |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    tp_header
     for n in ${TP_N-1 4 16}; do parallel_run "$1" "$2" "$n" "$TOKENS" --memory "${TP_MEM:-$2}"; done
     for n in ${TP_STOCK_N:-}; do parallel_run "$1" "$2" "$n" "${STOCK_TOKENS:-$TOKENS}" --baseline; done
 }
@@ -169,6 +196,10 @@ case "$what" in
         ;;
     tp-70b) throughput "$(synth llama-70b q4_0)" 32G ;;
     tp-moe) throughput "$(synth mixtral-8x7b q4_0)" 16G ;;
+    tp-70b-ceiling) ceiling "$(synth llama-70b q4_0)" ;;
+    tp-moe-ceiling) ceiling "$(synth mixtral-8x7b q4_0)" ;;
+    tp-70b-prompt) prompt_ttft "$(synth llama-70b q4_0)" 32G ;;
+    tp-moe-prompt) prompt_ttft "$(synth mixtral-8x7b q4_0)" 16G ;;
     ab-moe-io) # hypura alone on $M7 (an MoE) under a 16 GiB cap, once with each reader count in $IO_LIST per round
         echo "== hypura alone, $(basename "$M7") under a 16 GiB cap, weights budget 15.5G, $TOKENS tokens, temperature 1, readers ${IO_LIST:-4 8}"
         for round in $(seq "$ROUNDS"); do
@@ -239,6 +270,6 @@ PY
         run_bench "$(synth llama-13b q4_0)" 4G 13b-4g 3.75G
         run_bench "$M7" 12G 7b-12g
         ;;
-    *) echo "unknown: $what (io|ab|ab-moe|ab-moe-io|tp-70b|tp-moe|verify|7b|13b|fits|70b|moe|moe10|moe-cold|qwen30b-cold|moe-fits|shift|moe-token|qwen30b|moe-whole|moe-ceiling|all)" >&2; exit 2 ;;
+    *) echo "unknown: $what (io|ab|ab-moe|ab-moe-io|tp-70b|tp-moe|tp-70b-ceiling|tp-moe-ceiling|tp-70b-prompt|tp-moe-prompt|verify|7b|13b|fits|70b|moe|moe10|moe-cold|qwen30b-cold|moe-fits|shift|moe-token|qwen30b|moe-whole|moe-ceiling|all)" >&2; exit 2 ;;
 esac
 done

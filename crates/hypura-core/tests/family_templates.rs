@@ -86,9 +86,7 @@ fn templates() -> HashMap<String, String> {
         templates.insert(model, template);
         rest = after;
     }
-    for name in [GPT_OSS] {
-        templates.insert(name.to_string(), template_file(name));
-    }
+    templates.insert(GPT_OSS.to_string(), template_file(GPT_OSS));
     templates
 }
 

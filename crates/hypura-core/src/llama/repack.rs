@@ -1,6 +1,7 @@
-//! Which weights llama.cpp's CPU backend keeps in its repacked layout (`CPU_REPACK`, weights
-//! interleaved for its faster matrix kernels), decided before loading, the way llama.cpp's
-//! loader decides it: for each weight, a stand-in of the operation the weight takes part in
+//! Which weights llama.cpp's CPU backend keeps in a repacked layout (`CPU_REPACK`, weights
+//! interleaved for its faster matrix kernels; `AMX`, tiles for Intel's matrix extensions, in a
+//! build for a CPU that has them), decided before loading, the way llama.cpp's loader decides
+//! it: for each weight, a stand-in of the operation the weight takes part in
 //! (a matrix product, or an expert product for `ffn_*_exps`) is offered to the CPU device with
 //! the weight in each of its extra buffer types, and the first that supports it wins.
 //!
@@ -20,20 +21,34 @@ use std::ffi::CStr;
 use crate::model::{ModelInventory, Role};
 use crate::sys;
 
-/// The name of ggml's repacking buffer type.
-const REPACK_BUFT_NAME: &CStr = c"CPU_REPACK";
+/// The names of ggml's extra CPU buffer types that hypura fills itself: their `set_tensor`
+/// converts a tensor's rows into a layout where whole groups of rows (at most 16) keep their
+/// place, so hypura can convert a tensor in chunks of rows, in parallel (see
+/// [`crate::runtime::repacked`]).
+const FILLED_BUFT_NAMES: [&CStr; 2] = [c"CPU_REPACK", c"AMX"];
 
 /// What llama.cpp would repack.
 pub(crate) enum Repacking {
     /// Nothing (repacking off, or no weight qualifies).
     Nothing,
-    /// These weights, in this buffer type (ggml's `CPU_REPACK`).
-    Some {
-        buft: sys::ggml_backend_buffer_type_t,
-        names: BTreeSet<String>,
-    },
+    /// These weights, in these buffer types (ggml's `CPU_REPACK` or `AMX`), one group per type.
+    Some(Vec<RepackGroup>),
     /// hypura cannot reproduce llama.cpp's choice here; why.
     Unsure(String),
+}
+
+/// Weights llama.cpp would keep in one extra buffer type.
+pub(crate) struct RepackGroup {
+    pub buft: sys::ggml_backend_buffer_type_t,
+    pub names: BTreeSet<String>,
+}
+
+/// The buffer type's name.
+fn buft_name(buft: sys::ggml_backend_buffer_type_t) -> String {
+    // SAFETY: buffer type names are static NUL-terminated strings.
+    unsafe { CStr::from_ptr(sys::ggml_backend_buft_name(buft)) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The operation a weight takes part in, as llama.cpp's loader tests it.
@@ -122,7 +137,7 @@ pub(crate) enum RepackScope<'a> {
     Resident(&'a std::collections::HashSet<&'a str>),
 }
 
-/// Decides what goes in `CPU_REPACK` for `inventory`'s model with `use_extra_bufts`
+/// Decides what goes in `CPU_REPACK` (or `AMX`) for `inventory`'s model with `use_extra_bufts`
 /// (llama.cpp's `use_extra_bufts`), on the backends registered now, within `scope`.
 pub(crate) fn plan_repacking(
     inventory: &ModelInventory,
@@ -184,20 +199,20 @@ fn plan_within(
         }
         (cpu_dev, extra)
     };
-    // SAFETY: the buffer types' names are static strings.
-    let repack_buft = extra
-        .iter()
-        .copied()
-        .find(|&b| unsafe { CStr::from_ptr(sys::ggml_backend_buft_name(b)) } == REPACK_BUFT_NAME);
-    let Some(repack_buft) = repack_buft else {
+    let filled = |b: sys::ggml_backend_buffer_type_t| {
+        // SAFETY: buffer type names are static NUL-terminated strings.
+        let name = unsafe { CStr::from_ptr(sys::ggml_backend_buft_name(b)) };
+        FILLED_BUFT_NAMES.contains(&name)
+    };
+    if !extra.iter().any(|&b| filled(b)) {
         return if extra.is_empty() {
             Repacking::Nothing
         } else {
             Repacking::Unsure("the CPU backend has extra buffer types but no CPU_REPACK".into())
         };
-    };
+    }
     let n_used = inventory.n_expert_used.clamp(1, 1 << 16) as i64;
-    let mut names = BTreeSet::new();
+    let mut groups: Vec<RepackGroup> = Vec::new();
     let head_is_embedding = inventory.tied_head;
     for t in inventory.tensors.iter().filter(|t| !inventory.is_unused(t)) {
         let info = &t.info;
@@ -234,7 +249,7 @@ fn plan_within(
         };
         // SAFETY: stand-in tensors of a validated weight's type and shape (llama.cpp makes
         // the same for its own test) in a no-alloc context alive for this iteration.
-        let chosen = unsafe {
+        let (chosen, alloc_bytes, plain_bytes) = unsafe {
             let w = sys::ggml_new_tensor(ctx.0, ggml_type, n_dims as i32, ne.as_ptr());
             let op_tensor = match op {
                 WeightOp::MatMul => {
@@ -254,16 +269,27 @@ fn plan_within(
                     sys::ggml_mul_mat_id(ctx.0, w, b, ids)
                 }
             };
-            extra
+            let chosen = extra
                 .iter()
                 .copied()
-                .find(|&b| supported_in(cpu_dev, b, w, op_tensor))
+                .find(|&b| supported_in(cpu_dev, b, w, op_tensor));
+            let alloc = chosen.map_or(0, |b| sys::ggml_backend_buft_get_alloc_size(b, w));
+            (chosen, alloc, sys::ggml_nbytes(w))
         };
         let Some(buft) = chosen else { continue };
-        if buft != repack_buft {
+        if !filled(buft) {
             doubt!(format!(
-                "llama.cpp would keep {} in another extra buffer type",
-                info.name
+                "llama.cpp would keep {} in {}, which hypura does not fill",
+                info.name,
+                buft_name(buft)
+            ));
+        }
+        // hypura budgets a weight at its size in the file (AMX stores some types larger).
+        if alloc_bytes != plain_bytes {
+            doubt!(format!(
+                "llama.cpp would keep {} in {}, larger than in the file",
+                info.name,
+                buft_name(buft)
             ));
         }
         if known.is_none() {
@@ -285,15 +311,20 @@ fn plan_within(
                 info.name
             ));
         }
-        names.insert(info.name.clone());
+        match groups.iter_mut().find(|g| g.buft == buft) {
+            Some(g) => {
+                g.names.insert(info.name.clone());
+            }
+            None => groups.push(RepackGroup {
+                buft,
+                names: BTreeSet::from([info.name.clone()]),
+            }),
+        }
     }
-    if names.is_empty() {
+    if groups.is_empty() {
         Repacking::Nothing
     } else {
-        Repacking::Some {
-            buft: repack_buft,
-            names,
-        }
+        Repacking::Some(groups)
     }
 }
 

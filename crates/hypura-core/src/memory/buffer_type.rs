@@ -15,7 +15,7 @@
 //! faulted in once, not once per tensor; the buffers themselves are never written. When
 //! loading ends, every tensor gets its own address back.
 //!
-//! The same type can also *wrap* ggml's `CPU_REPACK` type ([`HypuraBufferType::wrapping`]),
+//! The same type can also *wrap* ggml's `CPU_REPACK` or `AMX` type ([`HypuraBufferType::wrapping`]),
 //! for the weights llama.cpp would keep in its repacked layout when the whole model fits:
 //! the buffers are ggml's, but while loading they present themselves as hypura's host
 //! buffers, so the loader reads the stand-in's zeros into the load window instead of

@@ -159,25 +159,33 @@ impl Model {
                     .filter_map(|t| Some((t.name.clone(), *offsets.get(t.name.as_str())?))),
             );
         }
-        let (repack_type, repack_patterns) = match &repacking {
-            Repacking::Some { buft, names } if tiered => (
-                // SAFETY: ggml's CPU_REPACK type is static; its buffers hold host memory.
-                Some(unsafe { HypuraBufferType::wrapping("HYPURA_REPACK", *buft) }),
-                repack::exact_name_patterns(names)
-                    .into_iter()
-                    .filter_map(|p| CString::new(p).ok())
-                    .collect(),
-            ),
-            _ => (None, Vec::new()),
+        // One wrapping type per repacking type (CPU_REPACK, AMX), with the patterns of its
+        // weights.
+        let repack_types: Vec<(HypuraBufferType, Vec<CString>)> = match &repacking {
+            Repacking::Some(groups) if tiered => groups
+                .iter()
+                .map(|g| {
+                    (
+                        // SAFETY: ggml's extra CPU types are static; their buffers hold host
+                        // memory.
+                        unsafe { HypuraBufferType::wrapping("HYPURA_REPACK", g.buft) },
+                        repack::exact_name_patterns(&g.names)
+                            .into_iter()
+                            .filter_map(|p| CString::new(p).ok())
+                            .collect(),
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
         };
-        // The weights llama.cpp would repack go to the repacking type, all others to hypura's.
+        // The weights llama.cpp would repack go to the repacking types, all others to hypura's.
         let pattern = CString::from(c".");
         let overrides: Option<Vec<sys::llama_model_tensor_buft_override>> =
             buffer_type.as_ref().map(|b| {
-                let mut o: Vec<_> = repack_type
+                let mut o: Vec<_> = repack_types
                     .iter()
-                    .flat_map(|r| {
-                        repack_patterns
+                    .flat_map(|(r, patterns)| {
+                        patterns
                             .iter()
                             .map(|p| sys::llama_model_tensor_buft_override {
                                 pattern: p.as_ptr(),
@@ -198,7 +206,10 @@ impl Model {
         if let Some(o) = &overrides {
             model_params.tensor_buft_overrides = o.as_ptr();
         }
-        let hooked: Vec<&HypuraBufferType> = buffer_type.iter().chain(repack_type.iter()).collect();
+        let hooked: Vec<&HypuraBufferType> = buffer_type
+            .iter()
+            .chain(repack_types.iter().map(|(r, _)| r))
+            .collect();
         if !hooked.is_empty() {
             model_params.progress_callback = Some(load_progress);
             model_params.progress_callback_user_data =
@@ -252,7 +263,7 @@ impl Model {
             Some(b) => Some(build_streamer(
                 &file,
                 b,
-                repack_type.as_ref(),
+                repack_types.iter().map(|(r, _)| r),
                 &plan,
                 &inventory,
                 n_threads,
@@ -343,7 +354,10 @@ impl Model {
             threads,
             streamer,
             llama,
-            buffer_type.into_iter().chain(repack_type).collect(),
+            buffer_type
+                .into_iter()
+                .chain(repack_types.into_iter().map(|(r, _)| r))
+                .collect(),
             file,
             options.clone(),
             plan,
@@ -392,10 +406,10 @@ fn read_error(path: &Path, e: ReadError) -> LoadError {
 
 /// Follows the plan: reads the RAM tier once, groups the streamed tensors' reads, and builds
 /// the streamer.
-fn build_streamer(
+fn build_streamer<'a>(
     file: &Arc<ModelFile>,
     buffer_type: &HypuraBufferType,
-    repack_type: Option<&HypuraBufferType>,
+    repack_types: impl Iterator<Item = &'a HypuraBufferType>,
     plan: &Plan,
     inventory: &ModelInventory,
     n_threads: i32,
@@ -416,9 +430,7 @@ fn build_streamer(
         .iter()
         .map(|t| (t.info.name.as_str(), &t.info))
         .collect();
-    let repacked = repack_type
-        .map(HypuraBufferType::tensors)
-        .unwrap_or_default();
+    let repacked: Vec<_> = repack_types.flat_map(HypuraBufferType::tensors).collect();
     let repacked_names: std::collections::HashSet<&str> =
         repacked.iter().map(|r| r.name.as_str()).collect();
     let registered: Vec<_> = buffer_type

@@ -1,13 +1,15 @@
-//! Filling the weights llama.cpp keeps in its repacked layout (`CPU_REPACK`): each tensor is
+//! Filling the weights llama.cpp keeps in a repacked layout (`CPU_REPACK`, or `AMX` in a build
+//! for a CPU with Intel's matrix extensions): each tensor is
 //! read in chunks of whole row groups into a staging buffer and converted into place by
 //! ggml's own conversion, on several threads at once. llama.cpp's loader does the same on one
 //! thread, a whole tensor at a time, and the conversion alone ran at 0.6 GB/s per core here:
 //! slower than the disk.
 //!
-//! A chunk is converted through a view of the tensor that covers just its rows: the repacked
-//! layout interleaves groups of at most 16 consecutive rows and stores the groups in row
-//! order, so a chunk of whole groups converts to the same bytes at the same place as the
-//! whole tensor would.
+//! A chunk is converted through a view of the tensor that covers just its rows: both layouts
+//! interleave groups of at most 16 consecutive rows (AMX: tiles of 16 rows) and store the
+//! groups in row order, at the file's size per row (hypura repacks only weights whose
+//! repacked size is their size in the file), so a chunk of whole groups converts to the same
+//! bytes at the same place as the whole tensor would.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -20,7 +20,8 @@
 # tp-70b, tp-moe: aggregate decode rate of `run --parallel N` (Llama-70B shape under 32 GiB,
 #     Mixtral shape under 16 GiB): hypura (--memory = the cap, or $TP_MEM; its resident weights
 #     repacked unless TP_NO_REPACK=1) at each of $TP_N sequences, stock llama.cpp (mmap, which
-#     cannot repack under the cap) at each of $TP_STOCK_N, each run in a fresh capped cgroup.
+#     cannot repack under the cap) at each of $TP_STOCK_N, each run in a fresh capped cgroup;
+#     $TP_HYPURA_FLAGS are added to hypura's runs (e.g. --no-expert-profile).
 # tp-70b-ceiling, tp-moe-ceiling: the same shapes uncapped with every weight resident
 #     (--weights-budget 100%): the CPU's compute ceiling for $TP_N sequences.
 # tp-70b-prompt, tp-moe-prompt: time to first token of a 512-token prompt, one sequence under
@@ -163,7 +164,7 @@ prompt_ttft() { # model cap: one sequence with a 512-token prompt, hypura (and s
 throughput() { # model cap: hypura at each of $TP_N sequences ($TOKENS each), stock at each of $TP_STOCK_N ($STOCK_TOKENS each)
     echo "== $(basename "$1") under a $2 cap, run --parallel N (sampled, temperature 1, seed 42 + i), hypura --memory ${TP_MEM:-$2}"
     tp_header
-    for n in ${TP_N-1 4 16}; do parallel_run "$1" "$2" "$n" "$TOKENS" --memory "${TP_MEM:-$2}"; done
+    for n in ${TP_N-1 4 16}; do parallel_run "$1" "$2" "$n" "$TOKENS" --memory "${TP_MEM:-$2}" ${TP_HYPURA_FLAGS:-}; done
     for n in ${TP_STOCK_N:-}; do parallel_run "$1" "$2" "$n" "${STOCK_TOKENS:-$TOKENS}" --baseline; done
 }
 

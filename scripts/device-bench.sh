@@ -197,6 +197,10 @@ case "$what" in
         ;;
     tp-70b) throughput "$(synth llama-70b q4_0)" 32G ;;
     tp-moe) throughput "$(synth mixtral-8x7b q4_0)" 16G ;;
+    # Near-uniform routing (the default synthetic router sends nearly every token to the same
+    # few experts, so the model acts as if it fit).
+    tp-moe-token) throughput "$(synth mixtral-8x7b q4_0 token --routing token)" 16G ;;
+    tp-moe-token-prompt) prompt_ttft "$(synth mixtral-8x7b q4_0 token --routing token)" 16G ;;
     tp-70b-ceiling) ceiling "$(synth llama-70b q4_0)" ;;
     tp-moe-ceiling) ceiling "$(synth mixtral-8x7b q4_0)" ;;
     tp-70b-prompt) prompt_ttft "$(synth llama-70b q4_0)" 32G ;;

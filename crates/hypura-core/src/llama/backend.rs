@@ -62,12 +62,17 @@ unsafe extern "C" fn log_callback(
     });
 }
 
-/// Initialises llama.cpp's backends and log routing; cheap after the first call.
+/// Initialises llama.cpp's backends (loading them, when built as modules) and log routing;
+/// cheap after the first call.
 pub(crate) fn init() {
     INIT.call_once(|| {
         // SAFETY: one-time global initialisation, as llama.cpp requires.
         unsafe {
             sys::llama_log_set(Some(log_callback), std::ptr::null_mut());
+            // Backends built as modules register when loaded: from the build's backend
+            // folder, the executable's folder and the current one (ggml's search).
+            #[cfg(feature = "dynamic-backends")]
+            sys::ggml_backend_load_all();
             sys::llama_backend_init();
         }
     });

@@ -3,8 +3,8 @@
 
 use std::ptr::NonNull;
 
+use super::cpu::ThreadPool;
 use super::model::LlamaModel;
-use super::threads::ThreadPool;
 use crate::sys;
 
 /// A context created from a model. The model must outlive it (the owner drops the context

@@ -17,7 +17,7 @@ use super::repacked::{fill_repacked, RepackError, RepackTarget};
 use crate::error::LoadError;
 use crate::io::{fd_path, ModelFile, ReadError, ReadPool, ReadRequest, StandIn};
 use crate::llama::repack::{self, RepackScope, Repacking};
-use crate::llama::{backend, LlamaContext, LlamaModel, ThreadPool};
+use crate::llama::{backend, CpuBackend, LlamaContext, LlamaModel, ThreadPool};
 use crate::memory::{HypuraBufferType, ReservedMemory};
 use crate::model::{excerpt, excerpt_within, ModelInventory};
 
@@ -621,11 +621,11 @@ fn build_streamer<'a>(
                 n_embd: inventory.n_embd as i64,
                 n_vocab: info.n_rows() as i64,
                 softcap: inventory.final_logit_softcap,
-                n_threads,
             },
             groups: head_groups,
             _memory: memory,
-            pool: ThreadPool::sleeping(n_threads),
+            cpu: CpuBackend::new(n_threads)
+                .ok_or_else(|| internal("no CPU backend to compute the LM head on".into()))?,
             logits: Vec::new(),
             logits_ready: false,
         })

@@ -249,14 +249,14 @@ impl LoadOptions {
     /// The CPU threads to use: the number asked for, or every core. More than the cores
     /// gets a warning (it works, slower).
     pub(crate) fn thread_count(&self) -> i32 {
-        let cores = crate::llama::threads::thread_count(0) as u32;
+        let cores = crate::llama::cpu::thread_count(0) as u32;
         if self.threads > cores {
             log::warn!(
                 "{} threads asked for, but only {cores} cores are available: expect it to be slower",
                 self.threads
             );
         }
-        crate::llama::threads::thread_count(self.threads as i32)
+        crate::llama::cpu::thread_count(self.threads as i32)
     }
 
     /// Checks every option against its bounds.

@@ -15,8 +15,6 @@ pub(crate) struct HeadCompute {
     pub n_vocab: i64,
     /// Final logit soft-capping (0 = none).
     pub softcap: f32,
-    /// CPU threads.
-    pub n_threads: i32,
 }
 
 impl HeadCompute {
@@ -33,7 +31,7 @@ impl HeadCompute {
         hidden: &[f32],
         n_out: i64,
         logits: &mut [f32],
-        pool: Option<&crate::llama::ThreadPool>,
+        cpu: &mut crate::llama::CpuBackend,
     ) -> Result<(), String> {
         if hidden.len() as i64 != self.n_embd * n_out || logits.len() as i64 != self.n_vocab * n_out
         {
@@ -78,11 +76,7 @@ impl HeadCompute {
             }
             let graph = sys::ggml_new_graph(ctx);
             sys::ggml_build_forward_expand(graph, out);
-            let pool = pool.map_or(std::ptr::null_mut(), |p| p.as_ptr());
-            let mut plan = sys::ggml_graph_plan(graph, self.n_threads, pool);
-            let mut work = vec![0u8; plan.work_size];
-            plan.work_data = work.as_mut_ptr();
-            let status = sys::ggml_graph_compute(graph, &mut plan);
+            let status = cpu.compute(graph);
             if status == sys::GGML_STATUS_SUCCESS {
                 let values = std::slice::from_raw_parts(
                     (*out).data as *const f32,
@@ -114,8 +108,8 @@ pub(crate) struct StreamedHead {
     /// Where the chunks are read to (the head's own reserved memory), held for as long as
     /// the chunks' reads point into it.
     pub _memory: crate::memory::ReservedMemory,
-    /// A thread pool that sleeps between chunks.
-    pub pool: Option<crate::llama::ThreadPool>,
+    /// The CPU backend the chunks are computed on (its thread pool sleeps between chunks).
+    pub cpu: crate::llama::CpuBackend,
     /// Logits of the last batch (`n_out * n_vocab`).
     pub logits: Vec<f32>,
     /// True once `logits` holds the last batch's.
@@ -166,7 +160,7 @@ impl super::Streamer {
         let StreamedHead {
             compute,
             groups,
-            pool,
+            cpu,
             logits,
             ..
         } = head;
@@ -197,7 +191,7 @@ impl super::Streamer {
                     hidden,
                     n_out as i64,
                     &mut logits[start..],
-                    pool.as_ref(),
+                    cpu,
                 )
             }
             .map_err(super::StreamFailure::Graph)?;

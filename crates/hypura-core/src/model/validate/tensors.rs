@@ -43,12 +43,22 @@ pub const MATRIX_TYPES: &[u32] = &[
     sys::GGML_TYPE_Q2_0,
 ];
 
+/// Whether ggml's CPU backend has a dot product for `ggml_type`, asked of its type table.
+#[cfg(not(feature = "dynamic-backends"))]
 fn has_cpu_dot_product(ggml_type: u32) -> bool {
     // SAFETY: the id is one of ggml's types (checked by the caller); the function returns a
     // pointer to a static table entry.
     let traits = unsafe { sys::ggml_get_type_traits_cpu(ggml_type) };
     // SAFETY: a non-null pointer into ggml's static table.
     !traits.is_null() && unsafe { (*traits).vec_dot.is_some() }
+}
+
+/// With the CPU backend loaded as a module its type table cannot be linked to: every type of
+/// [`MATRIX_TYPES`] has a CPU dot product in the pinned ggml, which the default build's test
+/// `every_matrix_type_has_a_cpu_dot_product` checks against that table.
+#[cfg(feature = "dynamic-backends")]
+fn has_cpu_dot_product(ggml_type: u32) -> bool {
+    MATRIX_TYPES.contains(&ggml_type)
 }
 
 fn type_allowed(kind: TensorKind, ggml_type: u32) -> bool {
@@ -150,4 +160,20 @@ pub(super) fn check(header: &GgufHeader, spec: &ArchSpec, hp: &Hparams) -> Resul
         return Err(format!("tensor {} is missing", excerpt(name)));
     }
     Ok(())
+}
+
+#[cfg(all(test, not(feature = "dynamic-backends")))]
+mod cpu_table_tests {
+    use super::*;
+
+    #[test]
+    fn every_matrix_type_has_a_cpu_dot_product() {
+        for &t in MATRIX_TYPES {
+            assert!(
+                has_cpu_dot_product(t),
+                "{} has no CPU dot product",
+                type_name(t)
+            );
+        }
+    }
 }

@@ -112,32 +112,31 @@ fetch_models() {
 # (DIR/chat-template-automap.ts and DIR/openai-gpt-oss-120b.jinja;
 # crates/hypura-core/tests/family_templates.rs reads them).
 fetch_chat_templates() {
-    local dir=$1 tarball
+    local dir=$1
     mkdir -p "$dir"
-    if [ ! -f "$dir/chat-template-automap.ts" ]; then
-        tarball="$dir/ollama-utils.tgz"
-        say "fetching the families' chat templates (npm: @huggingface/ollama-utils 0.0.18)"
-        download "$CHAT_TEMPLATES_URL" "$tarball"
-        check_sha "$tarball" "$CHAT_TEMPLATES_SHA256"
-        tar -xzf "$tarball" -C "$dir" --strip-components=2 package/src/chat-template-automap.ts
-        rm -f "$tarball"
-    fi
-    if [ ! -f "$dir/openai-gpt-oss-120b.jinja" ]; then
-        tarball="$dir/llama-cpp-python.tar.gz"
-        say "fetching gpt-oss's chat template (PyPI: llama-cpp-python 0.3.36 source, 76 MB)"
-        download "$GPT_OSS_TEMPLATE_URL" "$tarball"
-        check_sha "$tarball" "$GPT_OSS_TEMPLATE_SHA256"
-        tar -xzf "$tarball" -C "$dir" --strip-components=5 \
-            llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates/openai-gpt-oss-120b.jinja
-        rm -f "$tarball"
-    fi
+    [ -f "$dir/chat-template-automap.ts" ] || fetch_archive_member \
+        "the families' chat templates (npm: @huggingface/ollama-utils 0.0.18)" \
+        "$CHAT_TEMPLATES_URL" "$CHAT_TEMPLATES_SHA256" "$dir" \
+        package/src/chat-template-automap.ts
+    [ -f "$dir/openai-gpt-oss-120b.jinja" ] || fetch_archive_member \
+        "gpt-oss's chat template (PyPI: llama-cpp-python 0.3.36 source, 76 MB)" \
+        "$GPT_OSS_TEMPLATE_URL" "$GPT_OSS_TEMPLATE_SHA256" "$dir" \
+        llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates/openai-gpt-oss-120b.jinja
 }
 
-# download URL FILE
-download() {
-    python3 - "$1" "$2" <<'PY'
+# fetch_archive_member WHAT URL SHA256 DIR MEMBER: downloads the .tar.gz at URL, checks it,
+# and extracts MEMBER into DIR under its own file name.
+fetch_archive_member() {
+    local what=$1 url=$2 sha=$3 dir=$4 member=$5
+    local tarball="$dir/.download.tar.gz" depth
+    say "fetching $what"
+    python3 - "$url" "$tarball" <<'PY'
 import shutil, sys, urllib.request
 with urllib.request.urlopen(sys.argv[1], timeout=300) as src, open(sys.argv[2], "wb") as out:
     shutil.copyfileobj(src, out)
 PY
+    check_sha "$tarball" "$sha"
+    depth=$(tr -cd / <<<"$member" | wc -c)
+    tar -xzf "$tarball" -C "$dir" --strip-components="$depth" "$member"
+    rm -f "$tarball"
 }

@@ -16,16 +16,9 @@ use std::path::PathBuf;
 
 use hypura_core::{ChatMessage, ChatTemplate};
 
-/// The fetched map of templates; the suite fails, never skips, when it is missing.
+/// The fetched map of templates.
 fn automap() -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/chat-templates/chat-template-automap.ts");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}: run scripts/test.sh (it fetches the families' chat templates)",
-            path.display()
-        )
-    })
+    template_file("chat-template-automap.ts")
 }
 
 /// Reads the JavaScript string literal that starts at `text[0]` (a `"` or `'`); returns it
@@ -58,7 +51,8 @@ fn string_literal(text: &str) -> (String, &str) {
     panic!("an unterminated string literal");
 }
 
-/// A template file fetched beside the map; the suite fails, never skips, when it is missing.
+/// A file fetched into `target/chat-templates`; the suite fails, never skips, when it is
+/// missing.
 fn template_file(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../target/chat-templates")

@@ -31,7 +31,7 @@ pub(crate) fn cpu_device() -> Option<sys::ggml_backend_dev_t> {
 ///
 /// # Safety
 /// `F` must be an `unsafe extern "C" fn` type with the signature ggml gives `name`.
-unsafe fn cpu_procedure<F: Copy>(name: &CStr) -> Option<F> {
+pub(crate) unsafe fn cpu_procedure<F: Copy>(name: &CStr) -> Option<F> {
     const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<*mut std::ffi::c_void>()) };
     let dev = cpu_device()?;
     // SAFETY: registry lookups on a registered device.

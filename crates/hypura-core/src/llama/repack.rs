@@ -18,8 +18,13 @@
 use std::collections::BTreeSet;
 use std::ffi::CStr;
 
+use super::cpu;
 use crate::model::{ModelInventory, Role};
 use crate::sys;
+
+/// `ggml_backend_dev_get_extra_bufts`, the CPU backend's list of its extra buffer types.
+type GetExtraBufts =
+    unsafe extern "C" fn(sys::ggml_backend_dev_t) -> *mut sys::ggml_backend_buffer_type_t;
 
 /// The names of ggml's extra CPU buffer types that hypura fills itself: their `set_tensor`
 /// converts a tensor's rows into a layout where whole groups of rows (at most 16) keep their
@@ -167,38 +172,32 @@ fn plan_within(
     if !use_extra_bufts {
         return Repacking::Nothing;
     }
-    // SAFETY: registry lookups; the function pointer comes from ggml's CPU backend with the
-    // signature its name says.
-    let (cpu_dev, extra) = unsafe {
-        let count = sys::ggml_backend_dev_count();
-        for i in 0..count {
-            let dev = sys::ggml_backend_dev_get(i);
-            if sys::ggml_backend_dev_type(dev) != sys::GGML_BACKEND_DEVICE_TYPE_CPU {
-                return Repacking::Unsure("a device other than the CPU is registered".into());
-            }
-        }
-        let cpu_dev = sys::ggml_backend_dev_by_type(sys::GGML_BACKEND_DEVICE_TYPE_CPU);
-        if cpu_dev.is_null() {
-            return Repacking::Unsure("no CPU device".into());
-        }
-        let reg = sys::ggml_backend_dev_backend_reg(cpu_dev);
-        let proc = sys::ggml_backend_reg_get_proc_address(
-            reg,
-            c"ggml_backend_dev_get_extra_bufts".as_ptr(),
-        );
-        let mut extra = Vec::new();
-        if !proc.is_null() {
-            let get: sys::ggml_backend_dev_get_extra_bufts_t = std::mem::transmute(proc);
-            if let Some(get) = get {
-                let mut list = get(cpu_dev);
-                while !list.is_null() && !(*list).is_null() {
-                    extra.push(*list);
-                    list = list.add(1);
-                }
-            }
-        }
-        (cpu_dev, extra)
+    // SAFETY: registry lookups.
+    let foreign = unsafe {
+        (0..sys::ggml_backend_dev_count()).any(|i| {
+            sys::ggml_backend_dev_type(sys::ggml_backend_dev_get(i))
+                != sys::GGML_BACKEND_DEVICE_TYPE_CPU
+        })
     };
+    if foreign {
+        return Repacking::Unsure("a device other than the CPU is registered".into());
+    }
+    let Some(cpu_dev) = cpu::cpu_device() else {
+        return Repacking::Unsure("no CPU device".into());
+    };
+    let mut extra = Vec::new();
+    // SAFETY: the CPU backend's documented procedure with its signature; it returns a
+    // NULL-terminated array of static buffer types.
+    unsafe {
+        if let Some(get) = cpu::cpu_procedure::<GetExtraBufts>(c"ggml_backend_dev_get_extra_bufts")
+        {
+            let mut list = get(cpu_dev);
+            while !list.is_null() && !(*list).is_null() {
+                extra.push(*list);
+                list = list.add(1);
+            }
+        }
+    }
     let filled = |b: sys::ggml_backend_buffer_type_t| {
         // SAFETY: buffer type names are static NUL-terminated strings.
         let name = unsafe { CStr::from_ptr(sys::ggml_backend_buft_name(b)) };

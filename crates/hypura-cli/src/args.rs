@@ -82,6 +82,11 @@ pub struct ModelArgs {
     /// Neither read nor save an expert profile.
     #[arg(long)]
     pub no_expert_profile: bool,
+    /// GPU memory hypura may use: the weights it puts there and the KV cache of the layers
+    /// they belong to (8G, 25% of the weights, or all). Needs a build with a GPU backend.
+    /// Default: none, nothing on the GPU.
+    #[arg(long)]
+    pub gpu_budget: Option<String>,
 }
 
 #[derive(Args)]
@@ -140,6 +145,16 @@ pub struct SamplingArgs {
     /// Run stock llama.cpp (default mmap loading, no hypura placement) for comparison.
     #[arg(long, alias = "stock")]
     pub baseline: bool,
+    /// With --baseline: llama.cpp's layers on the GPU (its -ngl).
+    #[arg(long = "n-gpu-layers", visible_alias = "ngl", requires = "baseline")]
+    pub n_gpu_layers: Option<u32>,
+    /// With --baseline: every expert matrix on the CPU (llama.cpp's --cpu-moe).
+    #[arg(long, requires = "baseline", conflicts_with = "n_cpu_moe")]
+    pub cpu_moe: bool,
+    /// With --baseline: the expert matrices of the first N layers on the CPU (llama.cpp's
+    /// --n-cpu-moe).
+    #[arg(long, requires = "baseline")]
+    pub n_cpu_moe: Option<u32>,
     /// Turn off llama.cpp's repacked CPU weight layouts (for stock and hypura alike).
     #[arg(long)]
     pub no_repack: bool,
@@ -340,9 +355,6 @@ pub struct BenchArgs {
     /// buffers and the process).
     #[arg(long)]
     pub weights_budget: Option<String>,
-    /// GPU budget: this build has no GPU tier, so only 0 is accepted.
-    #[arg(long)]
-    pub gpu_budget: Option<String>,
     /// Tokens generated per run.
     #[arg(long, default_value_t = 8)]
     pub tokens: usize,

@@ -7,7 +7,7 @@ use std::path::Path;
 use hypura_core::units::{format_bytes, parse_bytes};
 use hypura_core::{
     limits, Budget, ChatMessage, GenerateOptions, GenerationStats, LoadMode, LoadOptions, Model,
-    Plan, StopReason,
+    Plan, StockGpu, StopReason,
 };
 use hypura_tools::{bench as bench_tool, disk, read_rate as read_rate_tool, synth as synth_tool};
 
@@ -67,6 +67,12 @@ fn options_of(args: &ModelArgs) -> Result<LoadOptions, Failure> {
         });
     if let Some(n) = args.io_threads {
         options = options.io_threads(n);
+    }
+    if let Some(text) = args.gpu_budget.as_deref().filter(|t| t.trim() != "0") {
+        let budget: Budget = text
+            .parse()
+            .map_err(|e| usage(format!("--gpu-budget: {e}")))?;
+        options = options.gpu_budget(Some(budget));
     }
     if let Some(gbps) = args.disk_gbps {
         if !(gbps.is_finite() && gbps > 0.0 && gbps < 1e6) {
@@ -219,7 +225,15 @@ fn load_for_generation(
         .mode(mode)
         .repack(!sampling.no_repack)
         .threads(sampling.threads)
-        .verify_reads(!sampling.no_verify_reads);
+        .verify_reads(!sampling.no_verify_reads)
+        .stock_gpu(StockGpu::new(
+            sampling.n_gpu_layers.unwrap_or(0),
+            if sampling.cpu_moe {
+                u32::MAX
+            } else {
+                sampling.n_cpu_moe.unwrap_or(0)
+            },
+        ));
     let mut options = with_measured_disk(model_args, options)?;
     eprintln!("hypura: loading {}", model_args.model.display());
     let bar = progress::bytes_bar("reading the resident weights");
@@ -244,7 +258,17 @@ fn load_for_generation(
             "loaded as stock llama.cpp".to_string()
         } else {
             format!(
-                "with a RAM budget of {}: {} resident, {} streamed per token, {}, bound {:.2} tok/s",
+                "{}with a RAM budget of {}: {} resident, {} streamed per token, {}, bound {:.2} tok/s",
+                if plan.gpu_resident_bytes > 0 {
+                    format!(
+                        "with {} on the GPU ({} layers{}), ",
+                        format_bytes(plan.gpu_resident_bytes),
+                        plan.gpu_layers,
+                        if plan.gpu_head { " and the head" } else { "" }
+                    )
+                } else {
+                    String::new()
+                },
                 format_bytes(plan.ram_budget_bytes),
                 format_bytes(plan.ram_resident_bytes),
                 format_bytes(plan.streamed_bytes_per_token),
@@ -546,11 +570,6 @@ fn size_of(text: &str, reference: u64) -> Result<u64, Failure> {
 }
 
 pub fn bench(args: BenchArgs) -> Result<(), Failure> {
-    if let Some(gpu) = &args.gpu_budget {
-        if gpu.trim() != "0" {
-            return Err(usage("--gpu-budget: this build has no GPU tier yet"));
-        }
-    }
     let model_args = ModelArgs {
         model: args.model.clone(),
         memory: None,
@@ -563,6 +582,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         // The plan here only sizes the cap; each run reads (or not) its own profile.
         expert_profiles: None,
         no_expert_profile: true,
+        gpu_budget: None,
     };
     if !(1..=MAX_PARALLEL).contains(&args.parallel) {
         return Err(usage(format!("--parallel: 1 to {MAX_PARALLEL}")));

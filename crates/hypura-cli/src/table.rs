@@ -9,6 +9,38 @@ fn name_of<T: std::fmt::Debug>(value: T) -> String {
     format!("{value:?}").to_lowercase()
 }
 
+/// What the GPU holds, in words.
+fn gpu_share(plan: &Plan) -> String {
+    let n_layers = plan
+        .tensors
+        .iter()
+        .filter_map(|t| t.layer)
+        .max()
+        .map_or(0, |l| l + 1);
+    if plan.gpu_layers == 0 {
+        return "nothing (not one layer fits)".into();
+    }
+    let experts = plan
+        .tensors
+        .iter()
+        .any(|t| t.role == Role::Experts && t.tier != Tier::Gpu);
+    let mut what = if plan.gpu_layers >= n_layers {
+        "every layer".to_string()
+    } else {
+        format!("the last {} layers", plan.gpu_layers)
+    };
+    if experts {
+        what += &format!(
+            " but their experts (the last {} layers' experts too)",
+            plan.gpu_expert_layers
+        );
+    }
+    if plan.gpu_head {
+        what += " and the head";
+    }
+    what
+}
+
 /// A human-readable summary of `plan`.
 pub fn plan_table(plan: &Plan) -> String {
     let mut out = String::new();
@@ -18,6 +50,25 @@ pub fn plan_table(plan: &Plan) -> String {
     line("architecture", plan.arch.clone());
     line("model weights", format_bytes(plan.model_bytes));
     line("RAM budget", format_bytes(plan.ram_budget_bytes));
+    if plan.gpu_budget_bytes > 0 {
+        line(
+            "GPU budget",
+            if plan.gpu_budget_bytes >= u64::MAX / 4 {
+                "all".to_string()
+            } else {
+                format_bytes(plan.gpu_budget_bytes)
+            },
+        );
+        line(
+            "resident on the GPU",
+            format!(
+                "{} of weights and {} of KV cache: {}",
+                format_bytes(plan.gpu_resident_bytes),
+                format_bytes(plan.gpu_kv_cache_bytes),
+                gpu_share(plan)
+            ),
+        );
+    }
     if let Some(why) = &plan.untiered {
         line("placement", format!("stock llama.cpp: {why}"));
     } else if plan.full_resident {
@@ -113,6 +164,8 @@ pub fn plan_table(plan: &Plan) -> String {
         "LM head",
         if plan.head_streamed {
             format!("streamed in chunks of {} rows", plan.head_chunk_rows)
+        } else if plan.gpu_head {
+            "on the GPU".to_string()
         } else {
             "resident".to_string()
         },

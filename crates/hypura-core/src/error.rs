@@ -152,6 +152,30 @@ pub enum LoadError {
         /// The model file.
         path: PathBuf,
     },
+    /// The options put weights on a GPU, and ggml has no GPU device.
+    #[error(
+        "{}: no GPU device: this build of hypura has no GPU backend, or none found a GPU (build with the `cuda`, `metal` or `vulkan` feature, or add a GPU backend module to a `dynamic-backends` build)",
+        path.display()
+    )]
+    NoGpu {
+        /// The model file.
+        path: PathBuf,
+    },
+    /// The GPU budget is more than the GPU has free.
+    #[error(
+        "{}: the plan puts {needed} in GPU memory, but {device} has {free} free: give a smaller GPU budget",
+        path.display()
+    )]
+    GpuMemory {
+        /// The model file.
+        path: PathBuf,
+        /// The device.
+        device: String,
+        /// Weights and KV cache planned for it, formatted.
+        needed: String,
+        /// Its free memory, formatted.
+        free: String,
+    },
 }
 
 /// Why a batch could not be decoded. Apart from [`DecodeError::FileChanged`] and

@@ -72,7 +72,7 @@ pub use runtime::engine::{Engine, EngineEvent, RequestId, RequestTimings};
 pub use runtime::generate::{GenerateOptions, GenerationStats, StopReason};
 pub use runtime::model::{BatchToken, LoadStats, Model, ModelStats, Token};
 pub use runtime::options::{
-    defaults, limits, LoadMode, LoadOptions, LoadProgress, LoadProgressCallback,
+    defaults, limits, LoadMode, LoadOptions, LoadProgress, LoadProgressCallback, StockGpu,
 };
 pub use runtime::sample::Sampler;
 pub use stream::experts::{ExpertLayerStats, ExpertRequest};

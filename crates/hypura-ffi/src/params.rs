@@ -16,7 +16,6 @@ pub struct hypura_params {
     pub(crate) model_path: Option<PathBuf>,
     pub(crate) options: LoadOptions,
     pub(crate) seed: u64,
-    pub(crate) gpu_budget_bytes: u64,
 }
 
 impl hypura_params {
@@ -42,7 +41,6 @@ pub unsafe extern "C" fn hypura_params_new(out: *mut *mut hypura_params) -> hypu
             model_path: None,
             options: LoadOptions::new(""),
             seed: 0,
-            gpu_budget_bytes: 0,
         });
         // SAFETY: checked non-NULL; the caller passed a writable pointer.
         unsafe { *out = Box::into_raw(params) };
@@ -195,8 +193,9 @@ pub unsafe extern "C" fn hypura_params_set_memory_budget_bytes(
     })
 }
 
-/// Bytes of weights to place in GPU memory. Must be 0: this build has no GPU tier
-/// (anything else gives `HYPURA_STATUS_UNSUPPORTED`).
+/// Bytes of GPU memory hypura may use: the weights it puts there and the KV cache of their
+/// layers (0, the default: nothing on the GPU). Loading then needs a GPU device (a build
+/// with a GPU backend): without one, `hypura_load` gives `HYPURA_STATUS_UNSUPPORTED`.
 ///
 /// # Safety
 /// `params` is NULL or live.
@@ -206,13 +205,10 @@ pub unsafe extern "C" fn hypura_params_set_gpu_budget_bytes(
     bytes: u64,
 ) -> hypura_status {
     with_params(params, |p| {
-        if bytes != 0 {
-            return fail(
-                HYPURA_STATUS_UNSUPPORTED,
-                "the GPU budget must be 0: this build of hypura has no GPU tier",
-            );
-        }
-        p.gpu_budget_bytes = bytes;
+        p.options = p
+            .options
+            .clone()
+            .gpu_budget((bytes > 0).then_some(Budget::WeightBytes(bytes)));
         HYPURA_STATUS_OK
     })
 }

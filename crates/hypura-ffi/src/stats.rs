@@ -16,7 +16,7 @@ pub struct hypura_stats {
     pub ram_budget_bytes: u64,
     /// Weight bytes resident in RAM.
     pub ram_resident_bytes: u64,
-    /// Weight bytes resident in GPU memory (0: no GPU tier in this build).
+    /// Weight bytes resident in GPU memory (0: none).
     pub gpu_resident_bytes: u64,
     /// Weight bytes streamed from the file per token (planned).
     pub nvme_streamed_bytes_per_token: u64,
@@ -67,7 +67,7 @@ pub unsafe extern "C" fn hypura_get_stats(
             model_bytes: plan.model_bytes,
             ram_budget_bytes: plan.ram_budget_bytes,
             ram_resident_bytes: plan.ram_resident_bytes,
-            gpu_resident_bytes: 0,
+            gpu_resident_bytes: plan.gpu_resident_bytes,
             nvme_streamed_bytes_per_token: plan.streamed_bytes_per_token,
             bytes_read: s.bytes_read,
             tokens_decoded: s.tokens_decoded,

@@ -38,7 +38,8 @@ pub enum hypura_status {
     HYPURA_STATUS_IO_ERROR = 12,
     /// An output buffer is too small; the length needed was written to the length out-parameter.
     HYPURA_STATUS_BUFFER_TOO_SMALL = 13,
-    /// Asked for something this build cannot do (e.g. a GPU budget: no GPU tier yet).
+    /// Asked for something this build cannot do (e.g. a GPU budget where ggml has no GPU
+    /// device).
     HYPURA_STATUS_UNSUPPORTED = 14,
     /// A bug: hypura panicked. The handle involved should be freed.
     HYPURA_STATUS_PANIC = 15,
@@ -89,6 +90,8 @@ impl From<&LoadError> for hypura_status {
             LoadError::Plan(e) => e.into(),
             LoadError::Io { .. } => HYPURA_STATUS_IO_ERROR,
             LoadError::FileChanged { .. } => HYPURA_STATUS_MODEL_FILE_CHANGED,
+            LoadError::NoGpu { .. } => HYPURA_STATUS_UNSUPPORTED,
+            LoadError::GpuMemory { .. } => HYPURA_STATUS_INVALID_ARGUMENT,
             _ => HYPURA_STATUS_LOAD_FAILED,
         }
     }

@@ -144,11 +144,18 @@ pub(crate) enum RepackScope<'a> {
 
 /// Decides what goes in `CPU_REPACK` (or `AMX`) for `inventory`'s model with `use_extra_bufts`
 /// (llama.cpp's `use_extra_bufts`), on the backends registered now, within `scope`.
+/// `gpu_in_use`: the model is loaded with a GPU device, whose pinned host buffer type
+/// llama.cpp prefers to the repacked ones for CPU weights (so, as llama.cpp, nothing is
+/// repacked then; hypura's own choice for a tiered model's RAM tier stands).
 pub(crate) fn plan_repacking(
     inventory: &ModelInventory,
     use_extra_bufts: bool,
     scope: RepackScope<'_>,
+    gpu_in_use: bool,
 ) -> Repacking {
+    if gpu_in_use && matches!(scope, RepackScope::AsLlamaCpp) {
+        return Repacking::Nothing;
+    }
     match (plan_within(inventory, use_extra_bufts, &scope), scope) {
         (Repacking::Unsure(_), RepackScope::Resident(_)) => Repacking::Nothing,
         (choice, _) => choice,
@@ -172,15 +179,17 @@ fn plan_within(
     if !use_extra_bufts {
         return Repacking::Nothing;
     }
+    // An accelerator's buffer types come first in llama.cpp's list for CPU weights. A GPU's
+    // come into it only when the model is loaded with that GPU (hypura names its devices).
     // SAFETY: registry lookups.
-    let foreign = unsafe {
+    let accelerator = unsafe {
         (0..sys::ggml_backend_dev_count()).any(|i| {
             sys::ggml_backend_dev_type(sys::ggml_backend_dev_get(i))
-                != sys::GGML_BACKEND_DEVICE_TYPE_CPU
+                == sys::GGML_BACKEND_DEVICE_TYPE_ACCEL
         })
     };
-    if foreign {
-        return Repacking::Unsure("a device other than the CPU is registered".into());
+    if accelerator {
+        return Repacking::Unsure("an accelerator device is registered".into());
     }
     let Some(cpu_dev) = cpu::cpu_device() else {
         return Repacking::Unsure("no CPU device".into());

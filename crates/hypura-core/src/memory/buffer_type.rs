@@ -20,7 +20,8 @@
 //! the buffers are ggml's, but while loading they present themselves as hypura's host
 //! buffers, so the loader reads the stand-in's zeros into the load window instead of
 //! converting them on its one thread; hypura converts the real bytes afterwards, in
-//! parallel ([`crate::runtime::repacked`]).
+//! parallel ([`crate::runtime::repacked`]). It wraps a GPU's buffer type in the same way for
+//! the GPU tier: the loader uploads nothing, and hypura sets the real bytes afterwards.
 //!
 //! The structs below mirror `ggml/src/ggml-backend-impl.h` of the pinned llama-cpp-sys-2
 //! (it is not part of the generated bindings). The layout is version-specific: the
@@ -221,8 +222,10 @@ impl HypuraBufferType {
     /// them.
     ///
     /// # Safety
-    /// `inner` must be a live CPU buffer type whose buffers hold their tensors in host memory
-    /// at `data` (ggml's `CPU_REPACK` does), alive as long as this value.
+    /// `inner` must be a live buffer type, alive as long as this value. Its buffers may hold
+    /// device memory: while loading, the loader's reads land in the load window, never at a
+    /// tensor's own `data`, and hypura writes the tensors only through
+    /// [`sys::ggml_backend_tensor_set`] once loading has ended.
     pub(crate) unsafe fn wrapping(name: &str, inner: sys::ggml_backend_buffer_type_t) -> Self {
         Self::create(
             name,
@@ -401,11 +404,16 @@ unsafe extern "C" fn buft_get_alloc_size(
     buft: *mut BufferType,
     tensor: *const sys::ggml_tensor,
 ) -> usize {
-    // SAFETY: ggml passes our buffer type and a live tensor.
+    // SAFETY: ggml passes our buffer type and a live tensor; a wrapped type is alive.
     unsafe {
+        let state = state_of(buft);
+        if let Some(w) = &state.wrapped {
+            // The inner type's size (a GPU's pads quantized rows).
+            return sys::ggml_backend_buft_get_alloc_size(w.inner.cast(), tensor.cast_mut());
+        }
         let nbytes = sys::ggml_nbytes(tensor);
         let name = CStr::from_ptr((*tensor).name.as_ptr());
-        match state_of(buft).page_offset(name) {
+        match state.page_offset(name) {
             // Room to start anywhere in the first page and still end on a page of its own.
             Some(_) => nbytes + PAGE_BYTES,
             None => nbytes,

@@ -4,6 +4,7 @@
 //! Chosen when the budget holds everything else plus one layer's experts in full (a batch of
 //! many tokens may pick every expert of a layer); else the model streams whole layers.
 
+use super::gpu::GpuSplit;
 use super::search::{finish, page_round, placement, Chosen, SearchParams};
 use super::{Placement, Plan};
 use crate::memory::PAGE_BYTES;
@@ -21,17 +22,22 @@ pub(crate) fn is_sliced(inventory: &ModelInventory, t: &ModelTensor) -> bool {
 }
 
 /// The expert-slice plan of `inventory` under `params`, if it has experts and the budget
-/// holds everything else and one layer's experts.
+/// holds everything else and one layer's experts. What `gpu` holds is in GPU memory.
 pub(crate) fn plan(
     inventory: &ModelInventory,
     params: &SearchParams,
     model_bytes: u64,
+    gpu: &GpuSplit,
 ) -> Option<Plan> {
     let mut resident = 0u64;
     let mut expert_bytes = 0u64;
     let mut layer_expert_bytes = vec![0u64; inventory.n_layers as usize];
     let mut n_expert = 0u64;
-    for t in inventory.tensors.iter().filter(|t| !inventory.is_unused(t)) {
+    for t in inventory
+        .tensors
+        .iter()
+        .filter(|t| !inventory.is_unused(t) && !gpu.holds(inventory, t))
+    {
         if is_sliced(inventory, t) {
             expert_bytes += t.info.nbytes;
             n_expert = n_expert.max(t.info.dims[2]);
@@ -56,6 +62,8 @@ pub(crate) fn plan(
         .map(|t| {
             let where_ = if inventory.is_unused(t) {
                 Placement::Unused
+            } else if gpu.holds(inventory, t) {
+                Placement::GpuResident
             } else if is_sliced(inventory, t) {
                 Placement::ExpertSlices
             } else {
@@ -83,6 +91,7 @@ pub(crate) fn plan(
         inventory,
         params,
         model_bytes,
+        gpu,
         Some(chosen),
         tensors,
         Vec::new(),
@@ -116,8 +125,11 @@ pub(crate) fn apply_profile(
     }
     let capacity = (plan.expert_cache_bytes / plan.expert_unit_bytes) as usize;
     let hit = profile.predicted_hit_rate(capacity);
+    // The layers whose experts are in GPU memory read nothing.
+    let on_cpu = inventory.n_layers.saturating_sub(plan.gpu_expert_layers) as usize;
     let picked_bytes: u64 = unit_bytes(inventory)
         .iter()
+        .take(on_cpu)
         .map(|b| b * inventory.n_expert_used)
         .sum();
     plan.streamed_bytes_per_token = ((1.0 - hit) * picked_bytes as f64) as u64;

@@ -8,6 +8,7 @@
 
 pub(crate) mod budget;
 pub(crate) mod experts;
+pub(crate) mod gpu;
 pub(crate) mod search;
 
 use serde::Serialize;
@@ -19,6 +20,8 @@ use crate::model::Role;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Tier {
+    /// GPU memory (read once at load, computed on by the GPU backend).
+    Gpu,
     /// RAM hypura holds (read once at load).
     Ram,
     /// The model file itself: read into a bounded window just before use.
@@ -30,6 +33,9 @@ pub enum Tier {
 #[serde(rename_all = "snake_case", tag = "kind")]
 #[non_exhaustive]
 pub enum Placement {
+    /// Read once at load into GPU memory (the GPU backend's own buffer type), where the ops
+    /// that read it run.
+    GpuResident,
     /// Read once at load and held in RAM.
     Resident,
     /// Read whole every token as part of stream group `group` (its layer's streamed
@@ -56,6 +62,7 @@ impl Placement {
     /// The tier the bytes live on.
     pub fn tier(self) -> Tier {
         match self {
+            Placement::GpuResident => Tier::Gpu,
             Placement::Resident => Tier::Ram,
             _ => Tier::File,
         }
@@ -121,8 +128,25 @@ pub struct Plan {
     pub model_bytes: u64,
     /// Bytes of weights hypura may hold (the budget, resolved to bytes).
     pub ram_budget_bytes: u64,
-    /// True when everything fits: hypura then loads like stock llama.cpp without mmap.
+    /// True when nothing streams (every weight the GPU does not hold fits in RAM): hypura
+    /// then loads like stock llama.cpp without mmap.
     pub full_resident: bool,
+    /// Bytes the GPU tier may hold (weights and the KV cache of its layers; 0: no GPU tier).
+    pub gpu_budget_bytes: u64,
+    /// Bytes of weights read once at load into GPU memory.
+    pub gpu_resident_bytes: u64,
+    /// Bytes of the KV cache in GPU memory (predicted: the share of the layers there).
+    pub gpu_kv_cache_bytes: u64,
+    /// The last layers whose weights are in GPU memory (for a mixture-of-experts model: all
+    /// but the expert matrices); llama.cpp computes them, and keeps their KV cache, there.
+    pub gpu_layers: u32,
+    /// True when the output layer is in GPU memory: the LM head and everything else outside
+    /// the layers, and the embedding too when the head is tied to it.
+    pub gpu_head: bool,
+    /// The last layers whose expert matrices are in GPU memory too.
+    pub gpu_expert_layers: u32,
+    /// GPU memory bandwidth assumed for the compute part of the bound, bytes/s.
+    pub gpu_bytes_per_s: f64,
     /// Bytes read once at load and held.
     pub ram_resident_bytes: u64,
     /// Bytes reserved for streamed groups in flight (`prefetch_depth + 1` groups).
@@ -176,13 +200,24 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Bytes of weights hypura may hold at once: resident + window + embedding rows +
+    /// Bytes of weights hypura may hold at once in RAM: resident + window + embedding rows +
     /// expert cache.
     pub fn held_limit_bytes(&self) -> u64 {
         self.ram_resident_bytes
             + self.window_bytes
             + self.embedding_rows_bytes
             + self.expert_cache_bytes
+    }
+
+    /// llama.cpp's `n_gpu_layers` for this plan, which counts the output layer first: the
+    /// layers on the GPU and one (0 when the GPU holds nothing). Where the output layer's
+    /// weights go is hypura's placement's to say, not this count's.
+    pub fn llama_gpu_layers(&self) -> u32 {
+        if self.gpu_layers > 0 || self.gpu_head {
+            self.gpu_layers + 1
+        } else {
+            0
+        }
     }
 
     /// The layers whose tensors stream, in order.

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use super::gpu::{self, GpuSplit};
 use super::{GroupKind, Placement, Plan, StreamGroup, TensorPlacement};
 use crate::error::PlanError;
 use crate::memory::PAGE_BYTES;
@@ -14,8 +15,12 @@ use crate::units::format_bytes;
 /// Inputs of the search (the budget already resolved to bytes of weights).
 #[derive(Debug, Clone)]
 pub(crate) struct SearchParams {
-    /// Bytes of weights hypura may hold (resident + window + embedding rows).
+    /// Bytes of weights hypura may hold in RAM (resident + window + embedding rows).
     pub ram_budget_bytes: u64,
+    /// Bytes the GPU tier may hold: weights and the KV cache of its layers (0: none).
+    pub gpu_budget_bytes: u64,
+    /// GPU memory bandwidth for the compute estimate, bytes/s.
+    pub gpu_bytes_per_s: f64,
     /// Sequential read bandwidth of the disk, bytes/s.
     pub disk_bytes_per_s: f64,
     /// Memory read bandwidth for the compute estimate, bytes/s.
@@ -41,6 +46,9 @@ pub(crate) const WINDOW_SLACK_PER_TENSOR: u64 = PAGE_BYTES as u64;
 pub(crate) const MAX_PREFETCH_DEPTH: u32 = 2;
 /// Memory bandwidth assumed for the compute part of the bound.
 pub(crate) const RAM_BYTES_PER_S: f64 = 20e9;
+/// GPU memory bandwidth assumed for the compute part of the bound (a mid-range discrete GPU
+/// or a Max-class Apple chip; an H100 has 3.35 TB/s).
+pub(crate) const GPU_BYTES_PER_S: f64 = 400e9;
 
 pub(super) fn page_round(bytes: u64) -> u64 {
     bytes.div_ceil(PAGE_BYTES as u64) * PAGE_BYTES as u64
@@ -105,7 +113,15 @@ pub(crate) fn plan(
 ) -> Result<Plan, PlanError> {
     let model_bytes = inventory.weight_bytes();
     let budget = params.ram_budget_bytes;
-    if budget >= model_bytes {
+    let gpu = gpu::split(inventory, params.gpu_budget_bytes, params.kv_cache_bytes);
+    let on_gpu = |t: &crate::model::inventory::ModelTensor| gpu.holds(inventory, t);
+    let gpu_bytes: u64 = inventory
+        .tensors
+        .iter()
+        .filter(|t| on_gpu(t))
+        .map(|t| t.info.nbytes)
+        .sum();
+    if budget >= model_bytes - gpu_bytes {
         let tensors = inventory
             .tensors
             .iter()
@@ -117,6 +133,8 @@ pub(crate) fn plan(
                     t.info.nbytes,
                     if inventory.is_unused(t) {
                         Placement::Unused
+                    } else if on_gpu(t) {
+                        Placement::GpuResident
                     } else {
                         Placement::Resident
                     },
@@ -127,6 +145,7 @@ pub(crate) fn plan(
             inventory,
             params,
             model_bytes,
+            &gpu,
             None,
             tensors,
             Vec::new(),
@@ -134,34 +153,53 @@ pub(crate) fn plan(
     }
 
     if params.expert_slices {
-        if let Some(plan) = super::experts::plan(inventory, params, model_bytes) {
+        if let Some(plan) = super::experts::plan(inventory, params, model_bytes, &gpu) {
             return Ok(plan);
         }
     }
     let n_layers = inventory.n_layers;
-    let mut layer_bytes = vec![0u64; n_layers as usize];
+    let mut layer_bytes_by_layer = vec![0u64; n_layers as usize];
     // What a layer takes in the streaming window: its bytes plus the slack of placing each
     // tensor for direct reads in place.
-    let mut layer_window_bytes = vec![0u64; n_layers as usize];
+    let mut layer_window_by_layer = vec![0u64; n_layers as usize];
     let mut always = 0u64;
-    for t in inventory.tensors.iter().filter(|t| !inventory.is_unused(t)) {
+    for t in inventory
+        .tensors
+        .iter()
+        .filter(|t| !inventory.is_unused(t) && !on_gpu(t))
+    {
         match (t.role, t.layer) {
             (Role::Embedding | Role::Output, _) => {}
             (Role::Small, _) | (_, None) => always += page_round(t.info.nbytes),
             (_, Some(layer)) if layer < n_layers => {
-                layer_bytes[layer as usize] += page_round(t.info.nbytes);
-                layer_window_bytes[layer as usize] +=
+                layer_bytes_by_layer[layer as usize] += page_round(t.info.nbytes);
+                layer_window_by_layer[layer as usize] +=
                     page_round(t.info.nbytes) + WINDOW_SLACK_PER_TENSOR;
             }
             (_, Some(_)) => always += page_round(t.info.nbytes),
         }
     }
+    // The layers with weights on the CPU side, in order: the last of them stream (the GPU's
+    // layers, the last ones of the model, have none, unless their experts stay here).
+    let cpu_layers: Vec<u32> = (0..n_layers)
+        .filter(|&l| layer_bytes_by_layer[l as usize] > 0)
+        .collect();
+    let n_cpu_layers = cpu_layers.len() as u32;
+    let layer_bytes: Vec<u64> = cpu_layers
+        .iter()
+        .map(|&l| layer_bytes_by_layer[l as usize])
+        .collect();
+    let layer_window_bytes: Vec<u64> = cpu_layers
+        .iter()
+        .map(|&l| layer_window_by_layer[l as usize])
+        .collect();
     let table = LayerTable::new(&layer_bytes, &layer_window_bytes);
     let embd = inventory.embedding();
     let rows_window =
         (u64::from(params.n_ubatch) * 2 * PAGE_BYTES as u64).min(page_round(embd.nbytes));
     let head = inventory.head();
-    let head_bytes = head.nbytes;
+    // A head on the GPU takes nothing here.
+    let head_bytes = if gpu.head { 0 } else { head.nbytes };
     let row_bytes = head.row_bytes();
     let unit_rows = PAGE_BYTES as u64 / gcd(row_bytes, PAGE_BYTES as u64);
     let unit_bytes = unit_rows * row_bytes;
@@ -175,15 +213,15 @@ pub(crate) fn plan(
     };
 
     let mut best: Option<Candidate> = None;
-    for streamed_layers in 0..=n_layers {
-        let first_streamed = (n_layers - streamed_layers) as usize;
+    for streamed_layers in 0..=n_cpu_layers {
+        let first_streamed = (n_cpu_layers - streamed_layers) as usize;
         let resident_layers = table.prefix[first_streamed];
-        let streamed_layer_bytes = table.prefix[n_layers as usize] - resident_layers;
+        let streamed_layer_bytes = table.prefix[n_cpu_layers as usize] - resident_layers;
         let max_layer = table.max_from[first_streamed];
         let max_layer_window = table.max_window_from[first_streamed];
         for head_streamed in [false, true] {
-            if head_streamed && !inventory.head_streamable {
-                continue; // the family computes more than the head's product
+            if head_streamed && (!inventory.head_streamable || gpu.head) {
+                continue; // the family computes more than the head's product, or the GPU has it
             }
             if streamed_layers == 0 && !head_streamed {
                 continue; // would be full residency, which does not fit
@@ -258,9 +296,14 @@ pub(crate) fn plan(
         });
     };
 
-    let first_streamed = n_layers - choice.streamed_layers;
-    let mut groups: Vec<StreamGroup> = (first_streamed..n_layers)
-        .map(|layer| StreamGroup {
+    let streamed_layers = &cpu_layers[(n_cpu_layers - choice.streamed_layers) as usize..];
+    let mut group_of_layer = vec![None; n_layers as usize];
+    for (group, &layer) in streamed_layers.iter().enumerate() {
+        group_of_layer[layer as usize] = Some(group);
+    }
+    let mut groups: Vec<StreamGroup> = streamed_layers
+        .iter()
+        .map(|&layer| StreamGroup {
             kind: GroupKind::Layer { layer },
             bytes: 0,
         })
@@ -271,14 +314,19 @@ pub(crate) fn plan(
         .map(|t| {
             let where_ = match (t.role, t.layer) {
                 _ if inventory.is_unused(t) => Placement::Unused,
+                _ if on_gpu(t) => Placement::GpuResident,
                 (Role::Embedding, _) if inventory.tied_head && !choice.head_streamed => {
                     Placement::Resident
                 }
                 (Role::Embedding, _) => Placement::RowsOnDemand,
                 (Role::Output, _) if choice.head_streamed => Placement::HeadChunks,
                 (Role::Small, _) | (_, None) => Placement::Resident,
-                (_, Some(layer)) if layer >= first_streamed && layer < n_layers => {
-                    let group = (layer - first_streamed) as usize;
+                (_, Some(layer))
+                    if group_of_layer
+                        .get(layer as usize)
+                        .is_some_and(|g| g.is_some()) =>
+                {
+                    let group = group_of_layer[layer as usize].unwrap_or_default();
                     groups[group].bytes += t.info.nbytes;
                     Placement::Streamed { group }
                 }
@@ -325,6 +373,7 @@ pub(crate) fn plan(
         inventory,
         params,
         model_bytes,
+        &gpu,
         Some(chosen),
         tensors,
         groups,
@@ -363,13 +412,21 @@ pub(super) fn finish(
     inventory: &ModelInventory,
     params: &SearchParams,
     model_bytes: u64,
+    gpu: &GpuSplit,
     chosen: Option<Chosen>,
     tensors: Vec<TensorPlacement>,
     groups: Vec<StreamGroup>,
 ) -> Plan {
     let full = chosen.is_none();
+    let gpu_bytes: u64 = inventory
+        .tensors
+        .iter()
+        .filter(|t| gpu.holds(inventory, t))
+        .map(|t| t.info.nbytes)
+        .sum();
+    let cpu_bytes = model_bytes - gpu_bytes;
     let c = chosen.unwrap_or(Chosen {
-        resident: model_bytes,
+        resident: cpu_bytes,
         window: 0,
         rows_bytes: 0,
         depth: 0,
@@ -379,12 +436,20 @@ pub(super) fn finish(
         expert_cache: 0,
     });
     let disk_time_s = c.streamed as f64 / params.disk_bytes_per_s.max(1.0);
-    let compute_time_s = model_bytes as f64 / params.ram_bytes_per_s.max(1.0);
+    let compute_time_s = cpu_bytes as f64 / params.ram_bytes_per_s.max(1.0)
+        + gpu_bytes as f64 / params.gpu_bytes_per_s.max(1.0);
     Plan {
         arch: inventory.arch().to_string(),
         model_bytes,
         ram_budget_bytes: params.ram_budget_bytes,
         full_resident: full,
+        gpu_budget_bytes: params.gpu_budget_bytes,
+        gpu_resident_bytes: gpu_bytes,
+        gpu_kv_cache_bytes: gpu.kv_cache_bytes,
+        gpu_layers: gpu.layers,
+        gpu_head: gpu.head,
+        gpu_expert_layers: gpu.expert_layers,
+        gpu_bytes_per_s: params.gpu_bytes_per_s,
         ram_resident_bytes: c.resident,
         window_bytes: c.window,
         embedding_rows_bytes: c.rows_bytes,
@@ -454,6 +519,8 @@ mod tests {
     fn params(budget: u64) -> SearchParams {
         SearchParams {
             ram_budget_bytes: budget,
+            gpu_budget_bytes: 0,
+            gpu_bytes_per_s: GPU_BYTES_PER_S,
             disk_bytes_per_s: 1.6e9,
             ram_bytes_per_s: RAM_BYTES_PER_S,
             max_prefetch_depth: MAX_PREFETCH_DEPTH,

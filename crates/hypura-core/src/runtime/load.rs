@@ -17,9 +17,10 @@ use super::repacked::{fill_repacked, RepackError, RepackTarget};
 use crate::error::LoadError;
 use crate::io::{fd_path, ModelFile, ReadError, ReadPool, ReadRequest, StandIn};
 use crate::llama::repack::{self, RepackScope, Repacking};
-use crate::llama::{backend, CpuBackend, LlamaContext, LlamaModel, ThreadPool};
+use crate::llama::{backend, CpuBackend, GpuDevice, LlamaContext, LlamaModel, ThreadPool};
 use crate::memory::{HypuraBufferType, ReservedMemory};
 use crate::model::{excerpt, excerpt_within, ModelInventory};
+use crate::units::format_bytes;
 
 /// Longest part of a llama.cpp error message quoted in hypura's (escaped).
 const LLAMA_MESSAGE_BYTES: usize = 160;
@@ -99,6 +100,7 @@ impl Model {
         let options = &options;
         let path = file.path().to_path_buf();
         backend::init();
+        let gpu = gpu_for(options, &plan, &path)?;
 
         // A model that fits is loaded into llama.cpp's own buffer types (the repacked layout
         // included), but hypura fills them, in parallel, unless it cannot tell what llama.cpp
@@ -106,9 +108,12 @@ impl Model {
         // the CPU's faster kernels take them (batches and prompts gain most), the streamed
         // ones plain.
         let repacking = match options.mode {
-            LoadMode::Tiered if plan.full_resident => {
-                repack::plan_repacking(&inventory, options.repack, RepackScope::AsLlamaCpp)
-            }
+            LoadMode::Tiered if plan.full_resident => repack::plan_repacking(
+                &inventory,
+                options.repack,
+                RepackScope::AsLlamaCpp,
+                gpu.is_some(),
+            ),
             LoadMode::Tiered => {
                 let resident: std::collections::HashSet<&str> = plan
                     .tensors
@@ -116,7 +121,12 @@ impl Model {
                     .filter(|t| t.placement == Placement::Resident)
                     .map(|t| t.name.as_str())
                     .collect();
-                repack::plan_repacking(&inventory, options.repack, RepackScope::Resident(&resident))
+                repack::plan_repacking(
+                    &inventory,
+                    options.repack,
+                    RepackScope::Resident(&resident),
+                    gpu.is_some(),
+                )
             }
             LoadMode::Stock => Repacking::Nothing,
         };
@@ -130,7 +140,19 @@ impl Model {
         let file = Arc::new(file);
         // SAFETY: returns a plain struct of defaults.
         let mut model_params = unsafe { sys::llama_model_default_params() };
-        model_params.n_gpu_layers = 0;
+        // The GPU, if one is used, and no other device: a GPU llama.cpp is not told of gets no
+        // weight, no KV cache and no computation.
+        let devices: Vec<sys::ggml_backend_dev_t> = gpu
+            .iter()
+            .map(|g| g.as_raw())
+            .chain([std::ptr::null_mut()])
+            .collect();
+        model_params.devices = devices.as_ptr().cast_mut();
+        model_params.n_gpu_layers = match options.mode {
+            LoadMode::Tiered => plan.llama_gpu_layers(),
+            LoadMode::Stock => options.stock_gpu.layers,
+        }
+        .min(i32::MAX as u32) as i32;
         model_params.use_extra_bufts = options.repack;
         // Tiered: llama.cpp reads only the stand-in's zeros (or, when hypura cannot tell
         // which weights llama.cpp would repack, the model itself, without mmap).
@@ -159,6 +181,27 @@ impl Model {
                     .filter_map(|t| Some((t.name.clone(), *offsets.get(t.name.as_str())?))),
             );
         }
+        // The GPU tier: the GPU's own buffer type, presented as hypura's while loading (the
+        // loader uploads nothing), with the patterns of the weights the plan puts there.
+        let gpu_type: Option<(HypuraBufferType, Vec<CString>)> = gpu
+            .filter(|_| tiered && plan.gpu_resident_bytes > 0)
+            .map(|g| {
+                let names: std::collections::BTreeSet<String> = plan
+                    .tensors
+                    .iter()
+                    .filter(|t| t.placement == Placement::GpuResident)
+                    .map(|t| t.name.clone())
+                    .collect();
+                (
+                    // SAFETY: a registered device's buffer type is static; hypura writes its
+                    // tensors only through ggml once loading has ended.
+                    unsafe { HypuraBufferType::wrapping("HYPURA_GPU", g.buffer_type()) },
+                    repack::exact_name_patterns(&names)
+                        .into_iter()
+                        .filter_map(|p| CString::new(p).ok())
+                        .collect(),
+                )
+            });
         // One wrapping type per repacking type (CPU_REPACK, AMX), with the patterns of its
         // weights.
         let repack_types: Vec<(HypuraBufferType, Vec<CString>)> = match &repacking {
@@ -178,12 +221,15 @@ impl Model {
                 .collect(),
             _ => Vec::new(),
         };
-        // The weights llama.cpp would repack go to the repacking types, all others to hypura's.
+        // The GPU's weights go to the GPU, those llama.cpp would repack to the repacking
+        // types, all others to hypura's.
         let pattern = CString::from(c".");
-        let overrides: Option<Vec<sys::llama_model_tensor_buft_override>> =
-            buffer_type.as_ref().map(|b| {
-                let mut o: Vec<_> = repack_types
+        let stock_patterns = stock_expert_patterns(options);
+        let overrides: Option<Vec<sys::llama_model_tensor_buft_override>> = match &buffer_type {
+            Some(b) => Some({
+                let mut o: Vec<_> = gpu_type
                     .iter()
+                    .chain(repack_types.iter())
                     .flat_map(|(r, patterns)| {
                         patterns
                             .iter()
@@ -202,12 +248,30 @@ impl Model {
                     buft: std::ptr::null_mut(),
                 });
                 o
-            });
+            }),
+            // Stock with experts kept on the CPU (`--cpu-moe`, `--n-cpu-moe`).
+            None if !stock_patterns.is_empty() => Some(
+                stock_patterns
+                    .iter()
+                    .map(|p| sys::llama_model_tensor_buft_override {
+                        pattern: p.as_ptr(),
+                        // SAFETY: returns ggml's static CPU buffer type.
+                        buft: unsafe { sys::ggml_backend_cpu_buffer_type() },
+                    })
+                    .chain([sys::llama_model_tensor_buft_override {
+                        pattern: std::ptr::null(),
+                        buft: std::ptr::null_mut(),
+                    }])
+                    .collect(),
+            ),
+            None => None,
+        };
         if let Some(o) = &overrides {
             model_params.tensor_buft_overrides = o.as_ptr();
         }
         let hooked: Vec<&HypuraBufferType> = buffer_type
             .iter()
+            .chain(gpu_type.iter().map(|(g, _)| g))
             .chain(repack_types.iter().map(|(r, _)| r))
             .collect();
         if !hooked.is_empty() {
@@ -263,6 +327,7 @@ impl Model {
             Some(b) => Some(build_streamer(
                 &file,
                 b,
+                gpu_type.as_ref().map(|(g, _)| g),
                 repack_types.iter().map(|(r, _)| r),
                 &plan,
                 &inventory,
@@ -315,6 +380,12 @@ impl Model {
         ctx_params.n_threads = n_threads;
         ctx_params.n_threads_batch = n_threads;
         ctx_params.no_perf = true;
+        // llama.cpp would copy CPU weights to the GPU for large batches, at the start of the
+        // graph piece, before hypura has read a streamed one: hypura's CPU weights are
+        // computed on where they are.
+        if gpu.is_some() && options.mode == LoadMode::Tiered {
+            ctx_params.op_offload = false;
+        }
         if let Some(s) = &streamer {
             ctx_params.cb_eval = Some(eval_callback);
             ctx_params.cb_eval_user_data = (&**s as *const Mutex<Streamer>).cast_mut().cast();
@@ -356,6 +427,7 @@ impl Model {
             llama,
             buffer_type
                 .into_iter()
+                .chain(gpu_type.into_iter().map(|(g, _)| g))
                 .chain(repack_types.into_iter().map(|(r, _)| r))
                 .collect(),
             file,
@@ -368,6 +440,62 @@ impl Model {
             },
         ))
     }
+}
+
+/// The GPU device the load uses: the one the plan puts weights on (tiered), or stock's GPU
+/// layers go to; `None` when neither asks for one.
+fn gpu_for(
+    options: &LoadOptions,
+    plan: &Plan,
+    path: &Path,
+) -> Result<Option<GpuDevice>, LoadError> {
+    let wanted = match options.mode {
+        LoadMode::Tiered => plan.gpu_resident_bytes > 0,
+        LoadMode::Stock => options.stock_gpu.layers > 0,
+    };
+    if !wanted {
+        return Ok(None);
+    }
+    let device = GpuDevice::first().ok_or_else(|| LoadError::NoGpu {
+        path: path.to_path_buf(),
+    })?;
+    let needed = plan.gpu_resident_bytes + plan.gpu_kv_cache_bytes;
+    let (free, _) = device.memory();
+    // A backend that reports no memory is taken at its word.
+    if options.mode == LoadMode::Tiered && free > 0 && needed > free {
+        return Err(LoadError::GpuMemory {
+            path: path.to_path_buf(),
+            device: device.describe(),
+            needed: format_bytes(needed),
+            free: format_bytes(free),
+        });
+    }
+    log::info!(
+        "GPU: {}, {} of weights and {} of KV cache planned, {} free",
+        device.describe(),
+        format_bytes(plan.gpu_resident_bytes),
+        format_bytes(plan.gpu_kv_cache_bytes),
+        format_bytes(free)
+    );
+    Ok(Some(device))
+}
+
+/// Stock mode's patterns for the expert matrices kept on the CPU (llama.cpp's own, of
+/// `--cpu-moe` and `--n-cpu-moe N`).
+fn stock_expert_patterns(options: &LoadOptions) -> Vec<CString> {
+    const EXPERTS: &str = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps";
+    let layers = options.stock_gpu.cpu_expert_layers;
+    if options.mode != LoadMode::Stock || layers == 0 {
+        return Vec::new();
+    }
+    if layers == u32::MAX {
+        return CString::new(EXPERTS).into_iter().collect();
+    }
+    // llama.cpp's `LLAMA_MAX_LAYERS`.
+    const MAX_LAYERS: u32 = 512;
+    (0..layers.min(MAX_LAYERS))
+        .filter_map(|l| CString::new(format!(r"blk\.{l}{EXPERTS}")).ok())
+        .collect()
 }
 
 fn streamer_setup(
@@ -406,9 +534,11 @@ fn read_error(path: &Path, e: ReadError) -> LoadError {
 
 /// Follows the plan: reads the RAM tier once, groups the streamed tensors' reads, and builds
 /// the streamer.
+#[allow(clippy::too_many_arguments)]
 fn build_streamer<'a>(
     file: &Arc<ModelFile>,
     buffer_type: &HypuraBufferType,
+    gpu_type: Option<&HypuraBufferType>,
     repack_types: impl Iterator<Item = &'a HypuraBufferType>,
     plan: &Plan,
     inventory: &ModelInventory,
@@ -436,6 +566,7 @@ fn build_streamer<'a>(
     let registered: Vec<_> = buffer_type
         .tensors()
         .into_iter()
+        .chain(gpu_type.map(HypuraBufferType::tensors).unwrap_or_default())
         .chain(repacked.clone())
         .collect();
     for t in inventory.tensors.iter().filter(|t| !inventory.is_unused(t)) {
@@ -459,6 +590,7 @@ fn build_streamer<'a>(
         .collect();
     let mut resident_reads = Vec::new();
     let mut repack_targets = Vec::new();
+    let mut gpu_targets = Vec::new();
     // A duplicated tensor (a tied head's second copy) shares the first copy's bytes.
     let mut first_copy: HashMap<&str, *mut sys::ggml_tensor> = HashMap::new();
     let mut shares = Vec::new();
@@ -495,6 +627,14 @@ fn build_streamer<'a>(
             }
             (Placement::Resident, None) => {
                 resident_reads.push(whole);
+                placement
+            }
+            (Placement::GpuResident, _) => {
+                gpu_targets.push(GpuTarget {
+                    tensor: reg.tensor,
+                    file_offset: info.file_offset,
+                    nbytes: info.nbytes,
+                });
                 placement
             }
             // The second copy of a tied head that streams is the head, which hypura computes.
@@ -541,6 +681,7 @@ fn build_streamer<'a>(
     // SAFETY: each read fills one resident tensor's own memory in hypura's buffer, which
     // nothing reads before the context exists; the completion is waited for right here.
     let completion = unsafe { pool.submit(&resident_reads) };
+    let gpu_total: u64 = gpu_targets.iter().map(|t| t.nbytes).sum();
     // The repacked weights are read and converted meanwhile, on threads of their own.
     let repacked_bytes = AtomicU64::new(0);
     let repack_total: u64 = repack_targets.iter().map(|t| t.n_rows * t.row_bytes).sum();
@@ -559,7 +700,7 @@ fn build_streamer<'a>(
         });
         if let Some(report) = progress {
             let plain_total: u64 = resident_reads.iter().map(|r| r.len as u64).sum();
-            let total = plain_total + repack_total;
+            let total = plain_total + repack_total + gpu_total;
             let pieces = completion.pieces().max(1);
             loop {
                 let pending = completion.wait_for(std::time::Duration::from_millis(200));
@@ -581,6 +722,23 @@ fn build_streamer<'a>(
     repack_result.map_err(|e| match e {
         RepackError::Read(e) => read_error(path, e),
         other => internal(other.to_string()),
+    })?;
+    // The GPU tier, through a staging area in RAM.
+    let before_gpu = resident_reads.iter().map(|r| r.len as u64).sum::<u64>() + repack_total;
+    upload_gpu_tier(&pool, &gpu_targets, |uploaded| {
+        if let Some(report) = progress {
+            (report.0)(LoadProgress {
+                done: before_gpu + uploaded,
+                total: before_gpu + gpu_total,
+            });
+        }
+    })
+    .map_err(|e| match e {
+        UploadError::Read(e) => read_error(path, e),
+        UploadError::Memory(source) => LoadError::Memory {
+            path: path.to_path_buf(),
+            source,
+        },
     })?;
     drop(pool);
     for (copy, first) in shares {
@@ -664,4 +822,84 @@ fn build_streamer<'a>(
         streamer.register(tensor, &name, placement, rows);
     }
     Ok(streamer)
+}
+
+/// A weight of the GPU tier: where its bytes are in the file.
+struct GpuTarget {
+    tensor: std::ptr::NonNull<sys::ggml_tensor>,
+    file_offset: u64,
+    nbytes: u64,
+}
+
+/// Why the GPU tier could not be filled.
+#[derive(Debug, thiserror::Error)]
+enum UploadError {
+    #[error("{0:?}")]
+    Read(ReadError),
+    #[error("cannot map the staging area: {0}")]
+    Memory(std::io::Error),
+}
+
+/// Bytes of RAM the GPU tier is read through at least (more when one tensor is larger).
+const GPU_STAGING_BYTES: u64 = 256 << 20;
+
+/// Reads the GPU tier's weights from the file into a staging area in RAM, as many at once as
+/// it holds, and copies each into its place in GPU memory (`ggml_backend_tensor_set`),
+/// reporting the bytes done after each batch.
+fn upload_gpu_tier(
+    pool: &ReadPool,
+    targets: &[GpuTarget],
+    mut report: impl FnMut(u64),
+) -> Result<(), UploadError> {
+    let Some(largest) = targets.iter().map(|t| t.nbytes).max() else {
+        return Ok(());
+    };
+    let page = crate::memory::PAGE_BYTES as u64;
+    let staging_bytes = GPU_STAGING_BYTES.max(largest.div_ceil(page) * page);
+    let staging = ReservedMemory::new(staging_bytes as usize).map_err(UploadError::Memory)?;
+    let base = staging.base() as usize;
+    let mut uploaded = 0u64;
+    let mut rest = targets;
+    while !rest.is_empty() {
+        // As many tensors as the staging area holds, each from a page boundary.
+        let mut end = 0u64;
+        let mut batch = Vec::new();
+        for t in rest {
+            let at = end.div_ceil(page) * page;
+            if !batch.is_empty() && at + t.nbytes > staging_bytes {
+                break;
+            }
+            batch.push((t, at));
+            end = at + t.nbytes;
+        }
+        let reads: Vec<ReadRequest> = batch
+            .iter()
+            .map(|(t, at)| ReadRequest {
+                dst: base + *at as usize,
+                len: t.nbytes as usize,
+                offset: t.file_offset,
+            })
+            .collect();
+        // SAFETY: the reads fill disjoint ranges of the staging area, which nothing else
+        // uses; the completion is waited for right here.
+        unsafe { pool.submit(&reads) }
+            .wait()
+            .map_err(UploadError::Read)?;
+        for (t, at) in &batch {
+            // SAFETY: a live tensor of the model just loaded, in the GPU's buffer, which
+            // nothing computes with yet; the staging range holds its `nbytes` bytes, its size.
+            unsafe {
+                sys::ggml_backend_tensor_set(
+                    t.tensor.as_ptr(),
+                    (base + *at as usize) as *const std::ffi::c_void,
+                    0,
+                    t.nbytes as usize,
+                )
+            };
+            uploaded += t.nbytes;
+        }
+        report(uploaded);
+        rest = &rest[batch.len()..];
+    }
+    Ok(())
 }

@@ -70,6 +70,8 @@ pub struct LoadOptions {
     pub(crate) model_path: PathBuf,
     pub(crate) mode: LoadMode,
     pub(crate) budget: Budget,
+    pub(crate) gpu_budget: Option<Budget>,
+    pub(crate) stock_gpu: StockGpu,
     pub(crate) repack: bool,
     pub(crate) threads: u32,
     pub(crate) context_length: u32,
@@ -83,6 +85,30 @@ pub struct LoadOptions {
     pub(crate) expert_slices: bool,
     pub(crate) expert_profiles: Option<PathBuf>,
     pub(crate) progress: Option<LoadProgressCallback>,
+}
+
+/// Where stock llama.cpp computes, when a GPU backend is present (stock mode only: the
+/// baselines hypura is compared with). `Default`: the CPU alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct StockGpu {
+    /// llama.cpp's `n_gpu_layers` (`-ngl`): the last layers, and the output layer after
+    /// them, whose weights, KV cache and compute are on the GPU.
+    pub layers: u32,
+    /// llama.cpp's `--n-cpu-moe`: the first layers whose expert matrices stay on the CPU
+    /// (`u32::MAX`: every layer's, `--cpu-moe`).
+    pub cpu_expert_layers: u32,
+}
+
+impl StockGpu {
+    /// `layers` on the GPU (`-ngl`), the expert matrices of the first `cpu_expert_layers`
+    /// layers on the CPU (`--n-cpu-moe`; `u32::MAX`: `--cpu-moe`).
+    pub fn new(layers: u32, cpu_expert_layers: u32) -> Self {
+        Self {
+            layers,
+            cpu_expert_layers,
+        }
+    }
 }
 
 /// How far a load has come: bytes of the model's resident part read from the file so far,
@@ -121,6 +147,8 @@ impl LoadOptions {
             model_path: model_path.into(),
             mode: LoadMode::Tiered,
             budget: Budget::AllWeights,
+            gpu_budget: None,
+            stock_gpu: StockGpu::default(),
             repack: true,
             threads: 0,
             context_length: defaults::CONTEXT_LENGTH,
@@ -145,6 +173,39 @@ impl LoadOptions {
     pub fn budget(mut self, budget: Budget) -> Self {
         self.budget = budget;
         self
+    }
+
+    /// How much GPU memory the model may use (tiered mode): its weights and the KV cache of
+    /// the layers it holds, in bytes ([`Budget::WeightBytes`]), as a share of the weights
+    /// ([`Budget::WeightPercent`]) or all of it ([`Budget::AllWeights`]). `None`, the
+    /// default: nothing on the GPU, and no GPU backend is used. Loading fails when the
+    /// budget is not 0 and ggml has no GPU device (a build without a GPU backend).
+    pub fn gpu_budget(mut self, budget: Option<Budget>) -> Self {
+        self.gpu_budget = budget;
+        self
+    }
+
+    /// Stock mode: where llama.cpp computes (see [`StockGpu`]).
+    pub fn stock_gpu(mut self, gpu: StockGpu) -> Self {
+        self.stock_gpu = gpu;
+        self
+    }
+
+    /// The GPU budget in bytes for a model of `model_bytes` weights (0: none).
+    pub(crate) fn gpu_budget_bytes(&self, model_bytes: u64) -> Result<u64, PlanError> {
+        match self.gpu_budget {
+            None => Ok(0),
+            Some(Budget::ProcessBytes(_)) => Err(PlanError::InvalidOption(
+                "the GPU budget is a size or a share of the weights, not a process size".into(),
+            )),
+            Some(Budget::WeightBytes(0)) => Ok(0),
+            // A share of the weights, or all of them, leaves room for the KV cache of the
+            // layers it holds: it asks for everything it names.
+            Some(Budget::AllWeights) => Ok(u64::MAX / 4),
+            Some(b) => b.weights_of(model_bytes).ok_or_else(|| {
+                PlanError::InvalidOption(format!("GPU budget {b:?} is out of range"))
+            }),
+        }
     }
 
     /// Tiered (hypura) or stock llama.cpp.
@@ -306,6 +367,12 @@ impl LoadOptions {
                 "{} sequences cannot share a context of {} tokens",
                 self.sequences, self.context_length
             ));
+        }
+        if self.mode == LoadMode::Stock && self.gpu_budget.is_some() {
+            return bad("a GPU budget is hypura's: stock llama.cpp takes GPU layers".into());
+        }
+        if self.mode == LoadMode::Tiered && self.stock_gpu != StockGpu::default() {
+            return bad("GPU layers are stock llama.cpp's: hypura takes a GPU budget".into());
         }
         if !(self.disk_bytes_per_s.is_finite() && self.disk_bytes_per_s > 0.0) {
             return bad(format!(

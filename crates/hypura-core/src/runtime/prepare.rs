@@ -7,8 +7,10 @@ use crate::io::ModelFile;
 use crate::model::arch::kv_cache_bytes;
 use crate::model::{validate, GgufHeader, ModelInventory};
 use crate::plan::budget::{Budget, NonWeightCosts};
-use crate::plan::search::{self, SearchParams, MAX_PREFETCH_DEPTH, RAM_BYTES_PER_S, REQUEST_BYTES};
-use crate::plan::{experts, Plan};
+use crate::plan::search::{
+    self, SearchParams, GPU_BYTES_PER_S, MAX_PREFETCH_DEPTH, RAM_BYTES_PER_S, REQUEST_BYTES,
+};
+use crate::plan::{experts, gpu, Plan};
 use crate::profile::{self, model_key, ExpertProfile};
 use crate::runtime::options::{defaults, LoadMode, LoadOptions};
 
@@ -57,15 +59,26 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
             } else {
                 defaults::IO_THREADS
             });
-    let costs = non_weight_costs(&header, &inventory, options, kv_cache_bytes, io_threads);
     // Stock llama.cpp places nothing: report its plan as everything resident.
-    let budget = match options.mode {
-        LoadMode::Tiered if inventory.untiered.is_none() => options.budget,
-        _ => Budget::AllWeights,
+    let tiered = options.mode == LoadMode::Tiered && inventory.untiered.is_none();
+    let gpu_budget_bytes = if tiered {
+        options.gpu_budget_bytes(inventory.weight_bytes())?
+    } else {
+        0
+    };
+    let mut costs = non_weight_costs(&header, &inventory, options, kv_cache_bytes, io_threads);
+    // The KV cache of the layers on the GPU is not in RAM.
+    costs.kv_cache_bytes -= gpu::split(&inventory, gpu_budget_bytes, kv_cache_bytes).kv_cache_bytes;
+    let budget = if tiered {
+        options.budget
+    } else {
+        Budget::AllWeights
     };
     let ram_budget_bytes = budget.weight_bytes(inventory.weight_bytes(), &costs, file.path())?;
     let params = SearchParams {
         ram_budget_bytes,
+        gpu_budget_bytes,
+        gpu_bytes_per_s: GPU_BYTES_PER_S,
         disk_bytes_per_s: options.disk_bytes_per_s,
         ram_bytes_per_s: RAM_BYTES_PER_S,
         max_prefetch_depth: MAX_PREFETCH_DEPTH,

@@ -90,7 +90,9 @@ fn on_ask(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
     }
     // The router's selection: computed last in its batch, so that its experts are read
     // before the expert products run.
-    if streamer.experts_active() && selection_layer(streamer, node).is_some() {
+    if streamer.experts_active()
+        && selection_layer(streamer, node).is_some_and(|l| streamer.experts_sliced_in(l))
+    {
         return true;
     }
     let mut claim = false;
@@ -121,7 +123,7 @@ fn on_ask(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
         };
         streamer.accessed(tracked.slot);
         match tracked.placement {
-            Placement::Resident => {}
+            Placement::Resident | Placement::GpuResident => {}
             Placement::ExpertSlices => {
                 // SAFETY: a live tensor; its data stays at its own pages (never moved).
                 let base = unsafe { (*weight).data } as usize;
@@ -227,23 +229,39 @@ fn selection_layer(streamer: &Streamer, node: &sys::ggml_tensor) -> Option<u32> 
         .ok()
 }
 
-/// The distinct experts a computed selection node (I32, experts used × tokens) holds.
-fn selected_experts(node: &sys::ggml_tensor) -> Option<Vec<u32>> {
-    if node.type_ != sys::GGML_TYPE_I32 || node.data.is_null() {
+/// The bytes a just-computed node spans (`ggml_nbytes`, its strides included), copied out of
+/// whichever memory it was computed in: host memory, or a GPU's when its layer runs there.
+fn computed_bytes(node: &sys::ggml_tensor) -> Option<Vec<u8>> {
+    let buffer = if node.view_src.is_null() {
+        node.buffer
+    } else {
+        // SAFETY: a view's source is a live tensor.
+        unsafe { (*node.view_src).buffer }
+    };
+    if node.data.is_null() || buffer.is_null() {
         return None;
     }
+    // SAFETY: a live tensor with data in a live buffer.
+    let n = unsafe { sys::ggml_nbytes(node) };
+    let mut bytes = vec![0u8; n];
+    // SAFETY: as above; the scheduler synchronised the backend that computed the node before
+    // calling back, and the copy is the node's own size.
+    unsafe { sys::ggml_backend_tensor_get(node, bytes.as_mut_ptr().cast(), 0, n) };
+    Some(bytes)
+}
+
+/// The distinct experts a computed selection node (I32, experts used × tokens) holds.
+fn selected_experts(node: &sys::ggml_tensor) -> Option<Vec<u32>> {
+    if node.type_ != sys::GGML_TYPE_I32 {
+        return None;
+    }
+    let bytes = computed_bytes(node)?;
     let mut experts = Vec::new();
     for j in 0..node.ne[1].max(0) as usize {
         for i in 0..node.ne[0].max(0) as usize {
-            // SAFETY: an I32 tensor in host memory, just computed: element (i, j) is at
-            // `i * nb[0] + j * nb[1]`, inside it.
-            let id = unsafe {
-                node.data
-                    .cast::<u8>()
-                    .add(i * node.nb[0] + j * node.nb[1])
-                    .cast::<i32>()
-                    .read_unaligned()
-            };
+            // Element (i, j) is at `i * nb[0] + j * nb[1]`, inside the span.
+            let at = i * node.nb[0] + j * node.nb[1];
+            let id = i32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?);
             let id = u32::try_from(id).ok()?;
             if !experts.contains(&id) {
                 experts.push(id);
@@ -255,14 +273,16 @@ fn selected_experts(node: &sys::ggml_tensor) -> Option<Vec<u32>> {
 
 fn on_computed(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
     if streamer.experts_active() {
-        if let Some(layer) = selection_layer(streamer, node) {
+        if let Some(layer) =
+            selection_layer(streamer, node).filter(|&l| streamer.experts_sliced_in(l))
+        {
             match selected_experts(node) {
                 Some(experts) => {
                     streamer.serve_experts(layer, Some(&experts), node as *const _ as usize);
                     streamer.prefetch_after(layer, node);
                 }
                 None => streamer.fail(StreamFailure::Graph(format!(
-                    "the router selection '{}' is not I32 ids in host memory",
+                    "the router selection '{}' is not I32 ids",
                     node_name(node)
                 ))),
             }
@@ -270,25 +290,29 @@ fn on_computed(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
         }
     }
     if streamer.head_streamed() && node_name(node) == streamer.head_input_node() {
-        if node.type_ != sys::GGML_TYPE_F32 || node.data.is_null() {
+        let bytes = computed_bytes(node).filter(|_| node.type_ == sys::GGML_TYPE_F32);
+        let Some(bytes) = bytes else {
             streamer.fail(StreamFailure::Graph(
-                "the head's input is not an F32 tensor in host memory".into(),
+                "the head's input is not a computed F32 tensor".into(),
             ));
             return false;
-        }
+        };
         let n_embd = node.ne[0] as usize;
         let n_out = node.ne[1] as usize;
         let mut hidden = Vec::with_capacity(n_embd * n_out);
         for j in 0..n_out {
-            // SAFETY: an F32 tensor in host memory that has just been computed: row `j`
-            // starts at `nb[1] * j` and holds `n_embd` floats.
-            let row = unsafe {
-                std::slice::from_raw_parts(
-                    node.data.cast::<u8>().add(j * node.nb[1]).cast::<f32>(),
-                    n_embd,
-                )
+            // Row `j` starts at `nb[1] * j` and holds `n_embd` floats.
+            let row = bytes.get(j * node.nb[1]..j * node.nb[1] + n_embd * 4);
+            let Some(row) = row else {
+                streamer.fail(StreamFailure::Graph(
+                    "the head's input is shorter than its shape".into(),
+                ));
+                return false;
             };
-            hidden.extend_from_slice(row);
+            hidden.extend(
+                row.chunks_exact(4)
+                    .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])),
+            );
         }
         streamer.compute_head(&hidden, n_out);
         return false; // stop the graph: the logits are ours

@@ -216,6 +216,11 @@ impl ExpertCache {
         (self.heat.chances(), self.heat.requests())
     }
 
+    /// True when layer `layer` has expert tensors registered.
+    pub fn has_layer(&self, layer: u32) -> bool {
+        self.by_layer.contains_key(&layer)
+    }
+
     /// The layer of the expert tensor whose memory starts at `base`, if it is one.
     pub fn layer_of(&self, base: usize) -> Option<u32> {
         self.by_address.get(&base).map(|&i| self.tensors[i].layer)

@@ -273,6 +273,12 @@ impl Streamer {
         self.experts.is_active()
     }
 
+    /// True when layer `layer` has expert tensors read slice by slice (the layers whose
+    /// experts are in GPU memory have none).
+    pub(crate) fn experts_sliced_in(&self, layer: u32) -> bool {
+        self.experts.has_layer(layer)
+    }
+
     /// The name (before `-{layer}`) of the node holding the selected experts.
     pub(crate) fn selected_experts_node(&self) -> &'static str {
         self.selected_experts_node
@@ -355,9 +361,12 @@ impl Streamer {
         rows: Option<RowSource>,
     ) {
         let slot = self.tracker.slot(name);
+        // The read-ahead multiplies a router with the hidden state on the CPU: only a router
+        // in host memory serves.
         if let Some(layer) = name
             .strip_suffix(".ffn_gate_inp.weight")
             .and_then(crate::model::inventory::layer_of)
+            .filter(|_| placement != Placement::GpuResident)
         {
             self.routers.insert(layer, tensor as usize);
             self.router_addresses.insert(tensor as usize);

@@ -1,0 +1,301 @@
+//! The GPU tier's share of a model: which weights the GPU budget holds.
+//!
+//! Every byte of a dense layer is read once per token wherever it lives, so a byte in GPU
+//! memory saves the same disk read as a byte in RAM; what the GPU adds is compute at its own
+//! memory's speed, and what a split costs is a copy of the activations between devices and a
+//! synchronisation each time the graph changes device. So the GPU takes what llama.cpp's
+//! `n_gpu_layers` gives it, in the same order: the output layer (the LM head and the final
+//! norm) first, then whole layers from the last one back, with their KV cache and attention;
+//! the layers before them stay on the CPU, resident or streamed, and the graph changes
+//! device once per token each way.
+//!
+//! A head tied to the embedding is one tensor in the file that llama.cpp creates twice (the
+//! input's lookup and the output's product): hypura's placement is by name, so on the GPU
+//! both copies are there (the lookup runs there too, exactly), and the head costs twice the
+//! bytes it saves reading: it comes after every layer.
+//!
+//! A mixture-of-experts layer is split: its attention, norms, router and shared experts are
+//! read every token, its expert matrices only for the experts picked (`n_expert_used` of
+//! `n_expert`), so the GPU takes the non-expert part of every layer first (llama.cpp's
+//! `--cpu-moe` layout), then the expert matrices of the last layers (`--n-cpu-moe` keeps the
+//! first layers' experts on the CPU in the same way). Experts left on the CPU are cached and
+//! streamed slice by slice as before.
+//!
+//! Each layer on the GPU also holds its share of the KV cache there; the budget covers both.
+//! llama.cpp's GPU compute buffer comes on top (not planned).
+
+use super::experts::is_sliced;
+use super::search::page_round;
+use crate::model::inventory::ModelTensor;
+use crate::model::{ModelInventory, Role};
+
+/// What the GPU budget holds. `Default` is nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct GpuSplit {
+    /// The model's layer count.
+    n_layers: u32,
+    /// The last `layers` layers have every tensor on the GPU but their sliced expert
+    /// matrices.
+    pub layers: u32,
+    /// The output layer is on the GPU: the LM head and the other tensors outside the layers,
+    /// and the embedding too when the head is tied to it.
+    pub head: bool,
+    /// The last `expert_layers` layers (at most `layers`) have their expert matrices on the
+    /// GPU too.
+    pub expert_layers: u32,
+    /// Bytes of weights on the GPU.
+    pub weight_bytes: u64,
+    /// Bytes of the KV cache of the layers on the GPU (predicted).
+    pub kv_cache_bytes: u64,
+}
+
+impl GpuSplit {
+    /// True when the GPU holds `t`.
+    pub fn holds(&self, inventory: &ModelInventory, t: &ModelTensor) -> bool {
+        if inventory.is_unused(t) {
+            return false;
+        }
+        match t.layer {
+            Some(l) if l < self.n_layers => {
+                let from_end = self.n_layers - l;
+                if is_sliced(inventory, t) {
+                    from_end <= self.expert_layers
+                } else {
+                    from_end <= self.layers
+                }
+            }
+            Some(_) => false,
+            None => self.head && (t.role != Role::Embedding || inventory.tied_head),
+        }
+    }
+}
+
+/// The GPU's share of `inventory` within `budget_bytes` (weights and the KV cache of the
+/// layers it holds, of `kv_cache_bytes` for the whole model).
+pub(crate) fn split(
+    inventory: &ModelInventory,
+    budget_bytes: u64,
+    kv_cache_bytes: u64,
+) -> GpuSplit {
+    let n = inventory.n_layers as usize;
+    let mut split = GpuSplit {
+        n_layers: inventory.n_layers,
+        ..GpuSplit::default()
+    };
+    if budget_bytes == 0 || n == 0 {
+        return split;
+    }
+    // Bytes each candidate takes, rounded as hypura's placement rounds them.
+    let mut layer_bytes = vec![0u64; n];
+    let mut expert_bytes = vec![0u64; n];
+    let mut outside_bytes = 0u64;
+    for t in inventory.tensors.iter().filter(|t| !inventory.is_unused(t)) {
+        let bytes = page_round(t.info.nbytes);
+        match t.layer {
+            Some(l) if (l as usize) < n && is_sliced(inventory, t) => {
+                expert_bytes[l as usize] += bytes
+            }
+            Some(l) if (l as usize) < n => layer_bytes[l as usize] += bytes,
+            Some(_) => {}
+            // A tied head: llama.cpp's two copies of the embedding.
+            None if t.role == Role::Embedding && inventory.tied_head => outside_bytes += 2 * bytes,
+            None if t.role == Role::Embedding => {}
+            None => outside_bytes += bytes,
+        }
+    }
+    let mut used = 0u64;
+    // The output layer first, as llama.cpp offloads it first; a tied one, which takes twice
+    // the bytes it saves reading, after the layers.
+    if !inventory.tied_head && outside_bytes <= budget_bytes {
+        used = outside_bytes;
+        split.head = true;
+        split.weight_bytes = outside_bytes;
+    }
+    let kv_per_layer = kv_cache_bytes / n as u64;
+    for l in (0..n).rev() {
+        let cost = layer_bytes[l] + kv_per_layer;
+        if used + cost > budget_bytes {
+            break;
+        }
+        used += cost;
+        split.layers += 1;
+        split.weight_bytes += layer_bytes[l];
+        split.kv_cache_bytes += kv_per_layer;
+    }
+    if inventory.tied_head && split.layers as usize == n && used + outside_bytes <= budget_bytes {
+        used += outside_bytes;
+        split.head = true;
+        split.weight_bytes += outside_bytes;
+    }
+    if split.layers as usize == n {
+        for l in (0..n).rev() {
+            if used + expert_bytes[l] > budget_bytes {
+                break;
+            }
+            used += expert_bytes[l];
+            split.weight_bytes += expert_bytes[l];
+            split.expert_layers += 1;
+        }
+    }
+    split
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::arch::ArchSpec;
+    use crate::model::TensorInfo;
+
+    fn q4(name: String, dims: Vec<u64>) -> TensorInfo {
+        let elements: u64 = dims.iter().product();
+        TensorInfo {
+            name,
+            ggml_type: 2,
+            nbytes: elements / 32 * 18,
+            dims,
+            file_offset: 0,
+        }
+    }
+
+    /// 8 layers of 4 MiB-ish matrices, with experts (8 of them) when `moe`.
+    fn inventory(moe: bool, tied: bool) -> ModelInventory {
+        let (e, f, v, n) = (1024u64, 4096u64, 8192u64, 8u32);
+        let mut tensors = vec![q4("token_embd.weight".into(), vec![e, v])];
+        for l in 0..n {
+            tensors.push(q4(format!("blk.{l}.attn_q.weight"), vec![e, e]));
+            tensors.push(TensorInfo {
+                name: format!("blk.{l}.attn_norm.weight"),
+                ggml_type: 0,
+                dims: vec![e],
+                file_offset: 0,
+                nbytes: e * 4,
+            });
+            if moe {
+                tensors.push(q4(format!("blk.{l}.ffn_gate_inp.weight"), vec![e, 8]));
+                tensors.push(q4(format!("blk.{l}.ffn_up_exps.weight"), vec![e, f, 8]));
+            } else {
+                tensors.push(q4(format!("blk.{l}.ffn_up.weight"), vec![e, f]));
+            }
+        }
+        tensors.push(TensorInfo {
+            name: "output_norm.weight".into(),
+            ggml_type: 0,
+            dims: vec![e],
+            file_offset: 0,
+            nbytes: e * 4,
+        });
+        if !tied {
+            tensors.push(q4("output.weight".into(), vec![e, v]));
+        }
+        let arch = if moe { "qwen3moe" } else { "llama" };
+        let mut inv = ModelInventory::for_tests(ArchSpec::find(arch).unwrap(), n, tensors);
+        if moe {
+            inv.n_expert_used = 2;
+        }
+        inv
+    }
+
+    fn gpu_bytes(inv: &ModelInventory, s: &GpuSplit) -> u64 {
+        inv.tensors
+            .iter()
+            .filter(|t| s.holds(inv, t))
+            .map(|t| page_round(t.info.nbytes))
+            .sum()
+    }
+
+    fn bytes_of(inv: &ModelInventory, keep: impl Fn(&ModelTensor) -> bool) -> u64 {
+        inv.tensors
+            .iter()
+            .filter(|t| keep(t))
+            .map(|t| page_round(t.info.nbytes))
+            .sum()
+    }
+
+    #[test]
+    fn the_output_layer_first_then_whole_layers_from_the_last() {
+        let inv = inventory(false, false);
+        let layer = bytes_of(&inv, |t| t.layer == Some(7));
+        let outside = bytes_of(&inv, |t| t.layer.is_none() && t.role != Role::Embedding);
+        assert_eq!(
+            split(&inv, 0, 0),
+            GpuSplit {
+                n_layers: 8,
+                ..Default::default()
+            }
+        );
+        let s = split(&inv, outside + layer * 3 + layer / 2, 0);
+        assert_eq!((s.layers, s.head, s.expert_layers), (3, true, 0));
+        assert_eq!(s.weight_bytes, gpu_bytes(&inv, &s));
+        for t in &inv.tensors {
+            let on_gpu = match t.layer {
+                Some(l) => l >= 5,
+                None => t.role != Role::Embedding,
+            };
+            assert_eq!(s.holds(&inv, t), on_gpu, "{}", t.info.name);
+        }
+        // A budget the head does not fit in still takes layers.
+        assert!(layer < outside);
+        let s = split(&inv, layer + layer / 2, 0);
+        assert_eq!((s.layers, s.head), (1, false));
+        let all = split(&inv, u64::MAX / 4, 0);
+        assert!(all.head && all.layers == 8);
+        // Everything but the embedding, the input layer, which llama.cpp keeps on the CPU.
+        for t in &inv.tensors {
+            assert_eq!(
+                all.holds(&inv, t),
+                t.role != Role::Embedding,
+                "{}",
+                t.info.name
+            );
+        }
+    }
+
+    #[test]
+    fn the_kv_cache_of_each_layer_counts_against_the_budget() {
+        let inv = inventory(false, false);
+        let without = split(&inv, 40 << 20, 0);
+        let with = split(&inv, 40 << 20, 64 << 20);
+        assert!(with.layers < without.layers);
+        assert_eq!(with.kv_cache_bytes, (64 << 20) / 8 * u64::from(with.layers));
+        assert!(with.weight_bytes + with.kv_cache_bytes <= 40 << 20);
+    }
+
+    #[test]
+    fn a_tied_head_takes_the_embedding_with_it_at_twice_its_bytes() {
+        let inv = inventory(false, true);
+        let embedding = bytes_of(&inv, |t| t.role == Role::Embedding);
+        let norm = bytes_of(&inv, |t| t.layer.is_none() && t.role != Role::Embedding);
+        let layers = bytes_of(&inv, |t| t.layer.is_some());
+        // Not before every layer is there.
+        let s = split(&inv, 2 * embedding + norm, 0);
+        assert!(!s.head && s.layers > 0);
+        let s = split(&inv, layers + 2 * embedding + norm, 0);
+        assert_eq!((s.layers, s.head), (8, true));
+        assert_eq!(s.weight_bytes, layers + 2 * embedding + norm);
+        assert!(inv.tensors.iter().all(|t| s.holds(&inv, t)));
+        assert!(!split(&inv, layers + 2 * embedding + norm - 1, 0).head);
+    }
+
+    #[test]
+    fn experts_come_after_every_layer_s_shared_part() {
+        let inv = inventory(true, false);
+        let shared = bytes_of(&inv, |t| t.role != Role::Embedding && !is_sliced(&inv, t));
+        let experts_of_a_layer = bytes_of(&inv, |t| t.layer == Some(0) && is_sliced(&inv, t));
+        let outside = bytes_of(&inv, |t| t.layer.is_none() && t.role != Role::Embedding);
+        // Less than the shared parts: some layers, no experts.
+        let s = split(&inv, outside + (shared - outside) / 2, 0);
+        assert!(s.layers > 0 && s.layers < 8 && s.expert_layers == 0);
+        assert!(inv
+            .tensors
+            .iter()
+            .filter(|t| is_sliced(&inv, t))
+            .all(|t| !s.holds(&inv, t)));
+        // The shared parts, the head and two layers' experts: the last two.
+        let s = split(&inv, shared + 2 * experts_of_a_layer + 1, 0);
+        assert_eq!((s.layers, s.head, s.expert_layers), (8, true, 2));
+        assert_eq!(s.weight_bytes, gpu_bytes(&inv, &s));
+        for t in inv.tensors.iter().filter(|t| is_sliced(&inv, t)) {
+            assert_eq!(s.holds(&inv, t), t.layer >= Some(6), "{}", t.info.name);
+        }
+    }
+}

@@ -71,7 +71,8 @@ enum hypura_status
   HYPURA_STATUS_IO_ERROR = 12,
   // An output buffer is too small; the length needed was written to the length out-parameter.
   HYPURA_STATUS_BUFFER_TOO_SMALL = 13,
-  // Asked for something this build cannot do (e.g. a GPU budget: no GPU tier yet).
+  // Asked for something this build cannot do (e.g. a GPU budget where ggml has no GPU
+  // device).
   HYPURA_STATUS_UNSUPPORTED = 14,
   // A bug: hypura panicked. The handle involved should be freed.
   HYPURA_STATUS_PANIC = 15,
@@ -194,7 +195,7 @@ typedef struct {
   uint64_t ram_budget_bytes;
   // Weight bytes resident in RAM.
   uint64_t ram_resident_bytes;
-  // Weight bytes resident in GPU memory (0: no GPU tier in this build).
+  // Weight bytes resident in GPU memory (0: none).
   uint64_t gpu_resident_bytes;
   // Weight bytes streamed from the file per token (planned).
   uint64_t nvme_streamed_bytes_per_token;
@@ -537,8 +538,9 @@ hypura_status hypura_params_set_ram_budget_percent(hypura_params *params, float 
 // `params` is NULL or live.
 hypura_status hypura_params_set_memory_budget_bytes(hypura_params *params, uint64_t bytes);
 
-// Bytes of weights to place in GPU memory. Must be 0: this build has no GPU tier
-// (anything else gives `HYPURA_STATUS_UNSUPPORTED`).
+// Bytes of GPU memory hypura may use: the weights it puts there and the KV cache of their
+// layers (0, the default: nothing on the GPU). Loading then needs a GPU device (a build
+// with a GPU backend): without one, `hypura_load` gives `HYPURA_STATUS_UNSUPPORTED`.
 //
 // # Safety
 // `params` is NULL or live.

@@ -159,6 +159,7 @@ pub fn run(
             // expert cache), to see where a step's time and reads went.
             "model_stats": engine.model().stats(),
             "ram_resident_bytes": plan.ram_resident_bytes,
+            "gpu_resident_bytes": plan.gpu_resident_bytes,
             "texts": texts,
             "sequence_tokens": tokens,
         });

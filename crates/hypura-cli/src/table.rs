@@ -30,10 +30,10 @@ fn gpu_share(plan: &Plan) -> String {
         format!("the last {} layers", plan.gpu_layers)
     };
     if experts {
-        what += &format!(
-            " but their experts (the last {} layers' experts too)",
-            plan.gpu_expert_layers
-        );
+        what += &match plan.gpu_expert_layers {
+            0 => " but their experts".to_string(),
+            n => format!(" but the experts of all but the last {n}"),
+        };
     }
     if plan.gpu_head {
         what += " and the head";

@@ -212,6 +212,8 @@ pub struct GenerationStats {
     pub ram_budget_bytes: u64,
     /// Bytes read once at load and held.
     pub ram_resident_bytes: u64,
+    /// Bytes of weights in GPU memory.
+    pub gpu_resident_bytes: u64,
     /// Planned bytes streamed per token.
     pub streamed_bytes_per_token: u64,
     /// Bytes read from the model file while generating (after the prompt): hypura's reads in
@@ -550,6 +552,7 @@ impl Model {
             model_bytes: plan.model_bytes,
             ram_budget_bytes: plan.ram_budget_bytes,
             ram_resident_bytes: plan.ram_resident_bytes,
+            gpu_resident_bytes: plan.gpu_resident_bytes,
             streamed_bytes_per_token: plan.streamed_bytes_per_token,
             disk_bytes_read,
             disk_bytes_per_token: disk_bytes_read as f64 / decoded.max(1) as f64,

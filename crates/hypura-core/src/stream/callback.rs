@@ -90,8 +90,12 @@ fn on_ask(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
     }
     // The router's selection: computed last in its batch, so that its experts are read
     // before the expert products run.
+    // A selection computed on a GPU is not claimed (that would split the GPU's graph, and
+    // change how it fuses and rounds): its experts are read when the CPU's expert product
+    // asks, from the copy of it the CPU's graph piece starts with.
     if streamer.experts_active()
         && selection_layer(streamer, node).is_some_and(|l| streamer.experts_sliced_in(l))
+        && in_host_memory(node)
     {
         return true;
     }
@@ -135,12 +139,17 @@ fn on_ask(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
                     return true;
                 };
                 // An expert product reads the selection as its ids: served when that
-                // selection was. Anything else gets every expert of the layer.
+                // selection was, or now from the copy of a selection a GPU computed. Anything
+                // else gets every expert of the layer.
+                let product = node.op == sys::GGML_OP_MUL_MAT_ID && i == 0;
                 let served = streamer.experts_served(layer);
-                let by_selection = node.op == sys::GGML_OP_MUL_MAT_ID
-                    && i == 0
-                    && served.is_some_and(|s| s == node.src[2] as usize);
-                if !by_selection {
+                let by_selection = product && served.is_some_and(|s| s == node.src[2] as usize);
+                let copied = (product && !by_selection)
+                    .then(|| copied_selection(streamer, node.src[2], layer))
+                    .flatten();
+                if let Some(experts) = copied {
+                    streamer.serve_experts(layer, Some(&experts), node.src[2] as usize);
+                } else if !by_selection {
                     streamer.serve_experts(layer, None, 0);
                 }
             }
@@ -220,6 +229,37 @@ fn on_ask(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
     claim
 }
 
+/// True when `t`'s bytes are in host memory (computed by the CPU, or a copy made for it).
+fn in_host_memory(t: &sys::ggml_tensor) -> bool {
+    let buffer = if t.view_src.is_null() {
+        t.buffer
+    } else {
+        // SAFETY: a view's source is a live tensor.
+        unsafe { (*t.view_src).buffer }
+    };
+    // SAFETY: a live tensor's buffer is live.
+    !buffer.is_null() && unsafe { sys::ggml_backend_buffer_is_host(buffer) }
+}
+
+/// The experts in `ids`, when it is the scheduler's copy (named
+/// `{backend}#{selection}-{layer}#{n}`) of layer `layer`'s selection, made in host memory
+/// before the CPU's graph piece that reads it starts.
+fn copied_selection(
+    streamer: &Streamer,
+    ids: *mut sys::ggml_tensor,
+    layer: u32,
+) -> Option<Vec<u32>> {
+    if ids.is_null() {
+        return None;
+    }
+    // SAFETY: a source of a live node is a live tensor.
+    let ids = unsafe { &*ids };
+    let selection = format!("#{}-{layer}#", streamer.selected_experts_node());
+    (node_name(ids).contains(&selection) && in_host_memory(ids))
+        .then(|| selected_experts(ids))
+        .flatten()
+}
+
 /// The layer of the router selection `node` (`{selected_experts_node}-{layer}`), if it is one.
 fn selection_layer(streamer: &Streamer, node: &sys::ggml_tensor) -> Option<u32> {
     node_name(node)
@@ -273,8 +313,8 @@ fn selected_experts(node: &sys::ggml_tensor) -> Option<Vec<u32>> {
 
 fn on_computed(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
     if streamer.experts_active() {
-        if let Some(layer) =
-            selection_layer(streamer, node).filter(|&l| streamer.experts_sliced_in(l))
+        if let Some(layer) = selection_layer(streamer, node)
+            .filter(|&l| streamer.experts_sliced_in(l) && in_host_memory(node))
         {
             match selected_experts(node) {
                 Some(experts) => {

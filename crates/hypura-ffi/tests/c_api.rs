@@ -131,10 +131,20 @@ fn load_errors_leave_null_and_a_message() {
         );
         assert_eq!(load(&p).0, HYPURA_STATUS_BUDGET_TOO_SMALL);
         assert!(last_error().contains("at least"));
+        // A GPU budget needs a GPU device: without a GPU backend, the load says so.
+        assert_eq!(
+            hypura_params_set_weights_budget_percent(p.0, 100.0),
+            HYPURA_STATUS_OK
+        );
         assert_eq!(
             hypura_params_set_gpu_budget_bytes(p.0, 1 << 30),
-            HYPURA_STATUS_UNSUPPORTED
+            HYPURA_STATUS_OK
         );
+        if !cfg!(any(feature = "cuda", feature = "metal", feature = "vulkan")) {
+            assert_eq!(load(&p).0, HYPURA_STATUS_UNSUPPORTED);
+            assert!(last_error().contains("no GPU device"), "{}", last_error());
+        }
+        assert_eq!(hypura_params_set_gpu_budget_bytes(p.0, 0), HYPURA_STATUS_OK);
         assert_eq!(
             hypura_params_set_ram_budget_percent(p.0, f32::NAN),
             HYPURA_STATUS_INVALID_ARGUMENT

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# The GPU tier on the lent CUDA machine (issue 12), in one call. Not yet run: written in the
+# session of 2026-12-05 (sixth) when no machine was lent; expect to fix small things on its
+# first run.
+#
+# Set-up here (the lent machine has no Rust):
+#   scripts/bundle.sh .device/bundle                   # dynamic-backends build + libraries
+#   rm .device/bundle/libggml-cpu-{alderlake,haswell,icelake,sandybridge,skylakex,sse42,x64,zen4,cannonlake,cascadelake,cooperlake,piledriver}.so
+#                                                      # keep sapphirerapids (the lent CPUs) to stay under 64 MiB
+#   cp -r ~/.cargo/registry/src/*/llama-cpp-sys-2-0.1.161/llama.cpp .device/llama.cpp
+#   run with carry [".device"]:  bash scripts/device-gpu.sh [build|check|fits|13b|moe|all]...
+#
+# build: llama.cpp's CUDA backend as a module (GGML_BACKEND_DL, sm_90) from the same vendored
+#        source, put beside the bundle's libraries, and checked to register.
+# check: greedy/seeded tokens of hypura's tiers against stock llama.cpp with the same
+#        placement of compute (-ngl, --n-cpu-moe), dense and MoE, experts on the GPU too.
+# fits:  the 7B shape wholly in GPU memory: hypura --gpu-budget all against stock -ngl 99.
+# 13b:   13B shape, GPU budget 25% of the model, RAM cap 25% (cgroup): hypura against stock's
+#        best -ngl (swept) under the same cap.
+# moe:   Mixtral shape (near-uniform routing), 8 GiB GPU budget, 16 GiB RAM cap: hypura against
+#        stock's best of -ngl N and -ngl 99 --n-cpu-moe N (swept).
+# Steady state is over $TOKENS (>= 64) tokens; cold start is the time to the 16th token.
+set -euo pipefail
+B=${BUNDLE:-.device/bundle}
+H=$B/hypura
+SRC=${LLAMA_SRC:-.device/llama.cpp}
+W=${HYPURA_WORK:-/tmp/hypura-gpu}
+OUT=${OUT:-/tmp}
+THREADS=${THREADS:-16}
+TOKENS=${TOKENS:-64}
+WHAT=("${@:-all}")
+mkdir -p "$W"
+export XDG_CACHE_HOME=$W/cache LD_LIBRARY_PATH=$B${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+echo "== machine: $(date -u +%F) $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+nvidia-smi -L || true
+wants() { local w; for w in "${WHAT[@]}"; do [ "$w" = "$1" ] || [ "$w" = all ] && return 0; done; return 1; }
+
+if wants build || [ ! -f "$B/libggml-cuda.so" ]; then
+    t0=$(date +%s)
+    cmake -S "$SRC" -B "$W/cuda-build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+        -DGGML_BACKEND_DL=ON -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
+        -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF >"$W/cmake.log" 2>&1 \
+        || { tail -20 "$W/cmake.log"; exit 1; }
+    cmake --build "$W/cuda-build" --target ggml-cuda -j "$(nproc)" >"$W/build.log" 2>&1 \
+        || { tail -30 "$W/build.log"; exit 1; }
+    cp "$(find "$W/cuda-build" -name 'libggml-cuda.so' | head -1)" "$B/"
+    echo "== built libggml-cuda.so in $(( $(date +%s) - t0 )) s"
+fi
+
+synth() { # shape type [more synth flags...]
+    local f="$W/$1-$2.gguf"
+    [ -f "$f" ] || "$H" synth --shape "$1" --type "$2" --out "$f" "${@:3}" >&2
+    echo "$f"
+}
+small() { # name [synth flags...]: the tests' small shape
+    local f="$W/$1.gguf"
+    [ -f "$f" ] || "$H" synth --out "$f" --n-layer 16 --n-embd 512 --n-ff 2048 --n-ff-exp 256 \
+        --n-head 8 --n-head-kv 2 --n-vocab 1000 "${@:2}" >&2
+    echo "$f"
+}
+text() { # model [run flags...]: the tokens' text, sampled at temperature 1, seed 42
+    "$H" run --model "$1" --prompt "The capital of France is" --max-tokens 24 --temp 1 --seed 42 \
+        --ignore-eos --ctx 256 --threads "$THREADS" --no-repack --disk-gbps 1.5 \
+        --no-expert-profile "${@:2}" 2>"$W/stderr" || { echo "FAILED: $(tail -1 "$W/stderr")"; }
+}
+same() { # label a b
+    if [ "$2" = "$3" ]; then echo "same   $1"; else echo "DIFFER $1"; echo "  hypura: $2"; echo "  stock:  $3"; fi
+}
+gpu_layers() { # model gpu-budget weights-budget: llama.cpp's n_gpu_layers and the expert layers on the GPU
+    "$H" plan --model "$1" --gpu-budget "$2" --weights-budget "$3" --ctx 256 --disk-gbps 1.5 \
+        --no-expert-profile --json \
+        | python3 -c 'import json,sys; p=json.load(sys.stdin); print(p["gpu_layers"] + 1, p["gpu_expert_layers"])'
+}
+
+if wants check; then
+    "$H" plan --model "$(small dense --type q4_0)" --gpu-budget 30% --weights-budget 30% \
+        --disk-gbps 1.5 | grep -E 'GPU|streamed layers|LM head' || true
+    grep -q 'CUDA' <("$H" run --model "$(small dense --type q4_0)" --prompt x --max-tokens 1 \
+        --gpu-budget 30% --disk-gbps 1.5 -v 2>&1) && echo "== the CUDA module registered" \
+        || echo "== NO CUDA DEVICE: check $B/libggml-cuda.so"
+    m=$(small dense --type q4_0)
+    read -r ngl _ < <(gpu_layers "$m" 30% 30%)
+    stock=$(text "$m" --baseline --ngl "$ngl")
+    same "dense, GPU 30% + RAM 30% + disk vs -ngl $ngl" "$(text "$m" --gpu-budget 30% --weights-budget 30%)" "$stock"
+    same "dense, GPU 30% + RAM vs -ngl $ngl" "$(text "$m" --gpu-budget 30%)" "$stock"
+    m=$(small moe --arch qwen3moe --type q8_0 --n-expert 32 --n-expert-used 4 --routing token)
+    for g in 8% 45%; do
+        read -r ngl e < <(gpu_layers "$m" $g 40%)
+        same "MoE, GPU $g ($e expert layers) + RAM 40% + disk vs -ngl $ngl --n-cpu-moe $((16 - e))" \
+            "$(text "$m" --gpu-budget $g --weights-budget 40%)" \
+            "$(text "$m" --baseline --ngl "$ngl" --n-cpu-moe $((16 - e)))"
+    done
+fi
+
+fresh_cgroup() { # name cap: page cache dropped, an empty cgroup with memory.max = cap
+    local root=/sys/fs/cgroup cg=/sys/fs/cgroup/$1-$$
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    echo +memory > "$root/cgroup.subtree_control" 2>/dev/null || true
+    rmdir "$cg" 2>/dev/null || true
+    mkdir "$cg"; echo "$2" > "$cg/memory.max"; echo 0 > "$cg/memory.swap.max"
+    echo "$cg"
+}
+timed() { # label model cap [run flags...]: one run in a fresh cgroup (cap "max": none), one table row
+    local cg stats=$W/stats.json
+    cg=$(fresh_cgroup hypura-gpu "$3")
+    (echo $BASHPID > "$cg/cgroup.procs"; exec "$H" run --model "$2" --prompt "The history of the city begins" \
+        --max-tokens "$TOKENS" --temp 1 --seed 42 --ignore-eos --threads "$THREADS" --ctx 512 \
+        --disk-gbps "$GBPS" --no-expert-profile --stats-json "$stats" "${@:4}" >/dev/null 2>"$W/stderr") \
+        || { echo "| $1 | failed: $(tail -1 "$W/stderr") |"; rmdir "$cg"; return; }
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('| %s | %.2f | %.2f | %.1f | %.2f GiB | %.2f GiB | %.2f GiB |' % (sys.argv[2], d['decode_tok_s'], d['steady_tok_s'], d['time_to_16th_token_s'], d['disk_bytes_per_token']/2**30, d['gpu_resident_bytes']/2**30, int(open(sys.argv[3]).read())/2**30))" \
+        "$stats" "$1" "$cg/memory.peak"
+    rmdir "$cg"
+}
+header() { echo "| run | tok/s | steady tok/s | 16th token s | read/token | on GPU | cgroup peak |"; echo "|---|---|---|---|---|---|---|"; }
+
+if wants fits || wants 13b || wants moe; then
+    m7=$(synth llama-7b q4_0)
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    t0=$(date +%s.%N); dd if="$m7" of=/dev/null bs=4M iflag=direct status=none; t1=$(date +%s.%N)
+    GBPS=$(awk -v b="$(stat -c %s "$m7")" -v a="$t0" -v z="$t1" 'BEGIN { printf "%.2f", b / (z - a) / 1e9 }')
+    echo "== disk: dd O_DIRECT bs=4M of $(basename "$m7"): $GBPS GB/s"
+fi
+if wants fits; then
+    echo "== 7B Q4_0 wholly on the GPU, uncapped"; header
+    timed "stock -ngl 99" "$m7" max --baseline --ngl 99
+    timed "hypura --gpu-budget all" "$m7" max --gpu-budget all
+fi
+if wants 13b; then
+    m=$(synth llama-13b q4_0)
+    bytes=$(stat -c %s "$m"); cap=$((bytes / 4))
+    echo "== 13B Q4_0: GPU budget 25% of the model, RAM cap 25% ($cap bytes)"; header
+    timed "hypura --gpu-budget 25% --memory cap" "$m" "$cap" --gpu-budget 25% --memory "$cap"
+    read -r ngl _ < <(gpu_layers "$m" 25% 25%)
+    for n in $((ngl - 2)) "$ngl" $((ngl + 2)); do
+        timed "stock -ngl $n" "$m" "$cap" --baseline --ngl "$n"
+    done
+fi
+if wants moe; then
+    m=$(synth mixtral-8x7b q4_0 --routing token)
+    echo "== Mixtral shape Q4_0 (near-uniform routing): GPU budget 8 GiB, RAM cap 16 GiB"; header
+    timed "hypura --gpu-budget 8G --memory 16G" "$m" 16G --gpu-budget 8G --memory 16G
+    for n in 6 8 10; do timed "stock -ngl $n" "$m" 16G --baseline --ngl "$n"; done
+    for n in 32 28 24; do timed "stock -ngl 99 --n-cpu-moe $n" "$m" 16G --baseline --ngl 99 --n-cpu-moe "$n"; done
+fi

@@ -95,7 +95,11 @@ impl Model {
         let mut options = options.clone();
         if let Some(why) = &plan.untiered {
             log::warn!("{why}");
+            if options.gpu_budget.is_some() {
+                log::warn!("the GPU budget is not used: stock llama.cpp runs it on the CPU");
+            }
             options.mode = LoadMode::Stock;
+            options.gpu_budget = None;
         }
         let options = &options;
         let path = file.path().to_path_buf();

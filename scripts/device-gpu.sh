@@ -62,7 +62,7 @@ small() { # name [synth flags...]: the tests' small shape
 text() { # model [run flags...]: the tokens' text, sampled at temperature 1, seed 42
     "$H" run --model "$1" --prompt "The capital of France is" --max-tokens 24 --temp 1 --seed 42 \
         --ignore-eos --ctx 256 --threads "$THREADS" --no-repack --disk-gbps 1.5 \
-        --no-expert-profile "${@:2}" 2>"$W/stderr" || { echo "FAILED: $(tail -1 "$W/stderr")"; }
+        --no-expert-profile "${@:2}" 2>"$W/stderr" | tr -d '\000' || { echo "FAILED: $(tail -1 "$W/stderr")"; }
 }
 same() { # label a b
     if [ "$2" = "$3" ]; then echo "same   $1"; else echo "DIFFER $1"; echo "  hypura: $2"; echo "  stock:  $3"; fi

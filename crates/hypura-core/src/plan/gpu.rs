@@ -298,4 +298,45 @@ mod tests {
             assert_eq!(s.holds(&inv, t), t.layer >= Some(6), "{}", t.info.name);
         }
     }
+
+    #[test]
+    fn experts_the_gpu_does_not_hold_are_read_slice_by_slice() {
+        use crate::plan::search::{plan, SearchParams, GPU_BYTES_PER_S, RAM_BYTES_PER_S};
+        use crate::plan::{Placement, Tier};
+        let inv = inventory(true, false);
+        let shared = bytes_of(&inv, |t| t.role != Role::Embedding && !is_sliced(&inv, t));
+        let experts_of_a_layer = bytes_of(&inv, |t| t.layer == Some(0) && is_sliced(&inv, t));
+        let embedding = bytes_of(&inv, |t| t.role == Role::Embedding);
+        let params = SearchParams {
+            // The embedding and two layers' experts in RAM.
+            ram_budget_bytes: embedding + 2 * experts_of_a_layer + (1 << 20),
+            gpu_budget_bytes: shared + 3 * experts_of_a_layer,
+            gpu_bytes_per_s: GPU_BYTES_PER_S,
+            disk_bytes_per_s: 1.6e9,
+            ram_bytes_per_s: RAM_BYTES_PER_S,
+            max_prefetch_depth: 2,
+            n_ubatch: 128,
+            io_threads: 4,
+            kv_cache_bytes: 0,
+            expert_slices: true,
+        };
+        let p = plan(&inv, &params, std::path::Path::new("moe.gguf")).unwrap();
+        assert_eq!(
+            (p.gpu_layers, p.gpu_head, p.gpu_expert_layers),
+            (8, true, 3)
+        );
+        assert!(p.expert_cache_bytes > 0);
+        assert!(p.held_limit_bytes() <= params.ram_budget_bytes);
+        for (t, placed) in inv.tensors.iter().zip(&p.tensors) {
+            let want = if t.role == Role::Embedding {
+                Tier::Ram
+            } else if is_sliced(&inv, t) && t.layer < Some(5) {
+                assert_eq!(placed.placement, Placement::ExpertSlices, "{}", t.info.name);
+                Tier::File
+            } else {
+                Tier::Gpu
+            };
+            assert_eq!(placed.tier, want, "{}", t.info.name);
+        }
+    }
 }

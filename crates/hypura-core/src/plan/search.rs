@@ -597,6 +597,68 @@ mod tests {
     }
 
     #[test]
+    fn with_a_gpu_the_rest_is_planned_in_ram_as_before() {
+        let inv = inventory(false);
+        let model = inv.weight_bytes();
+        for (gpu_pct, ram_pct) in [(10u64, 20u64), (30, 20), (30, 80), (60, 10)] {
+            let mut p = params(model * ram_pct / 100);
+            p.gpu_budget_bytes = model * gpu_pct / 100;
+            let plan = plan(&inv, &p, Path::new("test.gguf")).unwrap();
+            let at = format!("GPU {gpu_pct}%, RAM {ram_pct}%");
+            assert!(plan.gpu_resident_bytes > 0, "{at}");
+            assert!(plan.gpu_resident_bytes <= p.gpu_budget_bytes, "{at}");
+            assert!(plan.held_limit_bytes() <= p.ram_budget_bytes, "{at}");
+            // Every tensor is on one tier, and the GPU's are never read while decoding.
+            let on_gpu: u64 = plan
+                .tensors
+                .iter()
+                .filter(|t| t.placement == Placement::GpuResident)
+                .map(|t| t.bytes)
+                .sum();
+            assert_eq!(on_gpu, plan.gpu_resident_bytes, "{at}");
+            assert!(plan
+                .tensors
+                .iter()
+                .all(|t| (t.tier == Tier::Gpu) == (t.placement == Placement::GpuResident)));
+            let group_bytes: u64 = plan.groups.iter().map(|g| g.bytes).sum();
+            let rows = if plan
+                .tensors
+                .iter()
+                .any(|t| t.placement == Placement::RowsOnDemand)
+            {
+                inv.embedding().row_bytes()
+            } else {
+                0
+            };
+            assert_eq!(group_bytes + rows, plan.streamed_bytes_per_token, "{at}");
+            // The GPU's layers are the last ones; the streamed ones come before them.
+            let first_gpu_layer = 16 - plan.gpu_layers;
+            for t in &plan.tensors {
+                if let Some(l) = t.layer {
+                    assert_eq!(
+                        t.tier == Tier::Gpu,
+                        l >= first_gpu_layer,
+                        "{at}: {}",
+                        t.name
+                    );
+                }
+            }
+            assert!(
+                plan.streamed_layers().iter().all(|&l| l < first_gpu_layer),
+                "{at}"
+            );
+            // llama.cpp's count includes the output layer.
+            assert_eq!(plan.llama_gpu_layers(), plan.gpu_layers + 1, "{at}");
+        }
+        // A GPU that holds part of the model leaves less to stream than none.
+        let without = plan_at(&inv, model / 5).unwrap();
+        let mut p = params(model / 5);
+        p.gpu_budget_bytes = model / 4;
+        let with = plan(&inv, &p, Path::new("test.gguf")).unwrap();
+        assert!(with.streamed_bytes_per_token < without.streamed_bytes_per_token);
+    }
+
+    #[test]
     fn head_chunks_start_on_page_boundaries() {
         let inv = inventory(true);
         let p = plan_at(&inv, inv.weight_bytes() / 10).unwrap();

@@ -800,6 +800,7 @@ fn metrics_count_requests_tokens_and_reads() {
         .any(|k| k.starts_with("hypura_model_info{model=\"SmolLM2-135M-Instruct.Q4_1\"")));
     assert!(before["hypura_streamed_bytes_per_token"] > 0.0);
     assert!(before["hypura_resident_bytes"] < before["hypura_model_bytes"]);
+    assert_eq!(before["hypura_gpu_resident_bytes"], 0.0);
     let (status, answer) = server.post(
         "/v1/completions",
         &json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}),

@@ -151,6 +151,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, Api
         m.resident_bytes,
     );
     out.gauge(
+        "gpu_resident_bytes",
+        "Weight bytes read once at load into GPU memory (the plan).",
+        m.gpu_resident_bytes,
+    );
+    out.gauge(
         "streamed_bytes_per_token",
         "Weight bytes read from the model file per decode step (the plan).",
         m.streamed_bytes_per_token,

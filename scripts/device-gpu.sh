@@ -3,15 +3,12 @@
 # session of 2026-12-05 (sixth) when no machine was lent; expect to fix small things on its
 # first run.
 #
-# Set-up here (the lent machine has no Rust):
-#   scripts/bundle.sh .device/bundle                   # dynamic-backends build + libraries
-#   rm .device/bundle/libggml-cpu-{alderlake,haswell,icelake,sandybridge,skylakex,sse42,x64,zen4,cannonlake,cascadelake,cooperlake,piledriver}.so
-#                                                      # keep sapphirerapids (the lent CPUs) to stay under 64 MiB
-#   cp -r ~/.cargo/registry/src/*/llama-cpp-sys-2-0.1.161/llama.cpp .device/llama.cpp
-#   run with carry [".device"]:  bash scripts/device-gpu.sh [build|check|fits|13b|moe|all]...
+# Set-up here (the lent machine has no Rust): scripts/device-gpu-prepare.sh, then
+#   run with carry [".device/bundle", ".device/ggml"]:
+#   bash scripts/device-gpu.sh [build|check|fits|13b|moe|all]...
 #
-# build: llama.cpp's CUDA backend as a module (GGML_BACKEND_DL, sm_90) from the same vendored
-#        source, put beside the bundle's libraries, and checked to register.
+# build: ggml's CUDA backend as a module (GGML_BACKEND_DL, sm_90) from the same vendored
+#        source, put beside the bundle's libraries (checked to register by `check`).
 # check: greedy/seeded tokens of hypura's tiers against stock llama.cpp with the same
 #        placement of compute (-ngl, --n-cpu-moe), dense and MoE, experts on the GPU too.
 # fits:  the 7B shape wholly in GPU memory: hypura --gpu-budget all against stock -ngl 99.
@@ -23,7 +20,7 @@
 set -euo pipefail
 B=${BUNDLE:-.device/bundle}
 H=$B/hypura
-SRC=${LLAMA_SRC:-.device/llama.cpp}
+SRC=${GGML_SRC:-.device/ggml}
 W=${HYPURA_WORK:-/tmp/hypura-gpu}
 OUT=${OUT:-/tmp}
 THREADS=${THREADS:-16}
@@ -39,8 +36,7 @@ if wants build || [ ! -f "$B/libggml-cuda.so" ]; then
     t0=$(date +%s)
     cmake -S "$SRC" -B "$W/cuda-build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
         -DGGML_BACKEND_DL=ON -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF \
-        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
-        -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF >"$W/cmake.log" 2>&1 \
+        -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF >"$W/cmake.log" 2>&1 \
         || { tail -20 "$W/cmake.log"; exit 1; }
     cmake --build "$W/cuda-build" --target ggml-cuda -j "$(nproc)" >"$W/build.log" 2>&1 \
         || { tail -30 "$W/build.log"; exit 1; }

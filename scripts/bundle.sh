@@ -23,7 +23,7 @@ mkdir -p "$dest"
 cp "$CARGO_TARGET_DIR/release/hypura" "$dest/"
 cp -P "$out"/lib/lib*.so* "$dest/"
 cp "$out"/backends/*.so "$dest/"
-for f in "$dest/hypura" "$dest"/*.so; do
+for f in "$dest/hypura" "$dest"/*.so*; do
     [ -L "$f" ] || strip --strip-debug "$f"
 done
 say "bundled into $dest: $(cd "$dest" && ls | tr '\n' ' ')"

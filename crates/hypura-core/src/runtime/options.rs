@@ -180,6 +180,17 @@ impl LoadOptions {
     /// ([`Budget::WeightPercent`]) or all of it ([`Budget::AllWeights`]). `None`, the
     /// default: nothing on the GPU, and no GPU backend is used. Loading fails when the
     /// budget is not 0 and ggml has no GPU device (a build without a GPU backend).
+    ///
+    /// ```
+    /// use hypura_core::{Budget, LoadOptions, Plan};
+    /// // 8 GiB of GPU memory, and the whole process within 16 GiB of RAM.
+    /// let options = LoadOptions::new("model.gguf")
+    ///     .gpu_budget(Some(Budget::WeightBytes(8 << 30)))
+    ///     .budget(Budget::ProcessBytes(16 << 30));
+    /// // `Plan::for_options(&options)` then says what goes where (`gpu_resident_bytes`,
+    /// // `gpu_layers`, each tensor's `tier`), without a GPU.
+    /// # let _ = Plan::for_options(&options);
+    /// ```
     pub fn gpu_budget(mut self, budget: Option<Budget>) -> Self {
         self.gpu_budget = budget;
         self

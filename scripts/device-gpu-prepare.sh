@@ -3,8 +3,8 @@
 # has no Rust), within the 64 MiB a call may carry:
 #   .device/bundle  the dynamic-backends build (scripts/bundle.sh) with only the CPU modules
 #                   for the lent machine's CPUs (sapphirerapids) and the x86-64 fallback;
-#   .device/ggml    ggml's sources from the pinned llama-cpp-sys-2 (the CUDA backend's and
-#                   what it builds on), for building the CUDA module there.
+#   .device/ggml    ggml's sources from the pinned llama-cpp-sys-2 (the GPU backend's, CUDA
+#                   unless GPU=vulkan, and what it builds on), for building its module there.
 #   scripts/device-gpu-prepare.sh        then run scripts/device-gpu.sh with carry [".device"]
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$HYPURA_ROOT"
@@ -17,9 +17,9 @@ src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/llama-cpp-sys-2-0.1.161
 rm -rf .device/ggml
 mkdir -p .device/ggml/src
 cp -r "$src/CMakeLists.txt" "$src/cmake" "$src/include" .device/ggml/
-# ggml's core files and build script, the CPU backend (ggml's CMake expects it) and CUDA's.
+# ggml's core files and build script, the CPU backend (ggml's CMake expects it) and the GPU's.
 find "$src/src" -maxdepth 1 -type f -exec cp {} .device/ggml/src/ \;
-cp -r "$src/src/ggml-cpu" "$src/src/ggml-cuda" .device/ggml/src/
+cp -r "$src/src/ggml-cpu" "$src/src/ggml-${GPU:-cuda}" .device/ggml/src/
 # ggml built on its own writes a pkg-config file from this template, which the crate does not
 # package (llama.cpp's build includes ggml as a subfolder and never needs it): an empty one.
 touch .device/ggml/ggml.pc.in

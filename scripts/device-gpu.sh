@@ -9,6 +9,9 @@
 #
 # build: ggml's CUDA backend as a module (GGML_BACKEND_DL, sm_90) from the same vendored
 #        source, put beside the bundle's libraries (checked to register by `check`).
+#        GPU=vulkan builds the Vulkan module instead (a rehearsal on a machine without CUDA:
+#        prepare with GPU=vulkan too, and run with GGML_VK_VISIBLE_DEVICES=0 on Mesa's
+#        software device).
 # check: greedy/seeded tokens of hypura's tiers against stock llama.cpp with the same
 #        placement of compute (-ngl, --n-cpu-moe), dense and MoE, experts on the GPU too.
 # fits:  the 7B shape wholly in GPU memory: hypura --gpu-budget all against stock -ngl 99.
@@ -21,6 +24,12 @@ set -euo pipefail
 B=${BUNDLE:-.device/bundle}
 H=$B/hypura
 SRC=${GGML_SRC:-.device/ggml}
+GPU=${GPU:-cuda}
+case $GPU in
+    cuda) GPU_FLAGS=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90) ;;
+    vulkan) GPU_FLAGS=(-DGGML_VULKAN=ON) ;;
+    *) echo "GPU=$GPU: cuda or vulkan"; exit 2 ;;
+esac
 W=${HYPURA_WORK:-/tmp/hypura-gpu}
 OUT=${OUT:-/tmp}
 THREADS=${THREADS:-16}
@@ -32,16 +41,16 @@ echo "== machine: $(date -u +%F) $(nproc) cores, $(awk '/MemTotal/{printf "%.0f 
 nvidia-smi -L || true
 wants() { local w; for w in "${WHAT[@]}"; do [ "$w" = "$1" ] || [ "$w" = all ] && return 0; done; return 1; }
 
-if wants build || [ ! -f "$B/libggml-cuda.so" ]; then
+if wants build || [ ! -f "$B/libggml-$GPU.so" ]; then
     t0=$(date +%s)
     cmake -S "$SRC" -B "$W/cuda-build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
-        -DGGML_BACKEND_DL=ON -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF \
+        -DGGML_BACKEND_DL=ON "${GPU_FLAGS[@]}" -DGGML_NATIVE=OFF \
         -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF >"$W/cmake.log" 2>&1 \
         || { tail -20 "$W/cmake.log"; exit 1; }
-    cmake --build "$W/cuda-build" --target ggml-cuda -j "$(nproc)" >"$W/build.log" 2>&1 \
+    cmake --build "$W/cuda-build" --target "ggml-$GPU" -j "$(nproc)" >"$W/build.log" 2>&1 \
         || { tail -30 "$W/build.log"; exit 1; }
-    cp "$(find "$W/cuda-build" -name 'libggml-cuda.so' | head -1)" "$B/"
-    echo "== built libggml-cuda.so in $(( $(date +%s) - t0 )) s"
+    cp "$(find "$W/cuda-build" -name "libggml-$GPU.so" | head -1)" "$B/"
+    echo "== built libggml-$GPU.so in $(( $(date +%s) - t0 )) s"
 fi
 
 synth() { # shape type [more synth flags...]
@@ -72,9 +81,9 @@ gpu_layers() { # model gpu-budget weights-budget: llama.cpp's n_gpu_layers and t
 if wants check; then
     "$H" plan --model "$(small dense --type q4_0)" --gpu-budget 30% --weights-budget 30% \
         --disk-gbps 1.5 | grep -E 'GPU|streamed layers|LM head' || true
-    grep -q 'CUDA' <("$H" run --model "$(small dense --type q4_0)" --prompt x --max-tokens 1 \
-        --gpu-budget 30% --disk-gbps 1.5 -v 2>&1) && echo "== the CUDA module registered" \
-        || echo "== NO CUDA DEVICE: check $B/libggml-cuda.so"
+    grep -qi "GPU: $GPU" <("$H" run --model "$(small dense --type q4_0)" --prompt x --max-tokens 1 \
+        --gpu-budget 30% --disk-gbps 1.5 -v 2>&1) && echo "== the $GPU module registered" \
+        || echo "== NO $GPU DEVICE: check $B/libggml-$GPU.so"
     m=$(small dense --type q4_0)
     read -r ngl _ < <(gpu_layers "$m" 30% 30%)
     stock=$(text "$m" --baseline --ngl "$ngl")

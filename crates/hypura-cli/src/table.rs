@@ -52,6 +52,12 @@ pub fn plan_table(plan: &Plan) -> String {
     line("RAM budget", format_bytes(plan.ram_budget_bytes));
     if plan.gpu_budget_bytes > 0 {
         line(
+            "GPU device",
+            hypura_core::gpu_device_description().unwrap_or_else(|| {
+                "none: loading needs a build with a GPU backend (see README)".into()
+            }),
+        );
+        line(
             "GPU budget",
             if plan.gpu_budget_bytes >= u64::MAX / 4 {
                 "all".to_string()

@@ -87,6 +87,16 @@ fn plan_splits_a_model_over_three_tiers() {
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("resident on the GPU"), "{}", out.stdout);
+    let device = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("GPU device"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert_eq!(
+        device.contains("none"),
+        !cfg!(feature = "gpu-tests"),
+        "{device}"
+    );
     assert!(
         out.stdout
             .lines()

@@ -58,6 +58,7 @@ pub mod families {
 pub use chat::{ChatMessage, ChatTemplate, ChatTemplateError};
 pub use error::{DecodeError, GenerateError, LoadError, ModelFileError, PlanError, TokenizeError};
 pub use io::ReadProbe;
+pub use llama::gpu::gpu_device_description;
 pub use model::Role;
 pub use plan::budget::{Budget, InvalidBudget};
 pub use plan::{GroupKind, Placement, Plan, StreamGroup, TensorPlacement, Tier};

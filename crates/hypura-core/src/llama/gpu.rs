@@ -6,6 +6,13 @@ use std::ffi::CStr;
 
 use crate::sys;
 
+/// The GPU hypura's GPU tier would use, described (`CUDA0 (NVIDIA H100 …)`), or `None` when
+/// this build (with its backend modules) has none.
+pub fn gpu_device_description() -> Option<String> {
+    super::backend::init();
+    GpuDevice::first().map(GpuDevice::describe)
+}
+
 /// A GPU device of ggml's registry.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct GpuDevice {

@@ -13,7 +13,7 @@ use super::model::{LoadStats, Model};
 use super::options::{LoadMode, LoadOptions, LoadProgress, LoadProgressCallback};
 use super::prepare::{prepare, Prepared};
 use super::proc_stats;
-use super::repacked::{fill_repacked, RepackError, RepackTarget};
+use super::repacked::{fill_through_ggml, FillError, FillTarget};
 use crate::error::LoadError;
 use crate::io::{fd_path, ModelFile, ReadError, ReadPool, ReadRequest, StandIn};
 use crate::llama::repack::{self, RepackScope, Repacking};
@@ -593,8 +593,8 @@ fn build_streamer<'a>(
         })
         .collect();
     let mut resident_reads = Vec::new();
-    let mut repack_targets = Vec::new();
-    let mut gpu_targets = Vec::new();
+    // Tensors filled through ggml: the repacked ones and the GPU tier's.
+    let mut fill_targets = Vec::new();
     // A duplicated tensor (a tied head's second copy) shares the first copy's bytes.
     let mut first_copy: HashMap<&str, *mut sys::ggml_tensor> = HashMap::new();
     let mut shares = Vec::new();
@@ -621,8 +621,9 @@ fn build_streamer<'a>(
                 placement
             }
             (Placement::Resident, None) if repacked_names.contains(name) => {
-                repack_targets.push(RepackTarget {
+                fill_targets.push(FillTarget {
                     tensor: reg.tensor,
+                    repacked: true,
                     file_offset: info.file_offset,
                     row_bytes: info.row_bytes(),
                     n_rows: info.n_rows(),
@@ -634,10 +635,12 @@ fn build_streamer<'a>(
                 placement
             }
             (Placement::GpuResident, _) => {
-                gpu_targets.push(GpuTarget {
+                fill_targets.push(FillTarget {
                     tensor: reg.tensor,
+                    repacked: false,
                     file_offset: info.file_offset,
-                    nbytes: info.nbytes,
+                    row_bytes: info.row_bytes(),
+                    n_rows: info.n_rows(),
                 });
                 placement
             }
@@ -685,64 +688,48 @@ fn build_streamer<'a>(
     // SAFETY: each read fills one resident tensor's own memory in hypura's buffer, which
     // nothing reads before the context exists; the completion is waited for right here.
     let completion = unsafe { pool.submit(&resident_reads) };
-    let gpu_total: u64 = gpu_targets.iter().map(|t| t.nbytes).sum();
-    // The repacked weights are read and converted meanwhile, on threads of their own.
-    let repacked_bytes = AtomicU64::new(0);
-    let repack_total: u64 = repack_targets.iter().map(|t| t.n_rows * t.row_bytes).sum();
-    let repack_result = std::thread::scope(|scope| {
+    // The repacked weights and the GPU tier are read and handed to ggml meanwhile, on threads
+    // of their own.
+    let filled_bytes = AtomicU64::new(0);
+    let fill_total: u64 = fill_targets.iter().map(|t| t.n_rows * t.row_bytes).sum();
+    let fill_result = std::thread::scope(|scope| {
         let filler = scope.spawn(|| {
-            // SAFETY: the targets are live repacked tensors of the model just loaded, which
-            // nothing uses before the context exists; each is its file layout's size.
+            // SAFETY: the targets are live tensors of the model just loaded, in repacking or
+            // GPU buffers, which nothing uses before the context exists; each is its file
+            // layout's size.
             unsafe {
-                fill_repacked(
+                fill_through_ggml(
                     file,
-                    &repack_targets,
+                    &fill_targets,
                     n_threads.max(1) as usize + plan.io_threads as usize,
-                    &repacked_bytes,
+                    &filled_bytes,
                 )
             }
         });
         if let Some(report) = progress {
             let plain_total: u64 = resident_reads.iter().map(|r| r.len as u64).sum();
-            let total = plain_total + repack_total + gpu_total;
+            let total = plain_total + fill_total;
             let pieces = completion.pieces().max(1);
             loop {
                 let pending = completion.wait_for(std::time::Duration::from_millis(200));
                 let read = plain_total * (pieces - pending) as u64 / pieces as u64;
-                let done = read + repacked_bytes.load(Ordering::Relaxed);
+                let done = read + filled_bytes.load(Ordering::Relaxed);
                 (report.0)(LoadProgress { done, total });
                 if pending == 0 {
                     if filler.is_finished() {
                         break;
                     }
-                    // The reads are done; the conversions go on.
+                    // The reads are done; the fills go on.
                     std::thread::sleep(std::time::Duration::from_millis(200));
                 }
             }
         }
-        filler.join().unwrap_or(Err(RepackError::Panicked))
+        filler.join().unwrap_or(Err(FillError::Panicked))
     });
     completion.wait().map_err(|e| read_error(path, e))?;
-    repack_result.map_err(|e| match e {
-        RepackError::Read(e) => read_error(path, e),
+    fill_result.map_err(|e| match e {
+        FillError::Read(e) => read_error(path, e),
         other => internal(other.to_string()),
-    })?;
-    // The GPU tier, through a staging area in RAM.
-    let before_gpu = resident_reads.iter().map(|r| r.len as u64).sum::<u64>() + repack_total;
-    upload_gpu_tier(&pool, &gpu_targets, |uploaded| {
-        if let Some(report) = progress {
-            (report.0)(LoadProgress {
-                done: before_gpu + uploaded,
-                total: before_gpu + gpu_total,
-            });
-        }
-    })
-    .map_err(|e| match e {
-        UploadError::Read(e) => read_error(path, e),
-        UploadError::Memory(source) => LoadError::Memory {
-            path: path.to_path_buf(),
-            source,
-        },
     })?;
     drop(pool);
     for (copy, first) in shares {
@@ -826,84 +813,4 @@ fn build_streamer<'a>(
         streamer.register(tensor, &name, placement, rows);
     }
     Ok(streamer)
-}
-
-/// A weight of the GPU tier: where its bytes are in the file.
-struct GpuTarget {
-    tensor: std::ptr::NonNull<sys::ggml_tensor>,
-    file_offset: u64,
-    nbytes: u64,
-}
-
-/// Why the GPU tier could not be filled.
-#[derive(Debug, thiserror::Error)]
-enum UploadError {
-    #[error("{0:?}")]
-    Read(ReadError),
-    #[error("cannot map the staging area: {0}")]
-    Memory(std::io::Error),
-}
-
-/// Bytes of RAM the GPU tier is read through at least (more when one tensor is larger).
-const GPU_STAGING_BYTES: u64 = 256 << 20;
-
-/// Reads the GPU tier's weights from the file into a staging area in RAM, as many at once as
-/// it holds, and copies each into its place in GPU memory (`ggml_backend_tensor_set`),
-/// reporting the bytes done after each batch.
-fn upload_gpu_tier(
-    pool: &ReadPool,
-    targets: &[GpuTarget],
-    mut report: impl FnMut(u64),
-) -> Result<(), UploadError> {
-    let Some(largest) = targets.iter().map(|t| t.nbytes).max() else {
-        return Ok(());
-    };
-    let page = crate::memory::PAGE_BYTES as u64;
-    let staging_bytes = GPU_STAGING_BYTES.max(largest.div_ceil(page) * page);
-    let staging = ReservedMemory::new(staging_bytes as usize).map_err(UploadError::Memory)?;
-    let base = staging.base() as usize;
-    let mut uploaded = 0u64;
-    let mut rest = targets;
-    while !rest.is_empty() {
-        // As many tensors as the staging area holds, each from a page boundary.
-        let mut end = 0u64;
-        let mut batch = Vec::new();
-        for t in rest {
-            let at = end.div_ceil(page) * page;
-            if !batch.is_empty() && at + t.nbytes > staging_bytes {
-                break;
-            }
-            batch.push((t, at));
-            end = at + t.nbytes;
-        }
-        let reads: Vec<ReadRequest> = batch
-            .iter()
-            .map(|(t, at)| ReadRequest {
-                dst: base + *at as usize,
-                len: t.nbytes as usize,
-                offset: t.file_offset,
-            })
-            .collect();
-        // SAFETY: the reads fill disjoint ranges of the staging area, which nothing else
-        // uses; the completion is waited for right here.
-        unsafe { pool.submit(&reads) }
-            .wait()
-            .map_err(UploadError::Read)?;
-        for (t, at) in &batch {
-            // SAFETY: a live tensor of the model just loaded, in the GPU's buffer, which
-            // nothing computes with yet; the staging range holds its `nbytes` bytes, its size.
-            unsafe {
-                sys::ggml_backend_tensor_set(
-                    t.tensor.as_ptr(),
-                    (base + *at as usize) as *const std::ffi::c_void,
-                    0,
-                    t.nbytes as usize,
-                )
-            };
-            uploaded += t.nbytes;
-        }
-        report(uploaded);
-        rest = &rest[batch.len()..];
-    }
-    Ok(())
 }

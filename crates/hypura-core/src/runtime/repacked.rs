@@ -1,9 +1,10 @@
-//! Filling the weights llama.cpp keeps in a repacked layout (`CPU_REPACK`, or `AMX` in a build
-//! for a CPU with Intel's matrix extensions): each tensor is
-//! read in chunks of whole row groups into a staging buffer and converted into place by
-//! ggml's own conversion, on several threads at once. llama.cpp's loader does the same on one
-//! thread, a whole tensor at a time, and the conversion alone ran at 0.6 GB/s per core here:
-//! slower than the disk.
+//! Filling the weights hypura hands to ggml's own `set_tensor`: those llama.cpp keeps in a
+//! repacked layout (`CPU_REPACK`, or `AMX` in a build for a CPU with Intel's matrix
+//! extensions), which ggml converts into place, and those of the GPU tier, which the GPU's
+//! backend copies into its memory. Each tensor is read in chunks of whole row groups into a
+//! staging buffer and handed over chunk by chunk, on several threads at once. llama.cpp's
+//! loader does the same on one thread, a whole tensor at a time, and the conversion alone ran
+//! at 0.6 GB/s per core here: slower than the disk.
 //!
 //! A chunk is converted through a view of the tensor that covers just its rows: both layouts
 //! interleave groups of at most 16 consecutive rows (AMX: tiles of 16 rows) and store the
@@ -25,10 +26,12 @@ const CHUNK_BYTES: u64 = 8 << 20;
 /// that direct reads land in place.
 const PAGE: usize = 4096;
 
-/// One repacked tensor to fill.
-pub(crate) struct RepackTarget {
-    /// The tensor (in a repacking buffer, its `extra` set by ggml).
+/// One tensor to fill.
+pub(crate) struct FillTarget {
+    /// The tensor (in a repacking buffer, its `extra` set by ggml, or in a GPU's).
     pub tensor: NonNull<sys::ggml_tensor>,
+    /// True for a repacked tensor: ggml must have made its layout (`extra`).
+    pub repacked: bool,
     /// Where its bytes start in the model file.
     pub file_offset: u64,
     /// Bytes of one row in the file's layout.
@@ -38,9 +41,9 @@ pub(crate) struct RepackTarget {
 }
 
 // SAFETY: the tensor pointer is only used while its model is alive and unused (during load).
-unsafe impl Send for RepackTarget {}
+unsafe impl Send for FillTarget {}
 // SAFETY: as above; each worker converts disjoint rows.
-unsafe impl Sync for RepackTarget {}
+unsafe impl Sync for FillTarget {}
 
 #[derive(Debug, Clone, Copy)]
 struct Chunk {
@@ -49,7 +52,7 @@ struct Chunk {
     n_rows: u64,
 }
 
-fn chunks_of(targets: &[RepackTarget]) -> Vec<Chunk> {
+fn chunks_of(targets: &[FillTarget]) -> Vec<Chunk> {
     let mut chunks = Vec::new();
     for (i, t) in targets.iter().enumerate() {
         let rows_per_chunk = (CHUNK_BYTES / t.row_bytes.max(1) / ROW_QUANTUM).max(1) * ROW_QUANTUM;
@@ -67,38 +70,40 @@ fn chunks_of(targets: &[RepackTarget]) -> Vec<Chunk> {
     chunks
 }
 
-/// Why a repacked tensor could not be filled.
+/// Why a tensor could not be filled.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RepackError {
+pub(crate) enum FillError {
     #[error("{0}")]
     Read(ReadError),
     #[error("ggml has no repacked layout for tensor {0}")]
     NoLayout(String),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
-    #[error("a thread converting the repacked weights panicked")]
+    #[error("a thread filling the weights panicked")]
     Panicked,
 }
 
-/// Reads and converts every target with `threads` threads; `done_bytes` counts the bytes
-/// converted so far (for progress).
+/// Reads and hands over every target with `threads` threads; `done_bytes` counts the bytes
+/// filled so far (for progress).
 ///
 /// # Safety
 /// The targets must be live tensors of a model that nothing else uses until this returns,
-/// in buffers of ggml's repacking type, each `n_rows * row_bytes` bytes in the file layout.
-pub(crate) unsafe fn fill_repacked(
+/// each `n_rows * row_bytes` bytes in the file layout, in buffers whose `set_tensor` takes
+/// those bytes (ggml's repacking types convert them; a GPU's copies them) from several
+/// threads at once.
+pub(crate) unsafe fn fill_through_ggml(
     file: &ModelFile,
-    targets: &[RepackTarget],
+    targets: &[FillTarget],
     threads: usize,
     done_bytes: &AtomicU64,
-) -> Result<(), RepackError> {
+) -> Result<(), FillError> {
     for t in targets {
         // SAFETY: a live tensor (the caller's contract).
         let tensor = unsafe { t.tensor.as_ref() };
-        if tensor.extra.is_null() || tensor.buffer.is_null() {
+        if (t.repacked && tensor.extra.is_null()) || tensor.buffer.is_null() {
             // SAFETY: ggml names are NUL-terminated.
             let name = unsafe { std::ffi::CStr::from_ptr(tensor.name.as_ptr()) };
-            return Err(RepackError::NoLayout(name.to_string_lossy().into_owned()));
+            return Err(FillError::NoLayout(name.to_string_lossy().into_owned()));
         }
     }
     let chunks = chunks_of(targets);
@@ -109,7 +114,7 @@ pub(crate) unsafe fn fill_repacked(
         .unwrap_or(0) as usize;
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let first_error: std::sync::Mutex<Option<RepackError>> = std::sync::Mutex::new(None);
+    let first_error: std::sync::Mutex<Option<FillError>> = std::sync::Mutex::new(None);
     std::thread::scope(|scope| {
         let work = || {
             let mut staging = vec![0u8; largest + 2 * PAGE];
@@ -128,13 +133,13 @@ pub(crate) unsafe fn fill_repacked(
                 if let Err(e) = read {
                     failed.store(true, Ordering::Relaxed);
                     if let Ok(mut f) = first_error.lock() {
-                        f.get_or_insert(RepackError::Read(e));
+                        f.get_or_insert(FillError::Read(e));
                     }
                     break;
                 }
-                // SAFETY: a view of rows [first_row, first_row + n_rows) of a live repacked
-                // tensor that only this thread converts; whole row groups (see the module
-                // doc), so ggml's conversion of the view writes exactly those rows' bytes.
+                // SAFETY: a view of rows [first_row, first_row + n_rows) of a live tensor that
+                // only this thread fills; whole row groups (see the module doc), so ggml's
+                // conversion or copy of the view writes exactly those rows' bytes.
                 unsafe {
                     let mut view = *t.tensor.as_ptr();
                     view.ne = [view.ne[0], c.n_rows as i64, 1, 1];
@@ -163,7 +168,7 @@ pub(crate) unsafe fn fill_repacked(
                     if started == 0 {
                         failed.store(true, Ordering::Relaxed);
                         if let Ok(mut f) = first_error.lock() {
-                            f.get_or_insert(RepackError::Thread(e));
+                            f.get_or_insert(FillError::Thread(e));
                         }
                     }
                     break;
@@ -183,8 +188,9 @@ mod tests {
 
     #[test]
     fn chunks_are_whole_row_groups_covering_every_row() {
-        let t = |n_rows, row_bytes| RepackTarget {
+        let t = |n_rows, row_bytes| FillTarget {
             tensor: NonNull::dangling(),
+            repacked: true,
             file_offset: 0,
             row_bytes,
             n_rows,

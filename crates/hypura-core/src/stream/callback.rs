@@ -229,14 +229,19 @@ fn on_ask(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
     claim
 }
 
-/// True when `t`'s bytes are in host memory (computed by the CPU, or a copy made for it).
-fn in_host_memory(t: &sys::ggml_tensor) -> bool {
-    let buffer = if t.view_src.is_null() {
+/// The buffer holding `t`'s bytes: its own, or its view source's.
+fn storage_buffer(t: &sys::ggml_tensor) -> sys::ggml_backend_buffer_t {
+    if t.view_src.is_null() {
         t.buffer
     } else {
         // SAFETY: a view's source is a live tensor.
         unsafe { (*t.view_src).buffer }
-    };
+    }
+}
+
+/// True when `t`'s bytes are in host memory (computed by the CPU, or a copy made for it).
+pub(super) fn in_host_memory(t: &sys::ggml_tensor) -> bool {
+    let buffer = storage_buffer(t);
     // SAFETY: a live tensor's buffer is live.
     !buffer.is_null() && unsafe { sys::ggml_backend_buffer_is_host(buffer) }
 }
@@ -272,13 +277,7 @@ fn selection_layer(streamer: &Streamer, node: &sys::ggml_tensor) -> Option<u32> 
 /// The bytes a just-computed node spans (`ggml_nbytes`, its strides included), copied out of
 /// whichever memory it was computed in: host memory, or a GPU's when its layer runs there.
 fn computed_bytes(node: &sys::ggml_tensor) -> Option<Vec<u8>> {
-    let buffer = if node.view_src.is_null() {
-        node.buffer
-    } else {
-        // SAFETY: a view's source is a live tensor.
-        unsafe { (*node.view_src).buffer }
-    };
-    if node.data.is_null() || buffer.is_null() {
+    if node.data.is_null() || storage_buffer(node).is_null() {
         return None;
     }
     // SAFETY: a live tensor with data in a live buffer.

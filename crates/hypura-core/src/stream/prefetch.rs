@@ -54,15 +54,8 @@ pub(crate) fn router_input(
 /// The hidden state of a router input, if it is F32 in host memory, one token, `n_embd`
 /// wide.
 pub(crate) fn hidden_state(input: &sys::ggml_tensor, n_embd: i64) -> Option<&[f32]> {
-    let buffer = if input.view_src.is_null() {
-        input.buffer
-    } else {
-        // SAFETY: a view's source is a live tensor.
-        unsafe { (*input.view_src).buffer }
-    };
     // A layer computed on a GPU leaves its hidden state in GPU memory: no read-ahead then.
-    // SAFETY: a live tensor's buffer is live.
-    if buffer.is_null() || !unsafe { sys::ggml_backend_buffer_is_host(buffer) } {
+    if !super::callback::in_host_memory(input) {
         return None;
     }
     if input.type_ != sys::GGML_TYPE_F32

@@ -34,6 +34,8 @@ W=${HYPURA_WORK:-/tmp/hypura-gpu}
 OUT=${OUT:-/tmp}
 THREADS=${THREADS:-16}
 TOKENS=${TOKENS:-64}
+# stock under a RAM cap re-reads its mmap'd weights through a thrashing page cache: fewer tokens
+STOCK_TOKENS=${STOCK_TOKENS:-16}
 WHAT=("${@:-all}")
 mkdir -p "$W"
 export XDG_CACHE_HOME=$W/cache LD_LIBRARY_PATH=$B${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -41,6 +43,10 @@ echo "== machine: $(date -u +%F) $(nproc) cores, $(awk '/MemTotal/{printf "%.0f 
 nvidia-smi -L || true
 wants() { local w; for w in "${WHAT[@]}"; do [ "$w" = "$1" ] || [ "$w" = all ] && return 0; done; return 1; }
 
+# The module is kept in $W/lib between calls on a warm machine (the bundle is replaced by each
+# call's carry) and copied to $OUT, so that a later call can carry it instead of building again.
+mkdir -p "$W/lib"
+[ -f "$B/libggml-$GPU.so" ] || [ ! -f "$W/lib/libggml-$GPU.so" ] || cp "$W/lib/libggml-$GPU.so" "$B/"
 if wants build || [ ! -f "$B/libggml-$GPU.so" ]; then
     t0=$(date +%s)
     cmake -S "$SRC" -B "$W/cuda-build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
@@ -49,8 +55,11 @@ if wants build || [ ! -f "$B/libggml-$GPU.so" ]; then
         || { tail -20 "$W/cmake.log"; exit 1; }
     cmake --build "$W/cuda-build" --target "ggml-$GPU" -j "$(nproc)" >"$W/build.log" 2>&1 \
         || { tail -30 "$W/build.log"; exit 1; }
-    cp "$(find "$W/cuda-build" -name "libggml-$GPU.so" | head -1)" "$B/"
-    echo "== built libggml-$GPU.so in $(( $(date +%s) - t0 )) s"
+    cp "$(find "$W/cuda-build" -name "libggml-$GPU.so" | head -1)" "$W/lib/"
+    strip --strip-unneeded "$W/lib/libggml-$GPU.so" || true
+    cp "$W/lib/libggml-$GPU.so" "$B/"
+    echo "== built libggml-$GPU.so in $(( $(date +%s) - t0 )) s, $(du -h "$B/libggml-$GPU.so" | cut -f1)"
+    [ "$OUT" = /tmp ] || cp "$B/libggml-$GPU.so" "$OUT/"
 fi
 
 synth() { # shape type [more synth flags...]
@@ -79,12 +88,20 @@ gpu_layers() { # model gpu-budget weights-budget: llama.cpp's n_gpu_layers and t
 }
 
 if wants check; then
+    echo "== $(date -u +%T)"
     "$H" plan --model "$(small dense --type q4_0)" --gpu-budget 30% --weights-budget 30% \
         --disk-gbps 1.5 | grep -E 'GPU|streamed layers|LM head' || true
     grep -qi "GPU: $GPU" <("$H" run --model "$(small dense --type q4_0)" --prompt x --max-tokens 1 \
         --gpu-budget 30% --disk-gbps 1.5 -v 2>&1) && echo "== the $GPU module registered" \
         || echo "== NO $GPU DEVICE: check $B/libggml-$GPU.so"
     m=$(small dense --type q4_0)
+    # What the GPU backend costs in host memory (hypura's plan assumes 512 MiB).
+    for g in none 30%; do
+        flags=(); [ $g = none ] || flags=(--gpu-budget $g)
+        "$H" run --model "$m" --prompt x --max-tokens 4 --disk-gbps 1.5 --stats-json "$W/rss.json" \
+            "${flags[@]}" >/dev/null 2>&1
+        python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('== GPU budget %s: RSS before load %.0f MiB, after llama.cpp load %.0f MiB, peak %.0f MiB' % (sys.argv[2], d['rss_before_load_bytes']/2**20, d['rss_after_llama_load_bytes']/2**20, d['peak_rss_bytes']/2**20))" "$W/rss.json" $g
+    done
     read -r ngl _ < <(gpu_layers "$m" 30% 30%)
     stock=$(text "$m" --baseline --ngl "$ngl")
     same "dense, GPU 30% + RAM 30% + disk vs -ngl $ngl" "$(text "$m" --gpu-budget 30% --weights-budget 30%)" "$stock"
@@ -110,14 +127,14 @@ timed() { # label model cap [run flags...]: one run in a fresh cgroup (cap "max"
     local cg stats=$W/stats.json
     cg=$(fresh_cgroup hypura-gpu "$3")
     (echo $BASHPID > "$cg/cgroup.procs"; exec "$H" run --model "$2" --prompt "The history of the city begins" \
-        --max-tokens "$TOKENS" --temp 1 --seed 42 --ignore-eos --threads "$THREADS" --ctx 512 \
+        --max-tokens "${N:-$TOKENS}" --temp 1 --seed 42 --ignore-eos --threads "$THREADS" --ctx 512 \
         --disk-gbps "$GBPS" --no-expert-profile --stats-json "$stats" "${@:4}" >/dev/null 2>"$W/stderr") \
         || { echo "| $1 | failed: $(tail -1 "$W/stderr") |"; rmdir "$cg"; return; }
-    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('| %s | %.2f | %.2f | %.1f | %.2f GiB | %.2f GiB | %.2f GiB |' % (sys.argv[2], d['decode_tok_s'], d['steady_tok_s'], d['time_to_16th_token_s'], d['disk_bytes_per_token']/2**30, d['gpu_resident_bytes']/2**30, int(open(sys.argv[3]).read())/2**30))" \
-        "$stats" "$1" "$cg/memory.peak"
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('| %s | %s | %.2f | %.2f | %.1f | %.2f GiB | %.2f GiB | %.2f GiB | %.2f GiB |' % (sys.argv[2], sys.argv[4], d['decode_tok_s'], d['steady_tok_s'], d['time_to_16th_token_s'], d['disk_bytes_per_token']/2**30, d['gpu_resident_bytes']/2**30, d['peak_rss_bytes']/2**30, int(open(sys.argv[3]).read())/2**30))" \
+        "$stats" "$1" "$cg/memory.peak" "${N:-$TOKENS}"
     rmdir "$cg"
 }
-header() { echo "| run | tok/s | steady tok/s | 16th token s | read/token | on GPU | cgroup peak |"; echo "|---|---|---|---|---|---|---|"; }
+header() { echo "| run | tokens | tok/s | steady tok/s | 16th token s | read/token | on GPU | peak RSS | cgroup peak |"; echo "|---|---|---|---|---|---|---|---|---|"; }
 
 if wants fits || wants 13b || wants moe; then
     m7=$(synth llama-7b q4_0)
@@ -127,21 +144,25 @@ if wants fits || wants 13b || wants moe; then
     echo "== disk: dd O_DIRECT bs=4M of $(basename "$m7"): $GBPS GB/s"
 fi
 if wants fits; then
+    echo "== $(date -u +%T)"
     echo "== 7B Q4_0 wholly on the GPU, uncapped"; header
     timed "stock -ngl 99" "$m7" max --baseline --ngl 99
     timed "hypura --gpu-budget all" "$m7" max --gpu-budget all
 fi
 if wants 13b; then
+    echo "== $(date -u +%T)"
     m=$(synth llama-13b q4_0)
     bytes=$(stat -c %s "$m"); cap=$((bytes / 4))
     echo "== 13B Q4_0: GPU budget 25% of the model, RAM cap 25% ($cap bytes)"; header
     timed "hypura --gpu-budget 25% --memory cap" "$m" "$cap" --gpu-budget 25% --memory "$cap"
     read -r ngl _ < <(gpu_layers "$m" 25% 25%)
-    for n in $((ngl - 2)) "$ngl" $((ngl + 2)); do
-        timed "stock -ngl $n" "$m" "$cap" --baseline --ngl "$n"
+    # more layers than $ngl would exceed the GPU budget; fewer leave more to the thrashing cache
+    for n in "$ngl" $((ngl - 2)); do
+        N=$STOCK_TOKENS timed "stock -ngl $n" "$m" "$cap" --baseline --ngl "$n"
     done
 fi
 if wants moe; then
+    echo "== $(date -u +%T)"
     m=$(synth mixtral-8x7b q4_0 --routing token)
     echo "== Mixtral shape Q4_0 (near-uniform routing): GPU budget 8 GiB, RAM cap 16 GiB"; header
     timed "hypura --gpu-budget 8G --memory 16G" "$m" 16G --gpu-budget 8G --memory 16G

@@ -17,6 +17,10 @@ use crate::runtime::options::{defaults, LoadMode, LoadOptions};
 /// What the process needs before any weight is read: a fixed part for the binary, its
 /// libraries and llama.cpp's model metadata.
 const PROCESS_BASE_BYTES: u64 = 64 << 20;
+/// What a GPU backend adds in host memory when a GPU is used: its driver's context, the
+/// backend's kernels and its pinned staging buffers (an estimate; the lent machine's CUDA
+/// runs measure it).
+const GPU_RUNTIME_HOST_BYTES: u64 = 512 << 20;
 /// llama.cpp's vocabulary structures take a few times the tokenizer's bytes in the header.
 const VOCABULARY_BYTES_PER_HEADER_BYTE: u64 = 4;
 /// Each reader's aligned bounce buffer beyond its request size.
@@ -69,6 +73,9 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
     let mut costs = non_weight_costs(&header, &inventory, options, kv_cache_bytes, io_threads);
     // The KV cache of the layers on the GPU is not in RAM.
     costs.kv_cache_bytes -= gpu::split(&inventory, gpu_budget_bytes, kv_cache_bytes).kv_cache_bytes;
+    if gpu_budget_bytes > 0 {
+        costs.process_bytes += GPU_RUNTIME_HOST_BYTES;
+    }
     let budget = if tiered {
         options.budget
     } else {

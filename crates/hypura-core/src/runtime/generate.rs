@@ -314,7 +314,8 @@ pub struct GenerationStats {
     /// Which experts each batch's router picked, layer by layer, while generating: the
     /// request trace `hypura expert-sim` replays.
     pub expert_trace: Vec<ExpertRequest>,
-    /// Per-tensor use and disk-read counts while generating.
+    /// Per-tensor use and disk-read counts while generating (uses by nodes computed on a GPU
+    /// are not counted).
     pub tensor_accesses: Vec<TensorAccess>,
     /// The generated token ids.
     pub tokens: Vec<Token>,

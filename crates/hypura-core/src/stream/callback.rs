@@ -21,11 +21,18 @@ pub(crate) unsafe extern "C" fn eval_callback(
     user_data: *mut c_void,
 ) -> bool {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: ggml passes a live graph node, which nothing else touches during the call.
+        let node = unsafe { &*t };
+        // The scheduler asks about every node of a graph piece before it starts computing
+        // it, so this call is on the GPU's critical path: a node computed in GPU memory reads
+        // no streamed weight (hypura's host weights are computed on the CPU) and is left
+        // alone, uncounted.
+        if ask && in_device_memory(node) {
+            return false;
+        }
         // SAFETY: guaranteed by the caller of llama_init_from_model.
         let streamer = unsafe { &*(user_data as *const Mutex<Streamer>) };
         let mut streamer = streamer.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: ggml passes a live graph node, which nothing else touches during the call.
-        let node = unsafe { &*t };
         if ask {
             on_ask(&mut streamer, node)
         } else {
@@ -244,6 +251,13 @@ pub(super) fn in_host_memory(t: &sys::ggml_tensor) -> bool {
     let buffer = storage_buffer(t);
     // SAFETY: a live tensor's buffer is live.
     !buffer.is_null() && unsafe { sys::ggml_backend_buffer_is_host(buffer) }
+}
+
+/// True when `t` is stored in a device's own memory (a GPU's), not in host memory.
+fn in_device_memory(t: &sys::ggml_tensor) -> bool {
+    let buffer = storage_buffer(t);
+    // SAFETY: a live tensor's buffer is live.
+    !buffer.is_null() && !unsafe { sys::ggml_backend_buffer_is_host(buffer) }
 }
 
 /// The experts in `ids`, when it is the scheduler's copy (named

@@ -104,6 +104,7 @@ fn plan_splits_a_model_over_three_tiers() {
         "{}",
         out.stdout
     );
+    std::fs::remove_file(path).unwrap();
 }
 
 #[cfg(not(feature = "gpu-tests"))]
@@ -189,6 +190,7 @@ fn a_dense_model_over_three_tiers_gives_stock_s_tokens_with_the_same_layers_on_t
     );
     // The GPU computed: its kernels round otherwise than the CPU's.
     assert_ne!(tokens(&cpu), tokens(&stock), "the GPU changed nothing");
+    std::fs::remove_file(path).unwrap();
 }
 
 /// The shared parts of every layer on the GPU, the experts in RAM and on disk, read slice by
@@ -232,6 +234,7 @@ fn a_mixture_of_experts_keeps_its_experts_in_the_cache_and_gives_stock_s_tokens(
         tokens(&stock),
         "against stock -ngl 17 --cpu-moe"
     );
+    std::fs::remove_file(path).unwrap();
 }
 
 #[cfg(feature = "gpu-tests")]

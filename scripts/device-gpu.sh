@@ -166,6 +166,6 @@ if wants moe; then
     m=$(synth mixtral-8x7b q4_0 --routing token)
     echo "== Mixtral shape Q4_0 (near-uniform routing): GPU budget 8 GiB, RAM cap 16 GiB"; header
     timed "hypura --gpu-budget 8G --memory 16G" "$m" 16G --gpu-budget 8G --memory 16G
-    for n in ${MOE_NGL:-6 8 10}; do timed "stock -ngl $n" "$m" 16G --baseline --ngl "$n"; done
-    for n in ${MOE_CPU_MOE:-32 28 24}; do timed "stock -ngl 99 --n-cpu-moe $n" "$m" 16G --baseline --ngl 99 --n-cpu-moe "$n"; done
+    for n in ${MOE_NGL:-6 8 10}; do N=${MOE_STOCK_TOKENS:-$TOKENS} timed "stock -ngl $n" "$m" 16G --baseline --ngl "$n"; done
+    for n in ${MOE_CPU_MOE:-32 28 24}; do N=${MOE_STOCK_TOKENS:-$TOKENS} timed "stock -ngl 99 --n-cpu-moe $n" "$m" 16G --baseline --ngl 99 --n-cpu-moe "$n"; done
 fi

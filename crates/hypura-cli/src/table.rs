@@ -30,9 +30,21 @@ fn gpu_share(plan: &Plan) -> String {
         format!("the last {} layers", plan.gpu_layers)
     };
     if experts {
-        what += &match plan.gpu_expert_layers {
+        let n = plan.gpu_expert_layers;
+        let last: Vec<u32> = (n_layers.saturating_sub(n)..n_layers).collect();
+        what += &match n {
             0 => " but their experts".to_string(),
-            n => format!(" but the experts of all but the last {n}"),
+            _ if plan.gpu_expert_layer_indices == last => {
+                format!(" but the experts of all but the last {n}")
+            }
+            _ => format!(
+                " but the experts of all but layers {} (their routing spreads widest)",
+                plan.gpu_expert_layer_indices
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         };
     }
     if plan.gpu_head {

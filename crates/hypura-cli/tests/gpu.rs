@@ -107,6 +107,95 @@ fn plan_splits_a_model_over_three_tiers() {
     std::fs::remove_file(path).unwrap();
 }
 
+/// With a saved expert profile, the GPU takes the experts of the layers whose routing
+/// spreads widest (the RAM cache serves them worst); without one, the last layers'.
+#[test]
+fn a_profile_sends_the_widest_routed_layers_experts_to_the_gpu() {
+    let path = synth_moe_model("gpu-profile", "qwen3moe", &["--routing", "token"]);
+    // What the GPU holds besides expert matrices (their KV cache too), and one layer's
+    // expert matrices.
+    let base = plan_with_gpu(&path, "8%", "40%", &[]);
+    assert_eq!(u(&base, "gpu_expert_layers"), 0);
+    let layer_experts: u64 = base["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["layer"] == 0 && t["placement"]["kind"] == "expert_slices")
+        .map(|t| t["bytes"].as_u64().unwrap())
+        .sum();
+    let budget = u(&base, "gpu_resident_bytes")
+        + u(&base, "gpu_kv_cache_bytes")
+        + 2 * layer_experts
+        + (1 << 20);
+    let budget = budget.to_string();
+    let plain = plan_with_gpu(&path, &budget, "40%", &[]);
+    assert_eq!(
+        plain["gpu_expert_layer_indices"],
+        serde_json::json!([14, 15])
+    );
+    // A profile in which layers 3 and 9 pick evenly among their 32 experts and the others
+    // mostly pick 4 of theirs.
+    let profile_path = plain["expert_profile_path"].as_str().unwrap().to_string();
+    let layers: Vec<Value> = (0..16)
+        .map(|l| {
+            let chances: Vec<f64> = (0..32)
+                .map(|e| match (l, e) {
+                    (3 | 9, _) => 0.125,
+                    (_, 0..4) => 0.9,
+                    _ => 0.01,
+                })
+                .collect();
+            serde_json::json!({ "layer": l, "chances": chances })
+        })
+        .collect();
+    let key = std::path::Path::new(&profile_path)
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let profile =
+        serde_json::json!({ "format": 1, "model": key, "requests": 100, "layers": layers });
+    std::fs::create_dir_all(std::path::Path::new(&profile_path).parent().unwrap()).unwrap();
+    std::fs::write(&profile_path, profile.to_string()).unwrap();
+    let guided = plan_with_gpu(&path, &budget, "40%", &[]);
+    assert!(guided["expert_profile_ignored"].is_null(), "{guided}");
+    assert_eq!(
+        guided["gpu_expert_layer_indices"],
+        serde_json::json!([3, 9])
+    );
+    assert_eq!(
+        u(&guided, "gpu_resident_bytes"),
+        u(&plain, "gpu_resident_bytes")
+    );
+    // The same split in words, and the tensors placed so.
+    let out = hypura(&[
+        "plan",
+        "--model",
+        path.to_str().unwrap(),
+        "--gpu-budget",
+        &budget,
+        "--weights-budget",
+        "40%",
+        "--ctx",
+        "256",
+        "--disk-gbps",
+        "1.6",
+    ]);
+    assert!(out.stdout.contains("all but layers 3, 9"), "{}", out.stdout);
+    let mut matrices = 0;
+    for t in guided["tensors"].as_array().unwrap() {
+        if t["role"] == "experts" && t["name"].as_str().unwrap().contains("_exps.weight") {
+            let on_gpu = t["layer"] == 3 || t["layer"] == 9;
+            assert_eq!(t["tier"] == "gpu", on_gpu, "{t}");
+            matrices += 1;
+        }
+    }
+    assert_eq!(matrices, 16 * 3);
+    std::fs::remove_file(profile_path).unwrap();
+    std::fs::remove_file(path).unwrap();
+}
+
 #[cfg(not(feature = "gpu-tests"))]
 #[test]
 fn without_a_gpu_a_gpu_budget_is_one_line_naming_the_file() {

@@ -167,12 +167,49 @@ impl ExpertProfile {
         result.map_err(failed)
     }
 
+    /// Layers `0..n_layers` in the order their expert matrices earn GPU memory: first the
+    /// layers whose own hottest `share` of experts (a layer's part of a cache that holds that
+    /// share of all experts) holds the least of their picks, i.e. whose routing spreads
+    /// widest. Layers the profile does not list count as evenly routed; ties go to the later
+    /// layer, so a profile of even routing gives the last layers first.
+    pub(crate) fn layers_widest_first(&self, n_layers: u32, share: f64) -> Vec<u32> {
+        let share = share.clamp(0.0, 1.0);
+        let held = |l: u32| -> f64 {
+            let Some(chances) = self
+                .layers
+                .iter()
+                .find(|c| c.layer == l)
+                .map(|c| &c.chances)
+            else {
+                return share;
+            };
+            let total: f64 = chances.iter().map(|&c| f64::from(c)).sum();
+            if chances.is_empty() || total <= 0.0 {
+                return share;
+            }
+            let mut sorted: Vec<f64> = chances.iter().map(|&c| f64::from(c)).collect();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let kept = ((sorted.len() as f64 * share).round() as usize).min(sorted.len());
+            sorted.iter().take(kept).sum::<f64>() / total
+        };
+        let mut order: Vec<(f64, u32)> = (0..n_layers).map(|l| (held(l), l)).collect();
+        order.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
+        order.into_iter().map(|(_, l)| l).collect()
+    }
+
     /// The share of picks a cache of `capacity` experts would hold, keeping the hottest
     /// (every expert of every layer ranked by its chance): the profile's predicted hit rate.
     pub fn predicted_hit_rate(&self, capacity: usize) -> f64 {
+        self.predicted_hit_rate_without(capacity, &[])
+    }
+
+    /// [`Self::predicted_hit_rate`] over the layers but `skipped` (ascending): those whose
+    /// experts are not cached (in GPU memory).
+    pub(crate) fn predicted_hit_rate_without(&self, capacity: usize, skipped: &[u32]) -> f64 {
         let mut all: Vec<f64> = self
             .layers
             .iter()
+            .filter(|l| skipped.binary_search(&l.layer).is_err())
             .flat_map(|l| l.chances.iter().map(|&c| f64::from(c)))
             .collect();
         let total: f64 = all.iter().sum();
@@ -207,6 +244,9 @@ mod tests {
         );
         // Two of four experts: the two hottest hold 0.75 of the picks.
         assert!((profile.predicted_hit_rate(2) - 0.75).abs() < 1e-9);
+        // Layer 0 keeps 0.75 of its picks in half its experts, layers 1 and 2 (not listed)
+        // count as even (0.5): they come first, the later one first.
+        assert_eq!(profile.layers_widest_first(3, 0.5), vec![2, 1, 0]);
         let other = model_key(b"other", 42);
         let err = ExpertProfile::read(&path, &other).unwrap_err().to_string();
         assert!(err.contains("not this one"), "{err}");

@@ -124,13 +124,13 @@ pub(crate) fn apply_profile(
         return;
     }
     let capacity = (plan.expert_cache_bytes / plan.expert_unit_bytes) as usize;
-    let hit = profile.predicted_hit_rate(capacity);
+    let hit = profile.predicted_hit_rate_without(capacity, &plan.gpu_expert_layer_indices);
     // The layers whose experts are in GPU memory read nothing.
-    let on_cpu = inventory.n_layers.saturating_sub(plan.gpu_expert_layers) as usize;
     let picked_bytes: u64 = unit_bytes(inventory)
         .iter()
-        .take(on_cpu)
-        .map(|b| b * inventory.n_expert_used)
+        .zip(0u32..)
+        .filter(|(_, l)| plan.gpu_expert_layer_indices.binary_search(l).is_err())
+        .map(|(b, _)| b * inventory.n_expert_used)
         .sum();
     plan.streamed_bytes_per_token = ((1.0 - hit) * picked_bytes as f64) as u64;
     plan.disk_time_s = plan.streamed_bytes_per_token as f64 / disk_bytes_per_s.max(1.0);

@@ -17,9 +17,13 @@
 //! A mixture-of-experts layer is split: its attention, norms, router and shared experts are
 //! read every token, its expert matrices only for the experts picked (`n_expert_used` of
 //! `n_expert`), so the GPU takes the non-expert part of every layer first (llama.cpp's
-//! `--cpu-moe` layout), then the expert matrices of the last layers (`--n-cpu-moe` keeps the
-//! first layers' experts on the CPU in the same way). Experts left on the CPU are cached and
-//! streamed slice by slice as before.
+//! `--cpu-moe` layout), then the expert matrices of whole layers: the last ones
+//! (`--n-cpu-moe` keeps the first layers' experts on the CPU in the same way), or, when a
+//! saved expert profile says how each layer routes, the layers whose picks spread widest
+//! first. The RAM cache keeps the hottest experts of every layer; a layer whose picks are
+//! spread over many experts is the one it serves worst, and all of its experts in GPU memory
+//! save the most reads. Experts left on the CPU are cached and streamed slice by slice as
+//! before.
 //!
 //! Each layer on the GPU also holds its share of the KV cache there; the budget covers both.
 //! llama.cpp's GPU compute buffer comes on top (not planned).
@@ -30,7 +34,7 @@ use crate::model::inventory::ModelTensor;
 use crate::model::{ModelInventory, Role};
 
 /// What the GPU budget holds. `Default` is nothing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct GpuSplit {
     /// The model's layer count.
     n_layers: u32,
@@ -40,9 +44,9 @@ pub(crate) struct GpuSplit {
     /// The output layer is on the GPU: the LM head and the other tensors outside the layers,
     /// and the embedding too when the head is tied to it.
     pub head: bool,
-    /// The last `expert_layers` layers (at most `layers`) have their expert matrices on the
-    /// GPU too.
-    pub expert_layers: u32,
+    /// The layers (of the `layers` on the GPU) whose expert matrices are on the GPU too, in
+    /// ascending order.
+    pub expert_layers: Vec<u32>,
     /// Bytes of weights on the GPU.
     pub weight_bytes: u64,
     /// Bytes of the KV cache of the layers on the GPU (predicted).
@@ -59,7 +63,7 @@ impl GpuSplit {
             Some(l) if l < self.n_layers => {
                 let from_end = self.n_layers - l;
                 if is_sliced(inventory, t) {
-                    from_end <= self.expert_layers
+                    self.expert_layers.binary_search(&l).is_ok()
                 } else {
                     from_end <= self.layers
                 }
@@ -71,11 +75,13 @@ impl GpuSplit {
 }
 
 /// The GPU's share of `inventory` within `budget_bytes` (weights and the KV cache of the
-/// layers it holds, of `kv_cache_bytes` for the whole model).
+/// layers it holds, of `kv_cache_bytes` for the whole model). `expert_order` is the order in
+/// which layers' expert matrices earn GPU memory; empty: the last layers first.
 pub(crate) fn split(
     inventory: &ModelInventory,
     budget_bytes: u64,
     kv_cache_bytes: u64,
+    expert_order: &[u32],
 ) -> GpuSplit {
     let n = inventory.n_layers as usize;
     let mut split = GpuSplit {
@@ -128,14 +134,22 @@ pub(crate) fn split(
         split.weight_bytes += outside_bytes;
     }
     if split.layers as usize == n {
-        for l in (0..n).rev() {
-            if used + expert_bytes[l] > budget_bytes {
+        let last_first: Vec<u32> = (0..inventory.n_layers).rev().collect();
+        let order = if expert_order.is_empty() {
+            &last_first
+        } else {
+            expert_order
+        };
+        for l in order.iter().copied().filter(|&l| (l as usize) < n) {
+            if used + expert_bytes[l as usize] > budget_bytes {
                 break;
             }
-            used += expert_bytes[l];
-            split.weight_bytes += expert_bytes[l];
-            split.expert_layers += 1;
+            used += expert_bytes[l as usize];
+            split.weight_bytes += expert_bytes[l as usize];
+            split.expert_layers.push(l);
         }
+        split.expert_layers.sort_unstable();
+        split.expert_layers.dedup();
     }
     split
 }
@@ -217,14 +231,14 @@ mod tests {
         let layer = bytes_of(&inv, |t| t.layer == Some(7));
         let outside = bytes_of(&inv, |t| t.layer.is_none() && t.role != Role::Embedding);
         assert_eq!(
-            split(&inv, 0, 0),
+            split(&inv, 0, 0, &[]),
             GpuSplit {
                 n_layers: 8,
                 ..Default::default()
             }
         );
-        let s = split(&inv, outside + layer * 3 + layer / 2, 0);
-        assert_eq!((s.layers, s.head, s.expert_layers), (3, true, 0));
+        let s = split(&inv, outside + layer * 3 + layer / 2, 0, &[]);
+        assert_eq!((s.layers, s.head, s.expert_layers.len()), (3, true, 0));
         assert_eq!(s.weight_bytes, gpu_bytes(&inv, &s));
         for t in &inv.tensors {
             let on_gpu = match t.layer {
@@ -235,9 +249,9 @@ mod tests {
         }
         // A budget the head does not fit in still takes layers.
         assert!(layer < outside);
-        let s = split(&inv, layer + layer / 2, 0);
+        let s = split(&inv, layer + layer / 2, 0, &[]);
         assert_eq!((s.layers, s.head), (1, false));
-        let all = split(&inv, u64::MAX / 4, 0);
+        let all = split(&inv, u64::MAX / 4, 0, &[]);
         assert!(all.head && all.layers == 8);
         // Everything but the embedding, the input layer, which llama.cpp keeps on the CPU.
         for t in &inv.tensors {
@@ -253,8 +267,8 @@ mod tests {
     #[test]
     fn the_kv_cache_of_each_layer_counts_against_the_budget() {
         let inv = inventory(false, false);
-        let without = split(&inv, 40 << 20, 0);
-        let with = split(&inv, 40 << 20, 64 << 20);
+        let without = split(&inv, 40 << 20, 0, &[]);
+        let with = split(&inv, 40 << 20, 64 << 20, &[]);
         assert!(with.layers < without.layers);
         assert_eq!(with.kv_cache_bytes, (64 << 20) / 8 * u64::from(with.layers));
         assert!(with.weight_bytes + with.kv_cache_bytes <= 40 << 20);
@@ -267,13 +281,13 @@ mod tests {
         let norm = bytes_of(&inv, |t| t.layer.is_none() && t.role != Role::Embedding);
         let layers = bytes_of(&inv, |t| t.layer.is_some());
         // Not before every layer is there.
-        let s = split(&inv, 2 * embedding + norm, 0);
+        let s = split(&inv, 2 * embedding + norm, 0, &[]);
         assert!(!s.head && s.layers > 0);
-        let s = split(&inv, layers + 2 * embedding + norm, 0);
+        let s = split(&inv, layers + 2 * embedding + norm, 0, &[]);
         assert_eq!((s.layers, s.head), (8, true));
         assert_eq!(s.weight_bytes, layers + 2 * embedding + norm);
         assert!(inv.tensors.iter().all(|t| s.holds(&inv, t)));
-        assert!(!split(&inv, layers + 2 * embedding + norm - 1, 0).head);
+        assert!(!split(&inv, layers + 2 * embedding + norm - 1, 0, &[]).head);
     }
 
     #[test]
@@ -283,19 +297,30 @@ mod tests {
         let experts_of_a_layer = bytes_of(&inv, |t| t.layer == Some(0) && is_sliced(&inv, t));
         let outside = bytes_of(&inv, |t| t.layer.is_none() && t.role != Role::Embedding);
         // Less than the shared parts: some layers, no experts.
-        let s = split(&inv, outside + (shared - outside) / 2, 0);
-        assert!(s.layers > 0 && s.layers < 8 && s.expert_layers == 0);
+        let s = split(&inv, outside + (shared - outside) / 2, 0, &[]);
+        assert!(s.layers > 0 && s.layers < 8 && s.expert_layers.is_empty());
         assert!(inv
             .tensors
             .iter()
             .filter(|t| is_sliced(&inv, t))
             .all(|t| !s.holds(&inv, t)));
         // The shared parts, the head and two layers' experts: the last two.
-        let s = split(&inv, shared + 2 * experts_of_a_layer + 1, 0);
-        assert_eq!((s.layers, s.head, s.expert_layers), (8, true, 2));
+        let s = split(&inv, shared + 2 * experts_of_a_layer + 1, 0, &[]);
+        assert_eq!(
+            (s.layers, s.head, s.expert_layers.clone()),
+            (8, true, vec![6, 7])
+        );
         assert_eq!(s.weight_bytes, gpu_bytes(&inv, &s));
         for t in inv.tensors.iter().filter(|t| is_sliced(&inv, t)) {
             assert_eq!(s.holds(&inv, t), t.layer >= Some(6), "{}", t.info.name);
+        }
+        // In a profile's order: the first two layers it names.
+        let s = split(&inv, shared + 2 * experts_of_a_layer + 1, 0, &[3, 0, 5]);
+        assert_eq!(s.expert_layers, vec![0, 3]);
+        assert_eq!(s.weight_bytes, gpu_bytes(&inv, &s));
+        for t in inv.tensors.iter().filter(|t| is_sliced(&inv, t)) {
+            let held = matches!(t.layer, Some(0) | Some(3));
+            assert_eq!(s.holds(&inv, t), held, "{}", t.info.name);
         }
     }
 
@@ -319,6 +344,7 @@ mod tests {
             io_threads: 4,
             kv_cache_bytes: 0,
             expert_slices: true,
+            gpu_expert_order: Vec::new(),
         };
         let p = plan(&inv, &params, std::path::Path::new("moe.gguf")).unwrap();
         assert_eq!(

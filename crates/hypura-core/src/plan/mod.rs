@@ -143,8 +143,11 @@ pub struct Plan {
     /// True when the output layer is in GPU memory: the LM head and everything else outside
     /// the layers, and the embedding too when the head is tied to it.
     pub gpu_head: bool,
-    /// The last layers whose expert matrices are in GPU memory too.
+    /// How many layers have their expert matrices in GPU memory too.
     pub gpu_expert_layers: u32,
+    /// Those layers, ascending: the last ones, or those a saved expert profile shows routing
+    /// the most widely.
+    pub gpu_expert_layer_indices: Vec<u32>,
     /// GPU memory bandwidth assumed for the compute part of the bound, bytes/s.
     pub gpu_bytes_per_s: f64,
     /// Bytes read once at load and held.

@@ -35,6 +35,9 @@ pub(crate) struct SearchParams {
     pub kv_cache_bytes: u64,
     /// Read experts slice by slice when the budget allows it (see [`super::experts`]).
     pub expert_slices: bool,
+    /// The order in which layers' expert matrices earn GPU memory (empty: the last layers
+    /// first; see [`super::gpu`]).
+    pub gpu_expert_order: Vec<u32>,
 }
 
 /// Largest single read request.
@@ -113,7 +116,12 @@ pub(crate) fn plan(
 ) -> Result<Plan, PlanError> {
     let model_bytes = inventory.weight_bytes();
     let budget = params.ram_budget_bytes;
-    let gpu = gpu::split(inventory, params.gpu_budget_bytes, params.kv_cache_bytes);
+    let gpu = gpu::split(
+        inventory,
+        params.gpu_budget_bytes,
+        params.kv_cache_bytes,
+        &params.gpu_expert_order,
+    );
     let on_gpu = |t: &crate::model::inventory::ModelTensor| gpu.holds(inventory, t);
     let gpu_bytes: u64 = inventory
         .tensors
@@ -448,7 +456,8 @@ pub(super) fn finish(
         gpu_kv_cache_bytes: gpu.kv_cache_bytes,
         gpu_layers: gpu.layers,
         gpu_head: gpu.head,
-        gpu_expert_layers: gpu.expert_layers,
+        gpu_expert_layers: gpu.expert_layers.len() as u32,
+        gpu_expert_layer_indices: gpu.expert_layers.clone(),
         gpu_bytes_per_s: params.gpu_bytes_per_s,
         ram_resident_bytes: c.resident,
         window_bytes: c.window,
@@ -528,6 +537,7 @@ mod tests {
             io_threads: 4,
             kv_cache_bytes: 0,
             expert_slices: false,
+            gpu_expert_order: Vec::new(),
         }
     }
 

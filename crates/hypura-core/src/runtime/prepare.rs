@@ -72,7 +72,8 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
     };
     let mut costs = non_weight_costs(&header, &inventory, options, kv_cache_bytes, io_threads);
     // The KV cache of the layers on the GPU is not in RAM.
-    costs.kv_cache_bytes -= gpu::split(&inventory, gpu_budget_bytes, kv_cache_bytes).kv_cache_bytes;
+    costs.kv_cache_bytes -=
+        gpu::split(&inventory, gpu_budget_bytes, kv_cache_bytes, &[]).kv_cache_bytes;
     if gpu_budget_bytes > 0 {
         costs.process_bytes += GPU_RUNTIME_HOST_BYTES;
     }
@@ -82,6 +83,29 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
         Budget::AllWeights
     };
     let ram_budget_bytes = budget.weight_bytes(inventory.weight_bytes(), &costs, file.path())?;
+    // The model's saved expert profile, if it has experts and the options name a place.
+    let model_key = model_key(&header.raw, file.size());
+    let mut profile = None;
+    let mut profile_error = None;
+    let profile_path = options
+        .expert_profiles
+        .as_ref()
+        .filter(|_| inventory.n_expert_used > 0)
+        .map(|dir| profile::path_in(dir, &model_key));
+    if let Some(path) = &profile_path {
+        match ExpertProfile::read(path, &model_key) {
+            Ok(p) => profile = p,
+            Err(e) => profile_error = Some(e.to_string()),
+        }
+    }
+    // With a profile, the GPU takes whole layers' experts where routing spreads widest.
+    let gpu_expert_order = match &profile {
+        Some(p) if gpu_budget_bytes > 0 => {
+            let ram_share = ram_budget_bytes as f64 / inventory.weight_bytes().max(1) as f64;
+            p.layers_widest_first(inventory.n_layers, ram_share)
+        }
+        _ => Vec::new(),
+    };
     let params = SearchParams {
         ram_budget_bytes,
         gpu_budget_bytes,
@@ -93,6 +117,7 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
         io_threads,
         kv_cache_bytes,
         expert_slices: options.expert_slices,
+        gpu_expert_order,
     };
     let mut plan = search::plan(&inventory, &params, file.path())?;
     plan.untiered = inventory.untiered.as_ref().map(|why| {
@@ -100,19 +125,15 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
             "{why}: it runs as stock llama.cpp runs it (memory-mapped; the budget is not enforced)"
         )
     });
-    let model_key = model_key(&header.raw, file.size());
-    let mut profile = None;
-    if let (Some(dir), true) = (&options.expert_profiles, plan.expert_cache_bytes > 0) {
-        let path = profile::path_in(dir, &model_key);
-        match ExpertProfile::read(&path, &model_key) {
-            Ok(Some(p)) => {
-                experts::apply_profile(&mut plan, &inventory, &p, options.disk_bytes_per_s);
-                profile = Some(p);
-            }
-            Ok(None) => {}
-            Err(e) => plan.expert_profile_ignored = Some(e.to_string()),
+    // The profile guides the expert cache, when the plan has one.
+    if plan.expert_cache_bytes > 0 {
+        if let Some(p) = &profile {
+            experts::apply_profile(&mut plan, &inventory, p, options.disk_bytes_per_s);
         }
-        plan.expert_profile_path = Some(path);
+        plan.expert_profile_ignored = profile_error;
+        plan.expert_profile_path = profile_path;
+    } else {
+        profile = None;
     }
     Ok(Prepared {
         file,

@@ -26,7 +26,11 @@ H=$B/hypura
 SRC=${GGML_SRC:-.device/ggml}
 GPU=${GPU:-cuda}
 case $GPU in
-    cuda) GPU_FLAGS=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90) ;;
+    # CUDA graphs on, as llama.cpp's own build has them (ggml built alone defaults to off);
+    # FlashAttention kernels off unless CUDA_FA=ON: they are most of the build's time, and
+    # stock and hypura load the same module (llama.cpp then computes attention without them).
+    cuda) GPU_FLAGS=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_CUDA_GRAPHS=ON
+                     "-DGGML_CUDA_FA=${CUDA_FA:-OFF}") ;;
     vulkan) GPU_FLAGS=(-DGGML_VULKAN=ON) ;;
     *) echo "GPU=$GPU: cuda or vulkan"; exit 2 ;;
 esac

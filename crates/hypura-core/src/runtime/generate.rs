@@ -258,9 +258,9 @@ pub struct GenerationStats {
     pub rss_after_llama_load_bytes: u64,
     /// Largest tensor of the model.
     pub largest_tensor_bytes: u64,
-    /// KV cache bytes (seen in llama.cpp's graph; predicted in stock mode).
+    /// KV cache bytes in host memory (seen in llama.cpp's graph; predicted in stock mode).
     pub kv_cache_bytes: u64,
-    /// Activation buffers (seen in llama.cpp's graph; 0 in stock mode).
+    /// Activation buffers in host memory (seen in llama.cpp's graph; 0 in stock mode).
     pub compute_buffer_bytes: u64,
     /// Logits buffer.
     pub output_buffer_bytes: u64,

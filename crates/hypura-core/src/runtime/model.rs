@@ -62,11 +62,11 @@ pub struct ModelStats {
     pub decode_s: f64,
     /// Bytes hypura read from the model file since loading ended.
     pub bytes_read: u64,
-    /// The KV cache's bytes (seen in the graph; the plan's prediction until the first decode
-    /// or in stock mode).
+    /// The KV cache's bytes in host memory (seen in the graph; the plan's prediction until
+    /// the first decode or in stock mode). The KV cache of the layers on a GPU is not here.
     pub kv_cache_bytes: u64,
-    /// llama.cpp's activation buffers (seen in the graph; 0 before the first decode or in
-    /// stock mode).
+    /// llama.cpp's activation buffers in host memory (seen in the graph; 0 before the first
+    /// decode or in stock mode).
     pub compute_buffer_bytes: u64,
     /// llama.cpp's logits buffer.
     pub output_buffer_bytes: u64,
@@ -532,6 +532,7 @@ impl Model {
                 observed.kv_cache_bytes
             } else {
                 self.plan.kv_cache_bytes
+                    - self.plan.gpu_kv_cache_bytes.min(self.plan.kv_cache_bytes)
             },
             compute_buffer_bytes: observed.compute_bytes,
             output_buffer_bytes: (self.n_vocab * 4 * self.max_outputs.max(self.n_past.len()))

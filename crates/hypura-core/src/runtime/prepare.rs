@@ -83,14 +83,15 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
         Budget::AllWeights
     };
     let ram_budget_bytes = budget.weight_bytes(inventory.weight_bytes(), &costs, file.path())?;
-    // The model's saved expert profile, if it has experts and the options name a place.
+    // The model's saved expert profile, if it has experts, is tiered and the options name a
+    // place.
     let model_key = model_key(&header.raw, file.size());
     let mut profile = None;
     let mut profile_error = None;
     let profile_path = options
         .expert_profiles
         .as_ref()
-        .filter(|_| inventory.n_expert_used > 0)
+        .filter(|_| tiered && inventory.n_expert_used > 0)
         .map(|dir| profile::path_in(dir, &model_key));
     if let Some(path) = &profile_path {
         match ExpertProfile::read(path, &model_key) {

@@ -246,18 +246,22 @@ fn storage_buffer(t: &sys::ggml_tensor) -> sys::ggml_backend_buffer_t {
     }
 }
 
-/// True when `t`'s bytes are in host memory (computed by the CPU, or a copy made for it).
-pub(super) fn in_host_memory(t: &sys::ggml_tensor) -> bool {
+/// Whether `t`'s bytes are in host memory (`Some(true)`: computed by the CPU, or a copy made
+/// for it) or in a device's own memory (`Some(false)`: a GPU's); `None` without a buffer.
+fn stored_in_host(t: &sys::ggml_tensor) -> Option<bool> {
     let buffer = storage_buffer(t);
     // SAFETY: a live tensor's buffer is live.
-    !buffer.is_null() && unsafe { sys::ggml_backend_buffer_is_host(buffer) }
+    (!buffer.is_null()).then(|| unsafe { sys::ggml_backend_buffer_is_host(buffer) })
+}
+
+/// True when `t`'s bytes are in host memory.
+pub(super) fn in_host_memory(t: &sys::ggml_tensor) -> bool {
+    stored_in_host(t) == Some(true)
 }
 
 /// True when `t` is stored in a device's own memory (a GPU's), not in host memory.
 fn in_device_memory(t: &sys::ggml_tensor) -> bool {
-    let buffer = storage_buffer(t);
-    // SAFETY: a live tensor's buffer is live.
-    !buffer.is_null() && !unsafe { sys::ggml_backend_buffer_is_host(buffer) }
+    stored_in_host(t) == Some(false)
 }
 
 /// The experts in `ids`, when it is the scheduler's copy (named

@@ -157,8 +157,10 @@ if wants 13b; then
     echo "== $(date -u +%T)"
     m=$(synth llama-13b q4_0)
     bytes=$(stat -c %s "$m"); cap=$((bytes / 4))
-    echo "== 13B Q4_0: GPU budget 25% of the model, RAM cap 25% ($cap bytes)"; header
-    timed "hypura --gpu-budget 25% --memory cap" "$m" "$cap" --gpu-budget 25% --memory "$cap"
+    echo "== 13B Q4_0: GPU budget 25% of the model, RAM cap 25% ($cap bytes)"
+    "$H" plan --model "$m" --gpu-budget 25% --memory "$cap" --ctx 512 --disk-gbps "$GBPS" --no-expert-profile || true
+    header
+    timed "hypura --gpu-budget 25% --memory ${H13_MEM:-cap}" "$m" "$cap" --gpu-budget 25% --memory "${H13_MEM:-$cap}"
     read -r ngl _ < <(gpu_layers "$m" 25% 25%)
     # more layers than $ngl would exceed the GPU budget; fewer leave more to the thrashing cache
     for n in "$ngl" $((ngl - 2)); do
@@ -168,8 +170,10 @@ fi
 if wants moe; then
     echo "== $(date -u +%T)"
     m=$(synth mixtral-8x7b q4_0 --routing token)
-    echo "== Mixtral shape Q4_0 (near-uniform routing): GPU budget 8 GiB, RAM cap 16 GiB"; header
-    timed "hypura --gpu-budget 8G --memory 16G" "$m" 16G --gpu-budget 8G --memory 16G
+    echo "== Mixtral shape Q4_0 (near-uniform routing): GPU budget 8 GiB, RAM cap 16 GiB"
+    "$H" plan --model "$m" --gpu-budget 8G --memory 16G --ctx 512 --disk-gbps "$GBPS" --no-expert-profile || true
+    header
+    timed "hypura --gpu-budget 8G --memory ${MOE_MEM:-16G}" "$m" 16G --gpu-budget 8G --memory "${MOE_MEM:-16G}"
     for n in ${MOE_NGL:-6 8 10}; do N=${MOE_STOCK_TOKENS:-$TOKENS} timed "stock -ngl $n" "$m" 16G --baseline --ngl "$n"; done
     for n in ${MOE_CPU_MOE:-32 28 24}; do N=${MOE_STOCK_TOKENS:-$TOKENS} timed "stock -ngl 99 --n-cpu-moe $n" "$m" 16G --baseline --ngl 99 --n-cpu-moe "$n"; done
 fi

@@ -43,6 +43,11 @@ STOCK_TOKENS=${STOCK_TOKENS:-16}
 WHAT=("${@:-all}")
 mkdir -p "$W"
 export XDG_CACHE_HOME=$W/cache LD_LIBRARY_PATH=$B${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# CUDA's compiler and runtime where the image keeps them, if they are not on the paths.
+if [ "$GPU" = cuda ] && ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+    export PATH=/usr/local/cuda/bin:$PATH
+fi
+[ ! -d /usr/local/cuda/lib64 ] || export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
 echo "== machine: $(date -u +%F) $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 nvidia-smi -L || true
 wants() { local w; for w in "${WHAT[@]}"; do [ "$w" = "$1" ] || [ "$w" = all ] && return 0; done; return 1; }
@@ -53,7 +58,8 @@ mkdir -p "$W/lib"
 [ -f "$B/libggml-$GPU.so" ] || [ ! -f "$W/lib/libggml-$GPU.so" ] || cp "$W/lib/libggml-$GPU.so" "$B/"
 if wants build || [ ! -f "$B/libggml-$GPU.so" ]; then
     t0=$(date +%s)
-    cmake -S "$SRC" -B "$W/cuda-build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+    gen=(); ! command -v ninja >/dev/null || gen=(-G Ninja)
+    cmake -S "$SRC" -B "$W/cuda-build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
         -DGGML_BACKEND_DL=ON "${GPU_FLAGS[@]}" -DGGML_NATIVE=OFF \
         -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF >"$W/cmake.log" 2>&1 \
         || { tail -20 "$W/cmake.log"; exit 1; }
@@ -63,6 +69,7 @@ if wants build || [ ! -f "$B/libggml-$GPU.so" ]; then
     strip --strip-unneeded "$W/lib/libggml-$GPU.so" || true
     cp "$W/lib/libggml-$GPU.so" "$B/"
     echo "== built libggml-$GPU.so in $(( $(date +%s) - t0 )) s, $(du -h "$B/libggml-$GPU.so" | cut -f1)"
+    ldd "$B/libggml-$GPU.so" | grep 'not found' || true
     [ "$OUT" = /tmp ] || cp "$B/libggml-$GPU.so" "$OUT/"
 fi
 

@@ -304,6 +304,17 @@ fn a_mixture_of_experts_keeps_its_experts_in_the_cache_and_gives_stock_s_tokens(
     assert!(u(&plan, "expert_cache_bytes") > 0, "the experts are cached");
     let three = sampled(&path, &flags);
     check_expert_reads("gpu 8%, weights 40%", &three);
+    // The routers run on the GPU, and the next layers' experts are still read ahead: predicted
+    // on the CPU from the host copies of their routers (routed by the token, they hit).
+    let hits = u(&three, "expert_prefetch_hits");
+    assert!(
+        hits > 0,
+        "nothing read ahead was used: {} bytes read ahead, {} hits, {} misses",
+        u(&three, "expert_prefetch_bytes"),
+        u(&three, "expert_hits"),
+        u(&three, "expert_misses")
+    );
+    assert!(hits <= u(&three, "expert_hits"));
     // Only the picked experts are read: less than all of one token's layers' experts.
     let experts: u64 = plan["tensors"]
         .as_array()

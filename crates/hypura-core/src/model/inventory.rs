@@ -181,6 +181,11 @@ pub(crate) fn layer_of(name: &str) -> Option<u32> {
         .and_then(|n| n.parse::<u32>().ok())
 }
 
+/// The layer of `blk.N.ffn_gate_inp.weight`, a mixture-of-experts layer's router.
+pub(crate) fn router_layer(name: &str) -> Option<u32> {
+    name.strip_suffix(".ffn_gate_inp.weight").and_then(layer_of)
+}
+
 fn classify(info: &TensorInfo) -> (Role, Option<u32>) {
     let name = info.name.as_str();
     let layer = layer_of(name);

@@ -27,7 +27,7 @@ const LLAMA_MESSAGE_BYTES: usize = 160;
 use crate::plan::{GroupKind, Placement, Plan};
 use crate::stream::callback::eval_callback;
 use crate::stream::head::{HeadCompute, StreamedHead};
-use crate::stream::{GroupReads, RowSource, Streamer, StreamerSetup};
+use crate::stream::{GroupReads, RouterCopy, RowSource, Streamer, StreamerSetup};
 use crate::sys;
 
 /// Called by llama.cpp's loader before each tensor: turns the tensors' reads to the load
@@ -788,6 +788,37 @@ fn build_streamer<'a>(
                 source,
             }
         })?;
+    // The routers a GPU holds, of layers whose experts are read slice by slice, are copied to
+    // host memory for reading ahead: their input reaches the CPU with the expert products.
+    let sliced_layers: std::collections::HashSet<u32> = registrations
+        .iter()
+        .filter(|r| r.2 == Placement::ExpertSlices)
+        .filter_map(|r| crate::model::inventory::layer_of(&r.1))
+        .collect();
+    for (tensor, name, placement, _) in &registrations {
+        let layer = crate::model::inventory::router_layer(name)
+            .filter(|l| *placement == Placement::GpuResident && sliced_layers.contains(l));
+        if let Some(layer) = layer {
+            // SAFETY: a live tensor of the model in a GPU buffer, filled above; nothing
+            // writes it any more.
+            let router = unsafe { &**tensor };
+            // SAFETY: as above.
+            let n = unsafe { sys::ggml_nbytes(router) };
+            let mut bytes = vec![0u8; n];
+            // SAFETY: as above; `bytes` has room for the tensor's `n` bytes.
+            unsafe { sys::ggml_backend_tensor_get(router, bytes.as_mut_ptr().cast(), 0, n) };
+            streamer.register_router_copy(
+                layer,
+                RouterCopy {
+                    bytes,
+                    ggml_type: router.type_,
+                    n_embd: router.ne[0],
+                    n_expert: router.ne[1],
+                    row_stride: router.nb[1],
+                },
+            );
+        }
+    }
     for (tensor, name, placement, rows) in registrations {
         if placement == Placement::ExpertSlices {
             let (Some(info), Some(layer)) = (

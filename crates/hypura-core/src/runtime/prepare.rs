@@ -5,6 +5,7 @@
 use crate::error::PlanError;
 use crate::io::ModelFile;
 use crate::model::arch::kv_cache_bytes;
+use crate::model::inventory::router_layer;
 use crate::model::{validate, GgufHeader, ModelInventory};
 use crate::plan::budget::{Budget, NonWeightCosts};
 use crate::plan::search::{
@@ -76,6 +77,16 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
         gpu::split(&inventory, gpu_budget_bytes, kv_cache_bytes, &[]).kv_cache_bytes;
     if gpu_budget_bytes > 0 {
         costs.process_bytes += GPU_RUNTIME_HOST_BYTES;
+        // Host copies of the routers the GPU holds, for reading experts ahead (at most every
+        // layer's; a small share of one layer's experts).
+        if options.expert_slices {
+            costs.process_bytes += inventory
+                .tensors
+                .iter()
+                .filter(|t| router_layer(&t.info.name).is_some())
+                .map(|t| t.info.nbytes)
+                .sum::<u64>();
+        }
     }
     let budget = if tiered {
         options.budget

@@ -156,6 +156,14 @@ fn on_ask(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
                     .flatten();
                 if let Some(experts) = copied {
                     streamer.serve_experts(layer, Some(&experts), node.src[2] as usize);
+                    // The router ran on a GPU: the next layers' experts are predicted from
+                    // the host copy of its input, which the product reads too.
+                    if !node.src[1].is_null() {
+                        // SAFETY: sources of a live node are live tensors; `src[2]` is the
+                        // copied selection just read.
+                        let (input, ids) = unsafe { (&*node.src[1], &*node.src[2]) };
+                        streamer.prefetch_from_copy(layer, input, ids.ne[0].max(1) as usize);
+                    }
                 } else if !by_selection {
                     streamer.serve_experts(layer, None, 0);
                 }

@@ -131,10 +131,29 @@ pub(crate) struct Streamer {
     /// never queued behind it).
     fill_pool: Option<ReadPool>,
     selected_experts_node: &'static str,
-    /// Each layer's router (the address of its tensor), for predicting experts ahead.
-    routers: HashMap<u32, usize>,
-    /// The same addresses, to tell a router among a node's sources.
+    /// Each layer's router in host memory, for predicting experts ahead.
+    routers: HashMap<u32, HostRouter>,
+    /// The addresses of the routers that are the model's own host tensors, to tell a router
+    /// among a node's sources.
     router_addresses: std::collections::HashSet<usize>,
+}
+
+/// A layer's router where the CPU can multiply with it.
+enum HostRouter {
+    /// The model's tensor (its address), resident in host memory.
+    Tensor(usize),
+    /// A copy of a router a GPU holds (the layer's attention and router run there, its
+    /// experts on the CPU).
+    Copy(RouterCopy),
+}
+
+/// The bytes of a router tensor a GPU holds, copied to host memory once after loading.
+pub(crate) struct RouterCopy {
+    pub bytes: Vec<u8>,
+    pub ggml_type: sys::ggml_type,
+    pub n_embd: i64,
+    pub n_expert: i64,
+    pub row_stride: usize,
 }
 
 // SAFETY: the raw addresses inside (tensors, buffers, window memory) are only dereferenced
@@ -317,7 +336,8 @@ impl Streamer {
     }
 
     /// Reads ahead the experts the next layers' routers would pick on the hidden state that
-    /// `selection` (layer `layer`'s, just computed) was picked from: see [`prefetch`].
+    /// `selection` (layer `layer`'s, just computed on the CPU) was picked from: see
+    /// [`prefetch`].
     pub(crate) fn prefetch_after(&mut self, layer: u32, selection: &sys::ggml_tensor) {
         if self.routers.is_empty() || self.error.is_some() {
             return;
@@ -329,22 +349,58 @@ impl Streamer {
         };
         // SAFETY: a source of the live selection node: a live tensor.
         let input = unsafe { &*input };
+        let n_used = selection.ne[0].max(1) as usize;
+        self.prefetch_on(layer, input, n_used);
+    }
+
+    /// Reads ahead as [`Self::prefetch_after`] does, for a layer whose router ran on a GPU:
+    /// from `input`, the host copy of the hidden state its expert product reads (the
+    /// router's input too), with `n_used` experts a token.
+    pub(crate) fn prefetch_from_copy(
+        &mut self,
+        layer: u32,
+        input: &sys::ggml_tensor,
+        n_used: usize,
+    ) {
+        if self.routers.is_empty() || self.error.is_some() {
+            return;
+        }
+        self.prefetch_on(layer, input, n_used);
+    }
+
+    fn prefetch_on(&mut self, layer: u32, input: &sys::ggml_tensor, n_used: usize) {
         let Some(hidden) = prefetch::hidden_state(input, input.ne[0]) else {
             return;
         };
-        let n_used = selection.ne[0].max(1) as usize;
-        let ahead: Vec<u32> = (layer + 1..=layer + prefetch::LOOKAHEAD_LAYERS).collect();
-        for next in ahead {
-            let Some(&router) = self.routers.get(&next) else {
+        for next in layer + 1..=layer + prefetch::LOOKAHEAD_LAYERS {
+            if !self.experts.has_layer(next) {
                 continue;
+            }
+            let rows = match self.routers.get(&next) {
+                // SAFETY: a router tensor of the model, alive as long as the model (and so
+                // the streamer), resident in host memory (registered only so) and never
+                // written after loading.
+                Some(HostRouter::Tensor(router)) => unsafe {
+                    prefetch::RouterRows::of_tensor(&*(*router as *const sys::ggml_tensor))
+                },
+                Some(HostRouter::Copy(c)) => prefetch::RouterRows::new(
+                    &c.bytes,
+                    c.ggml_type,
+                    c.n_embd,
+                    c.n_expert,
+                    c.row_stride,
+                ),
+                None => None,
             };
-            // SAFETY: a router tensor of the model, alive as long as the model (and so the
-            // streamer); resident, so its bytes are in host memory.
-            let router = unsafe { &*(router as *const sys::ggml_tensor) };
-            if let Some(experts) = prefetch::predict(router, hidden, n_used) {
+            if let Some(experts) = rows.and_then(|r| prefetch::predict(&r, hidden, n_used)) {
                 self.experts.prefetch(next, &experts, &self.pool);
             }
         }
+    }
+
+    /// Keeps `copy`, the router of layer `layer` that a GPU holds, for reading ahead.
+    pub(crate) fn register_router_copy(&mut self, layer: u32, copy: RouterCopy) {
+        self.routers.insert(layer, HostRouter::Copy(copy));
     }
 
     /// The expert cache's measured use, per layer, and the requests it was measured over.
@@ -363,12 +419,11 @@ impl Streamer {
         let slot = self.tracker.slot(name);
         // The read-ahead multiplies a router with the hidden state on the CPU: only a router
         // in host memory serves.
-        if let Some(layer) = name
-            .strip_suffix(".ffn_gate_inp.weight")
-            .and_then(crate::model::inventory::layer_of)
+        if let Some(layer) = crate::model::inventory::router_layer(name)
             .filter(|_| placement != Placement::GpuResident)
         {
-            self.routers.insert(layer, tensor as usize);
+            self.routers
+                .insert(layer, HostRouter::Tensor(tensor as usize));
             self.router_addresses.insert(tensor as usize);
         }
         self.tensors.insert(

@@ -72,47 +72,145 @@ pub(crate) fn hidden_state(input: &sys::ggml_tensor, n_embd: i64) -> Option<&[f3
     Some(unsafe { std::slice::from_raw_parts(input.data.cast::<f32>(), n_embd as usize) })
 }
 
-/// The `n_used` experts `router` (`n_embd` × experts, any type ggml converts to F32) scores
-/// highest on `hidden`, or `None` when the router cannot be read.
-pub(crate) fn predict(
-    router: &sys::ggml_tensor,
-    hidden: &[f32],
-    n_used: usize,
-) -> Option<Vec<u32>> {
-    let n_embd = router.ne[0];
-    let n_expert = router.ne[1];
-    if n_embd as usize != hidden.len() || n_expert <= 0 || router.data.is_null() {
+/// A router's rows in host memory: the model's own tensor, or a copy of one a GPU holds.
+pub(crate) struct RouterRows<'a> {
+    /// `n_expert` rows of `row_stride` bytes, each `n_embd` elements of `ggml_type`.
+    bytes: &'a [u8],
+    ggml_type: sys::ggml_type,
+    n_embd: i64,
+    n_expert: i64,
+    row_stride: usize,
+}
+
+impl<'a> RouterRows<'a> {
+    /// The rows of a router tensor in host memory.
+    ///
+    /// # Safety
+    /// `router`'s data must be in host memory (not a GPU's) and stay alive, unchanged, for
+    /// `'a`.
+    pub unsafe fn of_tensor(router: &'a sys::ggml_tensor) -> Option<Self> {
+        if router.data.is_null() {
+            return None;
+        }
+        // SAFETY: a tensor's data spans `ggml_nbytes` bytes, in host memory (the caller).
+        let bytes = unsafe {
+            std::slice::from_raw_parts(router.data.cast::<u8>(), sys::ggml_nbytes(router))
+        };
+        Self::new(
+            bytes,
+            router.type_,
+            router.ne[0],
+            router.ne[1],
+            router.nb[1],
+        )
+    }
+
+    /// Rows held in `bytes`, checked to fit.
+    pub fn new(
+        bytes: &'a [u8],
+        ggml_type: sys::ggml_type,
+        n_embd: i64,
+        n_expert: i64,
+        row_stride: usize,
+    ) -> Option<Self> {
+        if n_embd <= 0 || n_expert <= 0 {
+            return None;
+        }
+        // SAFETY: plain lookups of a type id's traits.
+        let (block, block_bytes) = unsafe {
+            (
+                sys::ggml_blck_size(ggml_type),
+                sys::ggml_type_size(ggml_type),
+            )
+        };
+        if block <= 0 || n_embd % block != 0 {
+            return None;
+        }
+        let row_bytes = (n_embd / block) as usize * block_bytes;
+        let span = (n_expert as usize - 1)
+            .checked_mul(row_stride)?
+            .checked_add(row_bytes)?;
+        (row_stride >= row_bytes && span <= bytes.len()).then_some(Self {
+            bytes,
+            ggml_type,
+            n_embd,
+            n_expert,
+            row_stride,
+        })
+    }
+}
+
+/// The `n_used` experts `router` scores highest on `hidden` (any type ggml converts to F32),
+/// or `None` when the router cannot be read.
+pub(crate) fn predict(router: &RouterRows<'_>, hidden: &[f32], n_used: usize) -> Option<Vec<u32>> {
+    let n_embd = router.n_embd;
+    if n_embd as usize != hidden.len() {
         return None;
     }
     // F32 has no conversion in ggml's traits (and needs none).
-    let to_float = if router.type_ == sys::GGML_TYPE_F32 {
+    let to_float = if router.ggml_type == sys::GGML_TYPE_F32 {
         None
     } else {
         // SAFETY: plain lookup of a valid type id's traits.
-        Some(unsafe { &*sys::ggml_get_type_traits(router.type_) }.to_float?)
+        Some(unsafe { &*sys::ggml_get_type_traits(router.ggml_type) }.to_float?)
     };
     let mut row = vec![0f32; n_embd as usize];
-    let mut scores: Vec<(f32, u32)> = Vec::with_capacity(n_expert as usize);
-    for e in 0..n_expert {
-        // SAFETY: row `e` of the router starts at `e * nb[1]`, inside the tensor.
-        let start = unsafe { router.data.cast::<u8>().add(e as usize * router.nb[1]) };
+    let mut scores: Vec<(f32, u32)> = Vec::with_capacity(router.n_expert as usize);
+    for e in 0..router.n_expert as usize {
+        // Row `e` lies inside the bytes (checked by `RouterRows::new`).
+        let start = &router.bytes[e * router.row_stride..];
         match to_float {
-            // SAFETY: the row holds `n_embd` elements of the router's type in host memory;
-            // `row` has room for them as F32.
-            Some(convert) => unsafe { convert(start.cast(), row.as_mut_ptr(), n_embd) },
-            // SAFETY: the row holds `n_embd` F32 values in host memory; `row` has room for
-            // them, and does not overlap the tensor.
-            None => unsafe {
-                std::ptr::copy_nonoverlapping(
-                    start.cast::<f32>(),
-                    row.as_mut_ptr(),
-                    n_embd as usize,
-                )
-            },
+            // SAFETY: `start` holds the row's `n_embd` elements of the router's type (checked
+            // by `RouterRows::new`); `row` has room for them as F32.
+            Some(convert) => unsafe { convert(start.as_ptr().cast(), row.as_mut_ptr(), n_embd) },
+            None => {
+                for (x, b) in row.iter_mut().zip(start.chunks_exact(4)) {
+                    *x = f32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
         }
         let score: f32 = row.iter().zip(hidden).map(|(w, x)| w * x).sum();
         scores.push((score, e as u32));
     }
     scores.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     Some(scores.iter().take(n_used).map(|&(_, e)| e).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Four experts' F32 rows of 8: expert `e` weighs channel `e` by `e + 1`.
+    fn router_bytes() -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for e in 0..4 {
+            for c in 0..8 {
+                let w = if c == e { (e + 1) as f32 } else { 0.0 };
+                bytes.extend_from_slice(&w.to_ne_bytes());
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_copied_router_picks_the_experts_that_score_highest() {
+        let bytes = router_bytes();
+        let rows = RouterRows::new(&bytes, sys::GGML_TYPE_F32, 8, 4, 32).unwrap();
+        // Channel 0 strong, 3 weaker, 1 weakest: scores 1.0, 0.5, 0, 2.0 (x by e + 1).
+        let hidden = [1.0, 0.25, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0];
+        assert_eq!(predict(&rows, &hidden, 2), Some(vec![3, 0]));
+        // A hidden state of another width is not predicted from.
+        assert_eq!(predict(&rows, &hidden[..4], 2), None);
+    }
+
+    #[test]
+    fn rows_that_do_not_fit_their_bytes_are_refused() {
+        let bytes = router_bytes();
+        assert!(RouterRows::new(&bytes[..127], sys::GGML_TYPE_F32, 8, 4, 32).is_none());
+        assert!(RouterRows::new(&bytes, sys::GGML_TYPE_F32, 8, 5, 32).is_none());
+        assert!(RouterRows::new(&bytes, sys::GGML_TYPE_F32, 8, 4, 16).is_none());
+        assert!(RouterRows::new(&bytes, sys::GGML_TYPE_F32, 0, 4, 32).is_none());
+        // Q4_0 rows come in blocks of 32: 8 elements are not a row of it.
+        assert!(RouterRows::new(&bytes, sys::GGML_TYPE_Q4_0, 8, 4, 32).is_none());
+    }
 }

@@ -9,6 +9,7 @@ use super::gpu::{self, GpuSplit};
 use super::{GroupKind, Placement, Plan, StreamGroup, TensorPlacement};
 use crate::error::PlanError;
 use crate::memory::PAGE_BYTES;
+use crate::model::inventory::ModelTensor;
 use crate::model::{ModelInventory, Role};
 use crate::units::format_bytes;
 
@@ -405,6 +406,20 @@ pub(super) fn placement(
     }
 }
 
+/// Bytes of `t` one token's compute reads: of an expert matrix, the share of the experts a
+/// token picks; of an embedding that is not also the head, one row; anything else whole.
+fn touched_bytes(inventory: &ModelInventory, t: &ModelTensor) -> u64 {
+    match t.role {
+        Role::Experts => {
+            let n_expert = t.info.dims.get(2).copied().unwrap_or(1).max(1);
+            let used = inventory.n_expert_used.clamp(1, n_expert);
+            t.info.nbytes / n_expert * used
+        }
+        Role::Embedding if !inventory.tied_head => t.info.row_bytes(),
+        _ => t.info.nbytes,
+    }
+}
+
 pub(super) struct Chosen {
     pub resident: u64,
     pub window: u64,
@@ -433,6 +448,17 @@ pub(super) fn finish(
         .map(|t| t.info.nbytes)
         .sum();
     let cpu_bytes = model_bytes - gpu_bytes;
+    // What a token's compute reads where it computes: the picked experts' share of expert
+    // matrices, one row of an embedding looked up by row, everything else whole.
+    let (mut cpu_touched, mut gpu_touched) = (0u64, 0u64);
+    for t in inventory.tensors.iter().filter(|t| !inventory.is_unused(t)) {
+        let touched = touched_bytes(inventory, t);
+        if gpu.holds(inventory, t) {
+            gpu_touched += touched;
+        } else {
+            cpu_touched += touched;
+        }
+    }
     let c = chosen.unwrap_or(Chosen {
         resident: cpu_bytes,
         window: 0,
@@ -444,8 +470,8 @@ pub(super) fn finish(
         expert_cache: 0,
     });
     let disk_time_s = c.streamed as f64 / params.disk_bytes_per_s.max(1.0);
-    let compute_time_s = cpu_bytes as f64 / params.ram_bytes_per_s.max(1.0)
-        + gpu_bytes as f64 / params.gpu_bytes_per_s.max(1.0);
+    let compute_time_s = cpu_touched as f64 / params.ram_bytes_per_s.max(1.0)
+        + gpu_touched as f64 / params.gpu_bytes_per_s.max(1.0);
     Plan {
         arch: inventory.arch().to_string(),
         model_bytes,
@@ -543,6 +569,40 @@ mod tests {
 
     fn plan_at(inv: &ModelInventory, budget: u64) -> Result<Plan, PlanError> {
         plan(inv, &params(budget), Path::new("test.gguf"))
+    }
+
+    #[test]
+    fn a_token_s_compute_reads_only_its_picked_experts_and_one_embedding_row() {
+        let (n_embd, n_ff, n_vocab) = (1024u64, 2048u64, 8192u64);
+        let q4 = |name: String, dims: Vec<u64>| TensorInfo {
+            name,
+            ggml_type: 2,
+            nbytes: dims.iter().product::<u64>() / 32 * 18,
+            dims,
+            file_offset: 0,
+        };
+        let mut tensors = vec![q4("token_embd.weight".into(), vec![n_embd, n_vocab])];
+        for l in 0..4 {
+            tensors.push(q4(format!("blk.{l}.attn_q.weight"), vec![n_embd, n_embd]));
+            tensors.push(q4(
+                format!("blk.{l}.ffn_up_exps.weight"),
+                vec![n_embd, n_ff, 8],
+            ));
+        }
+        tensors.push(q4("output.weight".into(), vec![n_embd, n_vocab]));
+        let mut inv = ModelInventory::for_tests(ArchSpec::find("qwen3moe").unwrap(), 4, tensors);
+        inv.n_expert_used = 2;
+        let p = plan_at(&inv, inv.weight_bytes()).unwrap();
+        let attention = 4 * n_embd * n_embd / 32 * 18;
+        let experts = 4 * n_embd * n_ff * 8 / 32 * 18;
+        let head = n_vocab * n_embd / 32 * 18;
+        let row = n_embd / 32 * 18;
+        let touched = attention + experts * 2 / 8 + head + row;
+        assert!(
+            (p.compute_time_s - touched as f64 / RAM_BYTES_PER_S).abs() < 1e-12,
+            "{} s",
+            p.compute_time_s
+        );
     }
 
     #[test]

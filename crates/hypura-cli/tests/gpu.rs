@@ -279,6 +279,19 @@ fn a_dense_model_over_three_tiers_gives_stock_s_tokens_with_the_same_layers_on_t
     );
     // The GPU computed: its kernels round otherwise than the CPU's.
     assert_ne!(tokens(&cpu), tokens(&stock), "the GPU changed nothing");
+    // Wholly on the GPU (the embedding's lookups stay on the CPU, as stock's do), nothing
+    // streams and no evaluation callback slows the GPU's graph down: it would count those
+    // lookups.
+    let all = sampled(&path, &["--gpu-budget", "all"]);
+    let uses: Vec<u64> = all["tensor_accesses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["accesses"].as_u64().unwrap())
+        .collect();
+    assert!(!uses.is_empty() && uses.iter().all(|&n| n == 0), "{uses:?}");
+    let stock_all = sampled(&path, &["--baseline", "--ngl", "99"]);
+    assert_eq!(tokens(&all), tokens(&stock_all), "against stock -ngl 99");
     std::fs::remove_file(path).unwrap();
 }
 

@@ -315,7 +315,7 @@ pub struct GenerationStats {
     /// request trace `hypura expert-sim` replays.
     pub expert_trace: Vec<ExpertRequest>,
     /// Per-tensor use and disk-read counts while generating (uses by nodes computed on a GPU
-    /// are not counted).
+    /// are not counted, nor any use when a GPU is used and nothing streams).
     pub tensor_accesses: Vec<TensorAccess>,
     /// The generated token ids.
     pub tokens: Vec<Token>,

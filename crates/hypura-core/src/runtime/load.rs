@@ -390,7 +390,13 @@ impl Model {
         if gpu.is_some() && options.mode == LoadMode::Tiered {
             ctx_params.op_offload = false;
         }
-        if let Some(s) = &streamer {
+        // With a GPU and nothing streamed the callback would only count uses, and it costs
+        // the GPU its fast path: ggml's scheduler then computes each graph piece as a view
+        // without an id, which the CUDA backend compares node by node with the CUDA graph it
+        // captured before replaying it, after asking the callback about every node. Measured
+        // on an H100 with a 7B wholly on the GPU: 0.955x stock's speed with it.
+        let needs_callback = !(gpu_type.is_some() && plan.full_resident);
+        if let Some(s) = streamer.as_ref().filter(|_| needs_callback) {
             ctx_params.cb_eval = Some(eval_callback);
             ctx_params.cb_eval_user_data = (&**s as *const Mutex<Streamer>).cast_mut().cast();
         }

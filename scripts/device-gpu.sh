@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU tier on the lent CUDA machine (issue 12), in one call. Not yet run: written in the
-# session of 2026-12-05 (sixth) when no machine was lent; expect to fix small things on its
-# first run.
+# The GPU tier on the lent CUDA machine (issue 12). First run 2026-12-06 on an H100 (results
+# in BENCHMARKS.md), in calls on one warm machine: `build check fits` (about 210 s, 170 of
+# them building the CUDA module), then `moe` (160 s with MOE_NGL=10 MOE_CPU_MOE=23
+# MOE_STOCK_TOKENS=24), then `13b` (430 s).
 #
 # Set-up here (the lent machine has no Rust): scripts/device-gpu-prepare.sh, then
 #   run with carry [".device/bundle", ".device/ggml"]:

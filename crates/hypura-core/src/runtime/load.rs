@@ -798,8 +798,8 @@ fn build_streamer<'a>(
     // host memory for reading ahead: their input reaches the CPU with the expert products.
     let sliced_layers: std::collections::HashSet<u32> = registrations
         .iter()
-        .filter(|r| r.2 == Placement::ExpertSlices)
-        .filter_map(|r| crate::model::inventory::layer_of(&r.1))
+        .filter(|(_, _, placement, _)| *placement == Placement::ExpertSlices)
+        .filter_map(|(_, name, _, _)| crate::model::inventory::layer_of(name))
         .collect();
     for (tensor, name, placement, _) in &registrations {
         let layer = crate::model::inventory::router_layer(name)

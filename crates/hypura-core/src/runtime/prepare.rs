@@ -77,8 +77,8 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
         gpu::split(&inventory, gpu_budget_bytes, kv_cache_bytes, &[]).kv_cache_bytes;
     if gpu_budget_bytes > 0 {
         costs.process_bytes += GPU_RUNTIME_HOST_BYTES;
-        // Host copies of the routers the GPU holds, for reading experts ahead (at most every
-        // layer's; a small share of one layer's experts).
+        // Host copies of the routers the GPU holds, for reading experts ahead: every layer's
+        // at most, less than one layer's experts in the families hypura knows.
         if options.expert_slices {
             costs.process_bytes += inventory
                 .tensors

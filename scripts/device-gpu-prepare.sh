@@ -5,7 +5,9 @@
 #                   for the lent machine's CPUs (sapphirerapids) and the x86-64 fallback;
 #   .device/ggml    ggml's sources from the pinned llama-cpp-sys-2 (the GPU backend's, CUDA
 #                   unless GPU=vulkan, and what it builds on), for building its module there.
-#   scripts/device-gpu-prepare.sh        then run scripts/device-gpu.sh with carry [".device"]
+#   scripts/device-gpu-prepare.sh        then run scripts/device-gpu.sh with carry
+#   [".device/bundle", ".device/ggml", ".device/gpu-module"] (the last: a CUDA module built on an
+#   earlier call, see device-gpu.sh)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$HYPURA_ROOT"
 bash scripts/bundle.sh .device/bundle

@@ -5,7 +5,7 @@
 # MOE_STOCK_TOKENS=24), then `13b` (430 s).
 #
 # Set-up here (the lent machine has no Rust): scripts/device-gpu-prepare.sh, then
-#   run with carry [".device/bundle", ".device/ggml"]:
+#   run with carry [".device/bundle", ".device/ggml", ".device/gpu-module"]:
 #   bash scripts/device-gpu.sh [build|check|fits|13b|moe|all]...
 #
 # build: ggml's CUDA backend as a module (GGML_BACKEND_DL, sm_90) from the same vendored
@@ -54,9 +54,21 @@ nvidia-smi -L || true
 wants() { local w; for w in "${WHAT[@]}"; do [ "$w" = "$1" ] || [ "$w" = all ] && return 0; done; return 1; }
 
 # The module is kept in $W/lib between calls on a warm machine (the bundle is replaced by each
-# call's carry) and copied to $OUT, so that a later call can carry it instead of building again.
+# call's carry). A built one also comes back gzipped, in parts small enough for $OUT
+# (libggml-cuda.so.gz.part-00, -01, ...): `cat` them here into $CARRIED (carry it), and a later
+# call on a fresh machine unpacks it instead of building (170 s of device time on the H100).
+CARRIED=${GPU_MODULE_DIR:-.device/gpu-module}/libggml-$GPU.so.gz
 mkdir -p "$W/lib"
 [ -f "$B/libggml-$GPU.so" ] || [ ! -f "$W/lib/libggml-$GPU.so" ] || cp "$W/lib/libggml-$GPU.so" "$B/"
+if [ ! -f "$B/libggml-$GPU.so" ] && [ -f "$CARRIED" ] && ! wants build; then
+    if gzip -dc "$CARRIED" > "$W/lib/libggml-$GPU.so"; then
+        cp "$W/lib/libggml-$GPU.so" "$B/"
+        echo "== unpacked the carried libggml-$GPU.so ($(du -h "$B/libggml-$GPU.so" | cut -f1))"
+    else
+        echo "== the carried $CARRIED does not unpack: building"
+        rm -f "$W/lib/libggml-$GPU.so"
+    fi
+fi
 if wants build || [ ! -f "$B/libggml-$GPU.so" ]; then
     t0=$(date +%s)
     gen=(); ! command -v ninja >/dev/null || gen=(-G Ninja)
@@ -71,7 +83,10 @@ if wants build || [ ! -f "$B/libggml-$GPU.so" ]; then
     cp "$W/lib/libggml-$GPU.so" "$B/"
     echo "== built libggml-$GPU.so in $(( $(date +%s) - t0 )) s, $(du -h "$B/libggml-$GPU.so" | cut -f1)"
     ldd "$B/libggml-$GPU.so" | grep 'not found' || true
-    [ "$OUT" = /tmp ] || cp "$B/libggml-$GPU.so" "$OUT/"
+    if [ "$OUT" != /tmp ]; then
+        gzip -9 -c "$B/libggml-$GPU.so" | split -b 15M -d - "$OUT/libggml-$GPU.so.gz.part-"
+        echo "== in \$OUT: $(cd "$OUT" && ls libggml-"$GPU".so.gz.part-* | tr '\n' ' ')"
+    fi
 fi
 
 synth() { # shape type [more synth flags...]

@@ -116,17 +116,12 @@ impl<'a> RouterRows<'a> {
         if n_embd <= 0 || n_expert <= 0 {
             return None;
         }
-        // SAFETY: plain lookups of a type id's traits.
-        let (block, block_bytes) = unsafe {
-            (
-                sys::ggml_blck_size(ggml_type),
-                sys::ggml_type_size(ggml_type),
-            )
-        };
-        if block <= 0 || n_embd % block != 0 {
+        // A type id ggml knows (checked before its tables are read).
+        let (block, block_bytes) = crate::model::gguf::ggml_type_bytes(ggml_type)?;
+        if n_embd as u64 % block != 0 {
             return None;
         }
-        let row_bytes = (n_embd / block) as usize * block_bytes;
+        let row_bytes = usize::try_from(n_embd as u64 / block * block_bytes).ok()?;
         let span = (n_expert as usize - 1)
             .checked_mul(row_stride)?
             .checked_add(row_bytes)?;
@@ -151,7 +146,8 @@ pub(crate) fn predict(router: &RouterRows<'_>, hidden: &[f32], n_used: usize) ->
     let to_float = if router.ggml_type == sys::GGML_TYPE_F32 {
         None
     } else {
-        // SAFETY: plain lookup of a valid type id's traits.
+        // SAFETY: a lookup of the traits of a type id ggml knows (checked by
+        // `RouterRows::new`).
         Some(unsafe { &*sys::ggml_get_type_traits(router.ggml_type) }.to_float?)
     };
     let mut row = vec![0f32; n_embd as usize];
@@ -212,5 +208,8 @@ mod tests {
         assert!(RouterRows::new(&bytes, sys::GGML_TYPE_F32, 0, 4, 32).is_none());
         // Q4_0 rows come in blocks of 32: 8 elements are not a row of it.
         assert!(RouterRows::new(&bytes, sys::GGML_TYPE_Q4_0, 8, 4, 32).is_none());
+        // A type id ggml does not know is refused before its tables are read.
+        assert!(RouterRows::new(&bytes, sys::GGML_TYPE_COUNT, 8, 4, 32).is_none());
+        assert!(RouterRows::new(&bytes, u32::MAX, 8, 4, 32).is_none());
     }
 }

@@ -441,24 +441,20 @@ pub(super) fn finish(
     groups: Vec<StreamGroup>,
 ) -> Plan {
     let full = chosen.is_none();
-    let gpu_bytes: u64 = inventory
-        .tensors
-        .iter()
-        .filter(|t| gpu.holds(inventory, t))
-        .map(|t| t.info.nbytes)
-        .sum();
-    let cpu_bytes = model_bytes - gpu_bytes;
-    // What a token's compute reads where it computes: the picked experts' share of expert
-    // matrices, one row of an embedding looked up by row, everything else whole.
-    let (mut cpu_touched, mut gpu_touched) = (0u64, 0u64);
+    // The GPU's bytes, and what a token's compute reads where it computes: the picked
+    // experts' share of expert matrices, one row of an embedding looked up by row, everything
+    // else whole.
+    let (mut gpu_bytes, mut cpu_touched, mut gpu_touched) = (0u64, 0u64, 0u64);
     for t in inventory.tensors.iter().filter(|t| !inventory.is_unused(t)) {
         let touched = touched_bytes(inventory, t);
         if gpu.holds(inventory, t) {
+            gpu_bytes += t.info.nbytes;
             gpu_touched += touched;
         } else {
             cpu_touched += touched;
         }
     }
+    let cpu_bytes = model_bytes - gpu_bytes;
     let c = chosen.unwrap_or(Chosen {
         resident: cpu_bytes,
         window: 0,

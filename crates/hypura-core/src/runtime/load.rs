@@ -27,7 +27,7 @@ const LLAMA_MESSAGE_BYTES: usize = 160;
 use crate::plan::{GroupKind, Placement, Plan};
 use crate::stream::callback::eval_callback;
 use crate::stream::head::{HeadCompute, StreamedHead};
-use crate::stream::{GroupReads, RouterCopy, RowSource, Streamer, StreamerSetup};
+use crate::stream::{GroupReads, RouterRows, RowSource, Streamer, StreamerSetup};
 use crate::sys;
 
 /// Called by llama.cpp's loader before each tensor: turns the tensors' reads to the load
@@ -813,16 +813,16 @@ fn build_streamer<'a>(
             let mut bytes = vec![0u8; n];
             // SAFETY: as above; `bytes` has room for the tensor's `n` bytes.
             unsafe { sys::ggml_backend_tensor_get(router, bytes.as_mut_ptr().cast(), 0, n) };
-            streamer.register_router_copy(
-                layer,
-                RouterCopy {
-                    bytes,
-                    ggml_type: router.type_,
-                    n_embd: router.ne[0],
-                    n_expert: router.ne[1],
-                    row_stride: router.nb[1],
-                },
+            let rows = RouterRows::new(
+                bytes,
+                router.type_,
+                router.ne[0],
+                router.ne[1],
+                router.nb[1],
             );
+            if let Some(rows) = rows {
+                streamer.register_router_copy(layer, rows);
+            }
         }
     }
     for (tensor, name, placement, rows) in registrations {

@@ -162,7 +162,7 @@ fn on_ask(streamer: &mut Streamer, node: &sys::ggml_tensor) -> bool {
                         // SAFETY: sources of a live node are live tensors; `src[2]` is the
                         // copied selection just read.
                         let (input, ids) = unsafe { (&*node.src[1], &*node.src[2]) };
-                        streamer.prefetch_from_copy(layer, input, ids.ne[0].max(1) as usize);
+                        streamer.prefetch_from_input(layer, input, ids.ne[0].max(1) as usize);
                     }
                 } else if !by_selection {
                     streamer.serve_experts(layer, None, 0);

@@ -19,6 +19,7 @@ pub(crate) mod head;
 pub(crate) mod heat;
 pub(crate) mod policy;
 mod prefetch;
+pub(crate) use prefetch::RouterRows;
 pub(crate) mod rows;
 pub(crate) mod track;
 
@@ -143,17 +144,8 @@ enum HostRouter {
     /// The model's tensor (its address), resident in host memory.
     Tensor(usize),
     /// A copy of a router a GPU holds (the layer's attention and router run there, its
-    /// experts on the CPU).
-    Copy(RouterCopy),
-}
-
-/// The bytes of a router tensor a GPU holds, copied to host memory once after loading.
-pub(crate) struct RouterCopy {
-    pub bytes: Vec<u8>,
-    pub ggml_type: sys::ggml_type,
-    pub n_embd: i64,
-    pub n_expert: i64,
-    pub row_stride: usize,
+    /// experts on the CPU), taken once after loading.
+    Copy(RouterRows<Vec<u8>>),
 }
 
 // SAFETY: the raw addresses inside (tensors, buffers, window memory) are only dereferenced
@@ -339,9 +331,6 @@ impl Streamer {
     /// `selection` (layer `layer`'s, just computed on the CPU) was picked from: see
     /// [`prefetch`].
     pub(crate) fn prefetch_after(&mut self, layer: u32, selection: &sys::ggml_tensor) {
-        if self.routers.is_empty() || self.error.is_some() {
-            return;
-        }
         let routers = &self.router_addresses;
         let is_router = |a: usize| routers.contains(&a);
         let Some(input) = prefetch::router_input(selection, &is_router) else {
@@ -349,14 +338,14 @@ impl Streamer {
         };
         // SAFETY: a source of the live selection node: a live tensor.
         let input = unsafe { &*input };
-        let n_used = selection.ne[0].max(1) as usize;
-        self.prefetch_on(layer, input, n_used);
+        self.prefetch_from_input(layer, input, selection.ne[0].max(1) as usize);
     }
 
-    /// Reads ahead as [`Self::prefetch_after`] does, for a layer whose router ran on a GPU:
-    /// from `input`, the host copy of the hidden state its expert product reads (the
-    /// router's input too), with `n_used` experts a token.
-    pub(crate) fn prefetch_from_copy(
+    /// Reads ahead the experts the next layers' routers would pick on `input`, layer
+    /// `layer`'s router input (the hidden state, in host memory: as computed on the CPU, or
+    /// the copy of it the CPU's expert product reads when the router ran on a GPU), with
+    /// `n_used` experts a token.
+    pub(crate) fn prefetch_from_input(
         &mut self,
         layer: u32,
         input: &sys::ggml_tensor,
@@ -365,10 +354,6 @@ impl Streamer {
         if self.routers.is_empty() || self.error.is_some() {
             return;
         }
-        self.prefetch_on(layer, input, n_used);
-    }
-
-    fn prefetch_on(&mut self, layer: u32, input: &sys::ggml_tensor, n_used: usize) {
         let Some(hidden) = prefetch::hidden_state(input, input.ne[0]) else {
             return;
         };
@@ -376,30 +361,25 @@ impl Streamer {
             if !self.experts.has_layer(next) {
                 continue;
             }
-            let rows = match self.routers.get(&next) {
+            let experts = match self.routers.get(&next) {
                 // SAFETY: a router tensor of the model, alive as long as the model (and so
                 // the streamer), resident in host memory (registered only so) and never
                 // written after loading.
                 Some(HostRouter::Tensor(router)) => unsafe {
                     prefetch::RouterRows::of_tensor(&*(*router as *const sys::ggml_tensor))
-                },
-                Some(HostRouter::Copy(c)) => prefetch::RouterRows::new(
-                    &c.bytes,
-                    c.ggml_type,
-                    c.n_embd,
-                    c.n_expert,
-                    c.row_stride,
-                ),
+                }
+                .and_then(|rows| prefetch::predict(&rows, hidden, n_used)),
+                Some(HostRouter::Copy(rows)) => prefetch::predict(rows, hidden, n_used),
                 None => None,
             };
-            if let Some(experts) = rows.and_then(|r| prefetch::predict(&r, hidden, n_used)) {
+            if let Some(experts) = experts {
                 self.experts.prefetch(next, &experts, &self.pool);
             }
         }
     }
 
     /// Keeps `copy`, the router of layer `layer` that a GPU holds, for reading ahead.
-    pub(crate) fn register_router_copy(&mut self, layer: u32, copy: RouterCopy) {
+    pub(crate) fn register_router_copy(&mut self, layer: u32, copy: RouterRows<Vec<u8>>) {
         self.routers.insert(layer, HostRouter::Copy(copy));
     }
 

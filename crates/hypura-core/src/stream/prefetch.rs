@@ -72,17 +72,18 @@ pub(crate) fn hidden_state(input: &sys::ggml_tensor, n_embd: i64) -> Option<&[f3
     Some(unsafe { std::slice::from_raw_parts(input.data.cast::<f32>(), n_embd as usize) })
 }
 
-/// A router's rows in host memory: the model's own tensor, or a copy of one a GPU holds.
-pub(crate) struct RouterRows<'a> {
+/// A router's rows in host memory, checked to fit their bytes: borrowed from the model's own
+/// tensor, or owned, copied from one a GPU holds.
+pub(crate) struct RouterRows<B> {
     /// `n_expert` rows of `row_stride` bytes, each `n_embd` elements of `ggml_type`.
-    bytes: &'a [u8],
+    bytes: B,
     ggml_type: sys::ggml_type,
     n_embd: i64,
     n_expert: i64,
     row_stride: usize,
 }
 
-impl<'a> RouterRows<'a> {
+impl<'a> RouterRows<&'a [u8]> {
     /// The rows of a router tensor in host memory.
     ///
     /// # Safety
@@ -104,10 +105,12 @@ impl<'a> RouterRows<'a> {
             router.nb[1],
         )
     }
+}
 
+impl<B: AsRef<[u8]>> RouterRows<B> {
     /// Rows held in `bytes`, checked to fit.
     pub fn new(
-        bytes: &'a [u8],
+        bytes: B,
         ggml_type: sys::ggml_type,
         n_embd: i64,
         n_expert: i64,
@@ -125,7 +128,7 @@ impl<'a> RouterRows<'a> {
         let span = (n_expert as usize - 1)
             .checked_mul(row_stride)?
             .checked_add(row_bytes)?;
-        (row_stride >= row_bytes && span <= bytes.len()).then_some(Self {
+        (row_stride >= row_bytes && span <= bytes.as_ref().len()).then_some(Self {
             bytes,
             ggml_type,
             n_embd,
@@ -137,7 +140,11 @@ impl<'a> RouterRows<'a> {
 
 /// The `n_used` experts `router` scores highest on `hidden` (any type ggml converts to F32),
 /// or `None` when the router cannot be read.
-pub(crate) fn predict(router: &RouterRows<'_>, hidden: &[f32], n_used: usize) -> Option<Vec<u32>> {
+pub(crate) fn predict<B: AsRef<[u8]>>(
+    router: &RouterRows<B>,
+    hidden: &[f32],
+    n_used: usize,
+) -> Option<Vec<u32>> {
     let n_embd = router.n_embd;
     if n_embd as usize != hidden.len() {
         return None;
@@ -154,7 +161,7 @@ pub(crate) fn predict(router: &RouterRows<'_>, hidden: &[f32], n_used: usize) ->
     let mut scores: Vec<(f32, u32)> = Vec::with_capacity(router.n_expert as usize);
     for e in 0..router.n_expert as usize {
         // Row `e` lies inside the bytes (checked by `RouterRows::new`).
-        let start = &router.bytes[e * router.row_stride..];
+        let start = &router.bytes.as_ref()[e * router.row_stride..];
         match to_float {
             // SAFETY: `start` holds the row's `n_embd` elements of the router's type (checked
             // by `RouterRows::new`); `row` has room for them as F32.

@@ -108,11 +108,15 @@ text() { # model [run flags...]: the tokens' text, sampled at temperature 1, see
 same() { # label a b
     if [ "$2" = "$3" ]; then echo "same   $1"; else echo "DIFFER $1"; echo "  hypura: $2"; echo "  stock:  $3"; fi
 }
-gpu_layers() { # model gpu-budget weights-budget: llama.cpp's n_gpu_layers and the expert layers on the GPU
-    "$H" plan --model "$1" --gpu-budget "$2" --weights-budget "$3" --ctx 256 --disk-gbps 1.5 \
-        --no-expert-profile --json \
-        | python3 -c 'import json,sys; p=json.load(sys.stdin); print(p["gpu_layers"] + 1, p["gpu_expert_layers"])'
+# The GPU's buffer type, as stock's --override-tensor names it.
+case $GPU in cuda) GPU_BUFT=${GPU_BUFT:-CUDA0} ;; vulkan) GPU_BUFT=${GPU_BUFT:-Vulkan0} ;; esac
+gpu_layers() { # model gpu-budget [plan flags...]: llama.cpp's n_gpu_layers, the expert layers on
+    # the GPU, and stock's --override-tensor for the single expert matrices there ("-" if none)
+    "$H" plan --model "$1" --gpu-budget "$2" --ctx "${PLAN_CTX:-256}" --disk-gbps 1.5 --no-expert-profile \
+        --json "${@:3}" \
+        | python3 -c 'import json,sys; p=json.load(sys.stdin); t=p["gpu_expert_tensors"]; print(p["gpu_layers"] + 1, p["gpu_expert_layers"], ",".join("^%s$=%s" % (n.replace(".", "\\."), sys.argv[1]) for n in t) or "-")' "$GPU_BUFT"
 }
+ot_flags() { [ "$1" = - ] || echo "--override-tensor $1"; }
 
 if wants check; then
     echo "== $(date -u +%T)"
@@ -129,16 +133,18 @@ if wants check; then
             "${flags[@]}" >/dev/null 2>&1
         python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('== GPU budget %s: RSS before load %.0f MiB, after llama.cpp load %.0f MiB, peak %.0f MiB' % (sys.argv[2], d['rss_before_load_bytes']/2**20, d['rss_after_llama_load_bytes']/2**20, d['peak_rss_bytes']/2**20))" "$W/rss.json" $g
     done
-    read -r ngl _ < <(gpu_layers "$m" 30% 30%)
+    read -r ngl _ < <(gpu_layers "$m" 30% --weights-budget 30%)
     stock=$(text "$m" --baseline --ngl "$ngl")
     same "dense, GPU 30% + RAM 30% + disk vs -ngl $ngl" "$(text "$m" --gpu-budget 30% --weights-budget 30%)" "$stock"
     same "dense, GPU 30% + RAM vs -ngl $ngl" "$(text "$m" --gpu-budget 30%)" "$stock"
     m=$(small moe --arch qwen3moe --type q8_0 --n-expert 32 --n-expert-used 4 --routing token)
+    # 45%: 6 layers' experts and a single matrix of the next layer's (stock: --override-tensor).
     for g in 8% 45%; do
-        read -r ngl e < <(gpu_layers "$m" $g 40%)
-        same "MoE, GPU $g ($e expert layers) + RAM 40% + disk vs -ngl $ngl --n-cpu-moe $((16 - e))" \
+        read -r ngl e ot < <(gpu_layers "$m" $g --weights-budget 40%)
+        # shellcheck disable=SC2046
+        same "MoE, GPU $g ($e expert layers, single matrices: $ot) + RAM 40% + disk vs -ngl $ngl --n-cpu-moe $((16 - e))" \
             "$(text "$m" --gpu-budget $g --weights-budget 40%)" \
-            "$(text "$m" --baseline --ngl "$ngl" --n-cpu-moe $((16 - e)))"
+            "$(text "$m" --baseline --ngl "$ngl" --n-cpu-moe $((16 - e)) $(ot_flags "$ot"))"
     done
 fi
 
@@ -184,7 +190,7 @@ if wants 13b; then
     "$H" plan --model "$m" --gpu-budget 25% --memory "$cap" --ctx 512 --disk-gbps "$GBPS" --no-expert-profile || true
     header
     timed "hypura --gpu-budget 25% --memory ${H13_MEM:-cap}" "$m" "$cap" --gpu-budget 25% --memory "${H13_MEM:-$cap}"
-    read -r ngl _ < <(gpu_layers "$m" 25% 25%)
+    read -r ngl _ < <(gpu_layers "$m" 25% --weights-budget 25%)
     # more layers than $ngl would exceed the GPU budget; fewer leave more to the thrashing cache
     for n in "$ngl" $((ngl - 2)); do
         N=$STOCK_TOKENS timed "stock -ngl $n" "$m" "$cap" --baseline --ngl "$n"
@@ -197,6 +203,12 @@ if wants moe; then
     "$H" plan --model "$m" --gpu-budget 8G --memory 16G --ctx 512 --disk-gbps "$GBPS" --no-expert-profile || true
     header
     timed "hypura --gpu-budget 8G --memory ${MOE_MEM:-16G}" "$m" 16G --gpu-budget 8G --memory "${MOE_MEM:-16G}"
+    # Stock with hypura's placement of compute (its expert layers, single matrices too).
+    read -r _ e ot < <(PLAN_CTX=512 gpu_layers "$m" 8G --memory 16G)
+    n_layers=32
+    # shellcheck disable=SC2046
+    N=${MOE_STOCK_TOKENS:-$TOKENS} timed "stock, hypura's placement: -ngl 99 --n-cpu-moe $((n_layers - e)) $(ot_flags "$ot")" \
+        "$m" 16G --baseline --ngl 99 --n-cpu-moe $((n_layers - e)) $(ot_flags "$ot")
     for n in ${MOE_NGL:-6 8 10}; do N=${MOE_STOCK_TOKENS:-$TOKENS} timed "stock -ngl $n" "$m" 16G --baseline --ngl "$n"; done
     for n in ${MOE_CPU_MOE:-32 28 24}; do N=${MOE_STOCK_TOKENS:-$TOKENS} timed "stock -ngl 99 --n-cpu-moe $n" "$m" 16G --baseline --ngl 99 --n-cpu-moe "$n"; done
 fi

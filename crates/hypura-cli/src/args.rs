@@ -155,6 +155,17 @@ pub struct SamplingArgs {
     /// --n-cpu-moe).
     #[arg(long, requires = "baseline")]
     pub n_cpu_moe: Option<u32>,
+    /// With --baseline: weights whose names match the regular expression PATTERN go to the
+    /// buffer type TYPE (`CPU`, or the GPU's, e.g. `CUDA0`), before --n-cpu-moe's; the first
+    /// that matches wins (llama.cpp's -ot). Repeatable, or comma-separated.
+    #[arg(
+        long = "override-tensor",
+        visible_alias = "ot",
+        value_name = "PATTERN=TYPE",
+        value_delimiter = ',',
+        requires = "baseline"
+    )]
+    pub override_tensor: Vec<String>,
     /// Turn off llama.cpp's repacked CPU weight layouts (for stock and hypura alike).
     #[arg(long)]
     pub no_repack: bool,

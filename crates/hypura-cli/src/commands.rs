@@ -7,7 +7,7 @@ use std::path::Path;
 use hypura_core::units::{format_bytes, parse_bytes};
 use hypura_core::{
     limits, Budget, ChatMessage, GenerateOptions, GenerationStats, LoadMode, LoadOptions, Model,
-    Plan, StockGpu, StopReason,
+    Plan, StockGpu, StopReason, TensorOverride,
 };
 use hypura_tools::{bench as bench_tool, disk, read_rate as read_rate_tool, synth as synth_tool};
 
@@ -28,6 +28,21 @@ struct Usage(String);
 
 pub(crate) fn usage(message: impl Into<String>) -> Failure {
     Box::new(Usage(message.into()))
+}
+
+/// `--override-tensor PATTERN=TYPE` values, split at the first `=` as llama.cpp does.
+fn tensor_overrides(values: &[String]) -> Result<Vec<TensorOverride>, Failure> {
+    values
+        .iter()
+        .map(|v| match v.split_once('=') {
+            Some((pattern, buffer_type)) if !pattern.is_empty() && !buffer_type.is_empty() => {
+                Ok(TensorOverride::new(pattern, buffer_type))
+            }
+            _ => Err(usage(format!(
+                "--override-tensor {v:?}: expected PATTERN=TYPE, e.g. 'blk\\.3\\.ffn_.*_exps=CPU'"
+            ))),
+        })
+        .collect()
 }
 
 fn budget_of(args: &ModelArgs) -> Result<Budget, Failure> {
@@ -233,7 +248,8 @@ fn load_for_generation(
             } else {
                 sampling.n_cpu_moe.unwrap_or(0)
             },
-        ));
+        ))
+        .stock_tensor_overrides(tensor_overrides(&sampling.override_tensor)?);
     let mut options = with_measured_disk(model_args, options)?;
     eprintln!("hypura: loading {}", model_args.model.display());
     let bar = progress::bytes_bar("reading the resident weights");

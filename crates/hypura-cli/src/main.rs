@@ -61,12 +61,18 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             // One line, like every other error (clap's own message has a usage hint after).
+            // Its first paragraph, joined (a missing argument's name is on the next line).
             let rendered = e.render().to_string();
             let first = rendered
                 .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let first = match first.trim_start_matches("error: ") {
+                "" => "invalid arguments",
+                text => text,
+            };
             eprintln!("hypura: error: {first} (see hypura --help)");
             return ExitCode::from(2);
         }

@@ -47,6 +47,22 @@ fn gpu_share(plan: &Plan) -> String {
             ),
         };
     }
+    if !plan.gpu_expert_tensors.is_empty() {
+        let n = plan.gpu_expert_tensors.len();
+        what += &format!(
+            ", {} ({})",
+            if n == 1 {
+                "one more expert matrix".to_string()
+            } else {
+                format!("{n} more expert matrices")
+            },
+            plan.gpu_expert_tensors
+                .iter()
+                .map(|name| name.trim_end_matches(".weight"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if plan.gpu_head {
         what += " and the head";
     }

@@ -169,6 +169,27 @@ fn invalid_arguments() {
         &run.iter().map(String::as_str).collect::<Vec<_>>(),
         "--temp",
     );
+    // Stock's tensor overrides: PATTERN=TYPE, a buffer type the build has, stock only.
+    for (flags, needle) in [
+        (
+            &["--baseline", "--override-tensor", "blk"][..],
+            "PATTERN=TYPE",
+        ),
+        (&["--baseline", "--ot", "=CPU"][..], "PATTERN=TYPE"),
+        (
+            &["--baseline", "--ot", "blk\\.0\\.=NOSUCH"][..],
+            "no buffer type \"NOSUCH\"",
+        ),
+        (
+            &["--baseline", "--ot", "blk(=CPU"][..],
+            "could not load the model",
+        ),
+        (&["--ot", "blk=CPU"][..], "--baseline"),
+    ] {
+        let mut run = run_args(path);
+        run.extend(flags.iter().map(|f| f.to_string()));
+        expect_error(&run.iter().map(String::as_str).collect::<Vec<_>>(), needle);
+    }
 }
 
 #[test]

@@ -161,6 +161,19 @@ pub enum LoadError {
         /// The model file.
         path: PathBuf,
     },
+    /// A stock tensor override names a buffer type this build does not have.
+    #[error(
+        "{}: no buffer type {name:?} for a tensor override (this build has: {known})",
+        path.display()
+    )]
+    UnknownBufferType {
+        /// The model file.
+        path: PathBuf,
+        /// The name asked for.
+        name: String,
+        /// The names there are.
+        known: String,
+    },
     /// The GPU budget is more than the GPU has free.
     #[error(
         "{}: the plan puts {needed} in GPU memory, but {device} has {free} free: give a smaller GPU budget",

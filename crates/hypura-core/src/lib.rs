@@ -74,6 +74,7 @@ pub use runtime::generate::{GenerateOptions, GenerationStats, StopReason};
 pub use runtime::model::{BatchToken, LoadStats, Model, ModelStats, Token};
 pub use runtime::options::{
     defaults, limits, LoadMode, LoadOptions, LoadProgress, LoadProgressCallback, StockGpu,
+    TensorOverride,
 };
 pub use runtime::sample::Sampler;
 pub use stream::experts::{ExpertLayerStats, ExpertRequest};

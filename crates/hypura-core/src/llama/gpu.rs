@@ -52,6 +52,14 @@ impl GpuDevice {
         unsafe { sys::ggml_backend_dev_buffer_type(self.dev) }
     }
 
+    /// ggml's name of the device's own buffer type (e.g. `CUDA0`).
+    pub(crate) fn buffer_type_name(self) -> String {
+        // SAFETY: a registered device's buffer type has a static NUL-terminated name.
+        unsafe { CStr::from_ptr(sys::ggml_backend_buft_name(self.buffer_type())) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
     /// ggml's name of the device and its description (e.g. `CUDA0`, `NVIDIA H100`).
     pub(crate) fn describe(self) -> String {
         // SAFETY: a registered device; both strings are static NUL-terminated ones.

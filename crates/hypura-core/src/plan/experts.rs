@@ -96,14 +96,19 @@ pub(crate) fn plan(
         tensors,
         Vec::new(),
     );
-    plan.expert_unit_bytes = unit_bytes(inventory).into_iter().max().unwrap_or(0);
+    plan.expert_unit_bytes = unit_bytes(inventory, &[]).into_iter().max().unwrap_or(0);
     Some(plan)
 }
 
-/// Bytes of one expert of each layer (its slice of every sliced tensor), by layer.
-fn unit_bytes(inventory: &ModelInventory) -> Vec<u64> {
+/// Bytes of one expert of each layer (its slice of every sliced tensor but those named in
+/// `on_gpu`), by layer.
+fn unit_bytes(inventory: &ModelInventory, on_gpu: &[String]) -> Vec<u64> {
     let mut per_layer = vec![0u64; inventory.n_layers as usize];
-    for t in inventory.tensors.iter().filter(|t| is_sliced(inventory, t)) {
+    for t in inventory
+        .tensors
+        .iter()
+        .filter(|t| is_sliced(inventory, t) && !on_gpu.contains(&t.info.name))
+    {
         if let Some(l) = t.layer {
             per_layer[l as usize] += t.info.nbytes / t.info.dims[2];
         }
@@ -125,8 +130,8 @@ pub(crate) fn apply_profile(
     }
     let capacity = (plan.expert_cache_bytes / plan.expert_unit_bytes) as usize;
     let hit = profile.predicted_hit_rate_without(capacity, &plan.gpu_expert_layer_indices);
-    // The layers whose experts are in GPU memory read nothing.
-    let picked_bytes: u64 = unit_bytes(inventory)
+    // The layers whose experts are in GPU memory read nothing, nor do single matrices there.
+    let picked_bytes: u64 = unit_bytes(inventory, &plan.gpu_expert_tensors)
         .iter()
         .zip(0u32..)
         .filter(|(_, l)| plan.gpu_expert_layer_indices.binary_search(l).is_err())

@@ -22,8 +22,13 @@
 //! saved expert profile says how each layer routes, the layers whose picks spread widest
 //! first. The RAM cache keeps the hottest experts of every layer; a layer whose picks are
 //! spread over many experts is the one it serves worst, and all of its experts in GPU memory
-//! save the most reads. Experts left on the CPU are cached and streamed slice by slice as
-//! before.
+//! save the most reads. What is left of the budget after the last whole layer that fits
+//! takes single expert matrices (`ffn_gate_exps`, `ffn_up_exps`, `ffn_down_exps`) of the next
+//! layers in the same order: each is its own expert product, computed where its weights
+//! are, so a layer can have one matrix on the GPU and the others on the CPU at the cost of
+//! one more copy of a token's activations each way, and every byte of experts the GPU holds
+//! is a byte the RAM cache can give to other experts. Experts left on the CPU are cached and
+//! streamed slice by slice as before.
 //!
 //! Each layer on the GPU also holds its share of the KV cache there; the budget covers both.
 //! llama.cpp's GPU compute buffer comes on top (not planned).
@@ -47,6 +52,9 @@ pub(crate) struct GpuSplit {
     /// The layers (of the `layers` on the GPU) whose expert matrices are on the GPU too, in
     /// ascending order.
     pub expert_layers: Vec<u32>,
+    /// Single expert matrices on the GPU, by name, of layers not in `expert_layers` (whose
+    /// other expert matrices are on the CPU): the budget's rest after whole layers.
+    pub expert_tensors: Vec<String>,
     /// Bytes of weights on the GPU.
     pub weight_bytes: u64,
     /// Bytes of the KV cache of the layers on the GPU (predicted).
@@ -64,6 +72,7 @@ impl GpuSplit {
                 let from_end = self.n_layers - l;
                 if is_sliced(inventory, t) {
                     self.expert_layers.binary_search(&l).is_ok()
+                        || self.expert_tensors.contains(&t.info.name)
                 } else {
                     from_end <= self.layers
                 }
@@ -94,12 +103,15 @@ pub(crate) fn split(
     // Bytes each candidate takes, rounded as hypura's placement rounds them.
     let mut layer_bytes = vec![0u64; n];
     let mut expert_bytes = vec![0u64; n];
+    // Each layer's expert matrices, in the file's order.
+    let mut expert_matrices: Vec<Vec<&ModelTensor>> = vec![Vec::new(); n];
     let mut outside_bytes = 0u64;
     for t in inventory.tensors.iter().filter(|t| !inventory.is_unused(t)) {
         let bytes = page_round(t.info.nbytes);
         match t.layer {
             Some(l) if (l as usize) < n && is_sliced(inventory, t) => {
-                expert_bytes[l as usize] += bytes
+                expert_bytes[l as usize] += bytes;
+                expert_matrices[l as usize].push(t);
             }
             Some(l) if (l as usize) < n => layer_bytes[l as usize] += bytes,
             Some(_) => {}
@@ -140,8 +152,28 @@ pub(crate) fn split(
         } else {
             expert_order
         };
-        for l in order.iter().copied().filter(|&l| (l as usize) < n) {
+        let mut order = order.iter().copied().filter(|&l| (l as usize) < n);
+        for l in order.by_ref() {
+            if split.expert_layers.contains(&l) {
+                continue;
+            }
             if used + expert_bytes[l as usize] > budget_bytes {
+                // The rest of the budget: single matrices of this layer and the next ones.
+                let whole = split.expert_layers.clone();
+                for t in std::iter::once(l)
+                    .chain(order.by_ref())
+                    .filter(|l| !whole.contains(l))
+                    .flat_map(|l| &expert_matrices[l as usize])
+                {
+                    let bytes = page_round(t.info.nbytes);
+                    // (An order may name a layer twice.)
+                    if used + bytes <= budget_bytes && !split.expert_tensors.contains(&t.info.name)
+                    {
+                        used += bytes;
+                        split.weight_bytes += bytes;
+                        split.expert_tensors.push(t.info.name.clone());
+                    }
+                }
                 break;
             }
             used += expert_bytes[l as usize];
@@ -149,7 +181,6 @@ pub(crate) fn split(
             split.expert_layers.push(l);
         }
         split.expert_layers.sort_unstable();
-        split.expert_layers.dedup();
     }
     split
 }
@@ -187,6 +218,7 @@ mod tests {
             if moe {
                 tensors.push(q4(format!("blk.{l}.ffn_gate_inp.weight"), vec![e, 8]));
                 tensors.push(q4(format!("blk.{l}.ffn_up_exps.weight"), vec![e, f, 8]));
+                tensors.push(q4(format!("blk.{l}.ffn_down_exps.weight"), vec![f, e, 8]));
             } else {
                 tensors.push(q4(format!("blk.{l}.ffn_up.weight"), vec![e, f]));
             }
@@ -322,6 +354,45 @@ mod tests {
             let held = matches!(t.layer, Some(0) | Some(3));
             assert_eq!(s.holds(&inv, t), held, "{}", t.info.name);
         }
+    }
+
+    #[test]
+    fn the_budget_s_rest_takes_single_expert_matrices_of_the_next_layers() {
+        let inv = inventory(true, false);
+        let shared = bytes_of(&inv, |t| t.role != Role::Embedding && !is_sliced(&inv, t));
+        let matrix = bytes_of(&inv, |t| t.info.name == "blk.0.ffn_up_exps.weight");
+        let experts_of_a_layer = bytes_of(&inv, |t| t.layer == Some(0) && is_sliced(&inv, t));
+        assert_eq!(experts_of_a_layer, 2 * matrix);
+        // One layer's experts and one more matrix: the next layer's first.
+        let s = split(&inv, shared + experts_of_a_layer + matrix + 1, 0, &[]);
+        assert_eq!(s.expert_layers, vec![7]);
+        assert_eq!(
+            s.expert_tensors,
+            vec!["blk.6.ffn_up_exps.weight".to_string()]
+        );
+        assert_eq!(s.weight_bytes, gpu_bytes(&inv, &s));
+        for t in inv.tensors.iter().filter(|t| is_sliced(&inv, t)) {
+            let held = t.layer == Some(7) || t.info.name == "blk.6.ffn_up_exps.weight";
+            assert_eq!(s.holds(&inv, t), held, "{}", t.info.name);
+        }
+        // Room for three matrices past a whole layer: another whole layer, then one matrix.
+        let s = split(&inv, shared + experts_of_a_layer + 3 * matrix, 0, &[]);
+        assert_eq!(s.expert_layers, vec![6, 7]);
+        assert_eq!(
+            s.expert_tensors,
+            vec!["blk.5.ffn_up_exps.weight".to_string()]
+        );
+        // A profile's order that names a layer twice counts its matrices once.
+        let s = split(&inv, shared + experts_of_a_layer + matrix, 0, &[3, 3, 0, 0]);
+        assert_eq!(s.expert_layers, vec![3]);
+        assert_eq!(
+            s.expert_tensors,
+            vec!["blk.0.ffn_up_exps.weight".to_string()]
+        );
+        assert_eq!(s.weight_bytes, gpu_bytes(&inv, &s));
+        // Less than a matrix left: none.
+        let s = split(&inv, shared + experts_of_a_layer + matrix - 1, 0, &[]);
+        assert!(s.expert_tensors.is_empty());
     }
 
     #[test]

@@ -148,6 +148,9 @@ pub struct Plan {
     /// Those layers, ascending: the last ones, or those a saved expert profile shows routing
     /// the most widely.
     pub gpu_expert_layer_indices: Vec<u32>,
+    /// Single expert matrices in GPU memory, by name, of layers whose other expert matrices
+    /// are on the CPU (what the budget held after whole layers).
+    pub gpu_expert_tensors: Vec<String>,
     /// GPU memory bandwidth assumed for the compute part of the bound, bytes/s.
     pub gpu_bytes_per_s: f64,
     /// Bytes read once at load and held.

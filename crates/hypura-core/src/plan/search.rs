@@ -480,6 +480,7 @@ pub(super) fn finish(
         gpu_head: gpu.head,
         gpu_expert_layers: gpu.expert_layers.len() as u32,
         gpu_expert_layer_indices: gpu.expert_layers.clone(),
+        gpu_expert_tensors: gpu.expert_tensors.clone(),
         gpu_bytes_per_s: params.gpu_bytes_per_s,
         ram_resident_bytes: c.resident,
         window_bytes: c.window,

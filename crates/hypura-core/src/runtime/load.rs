@@ -228,7 +228,7 @@ impl Model {
         // The GPU's weights go to the GPU, those llama.cpp would repack to the repacking
         // types, all others to hypura's.
         let pattern = CString::from(c".");
-        let stock_patterns = stock_expert_patterns(options);
+        let stock_patterns = stock_overrides(options, gpu, &path)?;
         let overrides: Option<Vec<sys::llama_model_tensor_buft_override>> = match &buffer_type {
             Some(b) => Some({
                 let mut o: Vec<_> = gpu_type
@@ -253,14 +253,14 @@ impl Model {
                 });
                 o
             }),
-            // Stock with experts kept on the CPU (`--cpu-moe`, `--n-cpu-moe`).
+            // Stock with weights placed by name, then experts kept on the CPU (`--cpu-moe`,
+            // `--n-cpu-moe`).
             None if !stock_patterns.is_empty() => Some(
                 stock_patterns
                     .iter()
-                    .map(|p| sys::llama_model_tensor_buft_override {
+                    .map(|(p, buft)| sys::llama_model_tensor_buft_override {
                         pattern: p.as_ptr(),
-                        // SAFETY: returns ggml's static CPU buffer type.
-                        buft: unsafe { sys::ggml_backend_cpu_buffer_type() },
+                        buft: *buft,
                     })
                     .chain([sys::llama_model_tensor_buft_override {
                         pattern: std::ptr::null(),
@@ -461,13 +461,33 @@ fn gpu_for(
 ) -> Result<Option<GpuDevice>, LoadError> {
     let wanted = match options.mode {
         LoadMode::Tiered => plan.gpu_resident_bytes > 0,
-        LoadMode::Stock => options.stock_gpu.layers > 0,
+        LoadMode::Stock => {
+            options.stock_gpu.layers > 0
+                || options
+                    .stock_overrides
+                    .iter()
+                    .any(|o| !o.buffer_type.eq_ignore_ascii_case("CPU"))
+        }
     };
     if !wanted {
         return Ok(None);
     }
-    let device = GpuDevice::first().ok_or_else(|| LoadError::NoGpu {
-        path: path.to_path_buf(),
+    let device = GpuDevice::first().ok_or_else(|| {
+        match options
+            .stock_overrides
+            .iter()
+            .find(|o| !o.buffer_type.eq_ignore_ascii_case("CPU"))
+        {
+            // A buffer type named for stock's weights, and no GPU: name what there is.
+            Some(o) if options.stock_gpu.layers == 0 => LoadError::UnknownBufferType {
+                path: path.to_path_buf(),
+                name: o.buffer_type.clone(),
+                known: "CPU".into(),
+            },
+            _ => LoadError::NoGpu {
+                path: path.to_path_buf(),
+            },
+        }
     })?;
     let needed = plan.gpu_resident_bytes + plan.gpu_kv_cache_bytes;
     let (free, _) = device.memory();
@@ -488,6 +508,48 @@ fn gpu_for(
         format_bytes(free)
     );
     Ok(Some(device))
+}
+
+/// Stock mode's tensor overrides, in order: the options' own (their buffer types looked up
+/// by name: `CPU` or `gpu`'s), then the expert matrices kept on the CPU.
+fn stock_overrides(
+    options: &LoadOptions,
+    gpu: Option<GpuDevice>,
+    path: &Path,
+) -> Result<Vec<(CString, sys::ggml_backend_buffer_type_t)>, LoadError> {
+    // SAFETY: returns ggml's static CPU buffer type.
+    let cpu = unsafe { sys::ggml_backend_cpu_buffer_type() };
+    let gpu_type = gpu.map(|g| (g.buffer_type_name(), g.buffer_type()));
+    let mut overrides = Vec::new();
+    for o in options
+        .stock_overrides
+        .iter()
+        .filter(|_| options.mode == LoadMode::Stock)
+    {
+        let buft = if o.buffer_type.eq_ignore_ascii_case("CPU") {
+            cpu
+        } else {
+            match &gpu_type {
+                Some((name, buft)) if name.eq_ignore_ascii_case(&o.buffer_type) => *buft,
+                _ => {
+                    return Err(LoadError::UnknownBufferType {
+                        path: path.to_path_buf(),
+                        name: o.buffer_type.clone(),
+                        known: std::iter::once("CPU")
+                            .chain(gpu_type.as_ref().map(|(n, _)| n.as_str()))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+                }
+            }
+        };
+        // `check` refused a pattern with a NUL.
+        if let Ok(p) = CString::new(o.pattern.as_str()) {
+            overrides.push((p, buft));
+        }
+    }
+    overrides.extend(stock_expert_patterns(options).into_iter().map(|p| (p, cpu)));
+    Ok(overrides)
 }
 
 /// Stock mode's patterns for the expert matrices kept on the CPU (llama.cpp's own, of

@@ -48,6 +48,8 @@ pub mod limits {
     pub const MAX_CONTEXT_LENGTH: u32 = 1 << 24;
     /// Largest batch.
     pub const MAX_BATCH_SIZE: u32 = 1 << 16;
+    /// Longest pattern of a stock tensor override, bytes.
+    pub const MAX_OVERRIDE_PATTERN: usize = 4096;
     /// Most stop strings of one request ([`crate::GenerateOptions::stop`]).
     pub const MAX_STOP_STRINGS: usize = 16;
     /// Longest stop string, in bytes.
@@ -72,6 +74,7 @@ pub struct LoadOptions {
     pub(crate) budget: Budget,
     pub(crate) gpu_budget: Option<Budget>,
     pub(crate) stock_gpu: StockGpu,
+    pub(crate) stock_overrides: Vec<TensorOverride>,
     pub(crate) repack: bool,
     pub(crate) threads: u32,
     pub(crate) context_length: u32,
@@ -107,6 +110,30 @@ impl StockGpu {
         Self {
             layers,
             cpu_expert_layers,
+        }
+    }
+}
+
+/// Stock mode only: the weights whose names match `pattern` (a regular expression, searched
+/// in each tensor's name as llama.cpp's `--override-tensor PATTERN=TYPE` does) go to the
+/// buffer type named `buffer_type`: `CPU`, or the GPU device's (e.g. `CUDA0`). Overrides come
+/// before [`StockGpu::cpu_expert_layers`]' patterns, and the first that matches a tensor
+/// wins, as in llama.cpp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TensorOverride {
+    /// The regular expression.
+    pub pattern: String,
+    /// The buffer type's name.
+    pub buffer_type: String,
+}
+
+impl TensorOverride {
+    /// Weights matching `pattern` to the buffer type `buffer_type`.
+    pub fn new(pattern: impl Into<String>, buffer_type: impl Into<String>) -> Self {
+        Self {
+            pattern: pattern.into(),
+            buffer_type: buffer_type.into(),
         }
     }
 }
@@ -149,6 +176,7 @@ impl LoadOptions {
             budget: Budget::AllWeights,
             gpu_budget: None,
             stock_gpu: StockGpu::default(),
+            stock_overrides: Vec::new(),
             repack: true,
             threads: 0,
             context_length: defaults::CONTEXT_LENGTH,
@@ -199,6 +227,12 @@ impl LoadOptions {
     /// Stock mode: where llama.cpp computes (see [`StockGpu`]).
     pub fn stock_gpu(mut self, gpu: StockGpu) -> Self {
         self.stock_gpu = gpu;
+        self
+    }
+
+    /// Stock mode: weights placed by name (see [`TensorOverride`]).
+    pub fn stock_tensor_overrides(mut self, overrides: Vec<TensorOverride>) -> Self {
+        self.stock_overrides = overrides;
         self
     }
 
@@ -384,6 +418,24 @@ impl LoadOptions {
         }
         if self.mode == LoadMode::Tiered && self.stock_gpu != StockGpu::default() {
             return bad("GPU layers are stock llama.cpp's: hypura takes a GPU budget".into());
+        }
+        if self.mode == LoadMode::Tiered && !self.stock_overrides.is_empty() {
+            return bad(
+                "tensor overrides are stock llama.cpp's: hypura places weights itself".into(),
+            );
+        }
+        if let Some(o) = self.stock_overrides.iter().find(|o| {
+            o.pattern.is_empty()
+                || o.pattern.len() > limits::MAX_OVERRIDE_PATTERN
+                || o.pattern.contains('\0')
+                || o.buffer_type.is_empty()
+        }) {
+            return bad(format!(
+                "tensor override {:?}={:?} (a pattern of 1 to {} bytes without NUL, and a buffer type)",
+                o.pattern,
+                o.buffer_type,
+                limits::MAX_OVERRIDE_PATTERN
+            ));
         }
         if !(self.disk_bytes_per_s.is_finite() && self.disk_bytes_per_s > 0.0) {
             return bad(format!(

@@ -19,7 +19,9 @@
 # 13b:   13B shape, GPU budget 25% of the model, RAM cap 25% (cgroup): hypura against stock's
 #        best -ngl (swept) under the same cap.
 # moe:   Mixtral shape (near-uniform routing), 8 GiB GPU budget, 16 GiB RAM cap: hypura against
-#        stock's best of -ngl N and -ngl 99 --n-cpu-moe N (swept).
+#        stock with hypura's placement of compute (-ngl 99 --n-cpu-moe N, --override-tensor for
+#        single expert matrices), then stock's -ngl N ($MOE_NGL) and -ngl 99 --n-cpu-moe N
+#        ($MOE_CPU_MOE) (swept; empty: none).
 # Steady state is over $TOKENS (>= 64) tokens; cold start is the time to the 16th token.
 set -euo pipefail
 B=${BUNDLE:-.device/bundle}
@@ -209,6 +211,6 @@ if wants moe; then
     # shellcheck disable=SC2046
     N=${MOE_STOCK_TOKENS:-$TOKENS} timed "stock, hypura's placement: -ngl 99 --n-cpu-moe $((n_layers - e)) $(ot_flags "$ot")" \
         "$m" 16G --baseline --ngl 99 --n-cpu-moe $((n_layers - e)) $(ot_flags "$ot")
-    for n in ${MOE_NGL:-6 8 10}; do N=${MOE_STOCK_TOKENS:-$TOKENS} timed "stock -ngl $n" "$m" 16G --baseline --ngl "$n"; done
-    for n in ${MOE_CPU_MOE:-32 28 24}; do N=${MOE_STOCK_TOKENS:-$TOKENS} timed "stock -ngl 99 --n-cpu-moe $n" "$m" 16G --baseline --ngl 99 --n-cpu-moe "$n"; done
+    for n in ${MOE_NGL-6 8 10}; do N=${MOE_STOCK_TOKENS:-$TOKENS} timed "stock -ngl $n" "$m" 16G --baseline --ngl "$n"; done
+    for n in ${MOE_CPU_MOE-32 28 24}; do N=${MOE_STOCK_TOKENS:-$TOKENS} timed "stock -ngl 99 --n-cpu-moe $n" "$m" 16G --baseline --ngl 99 --n-cpu-moe "$n"; done
 fi

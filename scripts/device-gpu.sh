@@ -22,6 +22,8 @@
 #        stock with hypura's placement of compute (-ngl 99 --n-cpu-moe N, --override-tensor for
 #        single expert matrices), then stock's -ngl N ($MOE_NGL) and -ngl 99 --n-cpu-moe N
 #        ($MOE_CPU_MOE) (swept; empty: none).
+# moe-split: hypura alone on the same case at 8G and 7.5G of GPU budget, alternating (the
+#        single expert matrices the budget's rest holds at 8G, against none).
 # Steady state is over $TOKENS (>= 64) tokens; cold start is the time to the 16th token.
 set -euo pipefail
 B=${BUNDLE:-.device/bundle}
@@ -171,7 +173,7 @@ timed() { # label model cap [run flags...]: one run in a fresh cgroup (cap "max"
 }
 header() { echo "| run | tokens | tok/s | steady tok/s | 16th token s | read/token | on GPU | peak RSS | cgroup peak |"; echo "|---|---|---|---|---|---|---|---|---|"; }
 
-if wants fits || wants 13b || wants moe; then
+if wants fits || wants 13b || wants moe || wants moe-split; then
     m7=$(synth llama-7b q4_0)
     sync; echo 3 > /proc/sys/vm/drop_caches
     t0=$(date +%s.%N); dd if="$m7" of=/dev/null bs=4M iflag=direct status=none; t1=$(date +%s.%N)
@@ -196,6 +198,22 @@ if wants 13b; then
     # more layers than $ngl would exceed the GPU budget; fewer leave more to the thrashing cache
     for n in "$ngl" $((ngl - 2)); do
         N=$STOCK_TOKENS timed "stock -ngl $n" "$m" "$cap" --baseline --ngl "$n"
+    done
+fi
+if wants moe-split; then
+    # hypura alone at each GPU budget of $MOE_GPU_BUDGETS, alternating, $MOE_ROUNDS rounds: with
+    # 8G the budget's rest holds two single expert matrices, with 7.5G none (the same 9 whole
+    # layers of experts): what the single matrices are worth, side by side.
+    echo "== $(date -u +%T)"
+    m=$(synth mixtral-8x7b q4_0 --routing token)
+    for g in ${MOE_GPU_BUDGETS:-8G 7.5G}; do
+        echo "== GPU budget $g: $("$H" plan --model "$m" --gpu-budget "$g" --memory 16G --ctx 512 --disk-gbps "$GBPS" --no-expert-profile | grep -E '^(resident on the GPU|read per token)' | tr -s ' ' | tr '\n' ';')"
+    done
+    header
+    for _ in $(seq "${MOE_ROUNDS:-2}"); do
+        for g in ${MOE_GPU_BUDGETS:-8G 7.5G}; do
+            timed "hypura --gpu-budget $g --memory 16G" "$m" 16G --gpu-budget "$g" --memory 16G
+        done
     done
 fi
 if wants moe; then

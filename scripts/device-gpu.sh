@@ -2,11 +2,13 @@
 # The GPU tier on the lent CUDA machine (issue 12). First run 2026-12-06 on an H100 (results
 # in BENCHMARKS.md), in calls on one warm machine: `build check fits` (about 210 s, 170 of
 # them building the CUDA module), then `moe` (160 s with MOE_NGL=10 MOE_CPU_MOE=23
-# MOE_STOCK_TOKENS=24), then `13b` (430 s).
+# MOE_STOCK_TOKENS=24), then `13b` (430 s). Second day: `check` then `MOE_NGL=10
+# MOE_CPU_MOE=23 MOE_STOCK_TOKENS=64 ... moe` in one call on a fresh machine, the module
+# unpacked from the carry: 281 s; `MOE_ROUNDS=2 ... moe-split`: 145 s.
 #
 # Set-up here (the lent machine has no Rust): scripts/device-gpu-prepare.sh, then
 #   run with carry [".device/bundle", ".device/ggml", ".device/gpu-module"]:
-#   bash scripts/device-gpu.sh [build|check|fits|13b|moe|all]...
+#   bash scripts/device-gpu.sh [build|check|fits|13b|moe|moe-split|all]...
 #
 # build: ggml's CUDA backend as a module (GGML_BACKEND_DL, sm_90) from the same vendored
 #        source, put beside the bundle's libraries (checked to register by `check`).

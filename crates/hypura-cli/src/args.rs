@@ -69,6 +69,12 @@ pub struct ModelArgs {
     /// Context length in tokens.
     #[arg(short = 'c', long, default_value_t = defaults::CONTEXT_LENGTH)]
     pub ctx: u32,
+    /// Tokens computed in one pass (llama.cpp's -b and -ub together). A prompt longer than
+    /// this takes several passes, and with streamed weights each pass reads them again:
+    /// larger batches mean fewer reads for long prompts, at the cost of a larger compute
+    /// buffer (planned into --memory).
+    #[arg(short = 'b', long, visible_alias = "ubatch-size", default_value_t = defaults::BATCH_SIZE)]
+    pub batch_size: u32,
     /// Mixture-of-experts models: stream each layer's experts whole, as dense layers stream,
     /// instead of reading only the experts the router picks (the default when the budget
     /// holds everything but the experts, and one layer's experts besides).

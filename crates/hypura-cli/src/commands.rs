@@ -6,8 +6,8 @@ use std::path::Path;
 
 use hypura_core::units::{format_bytes, parse_bytes};
 use hypura_core::{
-    limits, Budget, ChatMessage, GenerateOptions, GenerationStats, LoadMode, LoadOptions, Model,
-    Plan, StockGpu, StopReason, TensorOverride,
+    defaults, limits, Budget, ChatMessage, GenerateOptions, GenerationStats, LoadMode, LoadOptions,
+    Model, Plan, StockGpu, StopReason, TensorOverride,
 };
 use hypura_tools::{bench as bench_tool, disk, read_rate as read_rate_tool, synth as synth_tool};
 
@@ -72,6 +72,7 @@ fn options_of(args: &ModelArgs) -> Result<LoadOptions, Failure> {
     let mut options = LoadOptions::new(&args.model)
         .budget(budget_of(args)?)
         .context_length(args.ctx)
+        .batch_size(args.batch_size)
         .expert_slices(!args.no_expert_slices)
         .expert_profiles(if args.no_expert_profile {
             None
@@ -594,6 +595,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         disk_gbps: args.disk_gbps,
         io_threads: args.io_threads,
         ctx: args.ctx,
+        batch_size: defaults::BATCH_SIZE,
         no_expert_slices: args.hypura_flags.iter().any(|f| f == "--no-expert-slices"),
         // The plan here only sizes the cap; each run reads (or not) its own profile.
         expert_profiles: None,

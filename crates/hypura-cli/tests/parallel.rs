@@ -77,3 +77,56 @@ fn parallel_takes_a_sane_count() {
         );
     }
 }
+
+/// A step's micro-batches are passes over the streamed weights: a prompt of 280 tokens
+/// reads them three times in batches of 128 tokens (`-b`, the default), once in a batch of
+/// 512, and gives the same tokens.
+#[test]
+fn a_long_prompt_reads_the_streamed_weights_once_a_batch() {
+    let path = model(SMOLLM2);
+    let streamed = plan_json(&path, "40%")["streamed_bytes_per_token"]
+        .as_f64()
+        .unwrap();
+    assert!(streamed > 0.0);
+    let prompt =
+        ["The history of the city begins with a small village by the river."; 20].join(" ");
+    let run = |batch: &str| -> Value {
+        let stats = tempfile(&format!("prompt-batch-{batch}.json"));
+        let args = [
+            "run",
+            "--model",
+            path.to_str().unwrap(),
+            "--prompt",
+            &prompt,
+            "--max-tokens",
+            "6",
+            "--temp",
+            "0",
+            "--threads",
+            "2",
+            "--ctx",
+            "512",
+            "--weights-budget",
+            "40%",
+            "--disk-gbps",
+            "2",
+            "--ignore-eos",
+            "-b",
+            batch,
+            "--stats-json",
+            stats.to_str().unwrap(),
+        ];
+        let out = hypura(&args);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let value: Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+        let _ = std::fs::remove_file(&stats);
+        value
+    };
+    let small = run("128");
+    let large = run("512");
+    assert!(u(&small, "prompt_tokens") > 256, "{small}");
+    let passes = |s: &Value| u(s, "prompt_bytes_read") as f64 / streamed;
+    assert_eq!(passes(&small).round(), 3.0, "{}", passes(&small));
+    assert_eq!(passes(&large).round(), 1.0, "{}", passes(&large));
+    assert_eq!(tokens(&small), tokens(&large));
+}

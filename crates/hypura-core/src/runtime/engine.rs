@@ -36,9 +36,14 @@ use super::text::{StopStrings, Utf8Pieces};
 use crate::error::{DecodeError, GenerateError};
 use crate::llama::SamplerChain;
 
-/// Most prompt tokens decoded per step, over all requests starting (the requests already
-/// generating go first, one token each).
-const PREFILL_TOKENS_PER_STEP: usize = 256;
+/// Tokens of a step, the generating requests' one each and the prompt tokens of those
+/// starting, unless the model's batch size is larger: then a step is one batch. Each
+/// micro-batch is a pass over the streamed weights, so a step fills its micro-batches.
+const TOKENS_PER_STEP: usize = 256;
+
+/// Prompt tokens a step feeds however many requests generate (so that a request starting
+/// beside many others still moves).
+const MIN_PREFILL_TOKENS_PER_STEP: usize = 32;
 
 /// A request's handle, unique within an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -344,7 +349,10 @@ impl<M: BorrowMut<Model>> Engine<M> {
                 }
             }
         }
-        let mut prefill_left = PREFILL_TOKENS_PER_STEP;
+        let step_tokens = TOKENS_PER_STEP.max(self.model.borrow().options().batch_size as usize);
+        let mut prefill_left = step_tokens
+            .saturating_sub(batch.len())
+            .max(MIN_PREFILL_TOKENS_PER_STEP);
         for (i, slot) in self.slots.iter().enumerate() {
             let Some(a) = slot else { continue };
             if a.next.is_some() || prefill_left == 0 {

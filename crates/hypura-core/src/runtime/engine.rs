@@ -349,7 +349,8 @@ impl<M: BorrowMut<Model>> Engine<M> {
                 }
             }
         }
-        let step_tokens = TOKENS_PER_STEP.max(self.model.borrow().options().batch_size as usize);
+        let step_tokens =
+            TOKENS_PER_STEP.max(self.model.borrow().options().effective_batch_size() as usize);
         let mut prefill_left = step_tokens
             .saturating_sub(batch.len())
             .max(MIN_PREFILL_TOKENS_PER_STEP);

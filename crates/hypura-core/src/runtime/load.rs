@@ -363,8 +363,8 @@ impl Model {
         // SAFETY: returns a plain struct of defaults.
         let mut ctx_params = unsafe { sys::llama_context_default_params() };
         ctx_params.n_ctx = options.context_length;
-        ctx_params.n_batch = options.batch_size;
-        ctx_params.n_ubatch = options.batch_size;
+        ctx_params.n_batch = options.effective_batch_size();
+        ctx_params.n_ubatch = options.effective_batch_size();
         ctx_params.n_seq_max = options.sequences;
         // Several sequences of a tiered model share one KV cache (llama-server's default too),
         // each held to its share by hypura (`Model::context_per_sequence`). With a cache per

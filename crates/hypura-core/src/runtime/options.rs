@@ -285,6 +285,12 @@ impl LoadOptions {
         self
     }
 
+    /// Tokens per `llama_decode` call and micro-batch as llama.cpp takes them: no more than
+    /// the context holds.
+    pub(crate) fn effective_batch_size(&self) -> u32 {
+        self.batch_size.min(self.context_length).max(1)
+    }
+
     /// Sequences decoded side by side (ids `0..n`; each gets `context_length / n`
     /// positions).
     pub fn sequences(mut self, n: u32) -> Self {

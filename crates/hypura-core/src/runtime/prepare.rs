@@ -54,7 +54,7 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
         inventory.spec,
         options.context_length,
         options.sequences,
-        options.batch_size,
+        options.effective_batch_size(),
     );
     let io_threads =
         options
@@ -125,7 +125,7 @@ pub(crate) fn prepare(options: &LoadOptions) -> Result<Prepared, PlanError> {
         disk_bytes_per_s: options.disk_bytes_per_s,
         ram_bytes_per_s: RAM_BYTES_PER_S,
         max_prefetch_depth: MAX_PREFETCH_DEPTH,
-        n_ubatch: options.batch_size,
+        n_ubatch: options.effective_batch_size(),
         io_threads,
         kv_cache_bytes,
         expert_slices: options.expert_slices,
@@ -172,7 +172,7 @@ fn non_weight_costs(
     let n_ff = header
         .get_int(&format!("{}.feed_forward_length", inventory.arch))
         .map_or(4 * n_embd, |v| v.max(0) as u64);
-    let n_ubatch = u64::from(options.batch_size);
+    let n_ubatch = u64::from(options.effective_batch_size());
     NonWeightCosts {
         kv_cache_bytes,
         compute_bytes: n_ubatch * 4 * (n_vocab + 8 * n_embd + 4 * n_ff)

@@ -558,6 +558,15 @@ hypura_status hypura_params_set_threads(hypura_params *params, uint32_t threads)
 // `params` is NULL or live.
 hypura_status hypura_params_set_context_length(hypura_params *params, uint32_t tokens);
 
+// Tokens computed in one pass (llama.cpp's `n_batch` and `n_ubatch` in one; default 128, no
+// more than the context length takes effect). With streamed weights each pass reads them
+// again: a larger batch reads them fewer times for long prompts, and its compute buffer
+// comes out of a memory budget.
+//
+// # Safety
+// `params` is NULL or live.
+hypura_status hypura_params_set_batch_size(hypura_params *params, uint32_t tokens);
+
 // Sequences that can be decoded side by side (ids `0..n`; at least 1).
 //
 // # Safety

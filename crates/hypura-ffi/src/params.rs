@@ -258,6 +258,30 @@ pub unsafe extern "C" fn hypura_params_set_context_length(
     })
 }
 
+/// Tokens computed in one pass (llama.cpp's `n_batch` and `n_ubatch` in one; default 128, no
+/// more than the context length takes effect). With streamed weights each pass reads them
+/// again: a larger batch reads them fewer times for long prompts, and its compute buffer
+/// comes out of a memory budget.
+///
+/// # Safety
+/// `params` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn hypura_params_set_batch_size(
+    params: *mut hypura_params,
+    tokens: u32,
+) -> hypura_status {
+    with_params(params, |p| {
+        if !(1..=limits::MAX_BATCH_SIZE).contains(&tokens) {
+            return fail(
+                HYPURA_STATUS_INVALID_ARGUMENT,
+                format!("batch size {tokens} (1 to {})", limits::MAX_BATCH_SIZE),
+            );
+        }
+        p.options = p.options.clone().batch_size(tokens);
+        HYPURA_STATUS_OK
+    })
+}
+
 /// Sequences that can be decoded side by side (ids `0..n`; at least 1).
 ///
 /// # Safety

@@ -161,6 +161,17 @@ fn load_errors_leave_null_and_a_message() {
             hypura_params_set_context_length(p.0, 0),
             HYPURA_STATUS_INVALID_ARGUMENT
         );
+        for bad in [0, u32::MAX] {
+            assert_eq!(
+                hypura_params_set_batch_size(p.0, bad),
+                HYPURA_STATUS_INVALID_ARGUMENT
+            );
+        }
+        assert_eq!(
+            hypura_params_set_batch_size(null_mut(), 128),
+            HYPURA_STATUS_NULL_ARGUMENT
+        );
+        assert_eq!(hypura_params_set_batch_size(p.0, 512), HYPURA_STATUS_OK);
         assert_eq!(
             hypura_params_set_io_threads(p.0, 100_000),
             HYPURA_STATUS_INVALID_ARGUMENT

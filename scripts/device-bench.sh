@@ -25,7 +25,8 @@
 # tp-70b-ceiling, tp-moe-ceiling: the same shapes uncapped with every weight resident
 #     (--weights-budget 100%): the CPU's compute ceiling for $TP_N sequences.
 # tp-70b-prompt, tp-moe-prompt: time to first token of a 512-token prompt, one sequence under
-#     the cap, hypura and (with TP_PROMPT_STOCK=1) stock.
+#     the cap, hypura (with $TP_HYPURA_FLAGS, e.g. "-b 512": one pass over the streamed weights
+#     for the prompt instead of five) and (with TP_PROMPT_STOCK=1) stock.
 # verify: the cost of checking the model file while streaming: hypura alone under the 7B/2 GiB
 #     cap, alternately with the checks (default) and with --no-verify-reads, $VERIFY_ROUNDS each.
 set -euo pipefail
@@ -155,7 +156,8 @@ PROMPT_512=$(python3 -c "print(' '.join(['The history of the city begins with a 
 prompt_ttft() { # model cap: one sequence with a 512-token prompt, hypura (and stock with TP_PROMPT_STOCK=1)
     echo "== $(basename "$1") under a $2 cap: time to first token of a long prompt, one sequence"
     tp_header
-    TP_PROMPT=$PROMPT_512 TP_CTX=1024 parallel_run "$1" "$2" 1 2 --memory "${TP_MEM:-$2}"
+    # shellcheck disable=SC2086
+    TP_PROMPT=$PROMPT_512 TP_CTX=1024 parallel_run "$1" "$2" 1 2 --memory "${TP_MEM:-$2}" ${TP_HYPURA_FLAGS:-}
     if [ -n "${TP_PROMPT_STOCK:-}" ]; then
         TP_PROMPT=$PROMPT_512 TP_CTX=1024 parallel_run "$1" "$2" 1 2 --baseline
     fi

@@ -25,7 +25,7 @@
 # tp-70b-ceiling, tp-moe-ceiling: the same shapes uncapped with every weight resident
 #     (--weights-budget 100%): the CPU's compute ceiling for $TP_N sequences.
 # tp-70b-prompt, tp-moe-prompt: time to first token of a 512-token prompt, one sequence under
-#     the cap, hypura (with $TP_HYPURA_FLAGS, e.g. "-b 512": one pass over the streamed weights
+#     the cap, hypura (with $TP_HYPURA_FLAGS, e.g. "-b 1024": one pass over the streamed weights
 #     for the prompt instead of five) and (with TP_PROMPT_STOCK=1) stock.
 # verify: the cost of checking the model file while streaming: hypura alone under the 7B/2 GiB
 #     cap, alternately with the checks (default) and with --no-verify-reads, $VERIFY_ROUNDS each.

@@ -99,6 +99,10 @@ pub struct ModelArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Plan for this many sequences decoded together, each with a context of -c tokens (as
+    /// `run -P` and `serve -P` load the model).
+    #[arg(short = 'P', long, default_value_t = 1)]
+    pub parallel: u32,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -116,15 +116,29 @@ fn with_measured_disk(args: &ModelArgs, options: LoadOptions) -> Result<LoadOpti
 }
 
 pub fn plan(args: PlanArgs) -> Result<(), Failure> {
-    let options = with_measured_disk(&args.model, options_of(&args.model)?)?;
+    if !(1..=MAX_PARALLEL).contains(&args.parallel) {
+        return Err(usage(format!("--parallel: 1 to {MAX_PARALLEL}")));
+    }
+    let options = options_of(&args.model)?
+        .sequences(args.parallel)
+        .context_length(context_of(&args.model, args.parallel)?);
+    let options = with_measured_disk(&args.model, options)?;
     let plan = Plan::for_options(&options)?;
     notice_untiered(&args.model.model, &plan);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
-        print!("{}", plan_table(&plan));
+        print!("{}", plan_table(&plan, args.parallel));
     }
     Ok(())
+}
+
+/// The context of `sequences` sequences of -c tokens each.
+fn context_of(args: &ModelArgs, sequences: u32) -> Result<u32, Failure> {
+    args.ctx
+        .checked_mul(sequences)
+        .filter(|&c| c <= limits::MAX_CONTEXT_LENGTH)
+        .ok_or_else(|| usage("-c times --parallel is too large"))
 }
 
 /// Says, in one line, why a model runs as stock llama.cpp runs it.
@@ -229,12 +243,7 @@ fn load_for_generation(
     } else {
         LoadMode::Tiered
     };
-    // Each sequence gets a context of -c tokens.
-    let context = model_args
-        .ctx
-        .checked_mul(sequences)
-        .filter(|&c| c <= limits::MAX_CONTEXT_LENGTH)
-        .ok_or_else(|| usage("-c times --parallel is too large"))?;
+    let context = context_of(model_args, sequences)?;
     let options = options_of(model_args)?
         .sequences(sequences)
         .context_length(context)

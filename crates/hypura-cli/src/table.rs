@@ -70,7 +70,7 @@ fn gpu_share(plan: &Plan) -> String {
 }
 
 /// A human-readable summary of `plan`.
-pub fn plan_table(plan: &Plan) -> String {
+pub fn plan_table(plan: &Plan, sequences: u32) -> String {
     let mut out = String::new();
     let mut line = |label: &str, value: String| {
         let _ = writeln!(out, "{label:<22} {value}");
@@ -220,6 +220,17 @@ pub fn plan_table(plan: &Plan) -> String {
             plan.bound_tok_s, plan.disk_time_s, plan.compute_time_s
         ),
     );
+    // A step of several sequences reads a dense model's streamed weights once for all, and
+    // its compute reads the same weights (an MoE's step picks more experts: no such line).
+    if sequences > 1 && plan.expert_cache_bytes == 0 && plan.streamed_bytes_per_token > 0 {
+        line(
+            &format!("bound, {sequences} sequences"),
+            format!(
+                "{:.3} tok/s aggregate (one pass over the streamed weights a step)",
+                f64::from(sequences) / plan.disk_time_s.max(plan.compute_time_s).max(1e-12)
+            ),
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "{:<8} {:<12} {:>12}  tensors", "tier", "role", "bytes");
     let mut rows: Vec<((Tier, Role), (u64, u32))> = Vec::new();

@@ -58,6 +58,65 @@ fn plan_accepts_absolute_sizes_and_prints_a_table() {
     assert!(out.stdout.contains("read per token") && out.stdout.contains("bound"));
 }
 
+/// `plan -P N` plans what `run -P N` loads: N contexts of -c tokens in the KV cache, and, for
+/// a dense model, an aggregate bound of N tokens a pass over the streamed weights.
+#[test]
+fn plan_for_several_sequences() {
+    let m = model(SMOLLM2);
+    let path = m.to_str().unwrap();
+    let plan = |parallel: &str| -> serde_json::Value {
+        let out = hypura(&[
+            "plan",
+            "--model",
+            path,
+            "--weights-budget",
+            "40%",
+            "-c",
+            "256",
+            "-P",
+            parallel,
+            "--disk-gbps",
+            "2",
+            "--json",
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        serde_json::from_str(&out.stdout).unwrap()
+    };
+    let (one, four) = (plan("1"), plan("4"));
+    assert_eq!(u(&four, "kv_cache_bytes"), 4 * u(&one, "kv_cache_bytes"));
+    assert_eq!(
+        u(&four, "streamed_bytes_per_token"),
+        u(&one, "streamed_bytes_per_token")
+    );
+    let out = hypura(&[
+        "plan",
+        "--model",
+        path,
+        "--weights-budget",
+        "40%",
+        "-c",
+        "256",
+        "-P",
+        "4",
+        "--disk-gbps",
+        "2",
+    ]);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("bound, 4 sequences"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    let aggregate: f64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    let bound = four["bound_tok_s"].as_f64().unwrap();
+    assert!(
+        (aggregate - 4.0 * bound).abs() <= 0.002 * 4.0 * bound + 0.001,
+        "{line}"
+    );
+    let out = hypura(&["plan", "--model", path, "-P", "0"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("--parallel"), "{}", out.stderr);
+}
+
 #[test]
 fn plan_needs_only_the_header() {
     // Zero every byte of tensor data: the plan must not change, since it never reads them.

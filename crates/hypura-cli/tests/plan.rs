@@ -64,8 +64,8 @@ fn plan_accepts_absolute_sizes_and_prints_a_table() {
 fn plan_for_several_sequences() {
     let m = model(SMOLLM2);
     let path = m.to_str().unwrap();
-    let plan = |parallel: &str| -> serde_json::Value {
-        let out = hypura(&[
+    let plan_out = |parallel: &str, extra: &[&str]| {
+        let mut args = vec![
             "plan",
             "--model",
             path,
@@ -77,10 +77,14 @@ fn plan_for_several_sequences() {
             parallel,
             "--disk-gbps",
             "2",
-            "--json",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let out = hypura(&args);
         assert_eq!(out.code, 0, "{}", out.stderr);
-        serde_json::from_str(&out.stdout).unwrap()
+        out
+    };
+    let plan = |parallel: &str| -> serde_json::Value {
+        serde_json::from_str(&plan_out(parallel, &["--json"]).stdout).unwrap()
     };
     let (one, four) = (plan("1"), plan("4"));
     assert_eq!(u(&four, "kv_cache_bytes"), 4 * u(&one, "kv_cache_bytes"));
@@ -88,19 +92,7 @@ fn plan_for_several_sequences() {
         u(&four, "streamed_bytes_per_token"),
         u(&one, "streamed_bytes_per_token")
     );
-    let out = hypura(&[
-        "plan",
-        "--model",
-        path,
-        "--weights-budget",
-        "40%",
-        "-c",
-        "256",
-        "-P",
-        "4",
-        "--disk-gbps",
-        "2",
-    ]);
+    let out = plan_out("4", &[]);
     let line = out
         .stdout
         .lines()

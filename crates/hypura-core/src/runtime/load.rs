@@ -459,25 +459,17 @@ fn gpu_for(
     plan: &Plan,
     path: &Path,
 ) -> Result<Option<GpuDevice>, LoadError> {
+    // A stock override naming another buffer type than the CPU's.
+    let gpu_override = options.stock_overrides.iter().find(|o| !o.is_cpu());
     let wanted = match options.mode {
         LoadMode::Tiered => plan.gpu_resident_bytes > 0,
-        LoadMode::Stock => {
-            options.stock_gpu.layers > 0
-                || options
-                    .stock_overrides
-                    .iter()
-                    .any(|o| !o.buffer_type.eq_ignore_ascii_case("CPU"))
-        }
+        LoadMode::Stock => options.stock_gpu.layers > 0 || gpu_override.is_some(),
     };
     if !wanted {
         return Ok(None);
     }
     let device = GpuDevice::first().ok_or_else(|| {
-        match options
-            .stock_overrides
-            .iter()
-            .find(|o| !o.buffer_type.eq_ignore_ascii_case("CPU"))
-        {
+        match gpu_override {
             // A buffer type named for stock's weights, and no GPU: name what there is.
             Some(o) if options.stock_gpu.layers == 0 => LoadError::UnknownBufferType {
                 path: path.to_path_buf(),
@@ -526,7 +518,7 @@ fn stock_overrides(
         .iter()
         .filter(|_| options.mode == LoadMode::Stock)
     {
-        let buft = if o.buffer_type.eq_ignore_ascii_case("CPU") {
+        let buft = if o.is_cpu() {
             cpu
         } else {
             match &gpu_type {

@@ -136,6 +136,11 @@ impl TensorOverride {
             buffer_type: buffer_type.into(),
         }
     }
+
+    /// True when the buffer type is the CPU's (named in any case, as llama.cpp matches it).
+    pub(crate) fn is_cpu(&self) -> bool {
+        self.buffer_type.eq_ignore_ascii_case("CPU")
+    }
 }
 
 /// How far a load has come: bytes of the model's resident part read from the file so far,

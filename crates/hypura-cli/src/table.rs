@@ -152,9 +152,13 @@ pub fn plan_table(plan: &Plan, sequences: u32) -> String {
         line(
             "streaming window",
             format!(
-                "{} ({} groups in flight + current, {} per request, {} reader threads)",
+                "{} ({} read ahead + the one in use, {} stream groups, {} per request, {} reader threads)",
                 format_bytes(plan.window_bytes),
-                plan.prefetch_depth,
+                match plan.prefetch_depth {
+                    1 => "1 group".to_string(),
+                    n => format!("{n} groups"),
+                },
+                plan.groups.len(),
                 format_bytes(plan.request_bytes),
                 plan.io_threads
             ),
@@ -189,9 +193,10 @@ pub fn plan_table(plan: &Plan, sequences: u32) -> String {
         .map_or(0, |l| l + 1);
     line(
         "streamed layers",
-        match (streamed.first(), streamed.last()) {
-            (Some(a), Some(b)) => format!("{a}..={b} ({} of {layers})", streamed.len()),
-            _ => "none".to_string(),
+        if streamed.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{} ({} of {layers})", layer_runs(&streamed), streamed.len())
         },
     );
     line(
@@ -258,4 +263,34 @@ pub fn plan_table(plan: &Plan, sequences: u32) -> String {
         );
     }
     out
+}
+
+/// Ascending layer numbers as runs: `3, 7..=9, 12`.
+fn layer_runs(layers: &[u32]) -> String {
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for &l in layers {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == l => *end = l,
+            _ => runs.push((l, l)),
+        }
+    }
+    runs.iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}..={b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn layer_runs_join_neighbours() {
+        assert_eq!(super::layer_runs(&[3, 7, 8, 9, 12]), "3, 7..=9, 12");
+        assert_eq!(super::layer_runs(&[0]), "0");
+    }
 }

@@ -61,7 +61,7 @@ pub use io::ReadProbe;
 pub use llama::gpu::gpu_device_description;
 pub use model::Role;
 pub use plan::budget::{Budget, InvalidBudget};
-pub use plan::{GroupKind, Placement, Plan, StreamGroup, TensorPlacement, Tier};
+pub use plan::{GroupKind, LayerPart, Placement, Plan, StreamGroup, TensorPlacement, Tier};
 pub use profile::{ExpertProfile, ProfileError};
 /// Figures of this process that the statistics report, from `/proc/self` (Linux; 0
 /// elsewhere).

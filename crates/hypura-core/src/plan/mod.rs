@@ -39,7 +39,7 @@ pub enum Placement {
     /// Read once at load and held in RAM.
     Resident,
     /// Read whole every token as part of stream group `group` (its layer's streamed
-    /// tensors), into the window, and released after use.
+    /// tensors, or a [`LayerPart`] of them), into the window, and released after use.
     Streamed {
         /// Index into [`Plan::groups`].
         group: usize,
@@ -92,10 +92,12 @@ pub struct TensorPlacement {
 #[serde(rename_all = "snake_case", tag = "kind")]
 #[non_exhaustive]
 pub enum GroupKind {
-    /// The streamed tensors of one layer.
+    /// Streamed tensors of one layer.
     Layer {
         /// Layer index.
         layer: u32,
+        /// Which of them.
+        part: LayerPart,
     },
     /// A run of rows of the LM head.
     HeadChunk {
@@ -104,6 +106,25 @@ pub enum GroupKind {
         /// Row count.
         n_rows: u64,
     },
+}
+
+/// Which streamed tensors of a layer a [`GroupKind::Layer`] group holds. A dense layer
+/// streams as three groups, in the order its graph uses them, so that the window holds a
+/// third of a layer at a time instead of a whole one; any other layer (a mixture-of-experts
+/// layer streamed whole, or one with tensors of other roles) streams as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LayerPart {
+    /// Every streamed tensor of the layer.
+    Whole,
+    /// The attention's projections.
+    Attention,
+    /// The FFN's matrices but its down projection (the gate and up projections, which the
+    /// graph uses side by side).
+    FfnInput,
+    /// The FFN's down projection, which the graph uses last.
+    FfnDown,
 }
 
 /// A unit of streaming: read together, released together, in this cyclic order per token.
@@ -228,12 +249,15 @@ impl Plan {
 
     /// The layers whose tensors stream, in order.
     pub fn streamed_layers(&self) -> Vec<u32> {
-        self.groups
+        let mut layers: Vec<u32> = self
+            .groups
             .iter()
             .filter_map(|g| match g.kind {
-                GroupKind::Layer { layer } => Some(layer),
+                GroupKind::Layer { layer, .. } => Some(layer),
                 GroupKind::HeadChunk { .. } => None,
             })
-            .collect()
+            .collect();
+        layers.dedup();
+        layers
     }
 }

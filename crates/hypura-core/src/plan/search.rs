@@ -1,12 +1,15 @@
-//! The placement search: which layers stream (the last ones), whether the LM head streams,
-//! and how deep to read ahead, for the fewest bytes read per token within the budget.
-//! Linear in the number of tensors (one pass to size the layers, then one pass over the
-//! candidate split points with prefix sums and suffix maxima).
+//! The placement search: how many layers stream (spread evenly among the resident ones),
+//! whether the LM head streams, and how deep to read ahead, for the fewest bytes read per
+//! token within the budget. A dense layer streams as three groups (attention, FFN input, FFN
+//! down projection), so the window holds a third of a layer per slot. One pass to size the
+//! layers, then one pass over the layers per candidate count (quadratic in the layers: about
+//! 10^5 steps for llama.cpp's 512 at most).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use super::gpu::{self, GpuSplit};
-use super::{GroupKind, Placement, Plan, StreamGroup, TensorPlacement};
+use super::{GroupKind, LayerPart, Placement, Plan, StreamGroup, TensorPlacement};
 use crate::error::PlanError;
 use crate::memory::PAGE_BYTES;
 use crate::model::inventory::ModelTensor;
@@ -77,36 +80,40 @@ struct Candidate {
     streamed: u64,
 }
 
-/// Per-layer sizes and their prefix sums and suffix maxima, so that any split point
-/// ("layers from `k` on stream") is answered in constant time.
-struct LayerTable {
-    /// `prefix[k]`: bytes of layers `0..k`.
-    prefix: Vec<u64>,
-    /// `max_from[k]`: the largest layer in `k..`.
-    max_from: Vec<u64>,
-    /// `max_window_from[k]`: the largest window footprint of a layer in `k..`.
-    max_window_from: Vec<u64>,
+/// One layer's streamed tensors as stream groups, in the order its graph uses them.
+struct LayerGroups {
+    /// The layer.
+    layer: u32,
+    /// Its bytes (whole pages).
+    bytes: u64,
+    /// Each group: which part, and what it takes in the window (its bytes plus the slack of
+    /// placing each tensor for direct reads in place).
+    parts: Vec<(LayerPart, u64)>,
+    /// Bytes of its largest group.
+    largest_group_bytes: u64,
 }
 
-impl LayerTable {
-    fn new(layer_bytes: &[u64], layer_window_bytes: &[u64]) -> Self {
-        let n = layer_bytes.len();
-        let mut prefix = vec![0u64; n + 1];
-        for (k, b) in layer_bytes.iter().enumerate() {
-            prefix[k + 1] = prefix[k] + b;
-        }
-        let mut max_from = vec![0u64; n + 1];
-        let mut max_window_from = vec![0u64; n + 1];
-        for k in (0..n).rev() {
-            max_from[k] = max_from[k + 1].max(layer_bytes[k]);
-            max_window_from[k] = max_window_from[k + 1].max(layer_window_bytes[k]);
-        }
-        Self {
-            prefix,
-            max_from,
-            max_window_from,
-        }
+impl LayerGroups {
+    fn largest_window(&self) -> u64 {
+        self.parts.iter().map(|p| p.1).max().unwrap_or(0)
     }
+}
+
+/// Which group of its layer `t` streams in: see [`LayerPart`].
+fn part_of(t: &ModelTensor, split: bool) -> LayerPart {
+    match t.role {
+        _ if !split => LayerPart::Whole,
+        Role::Attention => LayerPart::Attention,
+        Role::Ffn if t.info.name.contains(".ffn_down") => LayerPart::FfnDown,
+        _ => LayerPart::FfnInput,
+    }
+}
+
+/// Positions of `k` layers spread evenly over `n` (the last always among them when `k > 0`):
+/// streamed layers interleaved with resident ones keep the readers busy while the resident
+/// ones compute, so read-ahead needs no window to cover a long resident stretch.
+fn spread(n: usize, k: usize) -> impl Iterator<Item = usize> {
+    (0..n).filter(move |&i| (i + 1) * k / n > i * k / n)
 }
 
 /// Plans `inventory` under `params`; `path` names the file in errors.
@@ -166,11 +173,18 @@ pub(crate) fn plan(
             return Ok(plan);
         }
     }
-    let n_layers = inventory.n_layers;
-    let mut layer_bytes_by_layer = vec![0u64; n_layers as usize];
-    // What a layer takes in the streaming window: its bytes plus the slack of placing each
-    // tensor for direct reads in place.
-    let mut layer_window_by_layer = vec![0u64; n_layers as usize];
+    let n_layers = inventory.n_layers as usize;
+    // A layer splits into its attention and FFN groups when it has nothing else: no
+    // experts (wherever they are) and no tensor of another role.
+    let mut split = vec![true; n_layers];
+    for t in &inventory.tensors {
+        if let Some(l) = t.layer.filter(|&l| (l as usize) < n_layers) {
+            if !matches!(t.role, Role::Attention | Role::Ffn | Role::Small) {
+                split[l as usize] = false;
+            }
+        }
+    }
+    let mut by_layer: Vec<Vec<(LayerPart, u64, u64)>> = vec![Vec::new(); n_layers];
     let mut always = 0u64;
     for t in inventory
         .tensors
@@ -180,29 +194,39 @@ pub(crate) fn plan(
         match (t.role, t.layer) {
             (Role::Embedding | Role::Output, _) => {}
             (Role::Small, _) | (_, None) => always += page_round(t.info.nbytes),
-            (_, Some(layer)) if layer < n_layers => {
-                layer_bytes_by_layer[layer as usize] += page_round(t.info.nbytes);
-                layer_window_by_layer[layer as usize] +=
-                    page_round(t.info.nbytes) + WINDOW_SLACK_PER_TENSOR;
+            (_, Some(layer)) if (layer as usize) < n_layers => {
+                let part = part_of(t, split[layer as usize]);
+                let bytes = page_round(t.info.nbytes);
+                let parts = &mut by_layer[layer as usize];
+                match parts.iter_mut().find(|p| p.0 == part) {
+                    Some(p) => {
+                        p.1 += bytes;
+                        p.2 += bytes + WINDOW_SLACK_PER_TENSOR;
+                    }
+                    None => parts.push((part, bytes, bytes + WINDOW_SLACK_PER_TENSOR)),
+                }
             }
             (_, Some(_)) => always += page_round(t.info.nbytes),
         }
     }
-    // The layers with weights on the CPU side, in order: the last of them stream (the GPU's
-    // layers, the last ones of the model, have none, unless their experts stay here).
-    let cpu_layers: Vec<u32> = (0..n_layers)
-        .filter(|&l| layer_bytes_by_layer[l as usize] > 0)
+    // The layers with weights on the CPU side, in order (the GPU's layers, the last ones of
+    // the model, have none, unless their experts stay here); some of them stream.
+    let cpu_layers: Vec<LayerGroups> = by_layer
+        .into_iter()
+        .zip(0u32..)
+        .filter(|(parts, _)| !parts.is_empty())
+        .map(|(mut parts, layer)| {
+            parts.sort_by_key(|p| p.0 as u8);
+            LayerGroups {
+                layer,
+                bytes: parts.iter().map(|p| p.1).sum(),
+                largest_group_bytes: parts.iter().map(|p| p.1).max().unwrap_or(0),
+                parts: parts.into_iter().map(|p| (p.0, p.2)).collect(),
+            }
+        })
         .collect();
-    let n_cpu_layers = cpu_layers.len() as u32;
-    let layer_bytes: Vec<u64> = cpu_layers
-        .iter()
-        .map(|&l| layer_bytes_by_layer[l as usize])
-        .collect();
-    let layer_window_bytes: Vec<u64> = cpu_layers
-        .iter()
-        .map(|&l| layer_window_by_layer[l as usize])
-        .collect();
-    let table = LayerTable::new(&layer_bytes, &layer_window_bytes);
+    let n_cpu_layers = cpu_layers.len();
+    let all_layer_bytes: u64 = cpu_layers.iter().map(|l| l.bytes).sum();
     let embd = inventory.embedding();
     let rows_window =
         (u64::from(params.n_ubatch) * 2 * PAGE_BYTES as u64).min(page_round(embd.nbytes));
@@ -223,11 +247,14 @@ pub(crate) fn plan(
 
     let mut best: Option<Candidate> = None;
     for streamed_layers in 0..=n_cpu_layers {
-        let first_streamed = (n_cpu_layers - streamed_layers) as usize;
-        let resident_layers = table.prefix[first_streamed];
-        let streamed_layer_bytes = table.prefix[n_cpu_layers as usize] - resident_layers;
-        let max_layer = table.max_from[first_streamed];
-        let max_layer_window = table.max_window_from[first_streamed];
+        let (mut streamed_layer_bytes, mut max_group, mut max_group_window) = (0u64, 0u64, 0u64);
+        for i in spread(n_cpu_layers, streamed_layers) {
+            let l = &cpu_layers[i];
+            streamed_layer_bytes += l.bytes;
+            max_group = max_group.max(l.largest_group_bytes);
+            max_group_window = max_group_window.max(l.largest_window());
+        }
+        let resident_layers = all_layer_bytes - streamed_layer_bytes;
         for head_streamed in [false, true] {
             if head_streamed && (!inventory.head_streamable || gpu.head) {
                 continue; // the family computes more than the head's product, or the GPU has it
@@ -244,10 +271,10 @@ pub(crate) fn plan(
             let held = always + rows_bytes + resident_layers + head_resident;
             for depth in (0..=params.max_prefetch_depth).rev() {
                 let slots = u64::from(depth) + 1;
-                let (unit, head_chunk_rows) = if max_layer > 0 {
-                    let rows = (max_layer / unit_bytes).max(1) * unit_rows;
+                let (unit, head_chunk_rows) = if max_group > 0 {
+                    let rows = (max_group / unit_bytes).max(1) * unit_rows;
                     (
-                        max_layer_window.max(rows * row_bytes + WINDOW_SLACK_PER_TENSOR),
+                        max_group_window.max(rows * row_bytes + WINDOW_SLACK_PER_TENSOR),
                         rows,
                     )
                 } else {
@@ -265,16 +292,17 @@ pub(crate) fn plan(
                     continue;
                 }
                 let streamed = streamed_layer_bytes + if head_streamed { head_bytes } else { 0 };
-                let better = match &best {
-                    None => true,
-                    // Read-ahead first: measured on the GPU machine, depth 2 reached the bound
-                    // where depth 1 with a few more resident layers did not (BENCHMARKS.md).
-                    // Then the fewest bytes read.
-                    Some(b) => depth > b.depth || (depth == b.depth && streamed < b.streamed),
-                };
+                // The fewest bytes read, with some read-ahead: with the streamed layers spread
+                // among resident ones, one group read ahead keeps the readers busy whenever
+                // the disk is the bound (a group computes faster than it reads); a deeper
+                // read-ahead costs resident bytes, so it is taken only where it costs none.
+                let key = |depth: u32, streamed: u64| (depth == 0, streamed, u32::MAX - depth);
+                let better = best
+                    .as_ref()
+                    .is_none_or(|b| key(depth, streamed) < key(b.depth, b.streamed));
                 if better {
                     best = Some(Candidate {
-                        streamed_layers,
+                        streamed_layers: streamed_layers as u32,
                         head_streamed,
                         depth,
                         window,
@@ -288,16 +316,24 @@ pub(crate) fn plan(
         }
     }
     let Some(choice) = best else {
-        let max_layer = table.max_from[0];
-        let max_layer_window = table.max_window_from[0];
-        let unit = max_layer_window.max(unit_bytes + WINDOW_SLACK_PER_TENSOR);
+        let max_layer = cpu_layers
+            .iter()
+            .map(|l| l.largest_group_bytes)
+            .max()
+            .unwrap_or(0);
+        let max_window = cpu_layers
+            .iter()
+            .map(LayerGroups::largest_window)
+            .max()
+            .unwrap_or(0);
+        let unit = max_window.max(unit_bytes + WINDOW_SLACK_PER_TENSOR);
         let minimum = always + rows_window + page_round(unit);
         return Err(PlanError::BudgetTooSmall {
             path: path.to_path_buf(),
             budget: format_bytes(budget),
             minimum: format_bytes(minimum),
             why: format!(
-                "one layer ({}) must fit beside the norms ({}) and one micro-batch of embedding rows ({})",
+                "one stream group ({}) must fit beside the norms ({}) and one micro-batch of embedding rows ({})",
                 format_bytes(max_layer),
                 format_bytes(always),
                 format_bytes(rows_window)
@@ -305,22 +341,30 @@ pub(crate) fn plan(
         });
     };
 
-    let streamed_layers = &cpu_layers[(n_cpu_layers - choice.streamed_layers) as usize..];
-    let mut group_of_layer = vec![None; n_layers as usize];
-    for (group, &layer) in streamed_layers.iter().enumerate() {
-        group_of_layer[layer as usize] = Some(group);
+    // The stream groups, in the order a token uses them.
+    let mut groups: Vec<StreamGroup> = Vec::new();
+    let mut group_of: HashMap<(u32, LayerPart), usize> = HashMap::new();
+    for i in spread(n_cpu_layers, choice.streamed_layers as usize) {
+        let l = &cpu_layers[i];
+        for &(part, _) in &l.parts {
+            group_of.insert((l.layer, part), groups.len());
+            groups.push(StreamGroup {
+                kind: GroupKind::Layer {
+                    layer: l.layer,
+                    part,
+                },
+                bytes: 0,
+            });
+        }
     }
-    let mut groups: Vec<StreamGroup> = streamed_layers
-        .iter()
-        .map(|&layer| StreamGroup {
-            kind: GroupKind::Layer { layer },
-            bytes: 0,
-        })
-        .collect();
     let tensors = inventory
         .tensors
         .iter()
         .map(|t| {
+            let group = t.layer.and_then(|l| {
+                let split = split.get(l as usize).copied().unwrap_or(false);
+                group_of.get(&(l, part_of(t, split))).copied()
+            });
             let where_ = match (t.role, t.layer) {
                 _ if inventory.is_unused(t) => Placement::Unused,
                 _ if on_gpu(t) => Placement::GpuResident,
@@ -330,16 +374,13 @@ pub(crate) fn plan(
                 (Role::Embedding, _) => Placement::RowsOnDemand,
                 (Role::Output, _) if choice.head_streamed => Placement::HeadChunks,
                 (Role::Small, _) | (_, None) => Placement::Resident,
-                (_, Some(layer))
-                    if group_of_layer
-                        .get(layer as usize)
-                        .is_some_and(|g| g.is_some()) =>
-                {
-                    let group = group_of_layer[layer as usize].unwrap_or_default();
-                    groups[group].bytes += t.info.nbytes;
-                    Placement::Streamed { group }
-                }
-                _ => Placement::Resident,
+                (_, Some(_)) => match group {
+                    Some(group) => {
+                        groups[group].bytes += t.info.nbytes;
+                        Placement::Streamed { group }
+                    }
+                    None => Placement::Resident,
+                },
             };
             placement(t.info.name.clone(), t.role, t.layer, t.info.nbytes, where_)
         })
@@ -513,7 +554,7 @@ mod tests {
     use super::*;
     use crate::model::arch::ArchSpec;
     use crate::model::TensorInfo;
-    use crate::plan::{GroupKind, Placement, Tier};
+    use crate::plan::{GroupKind, LayerPart, Placement, Tier};
 
     /// A small llama-shaped Q4_0 model (about 100 MB): 16 layers.
     fn inventory(tied: bool) -> ModelInventory {
@@ -726,6 +767,108 @@ mod tests {
     }
 
     #[test]
+    fn streamed_layers_are_spread_and_dense_layers_stream_in_three_groups() {
+        let inv = inventory(false);
+        let model = inv.weight_bytes();
+        for pct in [30u64, 50, 70, 90] {
+            let p = plan_at(&inv, model * pct / 100).unwrap();
+            let layers = p.streamed_layers();
+            let k = layers.len();
+            assert!(k > 0 && k < 16, "{pct}%: {layers:?}");
+            // Evenly spread, the last layer among them: no run of resident layers is longer
+            // than 16 / k rounded up.
+            assert_eq!(layers.last(), Some(&15), "{pct}%");
+            let mut previous = -1i64;
+            for &l in &layers {
+                assert!(
+                    l as i64 - previous <= (16 + k as i64 - 1) / k as i64,
+                    "{pct}%: {layers:?}"
+                );
+                previous = l as i64;
+            }
+            // Each streamed layer: attention, then the FFN's input, then its down projection.
+            let parts: Vec<(u32, LayerPart)> = p
+                .groups
+                .iter()
+                .filter_map(|g| match g.kind {
+                    GroupKind::Layer { layer, part } => Some((layer, part)),
+                    GroupKind::HeadChunk { .. } => None,
+                })
+                .collect();
+            let expected: Vec<(u32, LayerPart)> = layers
+                .iter()
+                .flat_map(|&l| {
+                    [
+                        LayerPart::Attention,
+                        LayerPart::FfnInput,
+                        LayerPart::FfnDown,
+                    ]
+                    .map(|p| (l, p))
+                })
+                .collect();
+            assert_eq!(parts, expected, "{pct}%");
+            for t in &p.tensors {
+                if let Placement::Streamed { group } = t.placement {
+                    let GroupKind::Layer { layer, part } = p.groups[group].kind else {
+                        panic!("{} in a head chunk", t.name);
+                    };
+                    assert_eq!(t.layer, Some(layer));
+                    let want = if t.name.contains("attn_") {
+                        LayerPart::Attention
+                    } else if t.name.contains("ffn_down") {
+                        LayerPart::FfnDown
+                    } else {
+                        LayerPart::FfnInput
+                    };
+                    assert_eq!(part, want, "{}", t.name);
+                }
+            }
+            // The window holds the read-ahead's groups plus the one in use, each a slot the
+            // size of the largest group: a third of a layer here, not a whole one.
+            let largest = p.groups.iter().map(|g| g.bytes).max().unwrap();
+            let slots = u64::from(p.prefetch_depth) + 1;
+            assert!(p.prefetch_depth >= 1, "{pct}%");
+            assert!(p.window_bytes >= slots * largest, "{pct}%");
+            assert!(
+                p.window_bytes <= slots * (largest + 4 * PAGE_BYTES as u64),
+                "{pct}%: window {} for groups of {largest}",
+                p.window_bytes
+            );
+        }
+    }
+
+    #[test]
+    fn a_layer_with_experts_streams_whole() {
+        let (n_embd, n_ff) = (1024u64, 2048u64);
+        let q4 = |name: String, dims: Vec<u64>| TensorInfo {
+            name,
+            ggml_type: 2,
+            nbytes: dims.iter().product::<u64>() / 32 * 18,
+            dims,
+            file_offset: 0,
+        };
+        let mut tensors = vec![q4("token_embd.weight".into(), vec![n_embd, 8192])];
+        for l in 0..4 {
+            tensors.push(q4(format!("blk.{l}.attn_q.weight"), vec![n_embd, n_embd]));
+            tensors.push(q4(format!("blk.{l}.ffn_gate_inp.weight"), vec![n_embd, 8]));
+            tensors.push(q4(
+                format!("blk.{l}.ffn_up_exps.weight"),
+                vec![n_embd, n_ff, 8],
+            ));
+        }
+        tensors.push(q4("output.weight".into(), vec![n_embd, 8192]));
+        let mut inv = ModelInventory::for_tests(ArchSpec::find("qwen3moe").unwrap(), 4, tensors);
+        inv.n_expert_used = 2;
+        let p = plan_at(&inv, inv.weight_bytes() / 2).unwrap();
+        assert!(!p.groups.is_empty());
+        for g in &p.groups {
+            if let GroupKind::Layer { part, .. } = g.kind {
+                assert_eq!(part, LayerPart::Whole);
+            }
+        }
+    }
+
+    #[test]
     fn head_chunks_start_on_page_boundaries() {
         let inv = inventory(true);
         let p = plan_at(&inv, inv.weight_bytes() / 10).unwrap();
@@ -763,8 +906,7 @@ mod tests {
 
     #[test]
     fn plans_the_most_layers_llama_cpp_allows() {
-        // 512 layers, llama.cpp's maximum (the search answers each split point from prefix
-        // sums, so this costs one pass over the layers, not one per split point).
+        // 512 layers, llama.cpp's maximum (one pass over the layers per candidate count).
         let (n_embd, n_layers) = (64u64, 512u32);
         let mut tensors = vec![TensorInfo {
             name: "token_embd.weight".into(),

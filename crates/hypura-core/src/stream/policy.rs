@@ -9,6 +9,11 @@
 //! node that read them has computed), reads are queued ahead into the room this frees (up
 //! to the read-ahead depth, never past the window), and only then does the executor wait for
 //! `g`: the readers stay busy while the graph waits.
+//!
+//! The window is a ring of equal slots, each the size of the largest group: groups of
+//! unequal sizes placed end to end can leave the free space in two pieces neither of which
+//! holds the next group, and read-ahead would stall short of its depth; with equal slots a
+//! window of `depth + 1` slots always holds the group in use and `depth` more.
 
 use std::collections::VecDeque;
 
@@ -61,6 +66,8 @@ pub(crate) struct Policy {
     window_capacity: Option<usize>,
     /// Bytes the window budget allows (home pages are held to it when there is no window).
     window_limit: u64,
+    /// Bytes of one window slot: the largest group that fits the window.
+    slot_bytes: usize,
     depth: usize,
     queue: VecDeque<(usize, Slot)>,
     /// True once the group in front of the queue was acquired by a node.
@@ -82,10 +89,17 @@ impl Policy {
         window_limit: u64,
         depth: usize,
     ) -> Self {
+        let slot_bytes = groups
+            .iter()
+            .map(|g| g.window_bytes)
+            .filter(|&w| window_capacity.is_some_and(|c| w <= c))
+            .max()
+            .unwrap_or(0);
         Self {
             groups,
             window_capacity,
             window_limit,
+            slot_bytes,
             depth,
             queue: VecDeque::new(),
             front_in_use: false,
@@ -171,8 +185,13 @@ impl Policy {
         actions
     }
 
+    /// A free window slot for a group of `len` bytes, if any.
     fn window_room(&self, len: usize) -> Option<Slot> {
         let capacity = self.window_capacity?;
+        if len > self.slot_bytes {
+            return None;
+        }
+        let len = self.slot_bytes;
         let regions = self.queue.iter().filter_map(|(_, s)| match s {
             Slot::Window { start, len } => Some((*start, *len)),
             Slot::Home => None,
@@ -333,6 +352,25 @@ mod tests {
             simulate(&mut p, window.len(), 5);
             assert!(p.held_bytes() <= capacity as u64);
             assert!(p.read_ahead().count() <= depth);
+        }
+    }
+
+    #[test]
+    fn uneven_groups_are_read_ahead_to_full_depth() {
+        // A layer's attention, FFN input and down projection, then a layer with one group:
+        // end to end in a ring of two of the largest, the third could wait for a release.
+        let window = [6 * 4096, 5 * 4096, 10 * 4096, 3 * 4096];
+        for depth in 1..=2 {
+            let capacity = (depth + 1) * 10 * 4096;
+            let mut p = Policy::new(sizes(&window), Some(capacity), capacity as u64, depth);
+            p.start();
+            for _ in 0..5 {
+                for g in 0..window.len() {
+                    p.acquire(g);
+                    assert_eq!(p.read_ahead().count(), depth, "depth {depth}, group {g}");
+                }
+            }
+            assert_eq!(p.counts().late_groups, 0);
         }
     }
 

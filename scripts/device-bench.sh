@@ -21,7 +21,8 @@
 #     Mixtral shape under 16 GiB): hypura (--memory = the cap, or $TP_MEM; its resident weights
 #     repacked unless TP_NO_REPACK=1) at each of $TP_N sequences, stock llama.cpp (mmap, which
 #     cannot repack under the cap) at each of $TP_STOCK_N, each run in a fresh capped cgroup;
-#     $TP_HYPURA_FLAGS are added to hypura's runs (e.g. --no-expert-profile).
+#     $TP_HYPURA_FLAGS are added to hypura's runs (e.g. --no-expert-profile); with $TP_BINS,
+#     hypura's runs are made with each of those binaries in turn (to compare builds).
 # tp-70b-ceiling, tp-moe-ceiling: the same shapes uncapped with every weight resident
 #     (--weights-budget 100%): the CPU's compute ceiling for $TP_N sequences.
 # tp-70b-prompt, tp-moe-prompt: time to first token of a 512-token prompt, one sequence under
@@ -128,7 +129,7 @@ capped_run() { # binary cap weights-budget [hypura run flags...]: one hypura run
 parallel_run() { # model cap sequences tokens [hypura run flags...]: one `run --parallel` in a fresh capped cgroup
     local cg stats=$W/tp-stats.json
     cg=$(fresh_cgroup hypura-tp "$2")
-    (echo $BASHPID > "$cg/cgroup.procs"; exec "$H" run --model "$1" --prompt "${TP_PROMPT:-The history of the city begins}" \
+    (echo $BASHPID > "$cg/cgroup.procs"; exec "${BIN:-$H}" run --model "$1" --prompt "${TP_PROMPT:-The history of the city begins}" \
         --max-tokens "$4" --temp 1 --seed 42 --ignore-eos --threads "$THREADS" --ctx "${TP_CTX:-256}" \
         $(case " ${*:5} " in *" --baseline "*) echo --no-repack;; *) echo ${TP_NO_REPACK:+--no-repack};; esac) \
         --parallel "$3" --disk-gbps "$GBPS" --stats-json "$stats" "${@:5}" >/dev/null 2>"$W/tp-stderr") \
@@ -166,7 +167,11 @@ prompt_ttft() { # model cap: one sequence with a 512-token prompt, hypura (and s
 throughput() { # model cap: hypura at each of $TP_N sequences ($TOKENS each), stock at each of $TP_STOCK_N ($STOCK_TOKENS each)
     echo "== $(basename "$1") under a $2 cap, run --parallel N (sampled, temperature 1, seed 42 + i), hypura --memory ${TP_MEM:-$2}"
     tp_header
-    for n in ${TP_N-1 4 16}; do parallel_run "$1" "$2" "$n" "$TOKENS" --memory "${TP_MEM:-$2}" ${TP_HYPURA_FLAGS:-}; done
+    for n in ${TP_N-1 4 16}; do
+        for bin in ${TP_BINS:-$H}; do
+            BIN=$bin LABEL=${TP_BINS:+$bin} parallel_run "$1" "$2" "$n" "$TOKENS" --memory "${TP_MEM:-$2}" ${TP_HYPURA_FLAGS:-}
+        done
+    done
     for n in ${TP_STOCK_N:-}; do parallel_run "$1" "$2" "$n" "${STOCK_TOKENS:-$TOKENS}" --baseline; done
 }
 

@@ -120,6 +120,7 @@ capped_run() { # binary cap weights-budget [hypura run flags...]: one hypura run
         || { echo "run failed: $(tail -1 "$W/ab-stderr")"; rmdir "$cg"; return; }
     python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('%-22s decode %.3f tok/s  read/token %.2f GiB  stream wait %.1f s  readers busy %.0f%%  peak RSS %.2f GiB  cgroup peak %.2f GiB' % (sys.argv[2], d['decode_tok_s'], d['disk_bytes_per_token']/2**30, d['stream_wait_s'], 100*d.get('reader_utilization', float('nan')), d['peak_rss_bytes']/2**30, int(open(sys.argv[3]).read())/2**30))" \
         "$stats" "$(basename "$1")${IO_THREADS:+ io=$IO_THREADS}${4:+ $4}" "$cg/memory.peak"
+    cp "$stats" "$OUT/ab-$(basename "$(dirname "$1")")-$(date +%s%N).json" 2>/dev/null || true
     if [ -n "${RESULTS:-}" ]; then
         python3 -c "import json,sys; print(sys.argv[2], json.load(open(sys.argv[1]))['decode_tok_s'])" "$stats" "${RESULT_TAG:-${4:-verify}}" >> "$RESULTS"
     fi
@@ -134,7 +135,7 @@ parallel_run() { # model cap sequences tokens [hypura run flags...]: one `run --
         $(case " ${*:5} " in *" --baseline "*) echo --no-repack;; *) echo ${TP_NO_REPACK:+--no-repack};; esac) \
         --parallel "$3" --disk-gbps "$GBPS" --stats-json "$stats" "${@:5}" >/dev/null 2>"$W/tp-stderr") \
         || { echo "run failed: $(tail -1 "$W/tp-stderr")"; rmdir "$cg"; return; }
-    cp "$stats" "$OUT/tp-$(basename "$1" .gguf)-$3${5:+$5}.json" 2>/dev/null || true
+    cp "$stats" "$OUT/tp-$(basename "$1" .gguf)-$3${5:+$5}${TAG:+-$TAG}.json" 2>/dev/null || true
     python3 -c "import json,sys; d=json.load(open(sys.argv[1])); m=d.get('model_stats', {}); print('| %s | %d | %d | %.3f | %.3f | %.1f (%d tokens) | %.2f GiB | %.2f GiB | %.1f s, readers %.0f%% | %.2f GiB | %.1f |' % (sys.argv[2], d.get('sequences', 1), d['tokens_generated'], d['decode_tok_s'], d['steady_tok_s'], d.get('time_to_first_token_s', d['prompt_s']), d.get('prompt_tokens', 0), d['disk_bytes_per_token']/2**30, d['streamed_bytes_per_token']/2**30, m.get('stream_wait_s', 0), 100 * m.get('reader_busy_s', 0) / max(1, m.get('reader_threads', 1)) / max(1e-9, m.get('decode_s', 1)), int(open(sys.argv[3]).read())/2**30, d['load_s']))" \
         "$stats" "${LABEL:+$LABEL }$(case " ${*:5} " in *" --baseline "*) echo stock;; *) echo hypura;; esac)" "$cg/memory.peak"
     rmdir "$cg"
@@ -169,7 +170,7 @@ throughput() { # model cap: hypura at each of $TP_N sequences ($TOKENS each), st
     tp_header
     for n in ${TP_N-1 4 16}; do
         for bin in ${TP_BINS:-$H}; do
-            BIN=$bin LABEL=${TP_BINS:+$bin} parallel_run "$1" "$2" "$n" "$TOKENS" --memory "${TP_MEM:-$2}" ${TP_HYPURA_FLAGS:-}
+            BIN=$bin LABEL=${TP_BINS:+$bin} TAG=${TP_BINS:+$(basename "$(dirname "$bin")")} parallel_run "$1" "$2" "$n" "$TOKENS" --memory "${TP_MEM:-$2}" ${TP_HYPURA_FLAGS:-}
         done
     done
     for n in ${TP_STOCK_N:-}; do parallel_run "$1" "$2" "$n" "${STOCK_TOKENS:-$TOKENS}" --baseline; done

@@ -27,7 +27,8 @@
 #     (--weights-budget 100%): the CPU's compute ceiling for $TP_N sequences.
 # tp-70b-prompt, tp-moe-prompt: time to first token of a 512-token prompt, one sequence under
 #     the cap, hypura (with $TP_HYPURA_FLAGS, e.g. "-b 1024": one pass over the streamed weights
-#     for the prompt instead of five) and (with TP_PROMPT_STOCK=1) stock.
+#     for the prompt instead of five) and (with TP_PROMPT_STOCK=1) stock (TP_PROMPT_STOCK=only:
+#     stock alone).
 # verify: the cost of checking the model file while streaming: hypura alone under the 7B/2 GiB
 #     cap, alternately with the checks (default) and with --no-verify-reads, $VERIFY_ROUNDS each.
 set -euo pipefail
@@ -159,7 +160,9 @@ prompt_ttft() { # model cap: one sequence with a 512-token prompt, hypura (and s
     echo "== $(basename "$1") under a $2 cap: time to first token of a long prompt, one sequence"
     tp_header
     # shellcheck disable=SC2086
-    TP_PROMPT=$PROMPT_512 TP_CTX=1024 parallel_run "$1" "$2" 1 2 --memory "${TP_MEM:-$2}" ${TP_HYPURA_FLAGS:-}
+    if [ "${TP_PROMPT_STOCK:-}" != only ]; then
+        TP_PROMPT=$PROMPT_512 TP_CTX=1024 parallel_run "$1" "$2" 1 2 --memory "${TP_MEM:-$2}" ${TP_HYPURA_FLAGS:-}
+    fi
     if [ -n "${TP_PROMPT_STOCK:-}" ]; then
         TP_PROMPT=$PROMPT_512 TP_CTX=1024 parallel_run "$1" "$2" 1 2 --baseline
     fi

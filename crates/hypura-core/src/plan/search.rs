@@ -589,6 +589,17 @@ mod tests {
         ModelInventory::for_tests(ArchSpec::find("llama").unwrap(), n_layers, tensors)
     }
 
+    /// A Q4_0 tensor of these dimensions.
+    fn q4(name: String, dims: Vec<u64>) -> TensorInfo {
+        TensorInfo {
+            name,
+            ggml_type: 2,
+            nbytes: dims.iter().product::<u64>() / 32 * 18,
+            dims,
+            file_offset: 0,
+        }
+    }
+
     fn params(budget: u64) -> SearchParams {
         SearchParams {
             ram_budget_bytes: budget,
@@ -612,13 +623,6 @@ mod tests {
     #[test]
     fn a_token_s_compute_reads_only_its_picked_experts_and_one_embedding_row() {
         let (n_embd, n_ff, n_vocab) = (1024u64, 2048u64, 8192u64);
-        let q4 = |name: String, dims: Vec<u64>| TensorInfo {
-            name,
-            ggml_type: 2,
-            nbytes: dims.iter().product::<u64>() / 32 * 18,
-            dims,
-            file_offset: 0,
-        };
         let mut tensors = vec![q4("token_embd.weight".into(), vec![n_embd, n_vocab])];
         for l in 0..4 {
             tensors.push(q4(format!("blk.{l}.attn_q.weight"), vec![n_embd, n_embd]));
@@ -840,13 +844,6 @@ mod tests {
     #[test]
     fn a_layer_with_experts_streams_whole() {
         let (n_embd, n_ff) = (1024u64, 2048u64);
-        let q4 = |name: String, dims: Vec<u64>| TensorInfo {
-            name,
-            ggml_type: 2,
-            nbytes: dims.iter().product::<u64>() / 32 * 18,
-            dims,
-            file_offset: 0,
-        };
         let mut tensors = vec![q4("token_embd.weight".into(), vec![n_embd, 8192])];
         for l in 0..4 {
             tensors.push(q4(format!("blk.{l}.attn_q.weight"), vec![n_embd, n_embd]));

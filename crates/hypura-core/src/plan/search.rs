@@ -316,7 +316,7 @@ pub(crate) fn plan(
         }
     }
     let Some(choice) = best else {
-        let max_layer = cpu_layers
+        let largest_group = cpu_layers
             .iter()
             .map(|l| l.largest_group_bytes)
             .max()
@@ -334,7 +334,7 @@ pub(crate) fn plan(
             minimum: format_bytes(minimum),
             why: format!(
                 "one stream group ({}) must fit beside the norms ({}) and one micro-batch of embedding rows ({})",
-                format_bytes(max_layer),
+                format_bytes(largest_group),
                 format_bytes(always),
                 format_bytes(rows_window)
             ),

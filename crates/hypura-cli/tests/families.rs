@@ -315,3 +315,70 @@ fn check_expert_sim(at: &str, stats: &serde_json::Value) {
         out.stdout
     );
 }
+
+/// Layers wide enough to stream in three groups (attention, the FFN's gate and up, its down
+/// projection, each at least 16 MiB), in families whose FFNs llama.cpp builds differently
+/// (SwiGLU, GELU-gated with post-norms, a fused gate and up, biases): the same tokens and
+/// logits as stock, and each streamed tensor read once a token, which a group the graph used
+/// out of the planned order would break (it is read again).
+#[test]
+fn layers_streamed_in_three_groups_match_stock() {
+    for arch in ["llama", "gemma3", "phi3", "qwen2"] {
+        if !selected(arch, "HYPURA_FAMILIES") {
+            continue;
+        }
+        let label = format!("wide-{arch}");
+        let path = tempfile(&format!("{label}.gguf"));
+        let args = [
+            "synth",
+            "--out",
+            path.to_str().unwrap(),
+            "--arch",
+            arch,
+            "--type",
+            "q4_0",
+            "--n-layer",
+            "2",
+            "--n-embd",
+            "4096",
+            "--n-ff",
+            "8192",
+            "--n-head",
+            "32",
+            "--n-head-kv",
+            "8",
+            "--n-vocab",
+            "1000",
+        ];
+        let out = hypura(&args);
+        assert_eq!(out.code, 0, "{label}: synth failed:\n{}", out.stderr);
+        let plan = plan_json(&path, "60%");
+        let parts: Vec<&str> = plan["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|g| g["part"].as_str())
+            .collect();
+        assert!(
+            parts.contains(&"attention") && parts.contains(&"ffn_down"),
+            "{label}: the plan does not split its layers: {parts:?}"
+        );
+        let stock = run_sampled(&path, &["--baseline", "--no-repack"], TOKENS);
+        let stats = run_sampled(&path, &["--no-repack", "--weights-budget", "60%"], TOKENS);
+        assert_eq!(
+            tokens(&stats),
+            tokens(&stock),
+            "{label}: tokens differ from stock"
+        );
+        assert_eq!(
+            stats["logits_digest"], stock["logits_digest"],
+            "{label}: logits differ from stock"
+        );
+        let full_peak = u(
+            &run_sampled(&path, &["--no-repack", "--weights-budget", "100%"], 1),
+            "peak_rss_bytes",
+        );
+        check_streaming(&label, "60%", &stats, full_peak);
+        std::fs::remove_file(path).unwrap();
+    }
+}

@@ -51,6 +51,11 @@ pub(crate) const REQUEST_BYTES: u64 = 4 << 20;
 pub(crate) const WINDOW_SLACK_PER_TENSOR: u64 = PAGE_BYTES as u64;
 /// Groups read ahead at most.
 pub(crate) const MAX_PREFETCH_DEPTH: u32 = 2;
+/// A dense layer splits into its three groups only when each is at least this large: a
+/// group's reads should give every reader thread a full request at least, and each group
+/// costs a pause of the graph (on the development machine's 2 cores, SmolLM2's layers of
+/// about 3 MiB split in three decoded at half the speed).
+pub(crate) const MIN_SPLIT_GROUP_BYTES: u64 = 16 << 20;
 /// Memory bandwidth assumed for the compute part of the bound.
 pub(crate) const RAM_BYTES_PER_S: f64 = 20e9;
 /// GPU memory bandwidth assumed for the compute part of the bound (a mid-range discrete GPU
@@ -70,6 +75,8 @@ fn gcd(a: u64, b: u64) -> u64 {
 }
 
 struct Candidate {
+    /// Reads enough ahead (see the search).
+    enough: bool,
     streamed_layers: u32,
     head_streamed: bool,
     depth: u32,
@@ -209,6 +216,14 @@ pub(crate) fn plan(
             (_, Some(_)) => always += page_round(t.info.nbytes),
         }
     }
+    // Layers whose parts would be too small stream whole after all.
+    for (layer, parts) in by_layer.iter_mut().enumerate() {
+        if parts.len() > 1 && parts.iter().any(|p| p.1 < MIN_SPLIT_GROUP_BYTES) {
+            split[layer] = false;
+            let (bytes, window) = parts.iter().fold((0, 0), |a, p| (a.0 + p.1, a.1 + p.2));
+            *parts = vec![(LayerPart::Whole, bytes, window)];
+        }
+    }
     // The layers with weights on the CPU side, in order (the GPU's layers, the last ones of
     // the model, have none, unless their experts stay here); some of them stream.
     let cpu_layers: Vec<LayerGroups> = by_layer
@@ -292,16 +307,24 @@ pub(crate) fn plan(
                     continue;
                 }
                 let streamed = streamed_layer_bytes + if head_streamed { head_bytes } else { 0 };
-                // The fewest bytes read, with some read-ahead: with the streamed layers spread
-                // among resident ones, one group read ahead keeps the readers busy whenever
-                // the disk is the bound (a group computes faster than it reads); a deeper
-                // read-ahead costs resident bytes, so it is taken only where it costs none.
-                let key = |depth: u32, streamed: u64| (depth == 0, streamed, u32::MAX - depth);
-                let better = best
-                    .as_ref()
-                    .is_none_or(|b| key(depth, streamed) < key(b.depth, b.streamed));
+                // The fewest bytes read, with enough read ahead: with the streamed layers
+                // spread among resident ones, one group read ahead keeps the readers busy
+                // whenever the disk is the bound (a group computes faster than it reads), if
+                // it gives each reader a request; small groups want two. A deeper read-ahead
+                // costs resident bytes, so it is taken only where it costs none.
+                let enough = depth >= 1
+                    && u64::from(depth) * page_round(unit)
+                        >= (u64::from(params.io_threads.max(1)) * REQUEST_BYTES)
+                            .min(page_round(unit) * u64::from(params.max_prefetch_depth));
+                let key = |enough: bool, depth: u32, streamed: u64| {
+                    (!enough, depth == 0, streamed, u32::MAX - depth)
+                };
+                let better = best.as_ref().is_none_or(|b| {
+                    key(enough, depth, streamed) < key(b.enough, b.depth, b.streamed)
+                });
                 if better {
                     best = Some(Candidate {
+                        enough,
                         streamed_layers: streamed_layers as u32,
                         head_streamed,
                         depth,
@@ -558,7 +581,12 @@ mod tests {
 
     /// A small llama-shaped Q4_0 model (about 100 MB): 16 layers.
     fn inventory(tied: bool) -> ModelInventory {
-        let (n_embd, n_ff, n_vocab, n_layers) = (1024u64, 4096u64, 32000u64, 16u32);
+        inventory_of(1024, 4096, tied)
+    }
+
+    /// A llama-shaped Q4_0 model of 16 layers of this width.
+    fn inventory_of(n_embd: u64, n_ff: u64, tied: bool) -> ModelInventory {
+        let (n_vocab, n_layers) = (32000u64, 16u32);
         let q4 = |name: String, cols: u64, rows: u64| TensorInfo {
             name,
             ggml_type: 2,
@@ -771,8 +799,24 @@ mod tests {
     }
 
     #[test]
-    fn streamed_layers_are_spread_and_dense_layers_stream_in_three_groups() {
+    fn small_layers_stream_whole_with_two_groups_read_ahead() {
+        // Parts of under 16 MiB: one group a layer, and two of them read ahead.
         let inv = inventory(false);
+        let p = plan_at(&inv, inv.weight_bytes() / 2).unwrap();
+        assert_eq!(p.prefetch_depth, 2);
+        assert!(p.groups.iter().all(|g| matches!(
+            g.kind,
+            GroupKind::Layer {
+                part: LayerPart::Whole,
+                ..
+            } | GroupKind::HeadChunk { .. }
+        )));
+    }
+
+    #[test]
+    fn streamed_layers_are_spread_and_dense_layers_stream_in_three_groups() {
+        // 70B-wide layers: each part holds a request for every reader.
+        let inv = inventory_of(8192, 28672, false);
         let model = inv.weight_bytes();
         for pct in [30u64, 50, 70, 90] {
             let p = plan_at(&inv, model * pct / 100).unwrap();
@@ -831,7 +875,7 @@ mod tests {
             // size of the largest group: a third of a layer here, not a whole one.
             let largest = p.groups.iter().map(|g| g.bytes).max().unwrap();
             let slots = u64::from(p.prefetch_depth) + 1;
-            assert!(p.prefetch_depth >= 1, "{pct}%");
+            assert_eq!(p.prefetch_depth, 1, "{pct}%");
             assert!(p.window_bytes >= slots * largest, "{pct}%");
             assert!(
                 p.window_bytes <= slots * (largest + 4 * PAGE_BYTES as u64),

@@ -9,6 +9,7 @@
 pub(crate) mod budget;
 pub(crate) mod experts;
 pub(crate) mod gpu;
+mod layers;
 pub(crate) mod search;
 
 use serde::Serialize;

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::gpu::{self, GpuSplit};
+use super::layers::{spread, CpuLayers, LayerGroups};
 use super::{GroupKind, LayerPart, Placement, Plan, StreamGroup, TensorPlacement};
 use crate::error::PlanError;
 use crate::memory::PAGE_BYTES;
@@ -51,11 +52,6 @@ pub(crate) const REQUEST_BYTES: u64 = 4 << 20;
 pub(crate) const WINDOW_SLACK_PER_TENSOR: u64 = PAGE_BYTES as u64;
 /// Groups read ahead at most.
 pub(crate) const MAX_PREFETCH_DEPTH: u32 = 2;
-/// A dense layer splits into its three groups only when each is at least this large: a
-/// group's reads should give every reader thread a full request at least, and each group
-/// costs a pause of the graph (on the development machine's 2 cores, SmolLM2's layers of
-/// about 3 MiB split in three decoded at half the speed).
-pub(crate) const MIN_SPLIT_GROUP_BYTES: u64 = 16 << 20;
 /// Memory bandwidth assumed for the compute part of the bound.
 pub(crate) const RAM_BYTES_PER_S: f64 = 20e9;
 /// GPU memory bandwidth assumed for the compute part of the bound (a mid-range discrete GPU
@@ -85,42 +81,6 @@ struct Candidate {
     resident: u64,
     rows_bytes: u64,
     streamed: u64,
-}
-
-/// One layer's streamed tensors as stream groups, in the order its graph uses them.
-struct LayerGroups {
-    /// The layer.
-    layer: u32,
-    /// Its bytes (whole pages).
-    bytes: u64,
-    /// Each group: which part, and what it takes in the window (its bytes plus the slack of
-    /// placing each tensor for direct reads in place).
-    parts: Vec<(LayerPart, u64)>,
-    /// Bytes of its largest group.
-    largest_group_bytes: u64,
-}
-
-impl LayerGroups {
-    fn largest_window(&self) -> u64 {
-        self.parts.iter().map(|p| p.1).max().unwrap_or(0)
-    }
-}
-
-/// Which group of its layer `t` streams in: see [`LayerPart`].
-fn part_of(t: &ModelTensor, split: bool) -> LayerPart {
-    match t.role {
-        _ if !split => LayerPart::Whole,
-        Role::Attention => LayerPart::Attention,
-        Role::Ffn if t.info.name.contains(".ffn_down") => LayerPart::FfnDown,
-        _ => LayerPart::FfnInput,
-    }
-}
-
-/// Positions of `k` layers spread evenly over `n` (the last always among them when `k > 0`):
-/// streamed layers interleaved with resident ones keep the readers busy while the resident
-/// ones compute, so read-ahead needs no window to cover a long resident stretch.
-fn spread(n: usize, k: usize) -> impl Iterator<Item = usize> {
-    (0..n).filter(move |&i| (i + 1) * k / n > i * k / n)
 }
 
 /// Plans `inventory` under `params`; `path` names the file in errors.
@@ -180,66 +140,8 @@ pub(crate) fn plan(
             return Ok(plan);
         }
     }
-    let n_layers = inventory.n_layers as usize;
-    // A layer splits into its attention and FFN groups when it has nothing else: no
-    // experts (wherever they are) and no tensor of another role.
-    let mut split = vec![true; n_layers];
-    for t in &inventory.tensors {
-        if let Some(l) = t.layer.filter(|&l| (l as usize) < n_layers) {
-            if !matches!(t.role, Role::Attention | Role::Ffn | Role::Small) {
-                split[l as usize] = false;
-            }
-        }
-    }
-    let mut by_layer: Vec<Vec<(LayerPart, u64, u64)>> = vec![Vec::new(); n_layers];
-    let mut always = 0u64;
-    for t in inventory
-        .tensors
-        .iter()
-        .filter(|t| !inventory.is_unused(t) && !on_gpu(t))
-    {
-        match (t.role, t.layer) {
-            (Role::Embedding | Role::Output, _) => {}
-            (Role::Small, _) | (_, None) => always += page_round(t.info.nbytes),
-            (_, Some(layer)) if (layer as usize) < n_layers => {
-                let part = part_of(t, split[layer as usize]);
-                let bytes = page_round(t.info.nbytes);
-                let parts = &mut by_layer[layer as usize];
-                match parts.iter_mut().find(|p| p.0 == part) {
-                    Some(p) => {
-                        p.1 += bytes;
-                        p.2 += bytes + WINDOW_SLACK_PER_TENSOR;
-                    }
-                    None => parts.push((part, bytes, bytes + WINDOW_SLACK_PER_TENSOR)),
-                }
-            }
-            (_, Some(_)) => always += page_round(t.info.nbytes),
-        }
-    }
-    // Layers whose parts would be too small stream whole after all.
-    for (layer, parts) in by_layer.iter_mut().enumerate() {
-        if parts.len() > 1 && parts.iter().any(|p| p.1 < MIN_SPLIT_GROUP_BYTES) {
-            split[layer] = false;
-            let (bytes, window) = parts.iter().fold((0, 0), |a, p| (a.0 + p.1, a.1 + p.2));
-            *parts = vec![(LayerPart::Whole, bytes, window)];
-        }
-    }
-    // The layers with weights on the CPU side, in order (the GPU's layers, the last ones of
-    // the model, have none, unless their experts stay here); some of them stream.
-    let cpu_layers: Vec<LayerGroups> = by_layer
-        .into_iter()
-        .zip(0u32..)
-        .filter(|(parts, _)| !parts.is_empty())
-        .map(|(mut parts, layer)| {
-            parts.sort_by_key(|p| p.0 as u8);
-            LayerGroups {
-                layer,
-                bytes: parts.iter().map(|p| p.1).sum(),
-                largest_group_bytes: parts.iter().map(|p| p.1).max().unwrap_or(0),
-                parts: parts.into_iter().map(|p| (p.0, p.2)).collect(),
-            }
-        })
-        .collect();
+    let layers = CpuLayers::new(inventory, on_gpu);
+    let (cpu_layers, always) = (&layers.layers, layers.always_bytes);
     let n_cpu_layers = cpu_layers.len();
     let all_layer_bytes: u64 = cpu_layers.iter().map(|l| l.bytes).sum();
     let embd = inventory.embedding();
@@ -384,10 +286,9 @@ pub(crate) fn plan(
         .tensors
         .iter()
         .map(|t| {
-            let group = t.layer.and_then(|l| {
-                let split = split.get(l as usize).copied().unwrap_or(false);
-                group_of.get(&(l, part_of(t, split))).copied()
-            });
+            let group = t
+                .layer
+                .and_then(|l| group_of.get(&(l, layers.part_of(t))).copied());
             let where_ = match (t.role, t.layer) {
                 _ if inventory.is_unused(t) => Placement::Unused,
                 _ if on_gpu(t) => Placement::GpuResident,

@@ -187,19 +187,17 @@ fn experts_predicted_for_the_next_layer_are_read_ahead() {
 #[test]
 fn an_moe_built_from_smollm2_writes_its_text_and_matches_stock() {
     let dense = model(SMOLLM2);
-    let path = tempfile("smollm2-moe.gguf");
-    let out = hypura(&[
-        "synth",
-        "--moe-from",
-        dense.to_str().unwrap(),
-        "--n-expert",
-        "4",
-        "--n-expert-used",
-        "2",
-        "--out",
-        path.to_str().unwrap(),
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let path = synth_model_with(
+        "smollm2-moe",
+        &[
+            "--moe-from",
+            dense.to_str().unwrap(),
+            "--n-expert",
+            "4",
+            "--n-expert-used",
+            "2",
+        ],
+    );
     // Identical experts, renormalized weights: the dense model's text (up to rounding, which
     // may tip a later token), so readable.
     let dense_tokens = tokens(&run_stats(&dense, &["--baseline", "--no-repack"], 16));

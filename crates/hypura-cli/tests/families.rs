@@ -328,30 +328,27 @@ fn layers_streamed_in_three_groups_match_stock() {
             continue;
         }
         let label = format!("wide-{arch}");
-        let path = tempfile(&format!("{label}.gguf"));
-        let args = [
-            "synth",
-            "--out",
-            path.to_str().unwrap(),
-            "--arch",
-            arch,
-            "--type",
-            "q4_0",
-            "--n-layer",
-            "2",
-            "--n-embd",
-            "4096",
-            "--n-ff",
-            "8192",
-            "--n-head",
-            "32",
-            "--n-head-kv",
-            "8",
-            "--n-vocab",
-            "1000",
-        ];
-        let out = hypura(&args);
-        assert_eq!(out.code, 0, "{label}: synth failed:\n{}", out.stderr);
+        let path = synth_model_with(
+            &label,
+            &[
+                "--arch",
+                arch,
+                "--type",
+                "q4_0",
+                "--n-layer",
+                "2",
+                "--n-embd",
+                "4096",
+                "--n-ff",
+                "8192",
+                "--n-head",
+                "32",
+                "--n-head-kv",
+                "8",
+                "--n-vocab",
+                "1000",
+            ],
+        );
         let plan = plan_json(&path, "60%");
         let parts: Vec<&str> = plan["groups"]
             .as_array()

@@ -310,11 +310,7 @@ pub fn synth_moe_model(name: &str, arch: &str, extra: &[&str]) -> PathBuf {
 }
 
 pub fn synth_model(name: &str, extra: &[&str]) -> PathBuf {
-    let path = tempfile(&format!("{name}.gguf"));
     let mut args = vec![
-        "synth",
-        "--out",
-        path.to_str().unwrap(),
         "--n-layer",
         "16",
         "--n-embd",
@@ -331,6 +327,15 @@ pub fn synth_model(name: &str, extra: &[&str]) -> PathBuf {
         "1000",
     ];
     args.extend_from_slice(extra);
+    synth_model_with(name, &args)
+}
+
+/// Writes a synthetic model with `hypura synth` and exactly these flags (no defaults of
+/// [`synth_model`]'s) and returns its path.
+pub fn synth_model_with(name: &str, flags: &[&str]) -> PathBuf {
+    let path = tempfile(&format!("{name}.gguf"));
+    let mut args = vec!["synth", "--out", path.to_str().unwrap()];
+    args.extend_from_slice(flags);
     let out = hypura(&args);
     assert_eq!(out.code, 0, "hypura {args:?} failed:\n{}", out.stderr);
     path
